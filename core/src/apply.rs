@@ -1,0 +1,168 @@
+//! The apply stage: dedup → dispatch → latency, for one thread.
+//!
+//! Embedded, each worker owns an [`Applier`] and feeds it the batches it drains. In a cluster
+//! node the raft apply loop owns one and feeds it committed batches in log order, so every
+//! replica makes the same dedup decisions.
+
+use crate::clock;
+use crate::config::DedupConfig;
+use crate::dedup::{Decision, DedupWindow};
+use crate::dispatch::Dispatcher;
+use crate::event::Event;
+use crate::stats::{ApplierCounters, ApplierSlot, LocalStats};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Dedup, dispatch and latency recording for a stream of batches. Single-threaded by design.
+#[derive(Debug)]
+pub struct Applier {
+    dedup: DedupWindow,
+    dispatcher: Arc<Dispatcher>,
+    stats: LocalStats,
+    fresh: Vec<Event>,
+}
+
+/// What [`Applier::apply`] did with one batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Events dispatched.
+    pub dispatched: usize,
+    /// Events dropped as duplicates.
+    pub duplicates: usize,
+}
+
+impl Applier {
+    /// An applier that reports into `slot` (see [`crate::StatsHandle::register`]).
+    pub fn new(
+        dedup: DedupConfig,
+        dispatcher: Arc<Dispatcher>,
+        slot: Arc<ApplierSlot>,
+        stats_flush: Duration,
+    ) -> Self {
+        Applier {
+            dedup: DedupWindow::new(dedup),
+            dispatcher,
+            stats: LocalStats::new(slot, stats_flush),
+            fresh: Vec::new(),
+        }
+    }
+
+    /// Applies a batch, leaving `batch` empty: each event is checked against the dedup window;
+    /// fresh ones go to their handlers in order (one call per run of equal topics) and have
+    /// their ingest → handler-start latency recorded.
+    pub fn apply(&mut self, batch: &mut Vec<Event>) -> ApplyOutcome {
+        let before = self.stats.counters;
+        self.fresh.clear();
+        self.fresh.reserve(batch.len());
+        let c = &mut self.stats.counters;
+        for event in batch.drain(..) {
+            c.by_priority[event.priority.index()] += 1;
+            match self.dedup.check(event.id.0, event.ingest_ns) {
+                Decision::Fresh => {
+                    c.dedup_misses += 1;
+                    self.fresh.push(event);
+                }
+                Decision::Duplicate => c.dedup_hits += 1,
+            }
+        }
+        let mut now = clock::now_ns();
+        let mut start = 0;
+        let fresh = &self.fresh;
+        while start < fresh.len() {
+            let topic = &fresh[start].topic;
+            let mut end = start + 1;
+            while end < fresh.len() && fresh[end].topic == *topic {
+                end += 1;
+            }
+            let run = &fresh[start..end];
+            let handlers = self.dispatcher.handlers_for(topic);
+            if start > 0 {
+                // Later runs start later: read the clock again so their latency is honest.
+                now = clock::now_ns();
+            }
+            for e in run {
+                self.stats.record_latency(now.saturating_sub(e.ingest_ns));
+            }
+            let out = self.dispatcher.dispatch_run(handlers, run);
+            self.stats.counters.handler_panics += out.panics;
+            self.stats.counters.handler_errors += out.errors;
+            start = end;
+        }
+        let c = &mut self.stats.counters;
+        c.processed += self.fresh.len() as u64;
+        c.batches += 1;
+        let outcome = ApplyOutcome {
+            dispatched: (c.processed - before.processed) as usize,
+            duplicates: (c.dedup_hits - before.dedup_hits) as usize,
+        };
+        self.stats.flush(now, false);
+        outcome
+    }
+
+    /// Publishes everything counted so far, including the latency histogram.
+    pub fn flush(&mut self) {
+        self.stats.flush(clock::now_ns(), true);
+    }
+
+    /// Running totals, including what has not been flushed yet.
+    pub fn counters(&self) -> ApplierCounters {
+        self.stats.counters()
+    }
+
+    /// The dedup window (for snapshots).
+    pub fn dedup(&self) -> &DedupWindow {
+        &self.dedup
+    }
+
+    /// Replaces the dedup window (after installing a snapshot).
+    pub fn set_dedup(&mut self, window: DedupWindow) {
+        self.dedup = window;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Priority;
+    use crate::stats::StatsHandle;
+    use std::sync::Mutex;
+
+    #[test]
+    fn duplicates_are_counted_not_dispatched_and_panics_are_contained() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut d = Dispatcher::new();
+        let s = seen.clone();
+        d.on("a", move |evs: &[Event]| {
+            s.lock().unwrap().extend(evs.iter().map(|e| e.id.0));
+            Ok(())
+        });
+        d.on("boom", |_: &[Event]| -> Result<(), crate::HandlerError> { panic!("handler bug") });
+        d.on("err", |_: &[Event]| -> Result<(), crate::HandlerError> { Err("nope".into()) });
+        let stats = StatsHandle::detached();
+        let mut a = Applier::new(
+            DedupConfig::default(),
+            Arc::new(d),
+            stats.register("t"),
+            Duration::from_millis(1),
+        );
+        let ev = |id, topic: &str| Event {
+            ingest_ns: clock::now_ns(),
+            ..Event::new(topic, Priority::High, &b""[..]).with_id(id)
+        };
+        let mut batch = vec![ev(1, "a"), ev(2, "boom"), ev(1, "a"), ev(3, "a"), ev(4, "err")];
+        let out = a.apply(&mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(out, ApplyOutcome { dispatched: 4, duplicates: 1 });
+        assert_eq!(*seen.lock().unwrap(), vec![1, 3]);
+        a.flush();
+        let st = stats.stats();
+        assert_eq!(st.processed, 4);
+        assert_eq!(st.dedup_hits, 1);
+        assert_eq!(st.dedup_misses, 4);
+        assert_eq!(st.handler_panics, 1);
+        assert_eq!(st.handler_errors, 1);
+        assert_eq!(st.priority(Priority::High), 5);
+        assert_eq!(st.latency.count, 4);
+        assert!(st.latency.max_ns < 1_000_000_000);
+    }
+}
