@@ -31,6 +31,7 @@ mod engine;
 mod error;
 mod event;
 mod lane;
+pub mod replication;
 pub mod ring;
 mod stats;
 mod sync;

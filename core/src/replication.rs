@@ -1,0 +1,137 @@
+//! What a replicated node reports about itself: plain data, filled in by `eventstream-cluster`
+//! and read by `eventstream-exporter`. It lives in core so that those two crates need not know
+//! each other (dependency direction: core ← cluster, core ← exporter).
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// A raft role as seen by one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaftRole {
+    /// Accepts proposals.
+    Leader,
+    /// Replicates from the leader.
+    Follower,
+    /// Campaigning.
+    Candidate,
+    /// Pre-vote campaign (does not disturb the term).
+    PreCandidate,
+}
+
+impl RaftRole {
+    /// Every role, for `state` gauges that set exactly one to 1.
+    pub const ALL: [RaftRole; 4] = [
+        RaftRole::Leader,
+        RaftRole::Follower,
+        RaftRole::Candidate,
+        RaftRole::PreCandidate,
+    ];
+
+    /// Label value (`leader`, `follower`, `candidate`, `pre_candidate`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RaftRole::Leader => "leader",
+            RaftRole::Follower => "follower",
+            RaftRole::Candidate => "candidate",
+            RaftRole::PreCandidate => "pre_candidate",
+        }
+    }
+}
+
+/// One member of the cluster, as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Raft id.
+    pub id: u64,
+    /// Client/peer address.
+    pub address: String,
+    /// HTTP (metrics/API) address, if known.
+    pub http_address: Option<String>,
+    /// Voter or learner.
+    pub learner: bool,
+    /// Is this member the leader (as far as this node knows)?
+    pub is_leader: bool,
+    /// This node has a live connection to it (always true for itself).
+    pub connected: bool,
+    /// Leader's view of the member's matched log index (`None` on followers).
+    pub match_index: Option<u64>,
+    /// Leader's view of how many entries the member is behind (`None` on followers).
+    pub lag_entries: Option<u64>,
+}
+
+/// Monotonic counters of one node's replication.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationCounters {
+    /// Campaigns this node started.
+    pub elections: u64,
+    /// Times the known leader changed.
+    pub leader_changes: u64,
+    /// Proposals (entries) committed.
+    pub proposals_committed: u64,
+    /// Proposals applied.
+    pub proposals_applied: u64,
+    /// Proposals that failed (dropped, not leader, ...).
+    pub proposals_failed: u64,
+    /// Heartbeats that could not be sent.
+    pub heartbeat_send_failures: u64,
+    /// Peer messages that could not be sent.
+    pub peer_send_failures: u64,
+    /// Snapshots sent to followers.
+    pub snapshots_sent: u64,
+    /// Snapshots installed from a leader.
+    pub snapshots_received: u64,
+    /// Log compactions done.
+    pub compactions: u64,
+}
+
+/// A node's replication state at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// This node's raft id.
+    pub node_id: u64,
+    /// This node's role.
+    pub role: RaftRole,
+    /// Known leader.
+    pub leader_id: Option<u64>,
+    /// Current term.
+    pub term: u64,
+    /// Highest committed log index.
+    pub commit_index: u64,
+    /// Highest applied log index.
+    pub applied_index: u64,
+    /// First index still in the log (after compaction).
+    pub first_index: u64,
+    /// Last index in the log.
+    pub last_index: u64,
+    /// Bytes the log takes on disk.
+    pub log_bytes: u64,
+    /// Proposals waiting for commit.
+    pub proposals_pending: u64,
+    /// Peers this node has a live connection to.
+    pub peers_connected: u64,
+    /// Every member (including this node).
+    pub members: Vec<MemberStatus>,
+    /// Counters.
+    pub counters: ReplicationCounters,
+}
+
+/// Latency histograms of one node's replication, in nanoseconds.
+#[derive(Debug, Clone)]
+pub struct ReplicationHistograms {
+    /// Duration of each fsync of the log.
+    pub fsync_ns: Histogram<u64>,
+    /// Propose → commit latency of each proposal.
+    pub commit_ns: Histogram<u64>,
+}
+
+/// Implemented by a replicated node; read by exporters. Calls must be cheap and never block
+/// the node's driver loop for long.
+pub trait ReplicationSource: Send + Sync + 'static {
+    /// The node's state now.
+    fn status(&self) -> ClusterStatus;
+    /// The node's histograms since start.
+    fn histograms(&self) -> ReplicationHistograms;
+    /// Ready to serve: has a leader and is caught up (applied close to commit).
+    fn ready(&self) -> Result<(), String>;
+}
