@@ -136,8 +136,12 @@ mod tests {
             s.lock().unwrap().extend(evs.iter().map(|e| e.id.0));
             Ok(())
         });
-        d.on("boom", |_: &[Event]| -> Result<(), crate::HandlerError> { panic!("handler bug") });
-        d.on("err", |_: &[Event]| -> Result<(), crate::HandlerError> { Err("nope".into()) });
+        d.on("boom", |_: &[Event]| -> Result<(), crate::HandlerError> {
+            panic!("handler bug")
+        });
+        d.on("err", |_: &[Event]| -> Result<(), crate::HandlerError> {
+            Err("nope".into())
+        });
         let stats = StatsHandle::detached();
         let mut a = Applier::new(
             DedupConfig::default(),
@@ -149,10 +153,22 @@ mod tests {
             ingest_ns: clock::now_ns(),
             ..Event::new(topic, Priority::High, &b""[..]).with_id(id)
         };
-        let mut batch = vec![ev(1, "a"), ev(2, "boom"), ev(1, "a"), ev(3, "a"), ev(4, "err")];
+        let mut batch = vec![
+            ev(1, "a"),
+            ev(2, "boom"),
+            ev(1, "a"),
+            ev(3, "a"),
+            ev(4, "err"),
+        ];
         let out = a.apply(&mut batch);
         assert!(batch.is_empty());
-        assert_eq!(out, ApplyOutcome { dispatched: 4, duplicates: 1 });
+        assert_eq!(
+            out,
+            ApplyOutcome {
+                dispatched: 4,
+                duplicates: 1
+            }
+        );
         assert_eq!(*seen.lock().unwrap(), vec![1, 3]);
         a.flush();
         let st = stats.stats();

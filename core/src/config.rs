@@ -150,7 +150,7 @@ impl Default for EngineConfig {
             max_batch: 256,
             starvation_rounds: 8,
             dedup: DedupConfig::default(),
-            stats_flush_ms: 50,
+            stats_flush_ms: 100,
         }
     }
 }
@@ -188,7 +188,11 @@ impl EngineConfig {
             ));
         }
         if !(1..=MAX_WORKERS).contains(&self.workers) {
-            return Err(invalid("workers", self.workers, format!("1 to {MAX_WORKERS}")));
+            return Err(invalid(
+                "workers",
+                self.workers,
+                format!("1 to {MAX_WORKERS}"),
+            ));
         }
         if !(1..=65_536).contains(&self.max_batch) {
             return Err(invalid("max_batch", self.max_batch, "1 to 65536"));
@@ -282,7 +286,10 @@ mod tests {
         c.tiers.realtime.capacity = 1000;
         assert_eq!(field_of(&c), "tiers.realtime.capacity");
         let msg = c.validate().unwrap_err().to_string();
-        assert!(msg.contains("power of two") && msg.contains("1000"), "{msg}");
+        assert!(
+            msg.contains("power of two") && msg.contains("1000"),
+            "{msg}"
+        );
 
         let mut c = EngineConfig::default();
         c.tiers.batch.capacity = 0;
@@ -327,9 +334,10 @@ mod tests {
 
     #[test]
     fn config_deserializes_with_defaults_and_rejects_unknown_fields() {
-        let cfg: EngineConfig =
-            serde_json::from_str(r#"{"workers": 2, "tiers": {"batch": {"capacity": 1024, "overflow": "reject"}}}"#)
-                .unwrap();
+        let cfg: EngineConfig = serde_json::from_str(
+            r#"{"workers": 2, "tiers": {"batch": {"capacity": 1024, "overflow": "reject"}}}"#,
+        )
+        .unwrap();
         assert_eq!(cfg.workers, 2);
         assert_eq!(cfg.tiers.batch.capacity, 1024);
         assert_eq!(cfg.tiers.realtime.capacity, 16_384);

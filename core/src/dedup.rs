@@ -56,7 +56,11 @@ impl DedupWindow {
         );
         // Twice the window keeps the load factor low, so deletions rarely leave tombstones and
         // the table never rehashes on the hot path.
-        let table = if config.window == 0 { 0 } else { config.window * 2 };
+        let table = if config.window == 0 {
+            0
+        } else {
+            config.window * 2
+        };
         DedupWindow {
             window: config.window,
             max_age_ns: config.max_age.map(|d| d.as_nanos() as u64),

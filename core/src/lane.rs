@@ -84,11 +84,7 @@ impl Lane {
     /// Worker side: announce sleep, then report whether any ring got a claim past `heads`.
     pub(crate) fn prepare_sleep(&self, heads: [u64; 3]) -> bool {
         self.sleeping.store(true, Ordering::SeqCst);
-        let pending = self
-            .rings
-            .iter()
-            .zip(heads)
-            .any(|(r, h)| r.claimed() > h);
+        let pending = self.rings.iter().zip(heads).any(|(r, h)| r.claimed() > h);
         if pending {
             self.sleeping.store(false, Ordering::Relaxed);
         }
@@ -231,7 +227,9 @@ impl Lane {
             match self.policies[tier] {
                 OverflowPolicy::Reject => {
                     let n = events.len() - k;
-                    counters.rejected_full.fetch_add(n as u64, Ordering::Relaxed);
+                    counters
+                        .rejected_full
+                        .fetch_add(n as u64, Ordering::Relaxed);
                     rejected.extend(events[k..].iter_mut().map(std::mem::take));
                     return;
                 }
@@ -253,12 +251,7 @@ impl Lane {
 impl TierSource for Lane {
     fn ring_numbers(&self, tier: Tier) -> (u64, u64, u64, u64) {
         let r = &self.rings[tier.index()];
-        (
-            r.capacity() as u64,
-            r.len() as u64,
-            r.pushed(),
-            r.popped(),
-        )
+        (r.capacity() as u64, r.len() as u64, r.pushed(), r.popped())
     }
 
     fn counters(&self, tier: Tier) -> &TierCounters {
@@ -353,7 +346,21 @@ impl Publisher {
     /// ingested at one moment) and each run of same-tier events is claimed at once. Events that
     /// a full `Reject` tier or a closed engine refused come back in `rejected`, in order.
     pub fn publish_batch(&self, events: &mut Vec<Event>) -> BatchOutcome {
-        let now = clock::now_ns();
+        self.publish_batch_inner(events, Some(clock::now_ns()))
+    }
+
+    /// Like [`publish_batch`](Self::publish_batch), but keeps each event's own `ingest_ns` (a
+    /// zero one is stamped with the current time). For open-loop load generators, which stamp
+    /// each event with its *intended* send time so that latency includes any delay in sending
+    /// it (no coordinated omission), and for replays. Timestamps must come from
+    /// [`clock::now_ns`].
+    pub fn publish_batch_with_timestamps(&self, events: &mut Vec<Event>) -> BatchOutcome {
+        self.publish_batch_inner(events, None)
+    }
+
+    fn publish_batch_inner(&self, events: &mut Vec<Event>, stamp: Option<u64>) -> BatchOutcome {
+        let now = stamp.unwrap_or_else(clock::now_ns);
+        let keep_own = stamp.is_none();
         let mut outcome = BatchOutcome::default();
         let mut rejected = Vec::new();
         let map = self.lane.tier_map;
@@ -363,7 +370,13 @@ impl Publisher {
             let tier = map.tier(events[i].priority);
             let mut j = i;
             while j < n && map.tier(events[j].priority) == tier {
-                self.stamp(&mut events[j], now);
+                let e = &mut events[j];
+                let ts = if keep_own && e.ingest_ns != 0 {
+                    e.ingest_ns
+                } else {
+                    now
+                };
+                self.stamp(e, ts);
                 j += 1;
             }
             self.lane

@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 
 /// Highest latency the histograms resolve (60 s); larger values are clamped to it.
 pub const LATENCY_MAX_NS: u64 = 60_000_000_000;
-/// Significant figures kept by the latency histograms (0.1 % relative precision).
-pub const LATENCY_SIGFIG: u8 = 3;
+/// Significant figures kept by the latency histograms: 1 % relative precision. Two rather than
+/// three keeps a histogram at ~30 KiB instead of ~220 KiB, which makes the worker's periodic
+/// merge ~7x cheaper — that merge runs on the worker thread, so its cost shows up in p99.9.
+pub const LATENCY_SIGFIG: u8 = 2;
 
 /// A fresh latency histogram with the engine's bounds.
 pub fn new_latency_histogram() -> Histogram<u64> {
@@ -101,7 +103,8 @@ impl ApplierSlot {
     }
 
     pub(crate) fn set_core(&self, core: Option<usize>) {
-        self.core.store(core.unwrap_or(usize::MAX), Ordering::Relaxed);
+        self.core
+            .store(core.unwrap_or(usize::MAX), Ordering::Relaxed);
     }
 }
 
@@ -255,7 +258,10 @@ impl DropStats {
 
     /// `(reason label, count)` pairs, for exporters.
     pub fn by_reason(&self) -> [(&'static str, u64); 2] {
-        [("queue_full", self.queue_full), ("hard_stop", self.hard_stop)]
+        [
+            ("queue_full", self.queue_full),
+            ("hard_stop", self.hard_stop),
+        ]
     }
 }
 

@@ -19,9 +19,11 @@ pub trait Stage: Send + 'static {
     /// Takes one batch, all from `tier`, oldest first. The worker clears `batch` afterwards
     /// (a stage may also drain it).
     fn process(&mut self, tier: Tier, batch: &mut Vec<Event>);
-    /// The worker found every ring empty (called once per idle spell, before it spins down):
-    /// a chance to flush partial work and statistics.
+    /// The worker found every ring empty (called once per idle spell, which at high rates is
+    /// after nearly every batch): a chance to flush partial work. Must be cheap.
     fn on_idle(&mut self) {}
+    /// The worker is about to park (it has been idle for a while): publish everything.
+    fn on_sleep(&mut self) {}
     /// The worker is exiting; every event it took has been passed to `process`.
     fn on_stop(&mut self) {}
 }
@@ -30,7 +32,7 @@ impl Stage for Applier {
     fn process(&mut self, _tier: Tier, batch: &mut Vec<Event>) {
         self.apply(batch);
     }
-    fn on_idle(&mut self) {
+    fn on_sleep(&mut self) {
         self.flush();
     }
     fn on_stop(&mut self) {
@@ -140,9 +142,15 @@ impl Worker {
         self.slot.set_alive(false);
     }
 
-    fn idle_step(&self, polls: u64, state: u8) {
+    fn idle_step(&mut self, polls: u64, state: u8) {
         match self.idle {
-            IdleStrategy::BusySpin => std::hint::spin_loop(),
+            IdleStrategy::BusySpin => {
+                if polls % (1 << 20) == 0 {
+                    // Idle for a while (~10 ms): publish the statistics.
+                    self.stage.on_sleep();
+                }
+                std::hint::spin_loop()
+            }
             IdleStrategy::SpinThenPark {
                 spin_iters,
                 yield_iters,
@@ -153,9 +161,14 @@ impl Worker {
                 } else if polls <= spin_iters as u64 + yield_iters as u64 || state != RUNNING {
                     // While draining, claimed-but-unwritten slots are about to appear: never park.
                     std::thread::yield_now();
-                } else if self.lane.prepare_sleep(self.heads()) {
-                    std::thread::park_timeout(Duration::from_micros(park_timeout_us));
-                    self.lane.woke();
+                } else {
+                    if polls == spin_iters as u64 + yield_iters as u64 + 1 {
+                        self.stage.on_sleep();
+                    }
+                    if self.lane.prepare_sleep(self.heads()) {
+                        std::thread::park_timeout(Duration::from_micros(park_timeout_us));
+                        self.lane.woke();
+                    }
                 }
             }
         }

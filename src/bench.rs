@@ -1,0 +1,441 @@
+//! `eventstream bench pipeline`: end-to-end publish → ring → worker → dedup → dispatch, closed
+//! loop (as fast as possible) or open loop (`--rate`, latency measured from each event's
+//! intended send time, so it is corrected for coordinated omission). `--compare` runs the same
+//! work built plainly on crossbeam-channel in the same process, right after, for a ratio.
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use eventstream_core::{
+    clock, new_latency_histogram, DedupConfig, DedupWindow, Engine, Event, EventId, IdleStrategy,
+    LatencySummary, Priority,
+};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// End-to-end pipeline throughput and latency of the embedded engine.
+    Pipeline(PipelineArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PipelineArgs {
+    /// Events to publish in total.
+    #[arg(long, default_value_t = 20_000_000)]
+    events: u64,
+    /// Producer threads.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Worker threads (one lane each).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Payload size in bytes (a static buffer: payload creation is not what is measured).
+    #[arg(long, default_value_t = 0)]
+    payload_bytes: usize,
+    /// Offered rate in events/s over all producers (open loop); 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Events per producer publish call.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Worker idle strategy: `park` (the default: spin, then yield, then park) or `spin`.
+    #[arg(long, default_value = "park")]
+    idle: String,
+    /// Do not pin workers and producers to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Disable dedup (it is on by default, as in production).
+    #[arg(long)]
+    no_dedup: bool,
+    /// Also run the same work on crossbeam-channel and report the ratio.
+    #[arg(long)]
+    compare: bool,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct PipelineReport {
+    events: u64,
+    producers: usize,
+    workers: usize,
+    payload_bytes: usize,
+    batch: usize,
+    offered_rate: u64,
+    seconds: f64,
+    events_per_sec: f64,
+    p50_ns: u64,
+    p90_ns: u64,
+    p99_ns: u64,
+    p999_ns: u64,
+    max_ns: u64,
+    latency_samples: u64,
+    dropped: u64,
+    dedup_hits: u64,
+    processed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_crossbeam: Option<BaselineReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speedup_vs_crossbeam: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct BaselineReport {
+    seconds: f64,
+    events_per_sec: f64,
+    p50_ns: u64,
+    p99_ns: u64,
+    p999_ns: u64,
+}
+
+static PAYLOAD: [u8; 65_536] = [0x5a; 65_536];
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Pipeline(args) => pipeline(args),
+    }
+}
+
+fn validate(args: &PipelineArgs) -> anyhow::Result<()> {
+    if args.events == 0 {
+        bail!("--events must be at least 1");
+    }
+    if args.producers == 0 || args.producers > 64 {
+        bail!("--producers must be 1 to 64, got {}", args.producers);
+    }
+    if args.batch == 0 || args.batch > 65_536 {
+        bail!("--batch must be 1 to 65536, got {}", args.batch);
+    }
+    if args.payload_bytes > PAYLOAD.len() {
+        bail!(
+            "--payload-bytes must be at most {}, got {}",
+            PAYLOAD.len(),
+            args.payload_bytes
+        );
+    }
+    if !matches!(args.idle.as_str(), "park" | "spin") {
+        bail!("--idle must be `park` or `spin`, got `{}`", args.idle);
+    }
+    Ok(())
+}
+
+/// Cores for producers: those no worker is pinned to, else all of them.
+fn producer_cores(
+    allowed: &[core_affinity::CoreId],
+    worker_cores: &[usize],
+) -> Vec<core_affinity::CoreId> {
+    let free: Vec<_> = allowed
+        .iter()
+        .copied()
+        .filter(|c| !worker_cores.contains(&c.id))
+        .collect();
+    if free.is_empty() {
+        allowed.to_vec()
+    } else {
+        free
+    }
+}
+
+fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
+    validate(&args)?;
+    // Read the allowed-core mask before anything is pinned (it is per thread).
+    let allowed = core_affinity::get_core_ids().unwrap_or_default();
+    let engine = Engine::builder()
+        .configure(|c| {
+            c.workers = args.workers;
+            c.pin_workers = !args.no_pin;
+            if args.idle == "spin" {
+                c.idle = IdleStrategy::BusySpin;
+            }
+            if args.no_dedup {
+                c.dedup.window = 0;
+            }
+        })
+        .on_any(|_: &[Event]| Ok(()))
+        .start()
+        .context("starting the engine")?;
+    // Wait until workers report their pinned cores.
+    std::thread::sleep(Duration::from_millis(20));
+    let worker_cores: Vec<usize> = engine
+        .stats()
+        .workers
+        .iter()
+        .filter_map(|w| w.core)
+        .collect();
+    let cores = if args.no_pin {
+        Vec::new()
+    } else {
+        producer_cores(&allowed, &worker_cores)
+    };
+
+    let progress = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let reporter = spawn_progress(progress.clone(), done.clone(), args.events);
+    let payload = Bytes::from_static(&PAYLOAD[..args.payload_bytes]);
+    let per_producer = args.events / args.producers as u64;
+    let extra = args.events % args.producers as u64;
+    let start = Instant::now();
+    let t0 = clock::now_ns() + 1_000_000; // open loop starts 1 ms from now, for every producer
+    let mut handles = Vec::new();
+    for p in 0..args.producers {
+        let publisher = engine.publisher();
+        let n = per_producer + u64::from((p as u64) < extra);
+        let core = (!cores.is_empty()).then(|| cores[p % cores.len()]);
+        let progress = progress.clone();
+        let payload = payload.clone();
+        let (batch, rate) = (args.batch, args.rate / args.producers as u64);
+        handles.push(std::thread::spawn(move || {
+            if let Some(c) = core {
+                core_affinity::set_for_current(c);
+            }
+            let mut buf: Vec<Event> = Vec::with_capacity(batch);
+            let topic = eventstream_core::Topic::new_inline("bench");
+            let make = |ingest_ns| Event {
+                id: EventId::AUTO,
+                topic: topic.clone(),
+                priority: Priority::High,
+                payload: payload.clone(),
+                ingest_ns,
+            };
+            let mut sent = 0u64;
+            let mut rejected = 0u64;
+            if rate == 0 {
+                while sent < n {
+                    let k = (n - sent).min(batch as u64);
+                    buf.extend((0..k).map(|_| make(0)));
+                    let out = publisher.publish_batch(&mut buf);
+                    rejected += out.rejected.len() as u64;
+                    sent += k;
+                    progress.fetch_add(k, Ordering::Relaxed);
+                }
+            } else {
+                let interval = 1e9 / rate as f64;
+                let due_at = |i: u64| t0 + (i as f64 * interval) as u64;
+                while sent < n {
+                    let now = clock::now_ns();
+                    if now < due_at(sent) {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    let mut k = 0;
+                    while sent + k < n && k < batch as u64 && due_at(sent + k) <= now {
+                        buf.push(make(due_at(sent + k)));
+                        k += 1;
+                    }
+                    let out = publisher.publish_batch_with_timestamps(&mut buf);
+                    rejected += out.rejected.len() as u64;
+                    sent += k;
+                    progress.fetch_add(k, Ordering::Relaxed);
+                }
+            }
+            rejected
+        }));
+    }
+    let mut rejected = 0;
+    for h in handles {
+        rejected += h.join().map_err(|_| anyhow::anyhow!("producer panicked"))?;
+    }
+    let stats = engine.shutdown().context("shutting down")?;
+    let seconds = start.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let _ = reporter.join();
+    if rejected > 0 {
+        bail!("{rejected} events were handed back by the engine");
+    }
+    let lat = stats.latency;
+    let mut report = PipelineReport {
+        events: args.events,
+        producers: args.producers,
+        workers: args.workers,
+        payload_bytes: args.payload_bytes,
+        batch: args.batch,
+        offered_rate: args.rate,
+        seconds,
+        events_per_sec: args.events as f64 / seconds,
+        p50_ns: lat.p50_ns,
+        p90_ns: lat.p90_ns,
+        p99_ns: lat.p99_ns,
+        p999_ns: lat.p999_ns,
+        max_ns: lat.max_ns,
+        latency_samples: lat.count,
+        dropped: stats.dropped.total(),
+        dedup_hits: stats.dedup_hits,
+        processed: stats.processed,
+        baseline_crossbeam: None,
+        speedup_vs_crossbeam: None,
+    };
+    if stats.processed + stats.dedup_hits + stats.dropped.total() != args.events {
+        bail!(
+            "accounting mismatch: published {} but processed {} + duplicates {} + dropped {}",
+            args.events,
+            stats.processed,
+            stats.dedup_hits,
+            stats.dropped.total()
+        );
+    }
+    if args.compare {
+        let base = crossbeam_baseline(&args, &allowed, payload)?;
+        report.speedup_vs_crossbeam = Some(report.events_per_sec / base.events_per_sec);
+        report.baseline_crossbeam = Some(base);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn spawn_progress(
+    progress: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+    total: u64,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut last = 0;
+        while !done.load(Ordering::Relaxed) {
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_millis(100));
+                if done.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
+            let now = progress.load(Ordering::Relaxed);
+            eprintln!(
+                "[{:>5.1}s] published {:>12} / {} ({:>5.1}%), {:>8.2} M events/s",
+                start.elapsed().as_secs_f64(),
+                now,
+                total,
+                now as f64 * 100.0 / total as f64,
+                (now - last) as f64 / 1e6
+            );
+            last = now;
+        }
+    })
+}
+
+fn print_table(r: &PipelineReport) {
+    println!("eventstream bench pipeline");
+    println!("  events          {:>14}", r.events);
+    println!(
+        "  producers       {:>14}   workers {}   batch {}   payload {} B",
+        r.producers, r.workers, r.batch, r.payload_bytes
+    );
+    if r.offered_rate > 0 {
+        println!(
+            "  offered rate    {:>14} events/s (open loop)",
+            r.offered_rate
+        );
+    }
+    println!("  seconds         {:>14.3}", r.seconds);
+    println!("  throughput      {:>14.0} events/s", r.events_per_sec);
+    println!(
+        "  latency (ns)    p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        r.p50_ns, r.p90_ns, r.p99_ns, r.p999_ns, r.max_ns
+    );
+    println!(
+        "  processed {}  dropped {}  dedup hits {}",
+        r.processed, r.dropped, r.dedup_hits
+    );
+    if let (Some(b), Some(x)) = (&r.baseline_crossbeam, r.speedup_vs_crossbeam) {
+        println!(
+            "  crossbeam-channel baseline: {:.0} events/s (p50 {} ns, p99 {} ns) -> eventstream is {:.2}x",
+            b.events_per_sec, b.p50_ns, b.p99_ns, x
+        );
+    }
+}
+
+/// The same work on crossbeam-channel: producers send events one by one into a bounded channel
+/// (the realtime tier's capacity); one consumer thread takes them one by one, runs the same
+/// dedup window, records the same latency histogram and calls a no-op handler per event.
+fn crossbeam_baseline(
+    args: &PipelineArgs,
+    allowed: &[core_affinity::CoreId],
+    payload: Bytes,
+) -> anyhow::Result<BaselineReport> {
+    let (tx, rx) = crossbeam_channel::bounded::<Event>(16_384);
+    let pin = !args.no_pin && !allowed.is_empty();
+    let consumer_core = pin.then(|| allowed[0]);
+    let dedup = if args.no_dedup {
+        DedupConfig {
+            window: 0,
+            max_age: None,
+        }
+    } else {
+        DedupConfig::default()
+    };
+    let total = args.events;
+    let handler = |e: &Event| std::hint::black_box(e.payload.len());
+    let consumer = std::thread::spawn(move || {
+        if let Some(c) = consumer_core {
+            core_affinity::set_for_current(c);
+        }
+        let mut window = DedupWindow::new(dedup);
+        let mut hist = new_latency_histogram();
+        let mut n = 0;
+        while let Ok(e) = rx.recv() {
+            if window.check(e.id.0, e.ingest_ns) == eventstream_core::Decision::Fresh {
+                let now = clock::now_ns();
+                hist.saturating_record(now.saturating_sub(e.ingest_ns).max(1));
+                handler(&e);
+            }
+            n += 1;
+        }
+        (n, hist)
+    });
+    let start = Instant::now();
+    let per = total / args.producers as u64;
+    let extra = total % args.producers as u64;
+    let mut producers = Vec::new();
+    for p in 0..args.producers {
+        let tx = tx.clone();
+        let payload = payload.clone();
+        let n = per + u64::from((p as u64) < extra);
+        let core = pin.then(|| allowed[(p + 1) % allowed.len()]);
+        producers.push(std::thread::spawn(move || {
+            if let Some(c) = core {
+                core_affinity::set_for_current(c);
+            }
+            let topic = eventstream_core::Topic::new_inline("bench");
+            let mut id = ((p as u64) << 48) + 1;
+            for _ in 0..n {
+                let e = Event {
+                    id: EventId(id),
+                    topic: topic.clone(),
+                    priority: Priority::High,
+                    payload: payload.clone(),
+                    ingest_ns: clock::now_ns(),
+                };
+                id += 1;
+                if tx.send(e).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    for p in producers {
+        p.join()
+            .map_err(|_| anyhow::anyhow!("baseline producer panicked"))?;
+    }
+    let (n, hist) = consumer
+        .join()
+        .map_err(|_| anyhow::anyhow!("baseline consumer panicked"))?;
+    let seconds = start.elapsed().as_secs_f64();
+    if n != total {
+        bail!("baseline lost events: {n} of {total}");
+    }
+    let lat = LatencySummary::of(&hist);
+    Ok(BaselineReport {
+        seconds,
+        events_per_sec: total as f64 / seconds,
+        p50_ns: lat.p50_ns,
+        p99_ns: lat.p99_ns,
+        p999_ns: lat.p999_ns,
+    })
+}
