@@ -280,10 +280,15 @@ mod tests {
         assert!(matches!(cfg.idle, IdleStrategy::SpinThenPark { .. }));
     }
 
+    fn with(f: impl FnOnce(&mut EngineConfig)) -> EngineConfig {
+        let mut c = EngineConfig::default();
+        f(&mut c);
+        c
+    }
+
     #[test]
     fn each_bad_field_is_named_with_its_range() {
-        let mut c = EngineConfig::default();
-        c.tiers.realtime.capacity = 1000;
+        let c = with(|c| c.tiers.realtime.capacity = 1000);
         assert_eq!(field_of(&c), "tiers.realtime.capacity");
         let msg = c.validate().unwrap_err().to_string();
         assert!(
@@ -291,45 +296,43 @@ mod tests {
             "{msg}"
         );
 
-        let mut c = EngineConfig::default();
-        c.tiers.batch.capacity = 0;
-        assert_eq!(field_of(&c), "tiers.batch.capacity");
-
-        let mut c = EngineConfig::default();
-        c.workers = 0;
-        assert_eq!(field_of(&c), "workers");
-
-        let mut c = EngineConfig::default();
-        c.max_batch = 0;
-        assert_eq!(field_of(&c), "max_batch");
-
-        let mut c = EngineConfig::default();
-        c.starvation_rounds = 0;
-        assert_eq!(field_of(&c), "starvation_rounds");
-
-        let mut c = EngineConfig::default();
-        c.dedup.window = MAX_DEDUP_WINDOW + 1;
-        assert_eq!(field_of(&c), "dedup.window");
-
-        let mut c = EngineConfig::default();
-        c.dedup.max_age = Some(Duration::ZERO);
-        assert_eq!(field_of(&c), "dedup.max_age");
-
-        let mut c = EngineConfig::default();
-        c.stats_flush_ms = 0;
-        assert_eq!(field_of(&c), "stats_flush_ms");
-
-        let mut c = EngineConfig::default();
-        c.tier_map.critical = Tier::Batch; // batch drops when full
-        assert_eq!(field_of(&c), "tier_map.critical");
-
-        let mut c = EngineConfig::default();
-        c.idle = IdleStrategy::SpinThenPark {
-            spin_iters: 1,
-            yield_iters: 1,
-            park_timeout_us: 0,
-        };
-        assert_eq!(field_of(&c), "idle.park_timeout_us");
+        let cases: Vec<(EngineConfig, &str)> = vec![
+            (with(|c| c.tiers.batch.capacity = 0), "tiers.batch.capacity"),
+            (
+                with(|c| c.tiers.transactional.capacity = 1 << 25),
+                "tiers.transactional.capacity",
+            ),
+            (with(|c| c.workers = 0), "workers"),
+            (with(|c| c.max_batch = 0), "max_batch"),
+            (with(|c| c.starvation_rounds = 0), "starvation_rounds"),
+            (
+                with(|c| c.dedup.window = MAX_DEDUP_WINDOW + 1),
+                "dedup.window",
+            ),
+            (
+                with(|c| c.dedup.max_age = Some(Duration::ZERO)),
+                "dedup.max_age",
+            ),
+            (with(|c| c.stats_flush_ms = 0), "stats_flush_ms"),
+            // The batch tier drops when full: critical events may not go there.
+            (
+                with(|c| c.tier_map.critical = Tier::Batch),
+                "tier_map.critical",
+            ),
+            (
+                with(|c| {
+                    c.idle = IdleStrategy::SpinThenPark {
+                        spin_iters: 1,
+                        yield_iters: 1,
+                        park_timeout_us: 0,
+                    }
+                }),
+                "idle.park_timeout_us",
+            ),
+        ];
+        for (cfg, field) in cases {
+            assert_eq!(field_of(&cfg), field);
+        }
     }
 
     #[test]

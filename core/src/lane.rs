@@ -30,7 +30,7 @@ const BLOCK_YIELDS: u32 = 32;
 const BLOCK_PARK: Duration = Duration::from_millis(1);
 
 pub(crate) struct Lane {
-    pub(crate) rings: [Arc<Ring<Event>>; 3],
+    pub(crate) rings: [crate::sync::Arc<Ring<Event>>; 3],
     counters: [CachePadded<TierCounters>; 3],
     policies: [OverflowPolicy; 3],
     tier_map: TierMap,

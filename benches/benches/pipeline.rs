@@ -1,0 +1,224 @@
+//! The end-to-end pipeline, and the same work on two other substrates, in one run:
+//!
+//! * `eventstream` — `Publisher::publish_batch` (64 events) → realtime tier ring → pinned worker
+//!   → dedup window → no-op handler, latency recorded for every event.
+//! * `crossbeam_channel` — the same work built plainly: `send` each event into a bounded channel
+//!   (16 384, the realtime tier's capacity), one consumer thread `recv`s each, checks the same
+//!   dedup window, records the same latency histogram, calls a no-op handler.
+//! * `disruptor` — the `disruptor` crate (single producer, busy-spin, 16 384 slots), batch
+//!   publication of 64, a processor doing the same per-event work.
+//!
+//! Producer and consumer are pinned to different cores in all three. Each iteration moves
+//! `EVENTS` events and waits until the consumer has handled the last one.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use eventstream_core::{
+    clock, new_latency_histogram, Decision, DedupConfig, DedupWindow, Engine, Event, EventId,
+    Priority, Topic,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const EVENTS: u64 = 1_000_000;
+const BATCH: usize = 64;
+
+fn cores() -> (Option<core_affinity::CoreId>, Option<core_affinity::CoreId>) {
+    let ids = core_affinity::get_core_ids().unwrap_or_default();
+    match ids.len() {
+        0 => (None, None),
+        1 => (Some(ids[0]), Some(ids[0])),
+        _ => (Some(ids[0]), Some(ids[1])),
+    }
+}
+
+fn event(id: u64) -> Event {
+    Event {
+        id: EventId(id),
+        topic: Topic::new_inline("bench"),
+        priority: Priority::High,
+        payload: bytes::Bytes::new(),
+        ingest_ns: 0,
+    }
+}
+
+/// Spins until `counter` reaches `target`.
+fn wait_for(counter: &AtomicU64, target: u64) {
+    while counter.load(Ordering::Acquire) < target {
+        std::hint::spin_loop();
+    }
+}
+
+fn pipeline(c: &mut Criterion) {
+    let (consumer_core, producer_core) = cores();
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(EVENTS));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(6));
+
+    // --- eventstream -----------------------------------------------------------------------
+    {
+        let handled = Arc::new(AtomicU64::new(0));
+        let h = handled.clone();
+        let engine = Engine::builder()
+            .on_any(move |batch: &[Event]| {
+                h.fetch_add(batch.len() as u64, Ordering::Release);
+                Ok(())
+            })
+            .start()
+            .expect("engine starts");
+        let mut next_id = 1u64;
+        g.bench_function("eventstream", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let publisher = engine.publisher();
+                    let target = handled.load(Ordering::Acquire) + EVENTS;
+                    let first = next_id;
+                    next_id += EVENTS;
+                    let start = Instant::now();
+                    let producer = std::thread::spawn(move || {
+                        if let Some(c) = producer_core {
+                            core_affinity::set_for_current(c);
+                        }
+                        let mut buf = Vec::with_capacity(BATCH);
+                        let mut id = first;
+                        while id < first + EVENTS {
+                            let k = (first + EVENTS - id).min(BATCH as u64);
+                            buf.extend((id..id + k).map(event));
+                            id += k;
+                            let _ = publisher.publish_batch(&mut buf);
+                        }
+                    });
+                    wait_for(&handled, target);
+                    total += start.elapsed();
+                    producer.join().unwrap();
+                }
+                total
+            })
+        });
+        let stats = engine.shutdown().unwrap();
+        assert_eq!(stats.dedup_hits, 0);
+    }
+
+    // --- crossbeam-channel -------------------------------------------------------------------
+    {
+        let (tx, rx) = crossbeam_channel::bounded::<Event>(16_384);
+        let handled = Arc::new(AtomicU64::new(0));
+        let h = handled.clone();
+        let consumer = std::thread::spawn(move || {
+            if let Some(c) = consumer_core {
+                core_affinity::set_for_current(c);
+            }
+            let mut window = DedupWindow::new(DedupConfig::default());
+            let mut hist = new_latency_histogram();
+            let handler = |e: &Event| std::hint::black_box(e.payload.len());
+            let mut n = 0u64;
+            while let Ok(e) = rx.recv() {
+                if window.check(e.id.0, e.ingest_ns) == Decision::Fresh {
+                    hist.saturating_record(clock::now_ns().saturating_sub(e.ingest_ns).max(1));
+                    handler(&e);
+                }
+                n += 1;
+                if n % 1024 == 0 || rx.is_empty() {
+                    h.store(n, Ordering::Release);
+                }
+            }
+            hist.len()
+        });
+        let mut next_id = 1u64;
+        g.bench_function("crossbeam_channel", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let target = handled.load(Ordering::Acquire) + EVENTS;
+                    let first = next_id;
+                    next_id += EVENTS;
+                    let tx = tx.clone();
+                    let start = Instant::now();
+                    let producer = std::thread::spawn(move || {
+                        if let Some(c) = producer_core {
+                            core_affinity::set_for_current(c);
+                        }
+                        for id in first..first + EVENTS {
+                            let mut e = event(id);
+                            e.ingest_ns = clock::now_ns();
+                            tx.send(e).unwrap();
+                        }
+                    });
+                    wait_for(&handled, target);
+                    total += start.elapsed();
+                    producer.join().unwrap();
+                }
+                total
+            })
+        });
+        drop(tx);
+        assert!(consumer.join().unwrap() > 0);
+    }
+
+    // --- disruptor ---------------------------------------------------------------------------
+    {
+        use disruptor::{build_single_producer, BusySpin, ProcessorSettings, Producer};
+        let handled = Arc::new(AtomicU64::new(0));
+        let h = handled.clone();
+        let mut window = DedupWindow::new(DedupConfig::default());
+        let mut hist = new_latency_histogram();
+        let mut n = 0u64;
+        let processor = move |e: &Event, _seq: i64, end_of_batch: bool| {
+            if window.check(e.id.0, e.ingest_ns) == Decision::Fresh {
+                hist.saturating_record(clock::now_ns().saturating_sub(e.ingest_ns).max(1));
+                std::hint::black_box(e.payload.len());
+            }
+            n += 1;
+            if end_of_batch {
+                h.store(n, Ordering::Release);
+            }
+        };
+        let builder = build_single_producer(16_384, Event::default, BusySpin);
+        let builder = match consumer_core {
+            Some(c) => builder.pin_at_core(c.id),
+            None => builder,
+        };
+        let mut producer = builder.handle_events_with(processor).build();
+        let mut next_id = 1u64;
+        g.bench_function("disruptor", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let target = handled.load(Ordering::Acquire) + EVENTS;
+                    let first = next_id;
+                    next_id += EVENTS;
+                    let start = Instant::now();
+                    // The disruptor's producer is not `Send`-friendly across iterations, so
+                    // it publishes from this thread, pinned to the producer core.
+                    if let Some(c) = producer_core {
+                        core_affinity::set_for_current(c);
+                    }
+                    let topic = Topic::new_inline("bench");
+                    let mut id = first;
+                    while id < first + EVENTS {
+                        let k = (first + EVENTS - id).min(BATCH as u64) as usize;
+                        let now = clock::now_ns();
+                        producer.batch_publish(k, |iter| {
+                            for e in iter {
+                                e.id = EventId(id);
+                                e.topic = topic.clone();
+                                e.priority = Priority::High;
+                                e.ingest_ns = now;
+                                id += 1;
+                            }
+                        });
+                    }
+                    wait_for(&handled, target);
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);
