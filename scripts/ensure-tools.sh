@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs when it is missing: Debian's prometheus (with promtool),
+# prometheus-alertmanager (amtool) and chromium. Idempotent; prints what it does.
+set -euo pipefail
+
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  # Deduplicate.
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+  echo "ensure-tools: installing ${need[*]}"
+  sudo_cmd=""
+  if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_cmd apt-get update -qq
+  # The packages' services cannot start in a container without systemd; that is fine, the
+  # tests run their own instances on loopback.
+  $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+for t in promtool prometheus amtool chromium; do
+  command -v "$t" >/dev/null 2>&1 || { echo "ensure-tools: $t is still missing" >&2; exit 1; }
+done
+echo "ensure-tools: promtool, prometheus, amtool, chromium present"

@@ -1,0 +1,125 @@
+//! The binary's embedded-engine commands, run as a user would.
+
+use std::process::Command;
+
+fn eventstream() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_eventstream"))
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+}
+
+#[test]
+fn bench_pipeline_json_has_every_field_and_accounts_for_every_event() {
+    let out = eventstream()
+        .args([
+            "bench", "pipeline", "--events", "200000", "--no-pin", "--json",
+        ])
+        .output()
+        .unwrap();
+    let v = json_of(&out);
+    for key in [
+        "events",
+        "seconds",
+        "events_per_sec",
+        "p50_ns",
+        "p90_ns",
+        "p99_ns",
+        "p999_ns",
+        "max_ns",
+        "dropped",
+        "dedup_hits",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}: {v}");
+    }
+    assert_eq!(v["events"], 200_000);
+    assert_eq!(v["processed"], 200_000);
+    assert_eq!(v["latency_samples"], 200_000);
+    assert!(v["events_per_sec"].as_f64().unwrap() > 0.0);
+    let (p50, p99, max) = (
+        v["p50_ns"].as_u64().unwrap(),
+        v["p99_ns"].as_u64().unwrap(),
+        v["max_ns"].as_u64().unwrap(),
+    );
+    assert!(0 < p50 && p50 <= p99 && p99 <= max, "{v}");
+}
+
+#[test]
+fn bench_pipeline_open_loop_and_crossbeam_comparison() {
+    let out = eventstream()
+        .args([
+            "bench",
+            "pipeline",
+            "--events",
+            "100000",
+            "--rate",
+            "500000",
+            "--compare",
+            "--no-pin",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v = json_of(&out);
+    assert_eq!(v["offered_rate"], 500_000);
+    // Open loop at 500 k/s: 100 k events take at least ~0.2 s.
+    assert!(v["seconds"].as_f64().unwrap() >= 0.19, "{v}");
+    assert!(v["baseline_crossbeam"]["events_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(v["speedup_vs_crossbeam"].as_f64().unwrap() > 0.0);
+    // Progress goes to stderr, never into the JSON on stdout.
+    assert!(String::from_utf8_lossy(&out.stdout).lines().count() == 1);
+}
+
+#[test]
+fn bench_pipeline_rejects_bad_flags_with_the_flag_named() {
+    let out = eventstream()
+        .args(["bench", "pipeline", "--batch", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--batch"));
+    let out = eventstream()
+        .args(["bench", "pipeline", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+}
+
+#[test]
+fn demo_prints_a_live_summary_and_shuts_down_cleanly() {
+    let out = eventstream()
+        .args(["demo", "--duration", "2", "--rate", "20000"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains("events/s=")).collect();
+    assert!(!lines.is_empty(), "no summary lines: {stdout}");
+    for field in ["p50=", "p99=", "fill realtime=", "drops=", "dedup_hits="] {
+        assert!(lines[0].contains(field), "{field} missing: {}", lines[0]);
+    }
+    let last = stdout.lines().last().unwrap();
+    assert!(last.starts_with("shutdown:"), "{stdout}");
+    // The demo retries 1 in 50 ids: dedup must have caught some.
+    let hits: u64 = last
+        .split("dedup hits ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert!(hits > 0, "{last}");
+}
