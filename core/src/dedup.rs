@@ -4,23 +4,111 @@
 //!
 //! # Invariants
 //! * `order` holds the ids of the window, oldest first; `set` holds exactly the same ids.
-//! * `order.len() <= window`; both structures are allocated once, at construction.
+//! * At most `window` ids are held; every structure is allocated once, at construction, and the
+//!   id set never rehashes (load factor ≤ 1/2, deletion without tombstones).
 //! * With `max_age`, the clock is the largest event timestamp seen so far (not the wall clock),
 //!   which is what keeps time-based expiry deterministic.
 
 use crate::config::DedupConfig;
-use std::collections::VecDeque;
 
-type FixedState = ahash::RandomState;
+/// Open-addressing set of non-zero `u64` ids: Fibonacci hashing, linear probing, backward-shift
+/// deletion (no tombstones, so it never needs rehashing), sized once at twice the window or more.
+#[derive(Clone)]
+struct IdSet {
+    slots: Box<[u64]>,
+    mask: usize,
+    bits: u32,
+}
+
+impl IdSet {
+    const EMPTY: u64 = 0;
+
+    fn with_capacity(min_slots: usize) -> Self {
+        let n = min_slots.next_power_of_two().max(16);
+        IdSet {
+            slots: vec![Self::EMPTY; n].into_boxed_slice(),
+            mask: n - 1,
+            bits: n.trailing_zeros(),
+        }
+    }
+
+    #[inline(always)]
+    fn home(&self, id: u64) -> usize {
+        // Fibonacci hashing: the top bits of the product are well mixed.
+        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits)) as usize
+    }
+
+    /// Inserts `id` (non-zero); false if it was already present.
+    #[inline(always)]
+    fn insert(&mut self, id: u64) -> bool {
+        let mut i = self.home(id);
+        loop {
+            let cur = self.slots[i];
+            if cur == id {
+                return false;
+            }
+            if cur == Self::EMPTY {
+                self.slots[i] = id;
+                return true;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Removes `id` if present, shifting later members of its probe run back into the gap.
+    #[inline(always)]
+    fn remove(&mut self, id: u64) {
+        let mut i = self.home(id);
+        loop {
+            let cur = self.slots[i];
+            if cur == Self::EMPTY {
+                return;
+            }
+            if cur == id {
+                break;
+            }
+            i = (i + 1) & self.mask;
+        }
+        // Backward-shift deletion: move each following entry whose home is not in (hole, j]
+        // into the hole, until an empty slot ends the run.
+        let mut hole = i;
+        let mut j = i;
+        loop {
+            j = (j + 1) & self.mask;
+            let cur = self.slots[j];
+            if cur == Self::EMPTY {
+                break;
+            }
+            let home = self.home(cur);
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                self.slots[hole] = cur;
+                hole = j;
+            }
+        }
+        self.slots[hole] = Self::EMPTY;
+    }
+}
 
 /// A bounded window of recently seen event ids.
 #[derive(Clone)]
 pub struct DedupWindow {
     window: usize,
     max_age_ns: Option<u64>,
-    /// `(id, timestamp)` oldest first.
-    order: VecDeque<(u64, u64)>,
-    set: hashbrown::HashSet<u64, FixedState>,
+    /// Ids of the window in arrival order: a ring of `window` entries, `len` of them live,
+    /// the oldest at `head`.
+    order: Box<[u64]>,
+    /// Timestamps parallel to `order` (only with `max_age`).
+    stamps: Box<[u64]>,
+    head: usize,
+    len: usize,
+    set: IdSet,
+    /// Id 0 cannot live in `set` (it marks empty slots); it is tracked here instead.
+    has_zero: bool,
     newest_ts: u64,
 }
 
@@ -29,7 +117,7 @@ impl std::fmt::Debug for DedupWindow {
         f.debug_struct("DedupWindow")
             .field("window", &self.window)
             .field("max_age_ns", &self.max_age_ns)
-            .field("len", &self.order.len())
+            .field("len", &self.len)
             .finish()
     }
 }
@@ -46,28 +134,52 @@ pub enum Decision {
 impl DedupWindow {
     /// A window per `config`; `window == 0` makes every event fresh.
     pub fn new(config: DedupConfig) -> Self {
-        // A fixed seed: decisions never depend on it, but a fixed layout keeps behaviour (and
-        // timing) reproducible between replicas and runs.
-        let hasher = FixedState::with_seeds(
-            0x243f_6a88_85a3_08d3,
-            0x1319_8a2e_0370_7344,
-            0xa409_3822_299f_31d0,
-            0x082e_fa98_ec4e_6c89,
-        );
-        // Twice the window keeps the load factor low, so deletions rarely leave tombstones and
-        // the table never rehashes on the hot path.
-        let table = if config.window == 0 {
-            0
-        } else {
-            config.window * 2
-        };
+        let window = config.window;
         DedupWindow {
-            window: config.window,
+            window,
             max_age_ns: config.max_age.map(|d| d.as_nanos() as u64),
-            order: VecDeque::with_capacity(config.window),
-            set: hashbrown::HashSet::with_capacity_and_hasher(table, hasher),
+            order: vec![0; window].into_boxed_slice(),
+            stamps: if config.max_age.is_some() {
+                vec![0; window].into_boxed_slice()
+            } else {
+                Box::new([])
+            },
+            head: 0,
+            len: 0,
+            // Load factor at most 1/2: short probe runs, no tombstones, never resized.
+            set: IdSet::with_capacity(if window == 0 { 0 } else { window * 2 }),
+            has_zero: false,
             newest_ts: 0,
         }
+    }
+
+    #[inline(always)]
+    fn set_insert(&mut self, id: u64) -> bool {
+        if id == 0 {
+            !std::mem::replace(&mut self.has_zero, true)
+        } else {
+            self.set.insert(id)
+        }
+    }
+
+    #[inline(always)]
+    fn set_remove(&mut self, id: u64) {
+        if id == 0 {
+            self.has_zero = false;
+        } else {
+            self.set.remove(id);
+        }
+    }
+
+    #[inline(always)]
+    fn pop_oldest(&mut self) {
+        let old = self.order[self.head];
+        self.set_remove(old);
+        self.head += 1;
+        if self.head == self.window {
+            self.head = 0;
+        }
+        self.len -= 1;
     }
 
     /// Records `id` seen at `ts_ns` and says whether it is fresh or a duplicate. A duplicate is
@@ -80,34 +192,36 @@ impl DedupWindow {
         if let Some(max_age) = self.max_age_ns {
             self.newest_ts = self.newest_ts.max(ts_ns);
             let horizon = self.newest_ts.saturating_sub(max_age);
-            while let Some(&(old, ts)) = self.order.front() {
-                if ts >= horizon {
-                    break;
-                }
-                self.order.pop_front();
-                self.set.remove(&old);
+            while self.len > 0 && self.stamps[self.head] < horizon {
+                self.pop_oldest();
             }
         }
-        if !self.set.insert(id) {
+        if !self.set_insert(id) {
             return Decision::Duplicate;
         }
-        if self.order.len() == self.window {
-            if let Some((old, _)) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        if self.len == self.window {
+            self.pop_oldest();
         }
-        self.order.push_back((id, ts_ns));
+        let mut tail = self.head + self.len;
+        if tail >= self.window {
+            tail -= self.window;
+        }
+        self.order[tail] = id;
+        if self.max_age_ns.is_some() {
+            self.stamps[tail] = ts_ns;
+        }
+        self.len += 1;
         Decision::Fresh
     }
 
     /// Ids currently remembered.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.len
     }
 
     /// True when no id is remembered.
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.len == 0
     }
 
     /// Maximum ids remembered.
@@ -115,9 +229,18 @@ impl DedupWindow {
         self.window
     }
 
-    /// The window's content, oldest first — what a snapshot carries.
+    /// The window's content, oldest first, as `(id, timestamp)` — what a snapshot carries
+    /// (timestamps are 0 unless `max_age` is set).
     pub fn entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.order.iter().copied()
+        (0..self.len).map(move |k| {
+            let i = (self.head + k) % self.window.max(1);
+            let ts = if self.stamps.is_empty() {
+                0
+            } else {
+                self.stamps[i]
+            };
+            (self.order[i], ts)
+        })
     }
 
     /// Rebuilds a window from [`entries`](Self::entries) (oldest first). Replaying them through
@@ -135,6 +258,7 @@ impl DedupWindow {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::{HashSet, VecDeque};
     use std::time::Duration;
 
     fn cfg(window: usize) -> DedupConfig {
@@ -190,7 +314,7 @@ mod tests {
     proptest! {
         /// Against the obvious model: a VecDeque of the last `window` fresh ids, searched linearly.
         #[test]
-        fn matches_a_naive_window(window in 1usize..16, ids in proptest::collection::vec(0u64..24, 0..300)) {
+        fn matches_a_naive_window(window in 1usize..16, ids in proptest::collection::vec(prop_oneof![0u64..24, any::<u64>(), (0u64..4).prop_map(|k| k << 40)], 0..300)) {
             let mut w = DedupWindow::new(cfg(window));
             let mut model: VecDeque<u64> = VecDeque::new();
             for id in ids {
@@ -203,6 +327,31 @@ mod tests {
                 };
                 prop_assert_eq!(w.check(id, 0), expect);
                 prop_assert_eq!(w.len(), model.len());
+            }
+        }
+
+        /// The id set against std's HashSet, on a tiny table with keys built to collide (same
+        /// home slot, wrapping probe runs), exercising backward-shift deletion.
+        #[test]
+        fn id_set_matches_hashset(ops in proptest::collection::vec((any::<bool>(), 1u64..40), 0..400)) {
+            let mut set = IdSet::with_capacity(16);
+            let mut model = HashSet::new();
+            for (insert, k) in ops {
+                // Spread keys over few home groups: low bits vary, high bits from a small set.
+                let id = ((k % 5) << 50) | (k % 8) | ((k / 8) << 3);
+                if insert {
+                    if model.len() < 12 || model.contains(&id) {
+                        prop_assert_eq!(set.insert(id), model.insert(id));
+                    }
+                } else {
+                    set.remove(id);
+                    model.remove(&id);
+                }
+                for &m in &model {
+                    prop_assert!(!set.insert(m), "lost {}", m);
+                }
+                let live = set.slots.iter().filter(|&&v| v != IdSet::EMPTY).count();
+                prop_assert_eq!(live, model.len());
             }
         }
 
