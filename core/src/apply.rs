@@ -20,6 +20,9 @@ pub struct Applier {
     dispatcher: Arc<Dispatcher>,
     stats: LocalStats,
     fresh: Vec<Event>,
+    /// The last topic dispatched and its handlers: consecutive batches are usually of the same
+    /// topic, and a 24-byte compare is cheaper than hashing the name.
+    last_route: Option<(crate::event::Topic, std::ops::Range<usize>)>,
 }
 
 /// What [`Applier::apply`] did with one batch.
@@ -44,6 +47,7 @@ impl Applier {
             dispatcher,
             stats: LocalStats::new(slot, stats_flush),
             fresh: Vec::new(),
+            last_route: None,
         }
     }
 
@@ -75,7 +79,15 @@ impl Applier {
                 end += 1;
             }
             let run = &fresh[start..end];
-            let handlers = self.dispatcher.handlers_for(topic);
+            let route = match &self.last_route {
+                Some((t, r)) if t == topic => r.clone(),
+                _ => {
+                    let r = self.dispatcher.route(topic);
+                    self.last_route = Some((topic.clone(), r.clone()));
+                    r
+                }
+            };
+            let handlers = self.dispatcher.handlers(route);
             if start > 0 {
                 // Later runs start later: read the clock again so their latency is honest.
                 now = clock::now_ns();

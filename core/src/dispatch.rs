@@ -41,10 +41,16 @@ pub struct DispatchOutcome {
 }
 
 /// Topic → handlers, plus the catch-all. Immutable once the engine starts.
+///
+/// Handlers are stored in one flat list; a topic's route is a range of it, so an applier can
+/// cache the route of the last topic it saw.
 #[derive(Clone, Default)]
 pub struct Dispatcher {
     by_topic: HashMap<Topic, Vec<Arc<dyn Handler>>, ahash::RandomState>,
     catch_all: Vec<Arc<dyn Handler>>,
+    /// Flattened: catch-all first, then each topic's handlers; rebuilt on registration.
+    flat: Vec<Arc<dyn Handler>>,
+    ranges: HashMap<Topic, std::ops::Range<usize>, ahash::RandomState>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -68,13 +74,40 @@ impl Dispatcher {
             .entry(topic.into())
             .or_default()
             .push(Arc::new(handler));
+        self.reflatten();
         self
     }
 
     /// Adds a catch-all handler: it gets the events of every topic that has no handler of its own.
     pub fn on_any(&mut self, handler: impl Handler) -> &mut Self {
         self.catch_all.push(Arc::new(handler));
+        self.reflatten();
         self
+    }
+
+    fn reflatten(&mut self) {
+        self.flat = self.catch_all.clone();
+        self.ranges.clear();
+        for (topic, hs) in &self.by_topic {
+            let start = self.flat.len();
+            self.flat.extend(hs.iter().cloned());
+            self.ranges.insert(topic.clone(), start..self.flat.len());
+        }
+    }
+
+    /// Where `topic`'s handlers are in the flat list (the catch-all's range if it has none).
+    #[inline]
+    pub fn route(&self, topic: &str) -> std::ops::Range<usize> {
+        match self.ranges.get(topic) {
+            Some(r) => r.clone(),
+            None => 0..self.catch_all.len(),
+        }
+    }
+
+    /// The handlers of a route from [`route`](Self::route).
+    #[inline]
+    pub fn handlers(&self, route: std::ops::Range<usize>) -> &[Arc<dyn Handler>] {
+        &self.flat[route]
     }
 
     /// The handlers for `topic`.
