@@ -1,0 +1,50 @@
+//! The doctor applies the alert rules' thresholds: check that the numbers in
+//! `alerts/eventstream.rules.yml` are the ones in [`Thresholds::default`].
+
+use eventstream_doctor::Thresholds;
+
+fn rule_expr(rules: &str, alert: &str) -> String {
+    let start = rules
+        .find(&format!("alert: {alert}\n"))
+        .unwrap_or_else(|| panic!("alert {alert} not in the rules file"));
+    let rest = &rules[start..];
+    let end = rest[1..].find("- alert:").map_or(rest.len(), |e| e + 1);
+    let block = &rest[..end];
+    let expr = block.find("expr:").expect("alert has an expr");
+    let tail = &block[expr..];
+    tail[..tail
+        .find("for:")
+        .or_else(|| tail.find("labels:"))
+        .unwrap_or(tail.len())]
+        .to_owned()
+}
+
+fn has_threshold(expr: &str, value: f64) -> bool {
+    expr.split(|c: char| c.is_whitespace() || c == ')' || c == '(')
+        .filter_map(|w| w.parse::<f64>().ok())
+        .any(|v| (v - value).abs() < 1e-12)
+}
+
+#[test]
+fn doctor_thresholds_match_the_alert_rules() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../alerts/eventstream.rules.yml"
+    );
+    let rules = std::fs::read_to_string(path).expect("alerts/eventstream.rules.yml");
+    let t = Thresholds::default();
+    for (alert, value) in [
+        ("EventStreamHighLatency", t.latency_p99_seconds),
+        ("EventStreamQueueFull", t.queue_fill_ratio),
+        ("EventStreamReplicationLag", t.replication_lag_entries),
+        ("EventStreamFollowerApplyLag", t.apply_lag_entries),
+        ("EventStreamHighFsyncLatency", t.fsync_p99_seconds),
+        ("EventStreamHighLeaderChanges", t.leader_changes_per_hour),
+    ] {
+        let expr = rule_expr(&rules, alert);
+        assert!(
+            has_threshold(&expr, value),
+            "{alert}: doctor uses {value}, the rule says: {expr}"
+        );
+    }
+}
