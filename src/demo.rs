@@ -23,6 +23,9 @@ pub struct DemoArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// HTTP address for /metrics, the JSON API and the status page.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    http: std::net::SocketAddr,
 }
 
 const TOPICS: [&str; 3] = ["orders", "payments", "clicks"];
@@ -49,10 +52,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         });
     }
     let engine = builder.start().context("starting the engine")?;
+    let exporter = eventstream_exporter::Exporter::builder(
+        eventstream_exporter::ExporterConfig::listening_on(args.http),
+        engine.stats_handle(),
+    )
+    .start()
+    .context("starting the HTTP exporter")?;
     println!(
         "eventstream demo: {} producers at {} events/s total, {} worker(s); Ctrl-C to stop",
         args.producers, args.rate, args.workers
     );
+    for (what, url) in exporter.urls() {
+        println!("  {what:<24} {url}");
+    }
 
     let mut producers = Vec::new();
     for p in 0..args.producers {
@@ -143,6 +155,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let _ = p.join();
     }
     let fin = engine.shutdown().context("shutting down")?;
+    exporter.shutdown();
     println!(
         "shutdown: received {}  processed {}  dedup hits {}  dropped {}  handler panics {}",
         fin.received,

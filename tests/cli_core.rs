@@ -95,22 +95,57 @@ fn bench_pipeline_rejects_bad_flags_with_the_flag_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
 }
 
+/// `GET path` over plain HTTP/1.1; returns the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
+    out
+}
+
 #[test]
-fn demo_prints_a_live_summary_and_shuts_down_cleanly() {
-    let out = eventstream()
-        .args(["demo", "--duration", "2", "--rate", "20000"])
-        .output()
+fn demo_serves_metrics_prints_a_live_summary_and_shuts_down_cleanly() {
+    use std::io::BufRead;
+    let mut child = eventstream()
+        .args(["demo", "--duration", "3", "--rate", "20000", "--http", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains("events/s=")).collect();
-    assert!(!lines.is_empty(), "no summary lines: {stdout}");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = String::new();
+    let mut metrics_addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        stdout.push_str(&line);
+        stdout.push('\n');
+        if let Some(url) = line.split_whitespace().find(|w| w.ends_with("/metrics")) {
+            metrics_addr = Some(
+                url.trim_start_matches("http://")
+                    .trim_end_matches("/metrics")
+                    .to_owned(),
+            );
+        }
+        if line.contains("events/s=") {
+            break;
+        }
+    }
+    let addr = metrics_addr.unwrap_or_else(|| panic!("no /metrics URL printed: {stdout}"));
+    let metrics = http_get(&addr, "/metrics");
+    assert!(metrics.contains("eventstream_events_processed_total"), "{metrics}");
+    assert!(metrics.contains("eventstream_event_latency_seconds_bucket"));
+    assert!(http_get(&addr, "/").contains("<html"));
+    for line in lines {
+        stdout.push_str(&line.unwrap());
+        stdout.push('\n');
+    }
+    assert!(child.wait().unwrap().success(), "{stdout}");
+    let summary: Vec<&str> = stdout.lines().filter(|l| l.contains("events/s=")).collect();
+    assert!(!summary.is_empty(), "no summary lines: {stdout}");
     for field in ["p50=", "p99=", "fill realtime=", "drops=", "dedup_hits="] {
-        assert!(lines[0].contains(field), "{field} missing: {}", lines[0]);
+        assert!(summary[0].contains(field), "{field} missing: {}", summary[0]);
     }
     let last = stdout.lines().last().unwrap();
     assert!(last.starts_with("shutdown:"), "{stdout}");

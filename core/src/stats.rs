@@ -313,6 +313,8 @@ pub struct Stats {
     pub tiers: [TierStats; 3],
     /// Ingest → handler-start latency of dispatched events.
     pub latency: LatencySummary,
+    /// Worker threads the engine was configured with (one per lane).
+    pub configured_workers: usize,
     /// Workers and external appliers.
     pub workers: Vec<WorkerStatus>,
 }
@@ -411,6 +413,12 @@ impl StatsHandle {
 
     /// All counters and latency percentiles, now.
     pub fn stats(&self) -> Stats {
+        self.snapshot().0
+    }
+
+    /// [`stats`](Self::stats) and [`latency_histogram`](Self::latency_histogram) together, with
+    /// one merge of the workers' histograms instead of two.
+    pub fn snapshot(&self) -> (Stats, Histogram<u64>) {
         let mut tiers = Tier::ALL.map(|tier| TierStats {
             tier,
             capacity: 0,
@@ -456,10 +464,11 @@ impl StatsHandle {
                 batches: c.batches,
             });
         }
+        let histogram = self.latency_histogram();
         let accepted: u64 = tiers.iter().map(|t| t.pushed).sum();
         let queue_full: u64 = tiers.iter().map(|t| t.dropped).sum();
         let rejected: u64 = tiers.iter().map(|t| t.rejected).sum();
-        Stats {
+        let stats = Stats {
             uptime: self.inner.started.elapsed(),
             running: self.inner.running.load(Ordering::Acquire),
             received: accepted + queue_full + rejected,
@@ -476,9 +485,11 @@ impl StatsHandle {
             handler_panics: total.handler_panics,
             handler_errors: total.handler_errors,
             tiers,
-            latency: LatencySummary::of(&self.latency_histogram()),
+            latency: LatencySummary::of(&histogram),
+            configured_workers: self.inner.lanes.len(),
             workers,
-        }
+        };
+        (stats, histogram)
     }
 
     /// The merged ingest → handler-start latency histogram since start (nanoseconds). Lags the

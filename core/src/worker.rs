@@ -94,6 +94,14 @@ impl Worker {
     }
 
     pub(crate) fn run(mut self) {
+        // Clears the alive flag however the thread ends, unwinding included.
+        struct AliveGuard(Arc<ApplierSlot>);
+        impl Drop for AliveGuard {
+            fn drop(&mut self) {
+                self.0.set_alive(false);
+            }
+        }
+        let _alive = AliveGuard(self.slot.clone());
         if let Some(core) = self.core {
             if core_affinity::set_for_current(core) {
                 self.slot.set_core(Some(core.id));
@@ -139,7 +147,6 @@ impl Worker {
             self.idle_step(idle_polls, state);
         }
         self.stage.on_stop();
-        self.slot.set_alive(false);
     }
 
     fn idle_step(&mut self, polls: u64, state: u8) {

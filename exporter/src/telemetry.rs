@@ -262,7 +262,7 @@ impl EngineSeries {
         self.errors.absolute(s.handler_errors);
         self.workers_alive
             .set(s.workers.iter().filter(|w| w.alive).count() as f64);
-        self.workers.set(s.workers.len() as f64);
+        self.workers.set(s.configured_workers as f64);
         self.uptime.set(s.uptime.as_secs_f64());
         let set = |g: &Gauge, v: Option<f64>| {
             if let Some(v) = v {
@@ -489,8 +489,7 @@ impl Telemetry {
 
     /// Takes a snapshot of everything and publishes it. Called every publish interval.
     pub fn publish(&self) {
-        let stats = self.stats.stats();
-        let hist = self.stats.latency_histogram();
+        let (stats, hist) = self.stats.snapshot();
         let process = process::sample();
         let cluster = self.replication.as_ref().map(|src| {
             let status = src.status();
