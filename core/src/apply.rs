@@ -55,6 +55,19 @@ impl Applier {
     /// fresh ones go to their handlers in order (one call per run of equal topics) and have
     /// their ingest → handler-start latency recorded.
     pub fn apply(&mut self, batch: &mut Vec<Event>) -> ApplyOutcome {
+        self.apply_inner(batch, None)
+    }
+
+    /// Like [`apply`](Self::apply), but latency is measured from `received_ns` (a
+    /// [`clock::now_ns`] reading on this node) instead of each event's `ingest_ns`. A cluster
+    /// node applies events stamped by another process's clock; it measures its own stage from
+    /// when the batch was committed here, and leaves `ingest_ns` untouched because dedup's
+    /// time window must see the same timestamps on every replica.
+    pub fn apply_received_at(&mut self, batch: &mut Vec<Event>, received_ns: u64) -> ApplyOutcome {
+        self.apply_inner(batch, Some(received_ns))
+    }
+
+    fn apply_inner(&mut self, batch: &mut Vec<Event>, received_ns: Option<u64>) -> ApplyOutcome {
         let before = self.stats.counters;
         self.fresh.clear();
         self.fresh.reserve(batch.len());
@@ -92,8 +105,18 @@ impl Applier {
                 // Later runs start later: read the clock again so their latency is honest.
                 now = clock::now_ns();
             }
-            for e in run {
-                self.stats.record_latency(now.saturating_sub(e.ingest_ns));
+            match received_ns {
+                Some(origin) => {
+                    let ns = now.saturating_sub(origin);
+                    for _ in run {
+                        self.stats.record_latency(ns);
+                    }
+                }
+                None => {
+                    for e in run {
+                        self.stats.record_latency(now.saturating_sub(e.ingest_ns));
+                    }
+                }
             }
             let out = self.dispatcher.dispatch_run(handlers, run);
             self.stats.counters.handler_panics += out.panics;
