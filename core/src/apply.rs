@@ -107,10 +107,8 @@ impl Applier {
             }
             match received_ns {
                 Some(origin) => {
-                    let ns = now.saturating_sub(origin);
-                    for _ in run {
-                        self.stats.record_latency(ns);
-                    }
+                    self.stats
+                        .record_latency_n(now.saturating_sub(origin), run.len() as u64);
                 }
                 None => {
                     for e in run {

@@ -135,6 +135,12 @@ impl LocalStats {
         self.histogram.saturating_record(ns.max(1));
     }
 
+    /// Records `n` dispatched events that share one latency.
+    #[inline(always)]
+    pub(crate) fn record_latency_n(&mut self, ns: u64, n: u64) {
+        self.histogram.saturating_record_n(ns.max(1), n);
+    }
+
     /// Publishes counters (cheap, per batch) and, when due or `force`d, the histogram.
     #[inline]
     pub(crate) fn flush(&mut self, now_ns: u64, force: bool) {
