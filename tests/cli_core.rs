@@ -99,7 +99,11 @@ fn bench_pipeline_rejects_bad_flags_with_the_flag_named() {
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
@@ -110,7 +114,15 @@ fn http_get(addr: &str, path: &str) -> String {
 fn demo_serves_metrics_prints_a_live_summary_and_shuts_down_cleanly() {
     use std::io::BufRead;
     let mut child = eventstream()
-        .args(["demo", "--duration", "3", "--rate", "20000", "--http", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--duration",
+            "3",
+            "--rate",
+            "20000",
+            "--http",
+            "127.0.0.1:0",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -134,7 +146,10 @@ fn demo_serves_metrics_prints_a_live_summary_and_shuts_down_cleanly() {
     }
     let addr = metrics_addr.unwrap_or_else(|| panic!("no /metrics URL printed: {stdout}"));
     let metrics = http_get(&addr, "/metrics");
-    assert!(metrics.contains("eventstream_events_processed_total"), "{metrics}");
+    assert!(
+        metrics.contains("eventstream_events_processed_total"),
+        "{metrics}"
+    );
     assert!(metrics.contains("eventstream_event_latency_seconds_bucket"));
     assert!(http_get(&addr, "/").contains("<html"));
     for line in lines {
@@ -145,7 +160,11 @@ fn demo_serves_metrics_prints_a_live_summary_and_shuts_down_cleanly() {
     let summary: Vec<&str> = stdout.lines().filter(|l| l.contains("events/s=")).collect();
     assert!(!summary.is_empty(), "no summary lines: {stdout}");
     for field in ["p50=", "p99=", "fill realtime=", "drops=", "dedup_hits="] {
-        assert!(summary[0].contains(field), "{field} missing: {}", summary[0]);
+        assert!(
+            summary[0].contains(field),
+            "{field} missing: {}",
+            summary[0]
+        );
     }
     let last = stdout.lines().last().unwrap();
     assert!(last.starts_with("shutdown:"), "{stdout}");

@@ -853,7 +853,10 @@ mod tests {
         // Most events in the interval took more than 1 ms.
         for (le, count) in [("1e-6", "1000"), ("0.001", "1100")] {
             second = second.replace(
-                &format!("eventstream_event_latency_seconds_bucket{{le=\"{le}\"}} {}", if le == "1e-6" { "1980" } else { "2000" }),
+                &format!(
+                    "eventstream_event_latency_seconds_bucket{{le=\"{le}\"}} {}",
+                    if le == "1e-6" { "1980" } else { "2000" }
+                ),
                 &format!("eventstream_event_latency_seconds_bucket{{le=\"{le}\"}} {count}"),
             );
         }
