@@ -11,13 +11,20 @@
 
 use crate::config::DedupConfig;
 
-/// Open-addressing set of non-zero `u64` ids: Fibonacci hashing, linear probing, backward-shift
-/// deletion (no tombstones, so it never needs rehashing), sized once at twice the window or more.
+/// Open-addressing set of non-zero `u64` ids: seeded Fibonacci hashing, linear probing,
+/// backward-shift deletion (no tombstones, so it never needs rehashing), sized once at twice the
+/// window or more.
 #[derive(Clone)]
 struct IdSet {
     slots: Box<[u64]>,
     mask: usize,
     bits: u32,
+    /// Random per set, XORed into ids before hashing: ids arrive from the network in a cluster,
+    /// and with a known hash a client could pick ids that share a home slot and turn every
+    /// check into a scan. Membership — every decision — does not depend on it. XOR keeps runs of
+    /// consecutive ids consecutive (within aligned blocks), so they keep the golden ratio's
+    /// even spread.
+    seed: u64,
 }
 
 impl IdSet {
@@ -25,17 +32,23 @@ impl IdSet {
 
     fn with_capacity(min_slots: usize) -> Self {
         let n = min_slots.next_power_of_two().max(16);
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
         IdSet {
             slots: vec![Self::EMPTY; n].into_boxed_slice(),
             mask: n - 1,
             bits: n.trailing_zeros(),
+            seed: random,
         }
     }
 
     #[inline(always)]
     fn home(&self, id: u64) -> usize {
-        // Fibonacci hashing: the top bits of the product are well mixed.
-        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits)) as usize
+        // Fibonacci hashing: the top bits of the product are well mixed, and consecutive ids
+        // land evenly spread (three-distance theorem).
+        ((id ^ self.seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits)) as usize
     }
 
     /// Inserts `id` (non-zero); false if it was already present.
