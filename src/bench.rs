@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 pub enum BenchCommand {
     /// End-to-end pipeline throughput and latency of the embedded engine.
     Pipeline(PipelineArgs),
+    /// Replicated publish throughput and commit latency (in-process cluster or --endpoints).
+    Replication(crate::cluster_cmd::ReplicationBenchArgs),
+    /// kill -9 the leader of a 3-process cluster repeatedly; failover time and lost acks.
+    Failover(crate::cluster_cmd::FailoverBenchArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -97,6 +101,8 @@ static PAYLOAD: [u8; 65_536] = [0x5a; 65_536];
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Pipeline(args) => pipeline(args),
+        BenchCommand::Replication(args) => crate::cluster_cmd::bench_replication(args),
+        BenchCommand::Failover(args) => crate::cluster_cmd::bench_failover(args),
     }
 }
 
@@ -402,8 +408,8 @@ fn crossbeam_baseline(
                 core_affinity::set_for_current(c);
             }
             let topic = eventstream_core::Topic::new_inline("bench");
-            let mut id = ((p as u64) << 48) + 1;
-            for _ in 0..n {
+            let first = ((p as u64) << 48) + 1;
+            for id in first..first + n {
                 let e = Event {
                     id: EventId(id),
                     topic: topic.clone(),
@@ -411,7 +417,6 @@ fn crossbeam_baseline(
                     payload: payload.clone(),
                     ingest_ns: clock::now_ns(),
                 };
-                id += 1;
                 if tx.send(e).is_err() {
                     break;
                 }

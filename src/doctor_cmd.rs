@@ -16,6 +16,10 @@ pub struct DoctorArgs {
     json: bool,
 }
 
+/// Exit code when the doctor itself could not run (bad flags, bad endpoint): distinct from the
+/// report's grades, so scripts can tell "warning" from "no report".
+pub const EXIT_NO_REPORT: i32 = 3;
+
 /// Runs the doctor; the exit code is 0 (ok), 1 (warning) or 2 (critical).
 pub fn run(args: DoctorArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(

@@ -2,7 +2,9 @@
 //! library crates (core, exporter, cluster); all logic lives in them.
 
 mod bench;
+mod cluster_cmd;
 mod demo;
+mod doctor_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,16 @@ enum Command {
     /// Benchmarks that print results (and `--json` for scripts).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Graded health report of one node or all (latency, queues, replication, disk, ...).
+    Doctor(doctor_cmd::DoctorArgs),
+    /// Run one cluster node (flags, a TOML file via --config, EVENTSTREAM_* variables).
+    Node(cluster_cmd::NodeArgs),
+    /// Publish events to a cluster; prints one offset per event after commit.
+    Publish(cluster_cmd::PublishArgs),
+    /// Read a cluster's committed stream from an offset.
+    Subscribe(cluster_cmd::SubscribeArgs),
+    /// Status of cluster endpoints as a table (or --json).
+    Status(cluster_cmd::StatusArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +47,16 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Doctor(args) => match doctor_cmd::run(args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                std::process::exit(doctor_cmd::EXIT_NO_REPORT)
+            }
+        },
+        Command::Node(args) => cluster_cmd::node(args),
+        Command::Publish(args) => cluster_cmd::publish(args),
+        Command::Subscribe(args) => cluster_cmd::subscribe(args),
+        Command::Status(args) => cluster_cmd::status(args),
     }
 }

@@ -177,3 +177,21 @@ fn demo_serves_metrics_prints_a_live_summary_and_shuts_down_cleanly() {
         .unwrap();
     assert!(hits > 0, "{last}");
 }
+
+#[test]
+fn doctor_that_cannot_run_exits_3_not_a_grade() {
+    let out = eventstream()
+        .args(["doctor", "--endpoint", "https://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("Error:") && err.contains("https"), "{err}");
+    let out = eventstream()
+        .args(["doctor", "--endpoint", "http://127.0.0.1:1", "--interval", "0.01"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--interval"));
+}

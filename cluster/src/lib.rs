@@ -1,1 +1,64 @@
-//! placeholder
+//! # eventstream-cluster
+//!
+//! Replication for eventstream: a 3- or 5-node raft cluster (raft-rs) with a durable, fsynced
+//! log, a TCP peer transport, a framed client protocol and a Rust client.
+//!
+//! The shape: `publish → tier ring (core Engine) → ProposalStage → raft driver (batched
+//! proposals, quorum commit + fsync) → StateMachine (dedup → offsets → committed stream →
+//! core Applier dispatch) → acknowledgements`. There is one pipeline: a node embeds a core
+//! [`eventstream_core::Engine`] whose stage proposes instead of applying.
+//!
+//! Main types:
+//! * [`codec`] / [`frame`] / [`wal`] — pure encoders and decoders (event blocks, wire frames,
+//!   log records), fuzzable; the wire format is documented in `docs/protocol.md`.
+//! * [`Wal`] — segmented write-ahead log with a CRC32 per record; one fsync per Ready.
+//! * [`Replica`] — RawNode + Wal + [`StateMachine`], no threads or sockets: what the
+//!   deterministic simulation tests drive and what the [`driver`] thread owns.
+//! * [`StateMachine`] — applies committed entries: dedup (core `DedupWindow`), stream offsets,
+//!   dispatch through core's `Applier`, publish acknowledgements.
+//! * [`CommittedStream`] — the offset-addressed stream subscribers read, identical on every node.
+//! * [`AckRegistry`] — publishes waiting (by event id) for their offsets.
+//! * [`Node`] — a running member: engine (its [`node::ProposalStage`] proposes), driver thread,
+//!   TCP transport ([`transport`]) and client listener ([`server`]); [`NodeConfig`] validates.
+//! * [`LocalCluster`] — N nodes in one process on loopback (demo, benchmarks, tests);
+//!   [`procs::ProcessCluster`] — N real `eventstream node` processes.
+//! * [`Client`] / [`Subscription`] — the Rust client: retries keep event ids, follows
+//!   redirects; subscriptions resume from the next offset on any node.
+//! * [`NodeMetrics`] — implements core's `ReplicationSource` for exporters.
+//! * [`cli`] — the `node` / `publish` / `subscribe` / `status` / `bench replication` /
+//!   `bench failover` commands; [`DemoLoad`] — synthetic load for the demo.
+//!
+//! See `docs/cluster.md` for threads, storage format, configuration and benchmarks.
+#![warn(missing_docs)]
+
+pub mod acks;
+pub mod cli;
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod driver;
+pub mod error;
+pub mod frame;
+pub mod load;
+pub mod metrics;
+pub mod net;
+pub mod node;
+pub mod procs;
+pub mod replica;
+pub mod server;
+pub mod state;
+pub mod stream;
+pub mod transport;
+pub mod wal;
+
+pub use acks::{AckError, AckRegistry};
+pub use client::{Client, ClientConfig, Subscription};
+pub use config::NodeConfig;
+pub use error::{ClusterError, DecodeError};
+pub use load::DemoLoad;
+pub use metrics::{Member, NodeMetrics};
+pub use node::{LocalCluster, Node};
+pub use replica::{Replica, ReplicaConfig};
+pub use state::StateMachine;
+pub use stream::CommittedStream;
+pub use wal::Wal;

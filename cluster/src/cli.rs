@@ -1,0 +1,910 @@
+//! Command-line pieces of the `eventstream` binary that belong to the cluster: `node`,
+//! `publish`, `subscribe`, `status`, `bench replication`, `bench failover`. The binary only
+//! parses and delegates (and adds the HTTP exporter to `node`).
+
+use crate::acks::OFFSET_UNKNOWN;
+use crate::client::{status_of, Client, ClientConfig};
+use crate::config::NodeConfig;
+use crate::error::ClusterError;
+use crate::frame::SubscribeBody;
+use crate::node::LocalCluster;
+use crate::procs::ProcessCluster;
+use bytes::Bytes;
+use clap::Args;
+use eventstream_core::hdrhistogram::Histogram;
+use eventstream_core::replication::{ClusterStatus, ReplicationSource};
+use eventstream_core::{Engine, Event, Priority};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `eventstream node`: run one cluster member.
+#[derive(Debug, Args, Clone)]
+pub struct NodeArgs {
+    /// TOML configuration file (fields as in `NodeConfig`); flags and EVENTSTREAM_* override it.
+    #[arg(long, env = "EVENTSTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's raft id.
+    #[arg(long, env = "EVENTSTREAM_ID")]
+    pub id: Option<u64>,
+    /// Members, comma-separated: `ID=HOST:PORT[@HTTP_HOST:HTTP_PORT]`, this node included.
+    #[arg(long, env = "EVENTSTREAM_PEERS", value_delimiter = ',')]
+    pub peers: Option<Vec<String>>,
+    /// Address to bind for peers and clients (default: this node's address in --peers).
+    #[arg(long, env = "EVENTSTREAM_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory of the log.
+    #[arg(long, env = "EVENTSTREAM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP port for metrics / API / status page (0 = off).
+    #[arg(long, env = "EVENTSTREAM_HTTP_PORT")]
+    pub http_port: Option<u16>,
+    /// Raft tick in milliseconds.
+    #[arg(long, env = "EVENTSTREAM_TICK_MS")]
+    pub tick_ms: Option<u64>,
+    /// Publish commit timeout in milliseconds.
+    #[arg(long, env = "EVENTSTREAM_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+}
+
+impl NodeArgs {
+    /// File, then environment and flags (clap has merged those two), then validation.
+    pub fn to_config(&self) -> Result<NodeConfig, ClusterError> {
+        let mut c = match &self.config {
+            Some(p) => NodeConfig::from_toml_file(p)?,
+            None => NodeConfig::default(),
+        };
+        if let Some(v) = self.id {
+            c.id = v;
+        }
+        if let Some(v) = &self.peers {
+            c.peers = v.clone();
+        }
+        if let Some(v) = &self.listen {
+            c.listen = Some(v.clone());
+        }
+        if let Some(v) = &self.data_dir {
+            c.data_dir = v.clone();
+        }
+        if let Some(v) = self.http_port {
+            c.http_port = v;
+        }
+        if let Some(v) = self.tick_ms {
+            c.tick_ms = v;
+        }
+        if let Some(v) = self.request_timeout_ms {
+            c.request_timeout_ms = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn split_endpoints(s: &[String]) -> Vec<String> {
+    s.iter()
+        .flat_map(|e| e.split(','))
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ClusterError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ClusterError::Spawn {
+            what: "tokio runtime",
+            source: e,
+        })
+}
+
+/// `eventstream publish`.
+#[derive(Debug, Args, Clone)]
+pub struct PublishArgs {
+    /// Node addresses (comma-separated or repeated).
+    #[arg(
+        long,
+        env = "EVENTSTREAM_ENDPOINTS",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+    /// Topic.
+    #[arg(long, default_value = "default")]
+    pub topic: String,
+    /// Priority: critical, high, medium, low.
+    #[arg(long, default_value = "medium")]
+    pub priority: String,
+    /// Idempotency key of the first event (following events get id+1, id+2, ...); random if absent.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Payloads; if none are given, one event per line of standard input.
+    pub payloads: Vec<String>,
+}
+
+/// Runs `eventstream publish`; prints one offset per event.
+pub fn run_publish(a: PublishArgs) -> Result<(), ClusterError> {
+    let priority: Priority = a.priority.parse()?;
+    let payloads: Vec<String> = if a.payloads.is_empty() {
+        std::io::stdin().lines().map_while(Result::ok).collect()
+    } else {
+        a.payloads.clone()
+    };
+    let events: Vec<Event> = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let e = Event::new(a.topic.as_str(), priority, Bytes::from(p));
+            match a.id {
+                Some(id) => e.with_id(id + i as u64),
+                None => e,
+            }
+        })
+        .collect();
+    let client = Client::new(ClientConfig::new(split_endpoints(&a.endpoints)))?;
+    let offsets = runtime()?.block_on(client.publish(events))?;
+    for o in offsets {
+        if o == OFFSET_UNKNOWN {
+            println!("duplicate");
+        } else {
+            println!("{o}");
+        }
+    }
+    Ok(())
+}
+
+/// `eventstream subscribe`.
+#[derive(Debug, Args, Clone)]
+pub struct SubscribeArgs {
+    /// Node addresses (any node serves the committed stream).
+    #[arg(
+        long,
+        env = "EVENTSTREAM_ENDPOINTS",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+    /// First offset.
+    #[arg(long, default_value_t = 0)]
+    pub from: u64,
+    /// Only this topic.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Only events at least this important (critical > high > medium > low).
+    #[arg(long)]
+    pub min_priority: Option<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Stop when no event arrives for this many milliseconds.
+    #[arg(long)]
+    pub idle_exit_ms: Option<u64>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct EventLine<'a> {
+    offset: u64,
+    id: u64,
+    topic: &'a str,
+    priority: Priority,
+    payload: String,
+}
+
+/// Runs `eventstream subscribe`: prints `offset id topic priority payload` lines (or JSON).
+pub fn run_subscribe(a: SubscribeArgs) -> Result<(), ClusterError> {
+    let min_priority = a
+        .min_priority
+        .as_deref()
+        .map(str::parse::<Priority>)
+        .transpose()?;
+    let client = Client::new(ClientConfig::new(split_endpoints(&a.endpoints)))?;
+    let mut sub = client.subscribe(SubscribeBody {
+        from_offset: a.from,
+        topic: a.topic.clone(),
+        min_priority,
+    });
+    runtime()?.block_on(async {
+        let mut n = 0u64;
+        let stdout = std::io::stdout();
+        while a.limit.is_none_or(|l| n < l) {
+            let next = match a.idle_exit_ms {
+                Some(ms) => match sub.next_timeout(Duration::from_millis(ms)).await? {
+                    Some(x) => x,
+                    None => break,
+                },
+                None => sub.next().await?,
+            };
+            let (off, e) = next;
+            let payload = String::from_utf8_lossy(&e.payload).into_owned();
+            let mut out = stdout.lock();
+            let r = if a.json {
+                let line = EventLine {
+                    offset: off,
+                    id: e.id.0,
+                    topic: &e.topic,
+                    priority: e.priority,
+                    payload,
+                };
+                writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default())
+            } else {
+                writeln!(
+                    out,
+                    "{off}\t{}\t{}\t{}\t{payload}",
+                    e.id, e.topic, e.priority
+                )
+            };
+            if r.is_err() {
+                break; // stdout closed (e.g. piped into `head`)
+            }
+            n += 1;
+        }
+        Ok(())
+    })
+}
+
+/// `eventstream status`.
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// Node addresses.
+    #[arg(
+        long,
+        env = "EVENTSTREAM_ENDPOINTS",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+    /// JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct EndpointStatus {
+    endpoint: String,
+    status: Option<ClusterStatus>,
+    error: Option<String>,
+}
+
+/// Renders statuses like `etcdctl endpoint status -w table`.
+pub fn status_table(rows: &[(String, Result<ClusterStatus, String>)]) -> String {
+    let header = [
+        "ENDPOINT", "NODE", "STATE", "TERM", "COMMIT", "APPLIED", "LAG", "LEADER", "ERROR",
+    ];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for (ep, r) in rows {
+        table.push(match r {
+            Ok(s) => vec![
+                ep.clone(),
+                s.node_id.to_string(),
+                s.role.as_str().to_owned(),
+                s.term.to_string(),
+                s.commit_index.to_string(),
+                s.applied_index.to_string(),
+                s.commit_index.saturating_sub(s.applied_index).to_string(),
+                s.leader_id.map_or("-".into(), |l| l.to_string()),
+                String::new(),
+            ],
+            Err(e) => {
+                let mut v = vec![ep.clone()];
+                v.extend(std::iter::repeat_n("-".to_string(), 7));
+                v.push(e.clone());
+                v
+            }
+        });
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let sep = format!(
+        "+{}+\n",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+")
+    );
+    let mut out = sep.clone();
+    for (i, r) in table.iter().enumerate() {
+        out.push('|');
+        for (c, cell) in r.iter().enumerate() {
+            out.push_str(&format!(" {cell:<w$} |", w = widths[c]));
+        }
+        out.push('\n');
+        if i == 0 {
+            out.push_str(&sep);
+        }
+    }
+    out.push_str(&sep);
+    out
+}
+
+/// Runs `eventstream status`. Fails (non-zero exit) if no endpoint answered.
+pub fn run_status(a: StatusArgs) -> Result<(), ClusterError> {
+    let eps = split_endpoints(&a.endpoints);
+    let rows: Vec<(String, Result<ClusterStatus, String>)> = runtime()?.block_on(async {
+        let mut rows = Vec::new();
+        for ep in &eps {
+            rows.push((
+                ep.clone(),
+                status_of(ep, Duration::from_secs(2))
+                    .await
+                    .map_err(|e| e.to_string()),
+            ));
+        }
+        rows
+    });
+    if a.json {
+        let v: Vec<EndpointStatus> = rows
+            .iter()
+            .map(|(ep, r)| EndpointStatus {
+                endpoint: ep.clone(),
+                status: r.as_ref().ok().cloned(),
+                error: r.as_ref().err().cloned(),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        print!("{}", status_table(&rows));
+    }
+    if rows.iter().all(|(_, r)| r.is_err()) {
+        return Err(ClusterError::Timeout("no endpoint answered".into()));
+    }
+    Ok(())
+}
+
+/// `eventstream bench replication`.
+#[derive(Debug, Args, Clone)]
+pub struct ReplicationBenchArgs {
+    /// Nodes of the in-process cluster.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Events to publish in total.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// Events per publish request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Payload bytes per event.
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Concurrent clients (one connection each).
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Offered rate in events/s (open loop, latency from intended send time); 0 = closed loop.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Target a running cluster instead of starting one.
+    #[arg(long, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Where the in-process cluster keeps its logs (default: a temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// fsync inline in the raft driver instead of on a WAL thread (for comparison).
+    #[arg(long)]
+    pub sync_persist: bool,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Result of `bench replication`.
+#[derive(Debug, Serialize)]
+pub struct ReplicationBenchResult {
+    /// Nodes (0 when targeting `--endpoints`).
+    pub nodes: usize,
+    /// Events acknowledged.
+    pub events: u64,
+    /// Requests acknowledged.
+    pub requests: u64,
+    /// Requests that failed after all retries.
+    pub failed_requests: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Acknowledged events per second.
+    pub events_per_sec: f64,
+    /// Offered rate (0 = closed loop).
+    pub offered_rate: u64,
+    /// Publish → acknowledgement latency (commit on a quorum + fsync + apply), ms.
+    pub commit_p50_ms: f64,
+    /// 99th percentile.
+    pub commit_p99_ms: f64,
+    /// 99.9th percentile.
+    pub commit_p999_ms: f64,
+    /// Maximum.
+    pub commit_max_ms: f64,
+    /// Clients.
+    pub clients: usize,
+    /// Events per request.
+    pub batch: usize,
+    /// Payload bytes.
+    pub payload_bytes: usize,
+    /// In-process only: every node's committed stream holds exactly the acknowledged events,
+    /// in the same order.
+    pub verified: Option<bool>,
+    /// In-process only: the leader's propose → commit p99 (ms), from its histogram.
+    pub leader_propose_commit_p99_ms: Option<f64>,
+    /// In-process only: worst node's fsync p99 (ms).
+    pub fsync_p99_ms: Option<f64>,
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1e6
+}
+
+/// Runs `bench replication`.
+pub fn run_bench_replication(
+    a: ReplicationBenchArgs,
+) -> Result<ReplicationBenchResult, ClusterError> {
+    if a.batch == 0 || a.clients == 0 || a.nodes == 0 {
+        return Err(ClusterError::config(
+            "batch/clients/nodes",
+            "must be at least 1",
+        ));
+    }
+    let tmp;
+    let (cluster, endpoints) = if a.endpoints.is_empty() {
+        let dir = match &a.data_dir {
+            Some(d) => d.clone(),
+            None => {
+                tmp = tempfile::Builder::new()
+                    .prefix("eventstream-bench-")
+                    .tempdir_in(std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir()))
+                    .map_err(|e| ClusterError::io("bench data dir", e))?;
+                tmp.path().to_path_buf()
+            }
+        };
+        let sync = a.sync_persist;
+        let c = LocalCluster::start(
+            a.nodes,
+            &dir,
+            |c| c.async_persist = !sync,
+            |_| Engine::builder(),
+        )?;
+        c.wait_for_leader(Duration::from_secs(10))
+            .ok_or_else(|| ClusterError::Timeout("no leader elected in 10 s".into()))?;
+        let eps = c.endpoints();
+        (Some(c), eps)
+    } else {
+        (None, split_endpoints(&a.endpoints))
+    };
+    let rt = runtime()?;
+    let result = rt.block_on(drive_load(&a, &endpoints))?;
+    let verified = cluster
+        .as_ref()
+        .map(|c| verify_local(c, result.events, Duration::from_secs(30)));
+    let (mut commit_p99, mut fsync_p99) = (None, None);
+    if let Some(c) = &cluster {
+        for n in c.nodes.iter().flatten() {
+            let h = n.metrics().histograms();
+            if n.metrics().is_leader() {
+                commit_p99 = Some(ms(&h.commit_ns, 0.99));
+            }
+            let f = ms(&h.fsync_ns, 0.99);
+            fsync_p99 = Some(fsync_p99.map_or(f, |x: f64| x.max(f)));
+        }
+    }
+    if let Some(c) = cluster {
+        c.shutdown();
+    }
+    Ok(ReplicationBenchResult {
+        verified,
+        leader_propose_commit_p99_ms: commit_p99,
+        fsync_p99_ms: fsync_p99,
+        ..result
+    })
+}
+
+fn verify_local(c: &LocalCluster, expect: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let streams: Vec<_> = c.nodes.iter().flatten().map(|n| n.stream()).collect();
+    while streams.iter().any(|s| s.next_offset() < expect) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ids = |s: &crate::CommittedStream| {
+        let mut v = Vec::new();
+        s.read(0, usize::MAX, |_| true, &mut v);
+        v.into_iter().map(|(_, e)| e.id.0).collect::<Vec<u64>>()
+    };
+    let first = ids(&streams[0]);
+    first.len() as u64 == expect && streams[1..].iter().all(|s| ids(s) == first)
+}
+
+async fn drive_load(
+    a: &ReplicationBenchArgs,
+    endpoints: &[String],
+) -> Result<ReplicationBenchResult, ClusterError> {
+    let payload = Bytes::from(vec![b'x'; a.payload_bytes]);
+    let requests_total = a.events.div_ceil(a.batch as u64);
+    let next_req = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1_000, 120_000_000_000, 3).expect("bounds"),
+    ));
+    let start = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    {
+        let (acked, done, hist) = (acked.clone(), done.clone(), hist.clone());
+        tokio::spawn(async move {
+            let mut last = 0;
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let n = acked.load(Ordering::Relaxed);
+                let p99 = ms(&hist.lock().unwrap_or_else(|p| p.into_inner()), 0.99);
+                eprintln!(
+                    "[{:>5.1}s] acked {n} events ({} /s), commit p99 so far {p99:.2} ms",
+                    start.elapsed().as_secs_f64(),
+                    n - last
+                );
+                last = n;
+            }
+        });
+    }
+    // Open loop: each client owns a schedule slot every `interval`; requests run concurrently
+    // so a slow ack does not delay the next send (no coordinated omission).
+    let interval = (a.rate > 0)
+        .then(|| Duration::from_secs_f64(a.batch as f64 * a.clients as f64 / a.rate as f64));
+    let mut tasks = Vec::new();
+    for c in 0..a.clients {
+        let client = Arc::new(Client::new(ClientConfig::new(endpoints.to_vec()))?);
+        let (next_req, acked, failed, hist, payload) = (
+            next_req.clone(),
+            acked.clone(),
+            failed.clone(),
+            hist.clone(),
+            payload.clone(),
+        );
+        let batch = a.batch;
+        let events = a.events;
+        tasks.push(tokio::spawn(async move {
+            let mut inflight = Vec::new();
+            let t0 = tokio::time::Instant::now() + Duration::from_micros(c as u64 * 97);
+            let mut k = 0u32;
+            loop {
+                let r = next_req.fetch_add(1, Ordering::Relaxed);
+                if r >= requests_total {
+                    break;
+                }
+                let n = (events - r * batch as u64).min(batch as u64) as usize;
+                let evs: Vec<Event> = (0..n)
+                    .map(|_| Event::new("bench", Priority::Medium, payload.clone()))
+                    .collect();
+                let (client, acked, failed, hist) =
+                    (client.clone(), acked.clone(), failed.clone(), hist.clone());
+                let fut = async move {
+                    let t = Instant::now();
+                    match client.publish(evs).await {
+                        Ok(o) => {
+                            acked.fetch_add(o.len() as u64, Ordering::Relaxed);
+                            t
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "publish failed");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            t
+                        }
+                    }
+                };
+                match interval {
+                    None => {
+                        let t = Instant::now();
+                        fut.await;
+                        hist.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .saturating_record(t.elapsed().as_nanos() as u64);
+                    }
+                    Some(iv) => {
+                        let intended = t0 + iv * k;
+                        k += 1;
+                        tokio::time::sleep_until(intended).await;
+                        let hist = hist.clone();
+                        inflight.push(tokio::spawn(async move {
+                            fut.await;
+                            let lat =
+                                tokio::time::Instant::now().saturating_duration_since(intended);
+                            hist.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .saturating_record(lat.as_nanos() as u64);
+                        }));
+                    }
+                }
+            }
+            for t in inflight {
+                let _ = t.await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    done.store(true, Ordering::Relaxed);
+    let secs = start.elapsed().as_secs_f64();
+    let h = hist.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let events = acked.load(Ordering::Relaxed);
+    Ok(ReplicationBenchResult {
+        nodes: if a.endpoints.is_empty() { a.nodes } else { 0 },
+        events,
+        requests: h.len(),
+        failed_requests: failed.load(Ordering::Relaxed),
+        seconds: secs,
+        events_per_sec: events as f64 / secs,
+        offered_rate: a.rate,
+        commit_p50_ms: ms(&h, 0.5),
+        commit_p99_ms: ms(&h, 0.99),
+        commit_p999_ms: ms(&h, 0.999),
+        commit_max_ms: h.max() as f64 / 1e6,
+        clients: a.clients,
+        batch: a.batch,
+        payload_bytes: a.payload_bytes,
+        verified: None,
+        leader_propose_commit_p99_ms: None,
+        fsync_p99_ms: None,
+    })
+}
+
+/// `eventstream bench failover`.
+#[derive(Debug, Args, Clone)]
+pub struct FailoverBenchArgs {
+    /// Leader kills (each followed by a restart of the killed node).
+    #[arg(long, default_value_t = 20)]
+    pub kills: usize,
+    /// Concurrent publishing clients.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Events per publish request.
+    #[arg(long, default_value_t = 20)]
+    pub batch: usize,
+    /// Data directory (default: a temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Result of `bench failover`.
+#[derive(Debug, Serialize)]
+pub struct FailoverBenchResult {
+    /// Leader kills done.
+    pub kills: usize,
+    /// Kill → first acknowledged write on the new leader, per kill, ms.
+    pub failover_ms: Vec<f64>,
+    /// Median.
+    pub failover_p50_ms: f64,
+    /// 99th percentile.
+    pub failover_p99_ms: f64,
+    /// Maximum.
+    pub failover_max_ms: f64,
+    /// Events acknowledged.
+    pub acked: u64,
+    /// Acknowledged events not readable afterwards (must be 0).
+    pub lost: u64,
+    /// Acknowledged events stored more than once (must be 0).
+    pub duplicated: u64,
+    /// Nodes whose committed stream differs from node 1's (must be 0).
+    pub diverged_nodes: u64,
+    /// Publish requests that failed after all retries (not acknowledged, so not "lost").
+    pub failed_requests: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// Runs `bench failover` with `exe` as the node binary.
+pub fn run_bench_failover(
+    a: FailoverBenchArgs,
+    exe: &std::path::Path,
+) -> Result<FailoverBenchResult, ClusterError> {
+    let tmp;
+    let dir = match &a.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("eventstream-failover-")
+                .tempdir_in(std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir()))
+                .map_err(|e| ClusterError::io("bench data dir", e))?;
+            tmp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| ClusterError::io(&dir, e))?;
+    let rt = runtime()?;
+    rt.block_on(failover(a, exe, &dir))
+}
+
+/// What the publishers of a failover run acknowledged: `(id, offset)`.
+type Acked = Arc<Mutex<Vec<(u64, u64)>>>;
+
+async fn failover(
+    a: FailoverBenchArgs,
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<FailoverBenchResult, ClusterError> {
+    let start = Instant::now();
+    let mut cluster = ProcessCluster::start(exe, 3, dir, &[])?;
+    let eps = cluster.endpoints().to_vec();
+    cluster.wait_healthy(Duration::from_secs(20)).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Acked = Arc::default();
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut pubs = Vec::new();
+    for _ in 0..a.clients {
+        let client = Client::new(ClientConfig::new(eps.clone()))?;
+        let (stop, acked, failed) = (stop.clone(), acked.clone(), failed.clone());
+        let batch = a.batch;
+        pubs.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let evs: Vec<Event> = (0..batch)
+                    .map(|i| {
+                        Event::new("failover", Priority::High, Bytes::from(format!("e{i}")))
+                            .with_id(client.next_id().0)
+                    })
+                    .collect();
+                let ids: Vec<u64> = evs.iter().map(|e| e.id.0).collect();
+                match client.publish(evs).await {
+                    Ok(offs) => acked
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(ids.into_iter().zip(offs)),
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    // Probes: a tiny publish started every 5 ms, each independent, so the first one
+    // acknowledged after a kill marks when the new leader accepted writes.
+    let probe_client = Arc::new(Client::new(ClientConfig::new(eps.clone()))?);
+    let probe_acks: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
+    {
+        let (stop, probe_acks, acked) = (stop.clone(), probe_acks.clone(), acked.clone());
+        let client = probe_client.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let (client, probe_acks, acked) =
+                    (client.clone(), probe_acks.clone(), acked.clone());
+                tokio::spawn(async move {
+                    let sent = Instant::now();
+                    let id = client.next_id().0;
+                    if let Ok(o) = client
+                        .publish(vec![Event::new(
+                            "probe",
+                            Priority::Critical,
+                            Bytes::from_static(b"p"),
+                        )
+                        .with_id(id)])
+                        .await
+                    {
+                        probe_acks
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((sent, Instant::now()));
+                        acked
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((id, o[0]));
+                    }
+                });
+            }
+        });
+    }
+    let mut failovers = Vec::new();
+    for k in 0..a.kills {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let leader = cluster.wait_healthy(Duration::from_secs(30)).await?;
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        let deadline = killed_at + Duration::from_secs(30);
+        let took = loop {
+            let first = probe_acks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(sent, _)| *sent > killed_at)
+                .map(|(_, at)| *at)
+                .min();
+            if let Some(at) = first {
+                break at.duration_since(killed_at);
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Timeout(format!(
+                    "no write acknowledged 30 s after kill {k}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        failovers.push(took.as_secs_f64() * 1e3);
+        if !a.json {
+            eprintln!(
+                "kill {}/{}: leader {leader} killed, writes acknowledged again after {:.1} ms",
+                k + 1,
+                a.kills,
+                took.as_secs_f64() * 1e3
+            );
+        }
+        cluster.restart(leader)?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in pubs {
+        let _ = p.await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.wait_healthy(Duration::from_secs(30)).await?;
+    let acked: Vec<(u64, u64)> = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let (lost, duplicated, diverged) = verify_acked(&eps, &acked).await?;
+    drop(cluster);
+    let mut sorted = failovers.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(FailoverBenchResult {
+        kills: failovers.len(),
+        failover_p50_ms: percentile(&sorted, 0.5),
+        failover_p99_ms: percentile(&sorted, 0.99),
+        failover_max_ms: sorted.last().copied().unwrap_or(0.0),
+        failover_ms: failovers,
+        acked: acked.len() as u64,
+        lost,
+        duplicated,
+        diverged_nodes: diverged,
+        failed_requests: failed.load(Ordering::Relaxed),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Reads the whole committed stream from every endpoint and checks every acknowledged
+/// `(id, offset)`: present exactly once, at its offset, and every node's stream identical.
+/// Returns `(lost, duplicated, diverged nodes)`.
+pub async fn verify_acked(
+    eps: &[String],
+    acked: &[(u64, u64)],
+) -> Result<(u64, u64, u64), ClusterError> {
+    let mut streams = Vec::new();
+    for ep in eps {
+        let client = Client::new(ClientConfig::new(vec![ep.clone()]))?;
+        let mut sub = client.subscribe(SubscribeBody::default());
+        let mut ids = Vec::new();
+        while let Some((off, e)) = sub.next_timeout(Duration::from_millis(1500)).await? {
+            if off != ids.len() as u64 {
+                return Err(ClusterError::Timeout(format!(
+                    "{ep}: offset {off} after {} events",
+                    ids.len()
+                )));
+            }
+            ids.push(e.id.0);
+        }
+        streams.push(ids);
+    }
+    let reference = &streams[0];
+    let diverged = streams[1..].iter().filter(|s| *s != reference).count() as u64;
+    let mut count: HashMap<u64, Vec<u64>> = HashMap::with_capacity(reference.len());
+    for (off, id) in reference.iter().enumerate() {
+        count.entry(*id).or_default().push(off as u64);
+    }
+    let mut lost = 0;
+    let mut dup = 0;
+    for (id, off) in acked {
+        match count.get(id) {
+            None => lost += 1,
+            Some(offs) if offs.len() > 1 => dup += 1,
+            Some(offs) if *off != OFFSET_UNKNOWN && offs[0] != *off => lost += 1,
+            Some(_) => {}
+        }
+    }
+    Ok((lost, dup, diverged))
+}

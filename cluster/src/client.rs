@@ -1,0 +1,522 @@
+//! The Rust client: publish (with retries that keep event ids, so a retry is deduplicated),
+//! subscribe from an offset (reconnecting to any node), and cluster status.
+//!
+//! One [`Client`] multiplexes concurrent requests over one connection (request ids match
+//! replies). It follows `NotLeader` redirects, rotates endpoints on connection failures, and
+//! backs off on `Unavailable` / `Busy` / `Timeout`, until its overall deadline.
+
+use crate::codec;
+use crate::error::ClusterError;
+use crate::frame::{self, ErrorBody, ErrorCode, Kind, Role, SubscribeBody};
+use crate::net::FrameReader;
+use bytes::{Bytes, BytesMut};
+use eventstream_core::replication::ClusterStatus;
+use eventstream_core::{Event, EventId};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Node addresses (`host:port`); any of them, the client finds the leader.
+    pub endpoints: Vec<String>,
+    /// Time one attempt may take.
+    pub attempt_timeout: Duration,
+    /// Time a call may take including retries.
+    pub deadline: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Largest frame body accepted.
+    pub max_frame: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for `endpoints`.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        ClientConfig {
+            endpoints,
+            attempt_timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+            max_frame: frame::DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+enum Reply {
+    Offsets(Vec<u64>),
+    Error(ErrorBody),
+    Status(Bytes),
+}
+
+type PendingMap = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
+
+struct Conn {
+    addr: String,
+    tx: mpsc::Sender<BytesMut>,
+    pending: PendingMap,
+    next_req: AtomicU64,
+    dead: Arc<AtomicBool>,
+}
+
+async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClusterError> {
+    let s = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ClusterError::Network {
+            peer: addr.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+        })?
+        .map_err(|e| ClusterError::Network {
+            peer: addr.to_owned(),
+            source: e,
+        })?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+async fn hello(w: &mut OwnedWriteHalf, addr: &str) -> Result<(), ClusterError> {
+    let mut b = BytesMut::new();
+    frame::put_frame(&mut b, Kind::Hello, &frame::encode_hello(Role::Client));
+    w.write_all(&b).await.map_err(|e| ClusterError::Network {
+        peer: addr.to_owned(),
+        source: e,
+    })
+}
+
+impl Conn {
+    async fn open(addr: &str, cfg: &ClientConfig) -> Result<Conn, ClusterError> {
+        let s = connect(addr, cfg.connect_timeout).await?;
+        let (r, mut w) = s.into_split();
+        hello(&mut w, addr).await?;
+        let (tx, mut rx) = mpsc::channel::<BytesMut>(1024);
+        let pending: PendingMap = Arc::default();
+        let dead = Arc::new(AtomicBool::new(false));
+        let d = dead.clone();
+        tokio::spawn(async move {
+            let mut buf = BytesMut::new();
+            while let Some(first) = rx.recv().await {
+                buf.clear();
+                buf.extend_from_slice(&first);
+                while let Ok(more) = rx.try_recv() {
+                    buf.extend_from_slice(&more);
+                    if buf.len() > 1 << 20 {
+                        break;
+                    }
+                }
+                if w.write_all(&buf).await.is_err() {
+                    d.store(true, Ordering::Release);
+                    return;
+                }
+            }
+        });
+        let p = pending.clone();
+        let d = dead.clone();
+        let max = cfg.max_frame;
+        tokio::spawn(async move {
+            let mut reader = FrameReader::new(r, max);
+            while let Ok(Some((kind, body))) = reader.next().await {
+                let parsed = match kind {
+                    Kind::PublishOk => {
+                        frame::decode_publish_ok(&body).map(|(id, o)| (id, Reply::Offsets(o)))
+                    }
+                    Kind::Error => frame::decode_error(&body).map(|e| (e.req_id, Reply::Error(e))),
+                    Kind::StatusOk => frame::decode_req_id(&body)
+                        .map(|(id, _)| (id, Reply::Status(body.slice(8..)))),
+                    other => Err(crate::error::DecodeError::Kind(other as u8)),
+                };
+                let Ok((id, reply)) = parsed else { break };
+                let waiter = p.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                if let Some(w) = waiter {
+                    let _ = w.send(reply);
+                }
+            }
+            d.store(true, Ordering::Release);
+            // Dropping the senders fails every request still waiting on this connection.
+            p.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        });
+        Ok(Conn {
+            addr: addr.to_owned(),
+            tx,
+            pending,
+            next_req: AtomicU64::new(1),
+            dead,
+        })
+    }
+
+    async fn request(
+        &self,
+        build: impl FnOnce(&mut BytesMut, u64),
+        timeout: Duration,
+    ) -> Result<Reply, ClusterError> {
+        let id = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        let mut b = BytesMut::new();
+        build(&mut b, id);
+        let lost = || ClusterError::Network {
+            peer: self.addr.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "connection lost"),
+        };
+        // The reader may have died (failing every pending request) just before this one was
+        // registered: then nobody would ever answer it.
+        if self.dead.load(Ordering::Acquire) || self.tx.send(b).await.is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return Err(lost());
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(lost()),
+            Err(_) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                Err(ClusterError::Timeout(format!(
+                    "no reply from {} in {timeout:?}",
+                    self.addr
+                )))
+            }
+        }
+    }
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A cluster client. Cheap to share (`Arc<Client>`); calls may run concurrently.
+pub struct Client {
+    cfg: ClientConfig,
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    preferred: Mutex<Option<String>>,
+    rotate: AtomicUsize,
+    id_seed: u64,
+    id_counter: AtomicU64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.cfg.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for `cfg.endpoints` (connects lazily).
+    pub fn new(cfg: ClientConfig) -> Result<Client, ClusterError> {
+        if cfg.endpoints.is_empty() {
+            return Err(ClusterError::config(
+                "endpoints",
+                "at least one endpoint is required",
+            ));
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        static INSTANCE: AtomicU64 = AtomicU64::new(0);
+        let seed = splitmix(
+            nanos
+                ^ (u64::from(std::process::id()) << 32)
+                ^ splitmix(INSTANCE.fetch_add(1, Ordering::Relaxed)),
+        );
+        Ok(Client {
+            rotate: AtomicUsize::new((seed % cfg.endpoints.len() as u64) as usize),
+            cfg,
+            conn: tokio::sync::Mutex::new(None),
+            preferred: Mutex::new(None),
+            id_seed: seed,
+            id_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// A fresh random event id (never 0).
+    pub fn next_id(&self) -> EventId {
+        loop {
+            let id =
+                splitmix(self.id_seed ^ splitmix(self.id_counter.fetch_add(1, Ordering::Relaxed)));
+            if id != 0 {
+                return EventId(id);
+            }
+        }
+    }
+
+    async fn conn(&self) -> Result<Arc<Conn>, ClusterError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if !c.dead.load(Ordering::Acquire) {
+                return Ok(c.clone());
+            }
+        }
+        *slot = None;
+        let addr = self
+            .preferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_else(|| {
+                let i = self.rotate.load(Ordering::Relaxed) % self.cfg.endpoints.len();
+                self.cfg.endpoints[i].clone()
+            });
+        let c = Arc::new(Conn::open(&addr, &self.cfg).await?);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn drop_conn(&self, rotate: bool) {
+        *self.conn.lock().await = None;
+        if rotate {
+            self.rotate.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes `events` and returns their stream offsets once committed on a quorum and
+    /// fsynced. Events with [`EventId::AUTO`] get a random id first; every retry resends the
+    /// same ids, so an event is stored once however often it is retried. A duplicate whose
+    /// original offset is no longer remembered is reported as [`crate::acks::OFFSET_UNKNOWN`].
+    pub async fn publish(&self, mut events: Vec<Event>) -> Result<Vec<u64>, ClusterError> {
+        let mut size = 8 + codec::BLOCK_HEADER_LEN;
+        for e in &mut events {
+            if e.id.is_auto() {
+                e.id = self.next_id();
+            }
+            codec::validate_event(e, self.cfg.max_frame)?;
+            size += codec::encoded_len(e);
+        }
+        // The server closes a connection that sends an oversized frame; refuse it here with a
+        // clear error instead of retrying it until the deadline.
+        if size > self.cfg.max_frame {
+            return Err(ClusterError::Decode(crate::error::DecodeError::TooLong {
+                len: size,
+                max: self.cfg.max_frame,
+            }));
+        }
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(10);
+        let mut last_err;
+        loop {
+            let attempt = async {
+                let c = self.conn().await?;
+                c.request(
+                    |b, id| frame::put_publish(b, id, &events),
+                    self.cfg.attempt_timeout,
+                )
+                .await
+            };
+            match attempt.await {
+                Ok(Reply::Offsets(o)) => return Ok(o),
+                Ok(Reply::Error(e)) => {
+                    let err = ClusterError::Server {
+                        code: e.code,
+                        message: e.message.clone(),
+                    };
+                    match e.code {
+                        ErrorCode::BadRequest => return Err(err),
+                        ErrorCode::NotLeader if !e.leader_addr.is_empty() => {
+                            *self.preferred.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(e.leader_addr.clone());
+                            self.drop_conn(false).await;
+                            last_err = err;
+                            // Redirect immediately once; back off if it keeps bouncing.
+                            if start.elapsed() < Duration::from_millis(50) {
+                                continue;
+                            }
+                        }
+                        ErrorCode::NotLeader | ErrorCode::ShuttingDown => {
+                            self.drop_conn(true).await;
+                            last_err = err;
+                        }
+                        _ => last_err = err,
+                    }
+                }
+                Ok(Reply::Status(_)) => {
+                    last_err =
+                        ClusterError::Decode(crate::error::DecodeError::Kind(Kind::StatusOk as u8));
+                    self.drop_conn(true).await;
+                }
+                Err(e) => {
+                    self.drop_conn(true).await;
+                    last_err = e;
+                }
+            }
+            tracing::debug!(error = %last_err, elapsed = ?start.elapsed(), "publish attempt failed; retrying with the same ids");
+            if start.elapsed() + backoff > self.cfg.deadline {
+                return Err(ClusterError::Timeout(format!(
+                    "publish gave up after {:?}: {last_err}",
+                    start.elapsed()
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// The status of the node this client is connected to.
+    pub async fn status(&self) -> Result<ClusterStatus, ClusterError> {
+        let c = self.conn().await?;
+        match c
+            .request(frame::put_status, self.cfg.attempt_timeout)
+            .await?
+        {
+            Reply::Status(json) => serde_json::from_slice(&json).map_err(|e| {
+                ClusterError::Decode(crate::error::DecodeError::Invalid {
+                    field: "status json",
+                    reason: e.to_string(),
+                })
+            }),
+            Reply::Error(e) => Err(ClusterError::Server {
+                code: e.code,
+                message: e.message,
+            }),
+            Reply::Offsets(_) => Err(ClusterError::Decode(crate::error::DecodeError::Kind(
+                Kind::PublishOk as u8,
+            ))),
+        }
+    }
+
+    /// Subscribes to the committed stream from `filter.from_offset`.
+    pub fn subscribe(&self, filter: SubscribeBody) -> Subscription {
+        Subscription {
+            endpoints: self.cfg.endpoints.clone(),
+            idx: self.rotate.load(Ordering::Relaxed),
+            next_offset: filter.from_offset,
+            filter,
+            cfg: self.cfg.clone(),
+            conn: None,
+            buf: VecDeque::new(),
+        }
+    }
+}
+
+/// The status of the node at `addr` (one short connection).
+pub async fn status_of(addr: &str, timeout: Duration) -> Result<ClusterStatus, ClusterError> {
+    let mut cfg = ClientConfig::new(vec![addr.to_owned()]);
+    cfg.attempt_timeout = timeout;
+    cfg.connect_timeout = timeout;
+    let client = Client::new(cfg)?;
+    tokio::time::timeout(timeout, client.status())
+        .await
+        .map_err(|_| ClusterError::Timeout(format!("status of {addr}")))?
+}
+
+/// A stream of committed events; reconnects (to any endpoint) from the next offset.
+pub struct Subscription {
+    endpoints: Vec<String>,
+    idx: usize,
+    filter: SubscribeBody,
+    next_offset: u64,
+    cfg: ClientConfig,
+    conn: Option<(FrameReader<OwnedReadHalf>, OwnedWriteHalf)>,
+    buf: VecDeque<(u64, Event)>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("next_offset", &self.next_offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// The offset the next event will have at least.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    async fn open(&mut self) -> Result<(), ClusterError> {
+        let addr = self.endpoints[self.idx % self.endpoints.len()].clone();
+        let s = connect(&addr, self.cfg.connect_timeout).await?;
+        let (r, mut w) = s.into_split();
+        hello(&mut w, &addr).await?;
+        let mut b = BytesMut::new();
+        let f = SubscribeBody {
+            from_offset: self.next_offset,
+            ..self.filter.clone()
+        };
+        frame::put_subscribe(&mut b, &f);
+        w.write_all(&b).await.map_err(|e| ClusterError::Network {
+            peer: addr.clone(),
+            source: e,
+        })?;
+        self.conn = Some((FrameReader::new(r, self.cfg.max_frame), w));
+        Ok(())
+    }
+
+    /// The next committed event and its offset. Retries connections for up to the client's
+    /// deadline before failing.
+    pub async fn next(&mut self) -> Result<(u64, Event), ClusterError> {
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            if let Some(x) = self.buf.pop_front() {
+                self.next_offset = x.0 + 1;
+                return Ok(x);
+            }
+            if self.conn.is_none() {
+                if let Err(e) = self.open().await {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > self.cfg.deadline {
+                        return Err(e);
+                    }
+                    self.idx += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+            let (reader, _) = self.conn.as_mut().expect("opened above");
+            match reader.next().await {
+                Ok(Some((Kind::Events, body))) => {
+                    let evs = codec::decode_offset_events(&body, 0)?;
+                    failing_since = None;
+                    self.buf
+                        .extend(evs.into_iter().filter(|(o, _)| *o >= self.next_offset));
+                }
+                Ok(Some((Kind::Error, body))) => {
+                    let e = frame::decode_error(&body)?;
+                    return Err(ClusterError::Server {
+                        code: e.code,
+                        message: e.message,
+                    });
+                }
+                Ok(Some((k, _))) => {
+                    return Err(ClusterError::Decode(crate::error::DecodeError::Kind(
+                        k as u8,
+                    )));
+                }
+                Ok(None) | Err(_) => {
+                    self.conn = None;
+                    self.idx += 1;
+                    failing_since.get_or_insert_with(Instant::now);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Like [`next`](Self::next) but gives up after `timeout` with `Ok(None)`.
+    pub async fn next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<(u64, Event)>, ClusterError> {
+        match tokio::time::timeout(timeout, self.next()).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! What a node reports about its replication: counters (atomics, updated by the driver once
+//! per loop iteration or per event class), histograms, and a status snapshot the driver
+//! refreshes a few times a second. Implements core's [`ReplicationSource`] via
+//! [`NodeMetrics`], which exporters read; nothing here blocks the driver for long.
+
+use eventstream_core::hdrhistogram::Histogram;
+use eventstream_core::replication::{
+    ClusterStatus, RaftRole, ReplicationCounters, ReplicationHistograms, ReplicationSource,
+};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// One member as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Raft id (non-zero).
+    pub id: u64,
+    /// Client + peer address (`host:port`).
+    pub addr: String,
+    /// HTTP (metrics/API) address, if known.
+    pub http_addr: Option<String>,
+}
+
+/// Largest gap (entries) between this node's applied index and its own or the leader's commit
+/// index at which it still reports ready.
+pub const READY_MAX_APPLY_LAG: u64 = 10_000;
+
+fn new_hist() -> Histogram<u64> {
+    // 1 µs .. 60 s at 3 significant figures.
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("static histogram bounds")
+}
+
+/// Shared replication state of one node.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    pub(crate) elections: AtomicU64,
+    pub(crate) leader_changes: AtomicU64,
+    pub(crate) proposals_committed: AtomicU64,
+    pub(crate) proposals_applied: AtomicU64,
+    pub(crate) proposals_failed: AtomicU64,
+    pub(crate) heartbeat_send_failures: AtomicU64,
+    pub(crate) peer_send_failures: AtomicU64,
+    fsync: Mutex<Histogram<u64>>,
+    commit: Mutex<Histogram<u64>>,
+    status: Mutex<ClusterStatus>,
+    connected: Vec<(u64, AtomicBool)>,
+    pub(crate) leader: AtomicU64,
+    /// Highest commit index a leader has announced to this node.
+    pub(crate) leader_commit: AtomicU64,
+    pub(crate) is_leader: AtomicBool,
+    members: Vec<Member>,
+}
+
+impl NodeMetrics {
+    /// Metrics of node `id` in a cluster of `members`.
+    pub fn new(id: u64, members: Vec<Member>) -> Self {
+        let status = ClusterStatus {
+            node_id: id,
+            role: RaftRole::Follower,
+            leader_id: None,
+            term: 0,
+            commit_index: 0,
+            applied_index: 0,
+            first_index: 0,
+            last_index: 0,
+            log_bytes: 0,
+            proposals_pending: 0,
+            peers_connected: 0,
+            members: Vec::new(),
+            counters: ReplicationCounters::default(),
+        };
+        NodeMetrics {
+            elections: AtomicU64::new(0),
+            leader_changes: AtomicU64::new(0),
+            proposals_committed: AtomicU64::new(0),
+            proposals_applied: AtomicU64::new(0),
+            proposals_failed: AtomicU64::new(0),
+            heartbeat_send_failures: AtomicU64::new(0),
+            peer_send_failures: AtomicU64::new(0),
+            fsync: Mutex::new(new_hist()),
+            commit: Mutex::new(new_hist()),
+            status: Mutex::new(status),
+            connected: members
+                .iter()
+                .filter(|m| m.id != id)
+                .map(|m| (m.id, AtomicBool::new(false)))
+                .collect(),
+            leader: AtomicU64::new(0),
+            leader_commit: AtomicU64::new(0),
+            is_leader: AtomicBool::new(false),
+            members,
+        }
+    }
+
+    /// Configured members.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The member with raft id `id`.
+    pub fn member(&self, id: u64) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// Known leader id (0 = none).
+    pub fn leader_id(&self) -> u64 {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    /// True while this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Acquire)
+    }
+
+    /// Marks peer `id` connected or not (transport).
+    pub fn set_connected(&self, id: u64, up: bool) {
+        if let Some((_, c)) = self.connected.iter().find(|(p, _)| *p == id) {
+            c.store(up, Ordering::Relaxed);
+        }
+    }
+
+    /// Is peer `id` connected?
+    pub fn connected(&self, id: u64) -> bool {
+        self.connected
+            .iter()
+            .any(|(p, c)| *p == id && c.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn record_fsync(&self, ns: u64) {
+        let mut h = self.fsync.lock().unwrap_or_else(|p| p.into_inner());
+        h.saturating_record(ns.max(1_000));
+    }
+
+    pub(crate) fn record_commits(&self, ns: &[u64]) {
+        if ns.is_empty() {
+            return;
+        }
+        let mut h = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        for v in ns {
+            h.saturating_record((*v).max(1_000));
+        }
+    }
+
+    pub(crate) fn set_status(&self, s: ClusterStatus) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    fn counters(&self) -> ReplicationCounters {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ReplicationCounters {
+            elections: l(&self.elections),
+            leader_changes: l(&self.leader_changes),
+            proposals_committed: l(&self.proposals_committed),
+            proposals_applied: l(&self.proposals_applied),
+            proposals_failed: l(&self.proposals_failed),
+            heartbeat_send_failures: l(&self.heartbeat_send_failures),
+            peer_send_failures: l(&self.peer_send_failures),
+            ..ReplicationCounters::default()
+        }
+    }
+}
+
+impl ReplicationSource for NodeMetrics {
+    fn status(&self) -> ClusterStatus {
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        s.counters = self.counters();
+        for m in &mut s.members {
+            if m.id != s.node_id {
+                m.connected = self.connected(m.id);
+            }
+        }
+        s.peers_connected = self
+            .connected
+            .iter()
+            .filter(|(_, c)| c.load(Ordering::Relaxed))
+            .count() as u64;
+        s
+    }
+
+    fn histograms(&self) -> ReplicationHistograms {
+        ReplicationHistograms {
+            fsync_ns: self.fsync.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            commit_ns: self
+                .commit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if s.leader_id.is_none() {
+            return Err("no leader".into());
+        }
+        let lag = s.commit_index.saturating_sub(s.applied_index);
+        if lag > READY_MAX_APPLY_LAG {
+            return Err(format!("applied index is {lag} entries behind commit"));
+        }
+        let behind = self
+            .leader_commit
+            .load(Ordering::Relaxed)
+            .saturating_sub(s.applied_index);
+        if behind > READY_MAX_APPLY_LAG {
+            return Err(format!("{behind} entries behind the leader's commit index"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_needs_a_leader_and_a_caught_up_apply() {
+        let m = NodeMetrics::new(
+            1,
+            vec![
+                Member {
+                    id: 1,
+                    addr: "a:1".into(),
+                    http_addr: None,
+                },
+                Member {
+                    id: 2,
+                    addr: "b:1".into(),
+                    http_addr: None,
+                },
+            ],
+        );
+        assert_eq!(m.ready(), Err("no leader".into()));
+        let mut s = m.status();
+        s.leader_id = Some(2);
+        s.commit_index = 100;
+        s.applied_index = 100;
+        m.set_status(s.clone());
+        assert_eq!(m.ready(), Ok(()));
+        m.leader_commit
+            .store(100 + READY_MAX_APPLY_LAG + 1, Ordering::Relaxed);
+        assert!(m.ready().unwrap_err().contains("behind the leader"));
+        m.leader_commit.store(0, Ordering::Relaxed);
+        s.commit_index = 100 + READY_MAX_APPLY_LAG + 1;
+        m.set_status(s);
+        assert!(m.ready().unwrap_err().contains("behind commit"));
+        m.set_connected(2, true);
+        let st = m.status();
+        assert_eq!(st.peers_connected, 1);
+    }
+}

@@ -1,0 +1,249 @@
+//! An in-process 3-node cluster over real loopback TCP: publish through the client, read the
+//! committed stream from every node, follower redirects, dedup of retries, bad frames.
+
+use bytes::Bytes;
+use eventstream_cluster::frame::{self, ErrorCode, Kind, SubscribeBody};
+use eventstream_cluster::{Client, ClientConfig, LocalCluster};
+use eventstream_core::replication::ReplicationSource;
+use eventstream_core::{Engine, Event, Priority};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+fn start(dir: &std::path::Path) -> LocalCluster {
+    LocalCluster::start(3, dir, |c| c.tick_ms = 10, |_| Engine::builder()).unwrap()
+}
+
+fn ev(i: u64) -> Event {
+    Event::new(
+        if i % 2 == 0 { "even" } else { "odd" },
+        Priority::from_index((i % 4) as u8).unwrap(),
+        Bytes::from(format!("payload-{i}")),
+    )
+}
+
+#[test]
+fn publish_subscribe_redirect_dedup_and_bad_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(dir.path());
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .expect("leader");
+    let eps = cluster.endpoints();
+    let follower = if leader == 1 { 2 } else { 1 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Client pointed at a follower only: it is redirected to the leader.
+        let client = Client::new(ClientConfig::new(
+            vec![eps[(follower - 1) as usize].clone()],
+        ))
+        .unwrap();
+        let mut all = Vec::new();
+        for b in 0..10u64 {
+            let batch: Vec<Event> = (0..50).map(|i| ev(b * 50 + i)).collect();
+            let mut offsets = client.publish(batch).await.unwrap();
+            // Priorities reorder a batch (realtime tier first); offsets are a permutation.
+            offsets.sort_unstable();
+            assert_eq!(offsets, (b * 50..b * 50 + 50).collect::<Vec<_>>());
+            all.extend(offsets);
+        }
+        // A retry with the same ids is acknowledged with the original offsets, stored once.
+        let ids: Vec<Event> = (0..5).map(|i| ev(i).with_id(1_000_000 + i)).collect();
+        let first = client.publish(ids.clone()).await.unwrap();
+        let again = client.publish(ids).await.unwrap();
+        assert_eq!(first, again);
+        // Every node serves the same committed stream.
+        for ep in &eps {
+            let c = Client::new(ClientConfig::new(vec![ep.clone()])).unwrap();
+            let mut sub = c.subscribe(SubscribeBody::default());
+            let mut got = Vec::new();
+            while got.len() < 505 {
+                let (off, e) = sub
+                    .next_timeout(Duration::from_secs(10))
+                    .await
+                    .unwrap()
+                    .expect("event");
+                got.push((off, e.id.0));
+            }
+            assert_eq!(
+                got.iter().map(|x| x.0).collect::<Vec<_>>(),
+                (0..505).collect::<Vec<_>>()
+            );
+            assert!(
+                sub.next_timeout(Duration::from_millis(200))
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "no duplicate stored"
+            );
+            // Filtered subscription: only "even" topic events of priority <= Medium.
+            let mut sub = c.subscribe(SubscribeBody {
+                from_offset: 0,
+                topic: Some("even".into()),
+                min_priority: Some(Priority::Medium),
+            });
+            let mut last = None;
+            for _ in 0..253 {
+                let (off, e) = sub
+                    .next_timeout(Duration::from_secs(5))
+                    .await
+                    .unwrap()
+                    .expect("filtered event");
+                assert!(e.topic == "even" && e.priority <= Priority::Medium, "{e:?}");
+                assert!(last < Some(off));
+                last = Some(off);
+            }
+            assert!(sub
+                .next_timeout(Duration::from_millis(100))
+                .await
+                .unwrap()
+                .is_none());
+        }
+        let st = client.status().await.unwrap();
+        assert_eq!(st.members.len(), 3);
+        assert_eq!(st.leader_id, Some(leader));
+    });
+
+    // A raw publish to a follower gets NotLeader with the leader's address.
+    let mut s = std::net::TcpStream::connect(&eps[(follower - 1) as usize]).unwrap();
+    let mut b = bytes::BytesMut::new();
+    frame::put_frame(
+        &mut b,
+        Kind::Hello,
+        &frame::encode_hello(frame::Role::Client),
+    );
+    frame::put_publish(&mut b, 7, &[ev(1)]);
+    s.write_all(&b).unwrap();
+    let mut buf = vec![0u8; 4096];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = s.read(&mut buf).unwrap();
+    let (k, body, _) = frame::decode_frame(&buf[..n], 1 << 20).unwrap().unwrap();
+    assert_eq!(k, Kind::Error);
+    let e = frame::decode_error(body).unwrap();
+    assert_eq!(
+        (e.req_id, e.code, e.leader_addr.as_str()),
+        (7, ErrorCode::NotLeader, eps[(leader - 1) as usize].as_str())
+    );
+
+    // Garbage and an oversized frame close only their own connections.
+    let node = cluster.nodes[(leader - 1) as usize].as_ref().unwrap();
+    let before = node.protocol_errors();
+    let mut good = std::net::TcpStream::connect(&eps[(leader - 1) as usize]).unwrap();
+    let mut hello = bytes::BytesMut::new();
+    frame::put_frame(
+        &mut hello,
+        Kind::Hello,
+        &frame::encode_hello(frame::Role::Client),
+    );
+    good.write_all(&hello).unwrap();
+    for bad in [b"GET / HTTP/1.1\r\n\r\n".to_vec(), {
+        let mut v = hello.to_vec();
+        v.extend_from_slice(&[1, 10, 0, 0, 0xff, 0xff, 0xff, 0x7f]); // Publish of 2 GiB
+        v
+    }] {
+        let mut s = std::net::TcpStream::connect(&eps[(leader - 1) as usize]).unwrap();
+        s.write_all(&bad).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut sink = [0u8; 64];
+        assert_eq!(
+            s.read(&mut sink).unwrap_or(0),
+            0,
+            "server closes the bad connection"
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while node.protocol_errors() < before + 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(node.protocol_errors(), before + 2);
+    // The good connection still works.
+    let mut req = bytes::BytesMut::new();
+    frame::put_status(&mut req, 42);
+    good.write_all(&req).unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut hdr = [0u8; 8];
+    good.read_exact(&mut hdr).unwrap();
+    let (k, len) = frame::decode_header(&hdr, 1 << 20).unwrap();
+    let mut body = vec![0u8; len];
+    good.read_exact(&mut body).unwrap();
+    assert_eq!(k, Kind::StatusOk);
+    let status = node.metrics().status();
+    assert_eq!(status.members.len(), 3);
+    assert!(status.commit_index >= status.applied_index && status.applied_index > 0);
+    assert!(node.metrics().ready().is_ok());
+    assert!(!node.metrics().histograms().fsync_ns.is_empty());
+    cluster.shutdown();
+}
+
+#[test]
+fn stopped_follower_restarts_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = start(dir.path());
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .expect("leader");
+    let victim = if leader == 3 { 2 } else { 3 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::new(ClientConfig::new(cluster.endpoints())).unwrap();
+    rt.block_on(async {
+        client.publish((0..100).map(ev).collect()).await.unwrap();
+    });
+    cluster.stop_node(victim);
+    rt.block_on(async {
+        for _ in 0..5 {
+            client.publish((0..100).map(ev).collect()).await.unwrap();
+        }
+    });
+    cluster.restart_node(victim, Engine::builder()).unwrap();
+    let node = cluster.nodes[(victim - 1) as usize].as_ref().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while node.stream().next_offset() < 600 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(node.stream().next_offset(), 600);
+    let leader_stream = cluster.nodes[(leader - 1) as usize]
+        .as_ref()
+        .unwrap()
+        .stream();
+    let read = |s: &eventstream_cluster::CommittedStream| {
+        let mut v = Vec::new();
+        s.read(0, usize::MAX, |_| true, &mut v);
+        v.into_iter().map(|(o, e)| (o, e.id.0)).collect::<Vec<_>>()
+    };
+    assert_eq!(read(&node.stream()), read(&leader_stream));
+    cluster.shutdown();
+}
+
+#[test]
+fn demo_load_runs_against_a_local_cluster_and_dedups_its_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(dir.path());
+    cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .expect("leader");
+    let load = eventstream_cluster::DemoLoad::start(cluster.endpoints(), 5_000).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let acked = load.acked();
+    load.stop();
+    assert!(acked > 1000, "acked {acked}");
+    assert_eq!(acked % 50, 0, "whole requests of 50 events");
+    // Retried ids were acknowledged but stored once: the stream is shorter than acked.
+    let node = cluster.nodes[0].as_ref().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let stored = node.stream().next_offset();
+    assert!(
+        stored < acked && stored > acked * 9 / 10,
+        "stored {stored} of {acked} acknowledged"
+    );
+    for n in cluster.nodes.iter().flatten() {
+        assert_eq!(n.stream().next_offset(), stored);
+    }
+    cluster.shutdown();
+}

@@ -1,0 +1,118 @@
+//! Cluster subcommands: `node`, `publish`, `subscribe`, `status`, `bench replication`,
+//! `bench failover`. Logic lives in `eventstream_cluster::cli`; this file composes the node
+//! with the HTTP exporter (the cluster crate does not depend on the exporter).
+
+use anyhow::Context;
+use eventstream_cluster::cli;
+use eventstream_cluster::Node;
+use eventstream_core::replication::ReplicationSource;
+use eventstream_core::Engine;
+use eventstream_exporter::{Exporter, ExporterConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use eventstream_cluster::cli::{
+    FailoverBenchArgs, NodeArgs, PublishArgs, ReplicationBenchArgs, StatusArgs, SubscribeArgs,
+};
+
+/// `eventstream node`: runs until SIGINT/SIGTERM (or a fatal storage error).
+pub fn node(args: NodeArgs) -> anyhow::Result<()> {
+    let cfg = args.to_config().context("invalid node configuration")?;
+    let http_port = cfg.http_port;
+    let node = Node::start(cfg, Engine::builder()).context("starting the node")?;
+    let exporter = if http_port != 0 {
+        let listen = SocketAddr::from(([0, 0, 0, 0], http_port));
+        let source: Arc<dyn ReplicationSource> = node.metrics();
+        let handle = Exporter::builder(ExporterConfig::listening_on(listen), node.stats_handle())
+            .replication(source)
+            .spawn(&node.runtime_handle())
+            .with_context(|| format!("starting the HTTP exporter on {listen}"))?;
+        eprintln!(
+            "node {} serving on {}, HTTP on {}",
+            node.id(),
+            node.addr(),
+            handle.local_addr()
+        );
+        Some(handle)
+    } else {
+        eprintln!("node {} serving on {}", node.id(), node.addr());
+        None
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .context("installing the signal handler")?;
+    // The driver thread only ends early on a fatal storage error: exit non-zero then.
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !node.is_running() => {
+                if let Some(h) = exporter {
+                    h.shutdown();
+                }
+                return node.wait().context("the raft driver stopped");
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    if let Some(h) = exporter {
+        h.shutdown();
+    }
+    node.shutdown();
+    Ok(())
+}
+
+/// `eventstream publish`.
+pub fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    Ok(cli::run_publish(args)?)
+}
+
+/// `eventstream subscribe`.
+pub fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
+    Ok(cli::run_subscribe(args)?)
+}
+
+/// `eventstream status`.
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    Ok(cli::run_status(args)?)
+}
+
+/// `eventstream bench replication`.
+pub fn bench_replication(args: ReplicationBenchArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    let r = cli::run_bench_replication(args)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "replication: {} events in {:.2} s = {:.0} events/s; commit p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; failed requests {}; verified {:?}",
+            r.events, r.seconds, r.events_per_sec, r.commit_p50_ms, r.commit_p99_ms, r.commit_p999_ms, r.commit_max_ms, r.failed_requests, r.verified
+        );
+    }
+    anyhow::ensure!(
+        r.verified != Some(false),
+        "replicated streams do not match the acknowledged events"
+    );
+    Ok(())
+}
+
+/// `eventstream bench failover`.
+pub fn bench_failover(args: FailoverBenchArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    let exe = std::env::current_exe().context("locating the eventstream binary")?;
+    let r = cli::run_bench_failover(args, &exe)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "failover: {} kills; p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; acked {}, lost {}, duplicated {}, diverged nodes {}",
+            r.kills, r.failover_p50_ms, r.failover_p99_ms, r.failover_max_ms, r.acked, r.lost, r.duplicated, r.diverged_nodes
+        );
+    }
+    anyhow::ensure!(
+        r.lost == 0 && r.duplicated == 0 && r.diverged_nodes == 0,
+        "acknowledged events were lost, duplicated or diverged"
+    );
+    Ok(())
+}

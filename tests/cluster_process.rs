@@ -1,0 +1,218 @@
+//! Three real `eventstream node` processes on loopback: publish, `kill -9` the leader, keep
+//! publishing, restart it, and check that every acknowledged event is readable exactly once, at
+//! its acknowledged offset, in the same order on every node. Also the CLI around a cluster.
+
+use bytes::Bytes;
+use eventstream_cluster::cli::verify_acked;
+use eventstream_cluster::procs::ProcessCluster;
+use eventstream_cluster::{Client, ClientConfig};
+use eventstream_core::{Event, Priority};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const EXE: &str = env!("CARGO_BIN_EXE_eventstream");
+
+/// A scratch directory removed on drop (the root package has no tempfile dependency).
+struct Scratch(std::path::PathBuf);
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p =
+            std::env::temp_dir().join(format!("eventstream-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn publish_some(client: &Client, n: usize, acked: &mut Vec<(u64, u64)>) {
+    for b in 0..n {
+        let evs: Vec<Event> = (0..10)
+            .map(|i| {
+                Event::new(
+                    "t",
+                    Priority::from_index((i % 4) as u8).unwrap(),
+                    Bytes::from(format!("{b}-{i}")),
+                )
+                .with_id(client.next_id().0)
+            })
+            .collect();
+        let ids: Vec<u64> = evs.iter().map(|e| e.id.0).collect();
+        let offs = client
+            .publish(evs)
+            .await
+            .expect("publish (with retries) succeeds");
+        acked.extend(ids.into_iter().zip(offs));
+    }
+}
+
+#[test]
+fn kill_leader_restart_and_every_acknowledged_event_survives_once_in_order() {
+    let dir = Scratch::new("proc");
+    let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &[]).unwrap();
+    let eps = cluster.endpoints().to_vec();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let leader = cluster.wait_healthy(Duration::from_secs(20)).await.unwrap();
+        let client = Client::new(ClientConfig::new(eps.clone())).unwrap();
+        let mut acked = Vec::new();
+        publish_some(&client, 30, &mut acked).await;
+        // Concurrent publishing while the leader dies.
+        let c2 = Client::new(ClientConfig::new(eps.clone())).unwrap();
+        let bg = tokio::spawn(async move {
+            let mut a = Vec::new();
+            publish_some(&c2, 60, &mut a).await;
+            a
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        cluster.kill(leader);
+        publish_some(&client, 30, &mut acked).await;
+        acked.extend(bg.await.unwrap());
+        cluster.restart(leader).unwrap();
+        cluster.wait_healthy(Duration::from_secs(30)).await.unwrap();
+        publish_some(&client, 5, &mut acked).await;
+        assert_eq!(acked.len(), 1250);
+        let (lost, dup, diverged) = verify_acked(&eps, &acked).await.unwrap();
+        assert_eq!((lost, dup, diverged), (0, 0, 0));
+    });
+
+    // CLI: publish with a fixed id twice (second is deduplicated), subscribe, status.
+    let out = Command::new(EXE)
+        .args([
+            "publish",
+            "--endpoints",
+            &eps.join(","),
+            "--id",
+            "77",
+            "hello",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = String::from_utf8(out.stdout).unwrap();
+    let out = Command::new(EXE)
+        .args(["publish", "--endpoints", &eps[2], "--id", "77", "hello"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        first,
+        "a retry is acknowledged with the original offset"
+    );
+    let offset: u64 = first.trim().parse().unwrap();
+    assert_eq!(offset, 1250);
+    let out = Command::new(EXE)
+        .args([
+            "subscribe",
+            "--endpoints",
+            &eps[1],
+            "--from",
+            &offset.to_string(),
+            "--idle-exit-ms",
+            "1000",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "stored once");
+    assert_eq!(lines[0]["payload"], "hello");
+    assert_eq!(lines[0]["id"], 77);
+    let out = Command::new(EXE)
+        .args(["status", "--endpoints", &eps.join(","), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 3);
+    let leaders: Vec<_> = arr
+        .iter()
+        .filter(|s| s["status"]["role"] == "leader")
+        .collect();
+    assert_eq!(leaders.len(), 1);
+    assert!(arr
+        .iter()
+        .all(|s| s["status"]["members"].as_array().unwrap().len() == 3));
+    let table = Command::new(EXE)
+        .args(["status", "--endpoints", &eps.join(",")])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("| ENDPOINT") && table.contains("leader") && table.lines().count() == 7,
+        "{table}"
+    );
+    drop(cluster);
+}
+
+#[test]
+fn invalid_node_configuration_names_the_field() {
+    let out = Command::new(EXE)
+        .args([
+            "node",
+            "--id",
+            "4",
+            "--peers",
+            "1=127.0.0.1:1,2=127.0.0.1:2",
+        ])
+        .env_remove("EVENTSTREAM_ID")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`peers`") && err.contains("does not list this node's id 4"),
+        "{err}"
+    );
+    let out = Command::new(EXE)
+        .args(["node", "--peers", "1=127.0.0.1:1"])
+        .env("EVENTSTREAM_ID", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("`id`"), "{err}");
+    let dir = Scratch::new("cfg");
+    let toml = dir.path().join("node.toml");
+    std::fs::write(&toml, "id = 1\npeers = [\"1=127.0.0.1:1\"]\ntick_ms = 0\n").unwrap();
+    let out = Command::new(EXE)
+        .args(["node", "--config"])
+        .arg(&toml)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("`tick_ms`"), "{err}");
+}
