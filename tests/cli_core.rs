@@ -189,7 +189,13 @@ fn doctor_that_cannot_run_exits_3_not_a_grade() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("Error:") && err.contains("https"), "{err}");
     let out = eventstream()
-        .args(["doctor", "--endpoint", "http://127.0.0.1:1", "--interval", "0.01"])
+        .args([
+            "doctor",
+            "--endpoint",
+            "http://127.0.0.1:1",
+            "--interval",
+            "0.01",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
