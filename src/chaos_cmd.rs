@@ -23,6 +23,9 @@ pub struct ChaosArgs {
     /// Concurrent producers.
     #[arg(long, default_value_t = 3)]
     pub producers: usize,
+    /// Time a publish may take, retries included, before it is recorded as failed, ms.
+    #[arg(long, default_value_t = 2000)]
+    pub publish_deadline_ms: u64,
     /// The `eventstream` binary that runs the nodes (default: this one).
     #[arg(long)]
     pub binary: Option<PathBuf>,
@@ -33,6 +36,10 @@ pub struct ChaosArgs {
     /// Keep the directory (with history.json) even after a clean run.
     #[arg(long)]
     pub keep: bool,
+    /// Do not run anything: check a history written by an earlier run (`history.json`) and
+    /// print the report.
+    #[arg(long, value_name = "HISTORY_JSON")]
+    pub check: Option<PathBuf>,
     /// Print one JSON object (the report) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -40,6 +47,14 @@ pub struct ChaosArgs {
 
 /// Runs the chaos test; the exit code is 0 for a clean history, 1 when anomalies were found.
 pub fn run(args: ChaosArgs) -> anyhow::Result<i32> {
+    if let Some(path) = &args.check {
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let history: eventstream_chaos::History = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a chaos history", path.display()))?;
+        let report = eventstream_chaos::check(&history);
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(if report.is_valid() { 0 } else { 1 });
+    }
     let binary = match args.binary {
         Some(b) => b,
         None => std::env::current_exe().context("locating this binary for the node processes")?,
@@ -55,9 +70,11 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<i32> {
     cfg.seed = seed;
     cfg.fault_ms = args.cycle_ms;
     cfg.producers = args.producers;
+    cfg.publish_deadline_ms = args.publish_deadline_ms;
     cfg.work_dir = args.dir;
     cfg.keep_dir = args.keep;
     cfg.progress = !args.json;
+    cfg.validate().context("invalid chaos settings")?;
     if !args.json {
         eprintln!(
             "chaos: {} nodes, {} cycles, seed {seed}, faults held {} ms",

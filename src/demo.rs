@@ -1,10 +1,15 @@
-//! `eventstream demo`: the embedded engine with synthetic producers at a moderate rate, mixed
-//! priorities and a sprinkling of retried (duplicate) ids, and a one-line summary per second.
+//! `eventstream demo`: a 3-node raft cluster in this process on loopback, with synthetic load
+//! (mixed topics and priorities, a sprinkling of retried ids), an exporter and status page per
+//! node, and a one-line summary per second. `--embedded` runs the engine alone instead: no
+//! replication, producers in this process at a higher rate.
 
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
-use eventstream_core::{Engine, Event, Priority, Stats, Tier};
+use eventstream_core::replication::ReplicationSource;
+use eventstream_core::{Engine, EngineBuilder, Event, Priority, Stats, Tier};
+use eventstream_exporter::{Exporter, ExporterConfig};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,53 +19,79 @@ pub struct DemoArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     duration: Option<u64>,
-    /// Offered events per second over all producers.
-    #[arg(long, default_value_t = 200_000)]
-    rate: u64,
-    /// Producer threads.
+    /// Run the engine embedded, without replication.
+    #[arg(long)]
+    embedded: bool,
+    /// Offered events per second (default: 20000 to the cluster, 200000 embedded).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Nodes of the in-process cluster.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Where the cluster keeps its logs (default: a temporary directory, removed at exit).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// Producer threads (embedded).
     #[arg(long, default_value_t = 2)]
     producers: usize,
-    /// Worker threads.
+    /// Worker threads (embedded).
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// HTTP address for /metrics, the JSON API and the status page.
+    /// HTTP address for /metrics, the JSON API and the status page; cluster node `i` uses this
+    /// port + `i` (port 0: any free ports).
     #[arg(long, default_value = "0.0.0.0:8080")]
     http: std::net::SocketAddr,
 }
 
 const TOPICS: [&str; 3] = ["orders", "payments", "clicks"];
 
-pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.producers >= 1, "--producers must be at least 1");
-    anyhow::ensure!(
-        (1..=50_000_000).contains(&args.rate),
-        "--rate must be 1 to 50000000"
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-            .context("installing the Ctrl-C handler")?;
-    }
-    let mut builder = Engine::builder().configure(|c| c.workers = args.workers);
+/// An engine builder with the demo's handlers: one per topic, looking at every payload like a
+/// real handler would.
+fn with_handlers(mut builder: EngineBuilder) -> EngineBuilder {
     for topic in TOPICS {
         builder = builder.on(topic, |batch: &[Event]| {
-            // A handler that looks at every payload, like a real one would.
             let bytes: usize = batch.iter().map(|e| e.payload.len()).sum();
             std::hint::black_box(bytes);
             Ok(())
         });
     }
+    builder
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.producers >= 1, "--producers must be at least 1");
+    let rate = args
+        .rate
+        .unwrap_or(if args.embedded { 200_000 } else { 20_000 });
+    anyhow::ensure!(
+        (1..=50_000_000).contains(&rate),
+        "--rate must be 1 to 50000000, got {rate}"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("installing the Ctrl-C / SIGTERM handler")?;
+    }
+    if args.embedded {
+        embedded(args, rate, stop)
+    } else {
+        cluster(args, rate, stop)
+    }
+}
+
+fn embedded(args: DemoArgs, rate: u64, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let builder = with_handlers(Engine::builder().configure(|c| c.workers = args.workers));
     let engine = builder.start().context("starting the engine")?;
-    let exporter = eventstream_exporter::Exporter::builder(
-        eventstream_exporter::ExporterConfig::listening_on(args.http),
+    let exporter = Exporter::builder(
+        ExporterConfig::listening_on(args.http),
         engine.stats_handle(),
     )
     .start()
     .context("starting the HTTP exporter")?;
     println!(
-        "eventstream demo: {} producers at {} events/s total, {} worker(s); Ctrl-C to stop",
-        args.producers, args.rate, args.workers
+        "eventstream demo (embedded): {} producers at {} events/s total, {} worker(s); Ctrl-C to stop",
+        args.producers, rate, args.workers
     );
     for (what, url) in exporter.urls() {
         println!("  {what:<24} {url}");
@@ -70,7 +101,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     for p in 0..args.producers {
         let publisher = engine.publisher();
         let stop = stop.clone();
-        let rate = (args.rate / args.producers as u64).max(1);
+        let rate = (rate / args.producers as u64).max(1);
         producers.push(std::thread::spawn(move || {
             // 1 ms ticks: publish the events due in each tick as one batch.
             let per_tick = (rate as f64 / 1000.0).max(1.0);
@@ -169,9 +200,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 fn fmt_ns(ns: u64) -> String {
     match ns {
-        0..=9_999 => format!("{ns}ns"),
-        10_000..=9_999_999 => format!("{:.1}µs", ns as f64 / 1e3),
-        _ => format!("{:.1}ms", ns as f64 / 1e6),
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
+        _ => format!("{:.2}ms", ns as f64 / 1e6),
     }
 }
 
@@ -211,4 +242,199 @@ fn summary_line(
         now.dropped.total(),
         now.dedup_hits
     )
+}
+
+/// HTTP addresses for `n` nodes: `base` port + i, or free ports when `base` has port 0.
+fn http_addrs(base: SocketAddr, n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    (0..n)
+        .map(|i| {
+            if base.port() == 0 {
+                // Reserve-and-release: a tiny race with other processes, fine for a demo.
+                let l = std::net::TcpListener::bind((base.ip(), 0))
+                    .with_context(|| format!("finding a free port on {}", base.ip()))?;
+                Ok(l.local_addr()?)
+            } else {
+                let port = base
+                    .port()
+                    .checked_add(i as u16)
+                    .context("--http port + node index overflows")?;
+                Ok(SocketAddr::new(base.ip(), port))
+            }
+        })
+        .collect()
+}
+
+fn cluster(args: DemoArgs, rate: u64, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=7).contains(&args.nodes),
+        "--nodes must be 1 to 7, got {}",
+        args.nodes
+    );
+    let temp;
+    let dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("eventstream-demo-")
+                .tempdir()
+                .context("creating a temporary data directory")?;
+            temp.path().to_owned()
+        }
+    };
+    let https = http_addrs(args.http, args.nodes)?;
+    // What other nodes (and the status page) use to reach a node's HTTP API.
+    let shown = |a: &SocketAddr| {
+        let ip = if a.ip().is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            a.ip()
+        };
+        SocketAddr::new(ip, a.port())
+    };
+    let http_for: Vec<String> = https.iter().map(|a| shown(a).to_string()).collect();
+    let cluster = eventstream_cluster::LocalCluster::start(
+        args.nodes,
+        &dir,
+        |c| {
+            for p in c.peers.iter_mut() {
+                let id: usize = p
+                    .split('=')
+                    .next()
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(1);
+                p.push('@');
+                p.push_str(&http_for[id - 1]);
+            }
+        },
+        |_| with_handlers(Engine::builder()),
+    )
+    .context("starting the in-process cluster")?;
+    let mut exporters = Vec::new();
+    for (i, node) in cluster.nodes.iter().flatten().enumerate() {
+        let exporter =
+            Exporter::builder(ExporterConfig::listening_on(https[i]), node.stats_handle())
+                .replication(node.metrics())
+                .spawn(&node.runtime_handle())
+                .with_context(|| {
+                    format!(
+                        "starting node {}'s HTTP exporter on {}",
+                        node.id(),
+                        https[i]
+                    )
+                })?;
+        exporters.push(exporter);
+    }
+    println!(
+        "eventstream demo: {}-node raft cluster on loopback (logs in {}), {} events/s offered; Ctrl-C to stop",
+        args.nodes,
+        dir.display(),
+        rate
+    );
+    for (i, e) in exporters.iter().enumerate() {
+        println!("  node {} status page      {}/", i + 1, e.base_url());
+        println!("  node {} metrics          {}/metrics", i + 1, e.base_url());
+    }
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(15))
+        .context("no leader elected within 15 s")?;
+    println!("  leader elected: node {leader}");
+    let load = eventstream_cluster::DemoLoad::start(cluster.endpoints(), rate)
+        .context("starting the load generator")?;
+
+    let started = Instant::now();
+    let mut prev_acked = 0;
+    let mut prev_commit: Vec<Option<eventstream_core::hdrhistogram::Histogram<u64>>> =
+        vec![None; args.nodes];
+    let mut tick = Instant::now();
+    loop {
+        tick += Duration::from_secs(1);
+        while Instant::now() < tick && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let acked = load.acked();
+        let Some(leader) = cluster.leader() else {
+            println!(
+                "t={:>4}s  no leader (election in progress)",
+                started.elapsed().as_secs()
+            );
+            continue;
+        };
+        let node = cluster.nodes[(leader - 1) as usize]
+            .as_ref()
+            .context("leader node is stopped")?;
+        let status = node.metrics().status();
+        let hist = node.metrics().histograms().commit_ns;
+        let mut interval = hist.clone();
+        if let Some(p) = &prev_commit[(leader - 1) as usize] {
+            let _ = interval.subtract(p);
+        }
+        let (p50, p99) = if interval.is_empty() {
+            (0, 0)
+        } else {
+            (
+                interval.value_at_quantile(0.5),
+                interval.value_at_quantile(0.99),
+            )
+        };
+        prev_commit[(leader - 1) as usize] = Some(hist);
+        let stats = node.stats_handle().stats();
+        let fill = |t: Tier| {
+            let s = stats.tier(t);
+            100.0 * s.depth as f64 / s.capacity.max(1) as f64
+        };
+        let lag = status
+            .members
+            .iter()
+            .filter_map(|m| m.lag_entries)
+            .max()
+            .unwrap_or(0);
+        println!(
+            "t={:>4}s  events/s={:>7}  commit p50={:>7} p99={:>7}  leader={} term={} commit={} lag={}  fill realtime={:.1}% transactional={:.1}% batch={:.1}%  drops={}  dedup_hits={}",
+            started.elapsed().as_secs(),
+            acked - prev_acked,
+            fmt_ns(p50),
+            fmt_ns(p99),
+            leader,
+            status.term,
+            status.commit_index,
+            lag,
+            fill(Tier::Realtime),
+            fill(Tier::Transactional),
+            fill(Tier::Batch),
+            stats.dropped.total(),
+            stats.dedup_hits
+        );
+        prev_acked = acked;
+        if let Some(d) = args.duration {
+            if started.elapsed() >= Duration::from_secs(d) {
+                break;
+            }
+        }
+    }
+    let (acked, failed) = (load.acked(), load.failed());
+    load.stop();
+    let applied: Vec<String> = cluster
+        .nodes
+        .iter()
+        .flatten()
+        .map(|n| {
+            format!(
+                "node {} applied {}",
+                n.id(),
+                n.metrics().status().applied_index
+            )
+        })
+        .collect();
+    for e in exporters {
+        e.shutdown();
+    }
+    cluster.shutdown();
+    println!(
+        "shutdown: acknowledged {acked}  failed {failed}  {}",
+        applied.join("  ")
+    );
+    Ok(())
 }

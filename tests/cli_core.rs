@@ -110,53 +110,71 @@ fn http_get(addr: &str, path: &str) -> String {
     out
 }
 
-#[test]
-fn demo_serves_metrics_prints_a_live_summary_and_shuts_down_cleanly() {
+/// Runs `eventstream demo ARGS`, reading stdout as it comes; calls `during` once the first
+/// summary line is out (the demo is running), with every URL printed so far. Returns stdout.
+fn run_demo(args: &[&str], during: impl FnOnce(&[String])) -> String {
     use std::io::BufRead;
     let mut child = eventstream()
-        .args([
-            "demo",
+        .arg("demo")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = String::new();
+    let mut urls = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        stdout.push_str(&line);
+        stdout.push('\n');
+        urls.extend(
+            line.split_whitespace()
+                .filter(|w| w.starts_with("http://"))
+                .map(str::to_owned),
+        );
+        if line.contains("events/s=") {
+            break;
+        }
+    }
+    during(&urls);
+    for line in lines {
+        stdout.push_str(&line.unwrap());
+        stdout.push('\n');
+    }
+    assert!(child.wait().unwrap().success(), "{stdout}");
+    stdout
+}
+
+fn authority(url: &str) -> &str {
+    url.trim_start_matches("http://").split('/').next().unwrap()
+}
+
+#[test]
+fn embedded_demo_serves_metrics_prints_a_live_summary_and_shuts_down_cleanly() {
+    let stdout = run_demo(
+        &[
+            "--embedded",
             "--duration",
             "3",
             "--rate",
             "20000",
             "--http",
             "127.0.0.1:0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut stdout = String::new();
-    let mut metrics_addr = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        stdout.push_str(&line);
-        stdout.push('\n');
-        if let Some(url) = line.split_whitespace().find(|w| w.ends_with("/metrics")) {
-            metrics_addr = Some(
-                url.trim_start_matches("http://")
-                    .trim_end_matches("/metrics")
-                    .to_owned(),
+        ],
+        |urls| {
+            let m = urls
+                .iter()
+                .find(|u| u.ends_with("/metrics"))
+                .expect("metrics URL");
+            let metrics = http_get(authority(m), "/metrics");
+            assert!(
+                metrics.contains("eventstream_events_processed_total"),
+                "{metrics}"
             );
-        }
-        if line.contains("events/s=") {
-            break;
-        }
-    }
-    let addr = metrics_addr.unwrap_or_else(|| panic!("no /metrics URL printed: {stdout}"));
-    let metrics = http_get(&addr, "/metrics");
-    assert!(
-        metrics.contains("eventstream_events_processed_total"),
-        "{metrics}"
+            assert!(metrics.contains("eventstream_event_latency_seconds_bucket"));
+            assert!(http_get(authority(m), "/").contains("<html"));
+        },
     );
-    assert!(metrics.contains("eventstream_event_latency_seconds_bucket"));
-    assert!(http_get(&addr, "/").contains("<html"));
-    for line in lines {
-        stdout.push_str(&line.unwrap());
-        stdout.push('\n');
-    }
-    assert!(child.wait().unwrap().success(), "{stdout}");
     let summary: Vec<&str> = stdout.lines().filter(|l| l.contains("events/s=")).collect();
     assert!(!summary.is_empty(), "no summary lines: {stdout}");
     for field in ["p50=", "p99=", "fill realtime=", "drops=", "dedup_hits="] {
@@ -176,6 +194,59 @@ fn demo_serves_metrics_prints_a_live_summary_and_shuts_down_cleanly() {
         .and_then(|s| s.parse().ok())
         .unwrap();
     assert!(hits > 0, "{last}");
+}
+
+#[test]
+fn cluster_demo_runs_three_nodes_each_with_status_page_and_metrics() {
+    let stdout = run_demo(&["--duration", "3", "--http", "127.0.0.1:0"], |urls| {
+        let pages: Vec<&String> = urls.iter().filter(|u| u.ends_with('/')).collect();
+        assert_eq!(pages.len(), 3, "{urls:?}");
+        for page in pages {
+            let a = authority(page);
+            assert!(http_get(a, "/").contains("<html"));
+            let metrics = http_get(a, "/metrics");
+            assert!(metrics.contains("eventstream_raft_term"), "{metrics}");
+            let status = http_get(a, "/api/v1/cluster/status");
+            let body = &status[status.find("\r\n\r\n").unwrap() + 4..];
+            let json: serde_json::Value = serde_json::from_str(body.trim())
+                .or_else(|_| {
+                    // Chunked transfer: the JSON object is between the chunk-size lines.
+                    let start = body.find('{').unwrap();
+                    let end = body.rfind('}').unwrap();
+                    serde_json::from_str(&body[start..=end])
+                })
+                .unwrap();
+            let text = json.to_string();
+            for id in ["1", "2", "3"] {
+                assert!(
+                    text.contains(&format!("\"id\":{id}")),
+                    "member {id} missing: {text}"
+                );
+            }
+        }
+    });
+    let summary: Vec<&str> = stdout.lines().filter(|l| l.contains("events/s=")).collect();
+    assert!(!summary.is_empty(), "{stdout}");
+    for field in [
+        "commit p50=",
+        "p99=",
+        "leader=",
+        "term=",
+        "fill realtime=",
+        "drops=",
+        "dedup_hits=",
+    ] {
+        assert!(
+            summary[0].contains(field),
+            "{field} missing: {}",
+            summary[0]
+        );
+    }
+    let last = stdout.lines().last().unwrap();
+    assert!(last.starts_with("shutdown: acknowledged "), "{stdout}");
+    let acked: u64 = last.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(acked > 0, "{last}");
+    assert!(last.contains("failed 0"), "{last}");
 }
 
 #[test]

@@ -417,15 +417,19 @@ pub fn check(h: &History) -> CheckReport {
         let (start, end) = (w[0], w[1]);
         let gap = end - start;
         r.max_unavailable_ms = r.max_unavailable_ms.max(gap);
-        for f in &h.faults {
-            let fault_end = f.first_ack_ms.or(f.recovered_ms).unwrap_or(f.healed_ms);
-            if start <= fault_end && end >= f.injected_ms {
-                let slot = r
-                    .max_unavailable_ms_by_fault
-                    .entry(f.kind.name().to_owned())
-                    .or_insert(0);
-                *slot = (*slot).max(gap);
-            }
+        // Each gap belongs to the last fault injected before it ended (faults do not
+        // overlap: the next one starts only after an acknowledgement).
+        let owner = h
+            .faults
+            .iter()
+            .filter(|f| f.injected_ms < end)
+            .max_by_key(|f| f.injected_ms);
+        if let Some(f) = owner {
+            let slot = r
+                .max_unavailable_ms_by_fault
+                .entry(f.kind.name().to_owned())
+                .or_insert(0);
+            *slot = (*slot).max(gap);
         }
     }
     for kind in FaultKind::ALL {
@@ -695,6 +699,31 @@ mod tests {
         assert!(!r.is_valid());
         // With nothing read back, every acknowledged event counts as lost.
         assert_eq!(r.lost, 3);
+    }
+
+    #[test]
+    fn each_gap_is_charged_to_the_last_fault_injected_before_it_ended() {
+        let mut h = clean();
+        let mut second = h.faults[0].clone();
+        second.cycle = 1;
+        second.kind = FaultKind::Pause;
+        second.injected_ms = 420;
+        second.healed_ms = 500;
+        second.recovered_ms = Some(510);
+        second.first_ack_ms = Some(900);
+        h.faults.push(second);
+        h.publishes.push(acked(14, 3, 900));
+        for f in &mut h.final_reads {
+            f.events = stream(&[10, 11, 12, 14]);
+        }
+        for c in &mut h.consumers {
+            c.deliveries = stream(&[10, 11, 12, 14]);
+        }
+        let r = check(&h);
+        assert!(r.is_valid(), "{r:#?}");
+        assert_eq!(r.max_unavailable_ms, 500);
+        assert_eq!(r.max_unavailable_ms_by_fault["kill_leader"], 290);
+        assert_eq!(r.max_unavailable_ms_by_fault["pause"], 500);
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct ChaosConfig {
     pub binary: PathBuf,
     /// Concurrent producers.
     pub producers: usize,
+    /// How long one publish may take including the client's retries before the producer
+    /// records it as failed (indeterminate) and moves on to a new id, ms. Short enough that
+    /// outages leave indeterminate publishes for the checker to account for.
+    pub publish_deadline_ms: u64,
     /// Where node data and logs go (default: a fresh directory under the temp dir).
     pub work_dir: Option<PathBuf>,
     /// Keep the work directory even when the run is clean (it is always kept otherwise).
@@ -64,7 +68,7 @@ pub struct ChaosConfig {
 
 impl ChaosConfig {
     /// Defaults for a run of `binary`: 3 nodes, 12 cycles, seed 1, faults held 800 ms,
-    /// 3 producers.
+    /// 3 producers, publishes given up after 2 s.
     pub fn new(binary: impl Into<PathBuf>) -> Self {
         ChaosConfig {
             nodes: 3,
@@ -73,6 +77,7 @@ impl ChaosConfig {
             fault_ms: 800,
             binary: binary.into(),
             producers: 3,
+            publish_deadline_ms: 2_000,
             work_dir: None,
             keep_dir: false,
             recovery_timeout: Duration::from_secs(15),
@@ -104,6 +109,12 @@ impl ChaosConfig {
             return bad(
                 "producers",
                 &format!("{} is outside 1..=64", self.producers),
+            );
+        }
+        if !(100..=600_000).contains(&self.publish_deadline_ms) {
+            return bad(
+                "publish_deadline_ms",
+                &format!("{} is outside 100..=600000", self.publish_deadline_ms),
             );
         }
         if !self.binary.is_file() {
@@ -228,9 +239,9 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
     let mut producer_tasks = Vec::new();
     for p in 0..cfg.producers as u32 {
         let mut ccfg = ClientConfig::new(nodes.endpoints());
-        ccfg.attempt_timeout = Duration::from_millis(1500);
+        ccfg.deadline = Duration::from_millis(cfg.publish_deadline_ms);
+        ccfg.attempt_timeout = (ccfg.deadline / 2).max(Duration::from_millis(50));
         ccfg.connect_timeout = Duration::from_millis(500);
-        ccfg.deadline = Duration::from_secs(6);
         let client = Client::new(ccfg)?;
         producer_tasks.push(tokio::spawn(produce(
             p,
@@ -240,6 +251,17 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
             acked_so_far.clone(),
             publishes.clone(),
         )));
+    }
+
+    // A baseline before the first fault: the producers are connected and committing.
+    if wait_for_ack(&acked_so_far, t0, cfg.recovery_timeout)
+        .await
+        .is_none()
+    {
+        return Err(ChaosError::NoLeader {
+            waited_ms: cfg.recovery_timeout.as_millis() as u64,
+            last: "a leader was elected but no publish was acknowledged".into(),
+        });
     }
 
     // The nemesis.

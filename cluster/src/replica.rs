@@ -525,9 +525,17 @@ impl Replica {
             .members()
             .iter()
             .map(|m| {
+                // A new leader resets every follower's `matched` to 0 and probes: until the
+                // follower answers, its position is unknown, not "the whole log behind".
                 let matched = is_leader
-                    .then(|| raft.prs().get(m.id).map(|p| p.matched))
-                    .flatten();
+                    .then(|| raft.prs().get(m.id))
+                    .flatten()
+                    .filter(|p| {
+                        m.id == raft.id
+                            || p.matched > 0
+                            || p.state != raft::ProgressState::Probe
+                    })
+                    .map(|p| p.matched);
                 MemberStatus {
                     id: m.id,
                     address: m.addr.clone(),

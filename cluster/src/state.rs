@@ -191,7 +191,12 @@ impl StateMachine {
         out.fresh = fresh_pos.len();
         self.stream.append(entry.data.clone(), fresh_pos);
         if dispatch {
-            self.applier.apply(&mut self.fresh);
+            self.applier
+                .count_dedup(out.duplicates as u64, out.fresh as u64);
+            // Latency of this node's own stage, from the moment the entry is applied here: the
+            // events' `ingest_ns` comes from the publishing node's clock (another process).
+            self.applier
+                .apply_received_at(&mut self.fresh, eventstream_core::clock::now_ns());
             self.acks.resolve(&self.resolved);
         }
         self.fresh.clear();

@@ -72,11 +72,13 @@ impl Applier {
         self.fresh.clear();
         self.fresh.reserve(batch.len());
         let c = &mut self.stats.counters;
+        // With the window off there are no decisions to count (see `count_dedup`).
+        let counting = self.dedup.window() > 0;
         for event in batch.drain(..) {
             c.by_priority[event.priority.index()] += 1;
             match self.dedup.check(event.id.0, event.ingest_ns) {
                 Decision::Fresh => {
-                    c.dedup_misses += 1;
+                    c.dedup_misses += u64::from(counting);
                     self.fresh.push(event);
                 }
                 Decision::Duplicate => c.dedup_hits += 1,
@@ -130,6 +132,14 @@ impl Applier {
         };
         self.stats.flush(now, false);
         outcome
+    }
+
+    /// Counts dedup decisions made outside this applier — by a caller that checks ids itself
+    /// before handing over only the fresh events (a cluster node assigns stream offsets at the
+    /// same time) and runs the applier with dedup off. Keeps `dedup_hits`/`dedup_misses` true.
+    pub fn count_dedup(&mut self, hits: u64, misses: u64) {
+        self.stats.counters.dedup_hits += hits;
+        self.stats.counters.dedup_misses += misses;
     }
 
     /// Publishes everything counted so far, including the latency histogram.
