@@ -531,9 +531,7 @@ impl Replica {
                     .then(|| raft.prs().get(m.id))
                     .flatten()
                     .filter(|p| {
-                        m.id == raft.id
-                            || p.matched > 0
-                            || p.state != raft::ProgressState::Probe
+                        m.id == raft.id || p.matched > 0 || p.state != raft::ProgressState::Probe
                     })
                     .map(|p| p.matched);
                 MemberStatus {
