@@ -341,6 +341,33 @@ fn prometheus_on_a_live_cluster_dashboards_have_data_and_alerts_follow_a_leader_
     //   histogram measures each node's local stage (commit received -> handler), microseconds,
     //   so the per-node median over the test must be far below the 1 ms objective. That is
     //   asserted below whether or not the alert is pending.
+    //
+    // Start-up is not "healthy" yet: until every peer connection is up, a node briefly reports
+    // fewer connected peers than a quorum, and QuorumLost can go pending for one evaluation.
+    // So first wait (bounded) until Prometheus sees every node connected to both peers.
+    let settle = Instant::now() + Duration::from_secs(20);
+    loop {
+        let connected = prom
+            .query("min(eventstream_raft_peers_connected)")
+            .ok()
+            .and_then(|r| {
+                r.first()
+                    .and_then(|s| s["value"][1].as_str())
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0);
+        if connected >= 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < settle,
+            "nodes never all connected to both peers (min peers_connected {connected})\n{}",
+            cluster.describe()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // One more rule evaluation (1 s) so no state from before the connections is left.
+    std::thread::sleep(Duration::from_millis(1100));
     let healthy_since = Instant::now();
     let mut alert_log = AlertLog::default();
     let mut healthy_alerts: BTreeMap<String, ActiveAlert> = BTreeMap::new();
