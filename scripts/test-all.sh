@@ -27,9 +27,10 @@ step "loom model checks of the ring"
 LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" \
   cargo test -p eventstream-core --release --lib --locked loom_tests
 
-if [ -f scripts/check-ops.sh ]; then
-  step "operations checks (alerts, k8s, dashboards)"
-  bash scripts/check-ops.sh
-fi
+step "operations checks (alerts, k8s, dashboards)"
+bash scripts/check-ops.sh
+
+step "chaos: 50 fault cycles against real node processes, history checked"
+bash scripts/chaos-ci.sh
 
 step "all tests passed"

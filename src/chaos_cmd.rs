@@ -23,6 +23,9 @@ pub struct ChaosArgs {
     /// Concurrent producers.
     #[arg(long, default_value_t = 3)]
     pub producers: usize,
+    /// Events per publish request (mixed priorities).
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
     /// Time a publish may take, retries included, before it is recorded as failed, ms.
     #[arg(long, default_value_t = 2000)]
     pub publish_deadline_ms: u64,
@@ -70,6 +73,7 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<i32> {
     cfg.seed = seed;
     cfg.fault_ms = args.cycle_ms;
     cfg.producers = args.producers;
+    cfg.batch = args.batch;
     cfg.publish_deadline_ms = args.publish_deadline_ms;
     cfg.work_dir = args.dir;
     cfg.keep_dir = args.keep;

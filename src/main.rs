@@ -2,6 +2,7 @@
 //! library crates (core, exporter, cluster); all logic lives in them.
 
 mod bench;
+mod chaos_cmd;
 mod cluster_cmd;
 mod demo;
 mod doctor_cmd;
@@ -23,6 +24,8 @@ enum Command {
     /// Benchmarks that print results (and `--json` for scripts).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Jepsen-style fault injection against real node processes, checked by a history checker.
+    Chaos(chaos_cmd::ChaosArgs),
     /// Graded health report of one node or all (latency, queues, replication, disk, ...).
     Doctor(doctor_cmd::DoctorArgs),
     /// Run one cluster node (flags, a TOML file via --config, EVENTSTREAM_* variables).
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Chaos(args) => std::process::exit(chaos_cmd::run(args)?),
         Command::Doctor(args) => match doctor_cmd::run(args) {
             Ok(code) => std::process::exit(code),
             Err(e) => {

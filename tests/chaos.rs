@@ -44,7 +44,7 @@ fn six_fault_cycles_on_three_nodes_lose_nothing() {
     assert_eq!(r.unrecovered_cycles, 0, "a cycle did not recover");
     // Every consumer saw the whole stream, and the partitions really cut connections.
     assert!(r.delivered as u64 >= 3 * r.final_stream_len as u64);
-    assert!(o.proxy_connections["severed"] + o.proxy_connections["black_holed"] > 0);
+    assert!(o.proxy_connections["stalled"] + o.proxy_connections["black_holed"] > 0);
     // Sane availability: a fault is held 0.7 s and an election takes 0.3–0.6 s; restarting
     // everything adds process start-up. A gap of more than 15 s means a stall.
     assert!(

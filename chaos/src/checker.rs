@@ -91,6 +91,12 @@ pub struct CheckReport {
     pub unrecovered_cycles: usize,
     /// Longest time from healing a fault to the next acknowledged publish, ms.
     pub max_heal_to_ack_ms: u64,
+    /// Longest time from the surviving side electing a leader (during a fault) to the next
+    /// acknowledged publish, ms: how long clients take to find a leader that exists.
+    pub max_failover_to_ack_ms: u64,
+    /// Faults during which the survivors elected a leader but no publish was acknowledged
+    /// before the fault was healed (clients never reached the new leader).
+    pub faults_acked_only_after_heal: usize,
     /// Publishes attempted.
     pub published: usize,
     /// Publishes acknowledged.
@@ -413,6 +419,21 @@ pub fn check(h: &History) -> CheckReport {
 
     // Availability: gaps between consecutive acknowledgements.
     ack_times.sort_unstable();
+    for f in &h.faults {
+        let Some((_, elected)) = f.survivors_leader else {
+            continue;
+        };
+        let next = ack_times.partition_point(|&t| t < elected);
+        match ack_times.get(next) {
+            Some(&ack) => {
+                r.max_failover_to_ack_ms = r.max_failover_to_ack_ms.max(ack - elected);
+                if ack > f.healed_ms {
+                    r.faults_acked_only_after_heal += 1;
+                }
+            }
+            None => r.faults_acked_only_after_heal += 1,
+        }
+    }
     for w in ack_times.windows(2) {
         let (start, end) = (w[0], w[1]);
         let gap = end - start;
@@ -516,6 +537,7 @@ mod tests {
                 targets: vec![1],
                 leader_before: Some(1),
                 injected_ms: 150,
+                survivors_leader: Some((2, 200)),
                 healed_ms: 300,
                 recovered_ms: Some(350),
                 first_ack_ms: Some(400),
@@ -534,6 +556,9 @@ mod tests {
         assert_eq!(r.max_unavailable_ms, 290);
         assert_eq!(r.max_unavailable_ms_by_fault["kill_leader"], 290);
         assert_eq!(r.max_heal_to_ack_ms, 100);
+        // Survivors elected at 200; the next ack (400) came after the heal (300).
+        assert_eq!(r.max_failover_to_ack_ms, 200);
+        assert_eq!(r.faults_acked_only_after_heal, 1);
         assert_eq!(r.unrecovered_cycles, 0);
     }
 

@@ -202,10 +202,20 @@ impl NodeSet {
 
     /// Every node's status (`None`: no answer within `timeout`), queried concurrently.
     pub async fn statuses(&self, timeout: Duration) -> Vec<(u64, Option<ClusterStatus>)> {
+        let all: Vec<u64> = (1..=self.len() as u64).collect();
+        self.statuses_of(&all, timeout).await
+    }
+
+    /// The statuses of nodes `ids`, queried concurrently.
+    pub async fn statuses_of(
+        &self,
+        ids: &[u64],
+        timeout: Duration,
+    ) -> Vec<(u64, Option<ClusterStatus>)> {
         let mut set = tokio::task::JoinSet::new();
-        for (i, addr) in self.real.iter().enumerate() {
-            let addr = addr.to_string();
-            set.spawn(async move { (i as u64 + 1, status_of(&addr, timeout).await.ok()) });
+        for &id in ids {
+            let addr = self.addr(id).to_string();
+            set.spawn(async move { (id, status_of(&addr, timeout).await.ok()) });
         }
         let mut out = Vec::new();
         while let Some(r) = set.join_next().await {
@@ -226,7 +236,7 @@ impl NodeSet {
     ) -> Result<u64, String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let sts = self.statuses(Duration::from_millis(300)).await;
+            let sts = self.statuses_of(members, Duration::from_millis(300)).await;
             if let Some(l) = agreed_leader(&sts, members) {
                 return Ok(l);
             }

@@ -135,6 +135,12 @@ pub struct FaultRecord {
     pub leader_before: Option<u64>,
     /// When it was injected.
     pub injected_ms: u64,
+    /// The leader the surviving side (every node the fault did not touch) agreed on while
+    /// the fault was held, and when (`None`: none within the hold, or no surviving side, as
+    /// for `restart_all`). Shows how fast the cluster itself failed over, next to what clients
+    /// saw.
+    #[serde(default)]
+    pub survivors_leader: Option<(u64, u64)>,
     /// When it was healed (processes restarted / continued, links restored).
     pub healed_ms: u64,
     /// When every node again followed one leader (`None`: not within the recovery timeout).

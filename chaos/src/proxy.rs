@@ -5,10 +5,12 @@
 //! opens its own outbound connection per peer; replies travel on the reverse link), so
 //! cutting `(i, j)` and `(j, i)` separates the two nodes completely.
 //!
-//! Cutting a link closes its open connections and black-holes new ones: they are accepted and
-//! whatever is written is read and discarded, nothing is forwarded, so the sender sees a
-//! silent network, not a refusal (as with a real partition). Healing closes the black-holed
-//! connections (the sender reconnects) and forwards new ones again.
+//! Cutting a link makes it silent, as a real partition is: open connections stop being
+//! forwarded (the proxy stops reading, so the sender's writes pile up in socket buffers and
+//! then block — no reset, no end of stream), and new connections are accepted but black-holed
+//! (what is written is read and discarded, nothing is forwarded). Healing closes every stalled
+//! and black-holed connection (their byte streams are cut mid-way, so they cannot be resumed;
+//! the sender reconnects) and forwards new connections again.
 //!
 //! Clients are never routed through a proxy by the harness, but a `NotLeader` redirect from
 //! node *i* names the leader's address as *i* knows it — the proxy for `(i, leader)` — so a
@@ -32,8 +34,8 @@ pub struct LinkStats {
     pub forwarded: AtomicU64,
     /// Connections black-holed while the link was cut.
     pub black_holed: AtomicU64,
-    /// Open connections closed by a cut.
-    pub severed: AtomicU64,
+    /// Open connections stalled by a cut (and closed when it healed).
+    pub stalled: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -116,13 +118,13 @@ impl Proxies {
             .collect()
     }
 
-    /// Totals over all links: (forwarded, black-holed, severed) connections.
+    /// Totals over all links: (forwarded, black-holed, stalled) connections.
     pub fn totals(&self) -> (u64, u64, u64) {
         self.links.values().fold((0, 0, 0), |(f, b, s), l| {
             (
                 f + l.stats.forwarded.load(Ordering::Relaxed),
                 b + l.stats.black_holed.load(Ordering::Relaxed),
-                s + l.stats.severed.load(Ordering::Relaxed),
+                s + l.stats.stalled.load(Ordering::Relaxed),
             )
         })
     }
@@ -132,9 +134,9 @@ impl Drop for Proxies {
     fn drop(&mut self) {
         for link in self.links.values() {
             link.task.abort();
-            // Closes every connection of the link (they wait on this channel).
-            link.cut.send_replace(true);
         }
+        // Dropping the senders (with `links`) ends every wait on them, which closes every
+        // connection of every link.
     }
 }
 
@@ -186,11 +188,16 @@ async fn handle(
     let _ = upstream.set_nodelay(true);
     stats.forwarded.fetch_add(1, Ordering::Relaxed);
     let mut upstream = upstream;
+    let mut cut_started = false;
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream) => {}
-        _ = cut.wait_for(|c| *c) => {
-            // Dropping both sockets closes them: each side sees its connection end.
-            stats.severed.fetch_add(1, Ordering::Relaxed);
-        }
+        cutting = cut.wait_for(|c| *c) => cut_started = cutting.is_ok(),
+    }
+    if cut_started {
+        // Cut: the copy is dropped (nothing more is read or written) but both sockets stay
+        // open, so each side sees silence, until the link heals (or the proxies are dropped,
+        // which ends the wait) and the sockets are closed.
+        stats.stalled.fetch_add(1, Ordering::Relaxed);
+        let _ = cut.wait_for(|c| !*c).await;
     }
 }

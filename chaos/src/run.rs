@@ -1,9 +1,10 @@
 //! One chaos run: start the proxies and node processes, run producers and consumers, let the
 //! nemesis inject `cycles` faults, heal, read every node's stream back, check the history.
 //!
-//! Producers publish one event per request, with an id unique in the run
-//! (`(producer + 1) << 40 | sequence`), through the Rust client (whose retries resend the
-//! same id). A publish that the client gives up on is recorded as failed and never reused.
+//! Producers publish requests of `batch` events with mixed priorities, each id unique in the
+//! run (`(producer + 1) << 40 | sequence`), through the Rust client (whose retries resend the
+//! same ids). A publish that the client gives up on is recorded as failed (every event of it)
+//! and its ids are never reused.
 //! Consumers speak the wire protocol directly (not through the client's `Subscription`, which
 //! filters out offsets it has already seen) so that the checker sees exactly what each node
 //! sent.
@@ -52,6 +53,9 @@ pub struct ChaosConfig {
     pub binary: PathBuf,
     /// Concurrent producers.
     pub producers: usize,
+    /// Events per publish request. Priorities inside a request are mixed (the node reorders
+    /// them through its tier rings, yet must answer offsets in request order).
+    pub batch: usize,
     /// How long one publish may take including the client's retries before the producer
     /// records it as failed (indeterminate) and moves on to a new id, ms. Short enough that
     /// outages leave indeterminate publishes for the checker to account for.
@@ -68,7 +72,7 @@ pub struct ChaosConfig {
 
 impl ChaosConfig {
     /// Defaults for a run of `binary`: 3 nodes, 12 cycles, seed 1, faults held 800 ms,
-    /// 3 producers, publishes given up after 2 s.
+    /// 3 producers publishing 4 events per request, publishes given up after 2 s.
     pub fn new(binary: impl Into<PathBuf>) -> Self {
         ChaosConfig {
             nodes: 3,
@@ -77,6 +81,7 @@ impl ChaosConfig {
             fault_ms: 800,
             binary: binary.into(),
             producers: 3,
+            batch: 4,
             publish_deadline_ms: 2_000,
             work_dir: None,
             keep_dir: false,
@@ -111,6 +116,9 @@ impl ChaosConfig {
                 &format!("{} is outside 1..=64", self.producers),
             );
         }
+        if !(1..=1024).contains(&self.batch) {
+            return bad("batch", &format!("{} is outside 1..=1024", self.batch));
+        }
         if !(100..=600_000).contains(&self.publish_deadline_ms) {
             return bad(
                 "publish_deadline_ms",
@@ -138,7 +146,8 @@ pub struct ChaosOutcome {
     pub elapsed_ms: u64,
     /// Faults injected, by kind.
     pub faults_by_kind: BTreeMap<String, usize>,
-    /// Peer connections the proxies forwarded / black-holed / severed by a cut.
+    /// Peer connections the proxies forwarded / black-holed (opened during a cut) / stalled
+    /// (open when a cut started).
     pub proxy_connections: BTreeMap<String, u64>,
     /// Nodes that exited without being killed by the nemesis (each one is restarted).
     pub unexpected_exits: Vec<String>,
@@ -245,6 +254,7 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
         let client = Client::new(ccfg)?;
         producer_tasks.push(tokio::spawn(produce(
             p,
+            cfg.batch,
             client,
             t0,
             stop_producers.clone(),
@@ -289,7 +299,29 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
             }
             FaultKind::PartitionMinority | FaultKind::PartitionLeader => proxies.isolate(&targets),
         }
-        tokio::time::sleep(Duration::from_millis(cfg.fault_ms)).await;
+        let hold_until = Instant::now() + Duration::from_millis(cfg.fault_ms);
+        let survivors: Vec<u64> = match kind {
+            FaultKind::RestartAll => Vec::new(),
+            _ => all
+                .iter()
+                .copied()
+                .filter(|n| !targets.contains(n))
+                .collect(),
+        };
+        let survivors_leader = if survivors.is_empty() {
+            None
+        } else {
+            nodes
+                .wait_agreed_leader(
+                    &survivors,
+                    hold_until.saturating_duration_since(Instant::now()),
+                )
+                .await
+                .ok()
+                .filter(|_| Instant::now() <= hold_until)
+                .map(|l| (l, ms(t0)))
+        };
+        tokio::time::sleep(hold_until.saturating_duration_since(Instant::now())).await;
         match kind {
             FaultKind::KillLeader | FaultKind::KillFollower | FaultKind::RestartAll => {
                 for &t in &targets {
@@ -329,8 +361,12 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
                 (Err(last), _) => format!("NOT RECOVERED in {:?}: {last}", cfg.recovery_timeout),
                 _ => String::new(),
             };
+            let during = match survivors_leader {
+                Some((l, at)) => format!("survivors elected {l} in {} ms", at - injected_ms),
+                None => "no leader among survivors during the fault".to_owned(),
+            };
             eprintln!(
-                "chaos: cycle {}/{} {:<18} targets {:?} (leader before {:?}): {rec}; acked so far {}",
+                "chaos: cycle {}/{} {:<18} targets {:?} (leader before {:?}): {during}; {rec}; acknowledged requests so far {}",
                 cycle + 1,
                 cfg.cycles,
                 kind.name(),
@@ -345,6 +381,7 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
             targets,
             leader_before: leader,
             injected_ms,
+            survivors_leader,
             healed_ms,
             recovered_ms,
             first_ack_ms,
@@ -411,7 +448,7 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
         .iter()
         .map(|l| std::mem::take(&mut *l.lock().unwrap_or_else(|e| e.into_inner())))
         .collect();
-    let (fwd, holed, severed) = proxies.totals();
+    let (fwd, holed, stalled) = proxies.totals();
     drop(nodes);
     drop(proxies);
 
@@ -437,7 +474,7 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
         proxy_connections: BTreeMap::from([
             ("forwarded".to_owned(), fwd),
             ("black_holed".to_owned(), holed),
-            ("severed".to_owned(), severed),
+            ("stalled".to_owned(), stalled),
         ]),
         unexpected_exits,
         quiescence_error,
@@ -463,46 +500,81 @@ async fn wait_for_ack(acked: &AtomicU64, t0: Instant, timeout: Duration) -> Opti
 
 async fn produce(
     producer: u32,
+    batch: usize,
     client: Client,
     t0: Instant,
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
     out: Arc<Mutex<Vec<PublishRecord>>>,
 ) {
+    const PRIORITIES: [Priority; 4] = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Medium,
+        Priority::Low,
+    ];
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        seq += 1;
-        let id = (u64::from(producer) + 1) << 40 | seq;
-        let event = Event::new(
-            "chaos",
-            Priority::High,
-            Bytes::from(format!("producer {producer} event {seq}")),
-        )
-        .with_id(id);
+        let ids: Vec<u64> = (0..batch)
+            .map(|_| {
+                seq += 1;
+                (u64::from(producer) + 1) << 40 | seq
+            })
+            .collect();
+        let events = ids
+            .iter()
+            .map(|&id| {
+                // Mixed priorities, so that the node's tier rings reorder the request.
+                let priority = PRIORITIES[(id % 4) as usize];
+                Event::new(
+                    "chaos",
+                    priority,
+                    Bytes::from(format!("producer {producer} event {id:#x}")),
+                )
+                .with_id(id)
+            })
+            .collect();
         let invoked_ms = ms(t0);
-        let outcome = match client.publish(vec![event]).await {
-            Ok(offsets) => match offsets.as_slice() {
-                [offset] => {
-                    acked.fetch_add(1, Ordering::Relaxed);
-                    PublishOutcome::Acked { offset: *offset }
-                }
-                other => PublishOutcome::Failed {
-                    error: format!("protocol: {} offsets for one event", other.len()),
-                },
-            },
-            Err(e) => PublishOutcome::Failed {
-                error: e.to_string(),
-            },
+        let outcomes: Vec<PublishOutcome> = match client.publish(events).await {
+            Ok(offsets) if offsets.len() == ids.len() => {
+                acked.fetch_add(1, Ordering::Relaxed);
+                offsets
+                    .into_iter()
+                    .map(|offset| PublishOutcome::Acked { offset })
+                    .collect()
+            }
+            Ok(offsets) => {
+                let error = format!(
+                    "protocol: {} offsets for {} events",
+                    offsets.len(),
+                    ids.len()
+                );
+                ids.iter()
+                    .map(|_| PublishOutcome::Failed {
+                        error: error.clone(),
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                let error = e.to_string();
+                ids.iter()
+                    .map(|_| PublishOutcome::Failed {
+                        error: error.clone(),
+                    })
+                    .collect()
+            }
         };
-        out.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(PublishRecord {
+        let completed_ms = ms(t0);
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, outcome) in ids.into_iter().zip(outcomes) {
+            out.push(PublishRecord {
                 id,
                 producer,
                 invoked_ms,
-                completed_ms: ms(t0),
+                completed_ms,
                 outcome,
             });
+        }
     }
 }
 

@@ -310,6 +310,7 @@ impl Client {
         let start = Instant::now();
         let mut backoff = Duration::from_millis(10);
         let mut last_err;
+        let mut stale_answers = 0u32;
         loop {
             let attempt = async {
                 let c = self.conn().await?;
@@ -340,6 +341,17 @@ impl Client {
                         }
                         ErrorCode::NotLeader | ErrorCode::ShuttingDown => {
                             self.drop_conn(true).await;
+                            last_err = err;
+                        }
+                        // "No leader" or "not committed in time" twice from the same node: it
+                        // may be an old leader cut off from the majority, which has long since
+                        // elected a new one — try the next endpoint instead of waiting it out.
+                        ErrorCode::Unavailable | ErrorCode::Timeout => {
+                            stale_answers += 1;
+                            if stale_answers >= 2 {
+                                stale_answers = 0;
+                                self.drop_conn(true).await;
+                            }
                             last_err = err;
                         }
                         _ => last_err = err,
