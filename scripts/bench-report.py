@@ -70,8 +70,8 @@ def main():
         subprocess.run(["cargo", "bench", "-p", "eventstream-benches", "--bench", "pipeline", "--quiet"],
                        cwd=ROOT, check=True, capture_output=True)
         t = {n: criterion_median_ns("pipeline", n) for n in ("eventstream", "crossbeam_channel", "disruptor")}
-        per_s = {n: 1_000_000 / (v / 1e9) for n, v in t.items()}
-        rows.append(("criterion `pipeline` (1 M events per iteration, same run)",
+        per_s = {n: (1 << 20) / (v / 1e9) for n, v in t.items()}  # events per iteration: 2^20
+        rows.append(("criterion `pipeline` (2^20 events per iteration, same run)",
                      "`cargo bench -p eventstream-benches --bench pipeline`",
                      "eventstream {:.1} M/s; crossbeam-channel {:.1} M/s ({:.1}×); disruptor {:.1} M/s ({:.2}×)".format(
                          per_s["eventstream"] / 1e6, per_s["crossbeam_channel"] / 1e6,
