@@ -290,14 +290,14 @@ impl Replica {
         self.acks.fail(ids, err);
     }
 
-    /// Handles one Ready if there is one. `send` is called with outgoing messages as soon as
-    /// the protocol allows sending them.
-    pub fn handle_ready(
+    /// The start every Ready shares, sync or async: take it, note soft-state changes, send the
+    /// leader's messages at once (before persisting), refuse snapshots. `None` without a Ready.
+    fn begin_ready(
         &mut self,
         send: &mut dyn FnMut(Vec<Message>),
-    ) -> Result<bool, ClusterError> {
+    ) -> Result<Option<raft::Ready>, ClusterError> {
         if !self.raw.has_ready() {
-            return Ok(false);
+            return Ok(None);
         }
         let mut ready = self.raw.ready();
         if let Some(ss) = ready.ss() {
@@ -313,6 +313,18 @@ impl Replica {
                 raft::StorageError::SnapshotTemporarilyUnavailable,
             )));
         }
+        Ok(Some(ready))
+    }
+
+    /// Handles one Ready if there is one. `send` is called with outgoing messages as soon as
+    /// the protocol allows sending them.
+    pub fn handle_ready(
+        &mut self,
+        send: &mut dyn FnMut(Vec<Message>),
+    ) -> Result<bool, ClusterError> {
+        let Some(mut ready) = self.begin_ready(send)? else {
+            return Ok(false);
+        };
         // Committed entries are already persisted, so they may be applied before or after this
         // Ready's fsync. The leader applies first (its clients' acknowledgements do not wait for
         // the next fsync); a follower persists first (its append responses, which the leader's
@@ -394,21 +406,9 @@ impl Replica {
         send: &mut dyn FnMut(Vec<Message>),
         persist: &mut dyn FnMut(PersistJob),
     ) -> Result<bool, ClusterError> {
-        if !self.raw.has_ready() {
+        let Some(mut ready) = self.begin_ready(send)? else {
             return Ok(false);
-        }
-        let mut ready = self.raw.ready();
-        if let Some(ss) = ready.ss() {
-            self.on_soft_state(ss.raft_state, ss.leader_id);
-        }
-        if !ready.messages().is_empty() {
-            send(ready.take_messages());
-        }
-        if !ready.snapshot().is_empty() {
-            return Err(ClusterError::Raft(raft::Error::Store(
-                raft::StorageError::SnapshotTemporarilyUnavailable,
-            )));
-        }
+        };
         self.apply(ready.take_committed_entries());
         let entries = ready.take_entries();
         let hs = ready.hs().cloned();
