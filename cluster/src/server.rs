@@ -450,3 +450,72 @@ async fn subscribe(
 pub(crate) fn proposal(block: bytes::Bytes, ids: Vec<u64>) -> Proposal {
     Proposal { block, ids }
 }
+
+#[cfg(test)]
+mod admin_auth_tests {
+    use super::*;
+    use crate::metrics::Member;
+
+    fn ctx(token: Option<&[u8]>) -> ServerCtx {
+        let members = vec![Member {
+            id: 1,
+            addr: "127.0.0.1:7001".into(),
+            http_addr: None,
+        }];
+        ServerCtx {
+            id: 1,
+            metrics: Arc::new(NodeMetrics::new(1, members)),
+            engine: Arc::new(Engine::builder().start().expect("engine")),
+            acks: AckRegistry::new(),
+            stream: CommittedStream::new(),
+            driver: crossbeam_channel::unbounded().0,
+            max_frame: 1 << 20,
+            max_event_bytes: 1 << 10,
+            request_timeout: Duration::from_secs(1),
+            protocol_errors: AtomicU64::new(0),
+            tls: None,
+            admin_token: token.map(|t| AdminToken::new(t.to_vec())),
+            tls_handshake_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The hello a client sent, as the server decodes it, to the connection's state.
+    fn state_after_hello(token: Option<&[u8]>, ctx: &ServerCtx) -> ConnState {
+        let hello = frame::decode_hello_with_token(&frame::encode_client_hello(token)).unwrap();
+        ConnState::for_client(
+            hello.token.as_deref(),
+            ctx.admin_token.as_ref(),
+            &PeerCert::default(),
+        )
+    }
+
+    #[test]
+    fn hello_token_decides_admin_authorization() {
+        let protected = ctx(Some(b"s3cret"));
+        assert!(state_after_hello(Some(b"s3cret"), &protected).authorized);
+        assert!(!state_after_hello(Some(b"s3creT"), &protected).authorized);
+        assert!(!state_after_hello(Some(b"s3cret-and-more"), &protected).authorized);
+        assert!(!state_after_hello(None, &protected).authorized);
+        // No admin token configured: admin operations are open, token or not.
+        let open = ctx(None);
+        assert!(state_after_hello(None, &open).authorized);
+        assert!(state_after_hello(Some(b"anything"), &open).authorized);
+        assert!(!format!("{protected:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn require_admin_answers_unauthorized_with_the_request_id() {
+        let ctx = ctx(Some(b"s3cret"));
+        let denied = state_after_hello(Some(b"nope"), &ctx);
+        let frame_bytes = require_admin(&denied, &ctx, 77).unwrap_err();
+        let (kind, body, used) = frame::decode_frame(&frame_bytes, 1 << 20)
+            .unwrap()
+            .expect("one whole frame");
+        assert_eq!((kind, used), (Kind::Error, frame_bytes.len()));
+        let e = frame::decode_error(body).unwrap();
+        assert_eq!((e.req_id, e.code), (77, ErrorCode::Unauthorized));
+        assert!(e.message.contains("admin bearer token"), "{}", e.message);
+        let allowed = state_after_hello(Some(b"s3cret"), &ctx);
+        assert!(require_admin(&allowed, &ctx, 78).is_ok());
+    }
+}
