@@ -137,6 +137,7 @@ fn tls_process_cluster_with_cli_clients() {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    std::fs::create_dir_all(d.join("data")).unwrap();
     let mut cluster = ProcessCluster::start(Path::new(EXE), 3, &d.join("data"), &flags).unwrap();
     let mut probe = ClientConfig::new(Vec::new());
     probe.tls = Some(
