@@ -99,10 +99,7 @@ fn node_refuses_to_start_with_bad_tls_or_token_settings() {
             ],
             "tls_cert",
         ),
-        (
-            vec!["--tls-cert".into(), p("node.pem")],
-            "tls_key",
-        ),
+        (vec!["--tls-cert".into(), p("node.pem")], "tls_key"),
     ];
     for (extra, field) in cases {
         let mut args: Vec<&str> = base.to_vec();
@@ -197,7 +194,10 @@ fn tls_process_cluster_with_cli_clients() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let payloads: Vec<&str> = lines.iter().map(|v| v["payload"].as_str().unwrap()).collect();
+    let payloads: Vec<&str> = lines
+        .iter()
+        .map(|v| v["payload"].as_str().unwrap())
+        .collect();
     assert_eq!(payloads, ["one", "two", "three"]);
 
     let mut args = vec!["status", "--endpoints", &eps, "--json"];
@@ -214,6 +214,9 @@ fn tls_process_cluster_with_cli_clients() {
     // Plain TCP, or TLS without the client certificate mTLS requires: no endpoint answers.
     let out = run(&["status", "--endpoints", &eps], &[]);
     assert!(!out.status.success());
-    let out = run(&["status", "--endpoints", &eps, "--tls-ca", &p("ca.pem")], &[]);
+    let out = run(
+        &["status", "--endpoints", &eps, "--tls-ca", &p("ca.pem")],
+        &[],
+    );
     assert!(!out.status.success());
 }
