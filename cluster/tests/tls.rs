@@ -77,6 +77,11 @@ impl Pki {
             ),
         );
         write("rogue", leaf(&other, &["127.0.0.1"], node_usage()));
+        // One certificate for every node, for a name rather than their addresses.
+        write(
+            "shared",
+            leaf(&good, &["eventstream.internal"], node_usage()),
+        );
         Pki {
             dir: dir.to_path_buf(),
         }
@@ -272,6 +277,46 @@ fn node_with_a_certificate_from_another_ca_cannot_join() {
 fn client_certificate_cannot_impersonate_a_peer() {
     // Signed by the right CA, but not valid for node 3's address (127.0.0.1).
     isolated_third_node("client");
+}
+
+#[test]
+fn explicit_server_name_replaces_the_address_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    let cluster = LocalCluster::start(
+        3,
+        &dir.path().join("data"),
+        |c| {
+            c.tick_ms = 10;
+            pki.node(c, "shared", false);
+            c.tls_server_name = Some("eventstream.internal".into());
+        },
+        |_| Engine::builder(),
+    )
+    .unwrap();
+    cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .expect("peers verify each other by the configured name");
+    let eps = cluster.endpoints();
+    rt().block_on(async {
+        // By address the certificate does not match; with the name it does.
+        let by_addr = Client::new(pki.client(eps.clone(), "ca.pem", None)).unwrap();
+        assert!(by_addr.status().await.is_err());
+        let mut cfg = short(ClientConfig::new(eps.clone()));
+        cfg.tls = Some(
+            ClientTls::from_files(&pki.p("ca.pem"), None, Some("eventstream.internal")).unwrap(),
+        );
+        let by_name = Client::new(cfg).unwrap();
+        assert_eq!(by_name.publish(events(5, "n")).await.unwrap().len(), 5);
+    });
+    for n in cluster.nodes.iter().flatten() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while n.stream().next_offset() < 5 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(n.stream().next_offset(), 5, "node {} replicated", n.id());
+    }
+    cluster.shutdown();
 }
 
 fn field(r: Result<Vec<eventstream_cluster::metrics::Member>, ClusterError>) -> String {
