@@ -70,6 +70,8 @@ struct Conn {
     pending: PendingMap,
     next_req: AtomicU64,
     dead: Arc<AtomicBool>,
+    /// Why the reader stopped (a TLS alert, a decode error), for the "connection lost" error.
+    ended: Arc<Mutex<Option<String>>>,
 }
 
 /// Connects (TCP, then the TLS handshake when configured, each within the connect timeout)
@@ -159,9 +161,21 @@ impl Conn {
         let p = pending.clone();
         let d = dead.clone();
         let max = cfg.max_frame;
+        let ended: Arc<Mutex<Option<String>>> = Arc::default();
+        let why = ended.clone();
+        let plain = cfg.tls.is_none();
         tokio::spawn(async move {
             let mut reader = FrameReader::new(r, max);
-            while let Ok(Some((kind, body))) = reader.next().await {
+            loop {
+                let (kind, body) = match reader.next().await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        *why.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(describe_read_error(&e, plain));
+                        break;
+                    }
+                };
                 let parsed = match kind {
                     Kind::PublishOk => {
                         frame::decode_publish_ok(&body).map(|(id, o)| (id, Reply::Offsets(o)))
@@ -187,6 +201,7 @@ impl Conn {
             pending,
             next_req: AtomicU64::new(1),
             dead,
+            ended,
         })
     }
 
@@ -203,9 +218,18 @@ impl Conn {
             .insert(id, tx);
         let mut b = BytesMut::new();
         build(&mut b, id);
-        let lost = || ClusterError::Network {
-            peer: self.addr.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "connection lost"),
+        let lost = || {
+            let why = self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            ClusterError::Network {
+                peer: self.addr.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    why.map_or_else(
+                        || "connection lost".into(),
+                        |w| format!("connection lost: {w}"),
+                    ),
+                ),
+            }
         };
         // The reader may have died (failing every pending request) just before this one was
         // registered: then nobody would ever answer it.
@@ -230,6 +254,21 @@ impl Conn {
                 )))
             }
         }
+    }
+}
+
+/// A read error as the user should see it: a plain client reading a TLS record (alert 0x15,
+/// handshake 0x16) is talking to a TLS node.
+fn describe_read_error(e: &std::io::Error, plain: bool) -> String {
+    let tls_record = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<crate::error::DecodeError>())
+        .is_some_and(|d| matches!(d, crate::error::DecodeError::Version(0x15 | 0x16)));
+    if plain && tls_record {
+        "the node answered with TLS: connect with --tls-ca (and --tls-cert/--tls-key for mutual TLS)"
+            .into()
+    } else {
+        e.to_string()
     }
 }
 
