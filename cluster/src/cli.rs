@@ -3,7 +3,7 @@
 //! parses and delegates (and adds the HTTP exporter to `node`).
 
 use crate::acks::OFFSET_UNKNOWN;
-use crate::client::{status_of, Client, ClientConfig};
+use crate::client::{status_with, Client, ClientConfig};
 use crate::config::NodeConfig;
 use crate::error::ClusterError;
 use crate::frame::SubscribeBody;
@@ -49,6 +49,24 @@ pub struct NodeArgs {
     /// Publish commit timeout in milliseconds.
     #[arg(long, env = "EVENTSTREAM_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// PEM certificate chain of this node (with --tls-key and --tls-ca: TLS on).
+    #[arg(long, env = "EVENTSTREAM_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "EVENTSTREAM_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) peers' (and with --tls-client-auth clients') certificates must chain to.
+    #[arg(long, env = "EVENTSTREAM_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Require client certificates (mutual TLS for clients; peers always use it).
+    #[arg(long, env = "EVENTSTREAM_TLS_CLIENT_AUTH")]
+    pub tls_client_auth: bool,
+    /// Name checked in peers' certificates instead of each member's host.
+    #[arg(long, env = "EVENTSTREAM_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+    /// File with the bearer token mutating admin operations require.
+    #[arg(long, env = "EVENTSTREAM_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -79,8 +97,75 @@ impl NodeArgs {
         if let Some(v) = self.request_timeout_ms {
             c.request_timeout_ms = v;
         }
+        if let Some(v) = &self.tls_cert {
+            c.tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            c.tls_key = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_ca {
+            c.tls_ca = Some(v.clone());
+        }
+        if self.tls_client_auth {
+            c.tls_client_auth = true;
+        }
+        if let Some(v) = &self.tls_server_name {
+            c.tls_server_name = Some(v.clone());
+        }
+        if let Some(v) = &self.admin_token_file {
+            c.admin_token_file = Some(v.clone());
+        }
         c.validate()?;
         Ok(c)
+    }
+}
+
+/// TLS and admin-token options of every client command (`#[command(flatten)]` it into a new
+/// command's arguments and build its client with [`ClientTlsArgs::client_config`]).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClientTlsArgs {
+    /// CA certificate (PEM) the nodes' certificates must chain to; turns TLS on.
+    #[arg(long = "tls-ca", env = "EVENTSTREAM_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for nodes that require client certificates (mutual TLS).
+    #[arg(long = "tls-cert", env = "EVENTSTREAM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", env = "EVENTSTREAM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Name to check in the nodes' certificates instead of each endpoint's host.
+    #[arg(long = "tls-server-name", env = "EVENTSTREAM_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+    /// Admin bearer token (mutating admin operations on nodes with admin_token_file).
+    #[arg(long, env = "EVENTSTREAM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ClientTlsArgs {
+    /// A client configuration for `endpoints` with these TLS settings and token; errors name
+    /// the flag (a file that is missing or not PEM, a certificate without --tls-ca).
+    pub fn client_config(&self, endpoints: Vec<String>) -> Result<ClientConfig, ClusterError> {
+        let mut cfg = ClientConfig::new(endpoints);
+        cfg.tls = match &self.tls_ca {
+            Some(ca) => Some(crate::tls::ClientTls::from_files(
+                ca,
+                self.tls_cert.as_deref().zip(self.tls_key.as_deref()),
+                self.tls_server_name.as_deref(),
+            )?),
+            None if self.tls_cert.is_some() || self.tls_server_name.is_some() => {
+                return Err(ClusterError::config(
+                    "tls-ca",
+                    "TLS options need --tls-ca (the CA the nodes' certificates chain to)",
+                ))
+            }
+            None => None,
+        };
+        cfg.token = self
+            .token
+            .as_deref()
+            .map(crate::tls::AdminToken::from_text)
+            .transpose()?;
+        Ok(cfg)
     }
 }
 
@@ -125,6 +210,9 @@ pub struct PublishArgs {
     pub id: Option<u64>,
     /// Payloads; if none are given, one event per line of standard input.
     pub payloads: Vec<String>,
+    /// TLS and token.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 /// Runs `eventstream publish`; prints one offset per event.
@@ -146,7 +234,7 @@ pub fn run_publish(a: PublishArgs) -> Result<(), ClusterError> {
             }
         })
         .collect();
-    let client = Client::new(ClientConfig::new(split_endpoints(&a.endpoints)))?;
+    let client = Client::new(a.tls.client_config(split_endpoints(&a.endpoints))?)?;
     let offsets = runtime()?.block_on(client.publish(events))?;
     for o in offsets {
         if o == OFFSET_UNKNOWN {
@@ -187,6 +275,9 @@ pub struct SubscribeArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// TLS and token.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 #[derive(Serialize)]
@@ -205,7 +296,7 @@ pub fn run_subscribe(a: SubscribeArgs) -> Result<(), ClusterError> {
         .as_deref()
         .map(str::parse::<Priority>)
         .transpose()?;
-    let client = Client::new(ClientConfig::new(split_endpoints(&a.endpoints)))?;
+    let client = Client::new(a.tls.client_config(split_endpoints(&a.endpoints))?)?;
     let mut sub = client.subscribe(SubscribeBody {
         from_offset: a.from,
         topic: a.topic.clone(),
@@ -264,6 +355,9 @@ pub struct StatusArgs {
     /// JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// TLS and token.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 #[derive(Serialize)]
@@ -329,12 +423,13 @@ pub fn status_table(rows: &[(String, Result<ClusterStatus, String>)]) -> String 
 /// Runs `eventstream status`. Fails (non-zero exit) if no endpoint answered.
 pub fn run_status(a: StatusArgs) -> Result<(), ClusterError> {
     let eps = split_endpoints(&a.endpoints);
+    let ccfg = a.tls.client_config(eps.clone())?;
     let rows: Vec<(String, Result<ClusterStatus, String>)> = runtime()?.block_on(async {
         let mut rows = Vec::new();
         for ep in &eps {
             rows.push((
                 ep.clone(),
-                status_of(ep, Duration::from_secs(2))
+                status_with(&ccfg, ep, Duration::from_secs(2))
                     .await
                     .map_err(|e| e.to_string()),
             ));
@@ -393,6 +488,11 @@ pub struct ReplicationBenchArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// TLS for the clients; for the in-process cluster, --tls-ca, --tls-cert and --tls-key
+    /// also become every node's tls_ca / tls_cert / tls_key (one certificate for all nodes,
+    /// valid for 127.0.0.1), so peers use mutual TLS too.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 /// Result of `bench replication`.
@@ -462,10 +562,22 @@ pub fn run_bench_replication(
             }
         };
         let sync = a.sync_persist;
+        if a.tls.tls_ca.is_some() && a.tls.tls_cert.is_none() {
+            return Err(ClusterError::config(
+                "tls-cert",
+                "the in-process cluster needs --tls-cert and --tls-key for its nodes",
+            ));
+        }
+        let tls = a.tls.clone();
         let c = LocalCluster::start(
             a.nodes,
             &dir,
-            |c| c.async_persist = !sync,
+            |c| {
+                c.async_persist = !sync;
+                c.tls_ca = tls.tls_ca.clone();
+                c.tls_cert = tls.tls_cert.clone();
+                c.tls_key = tls.tls_key.clone();
+            },
             |_| Engine::builder(),
         )?;
         c.wait_for_leader(Duration::from_secs(10))
@@ -554,7 +666,7 @@ async fn drive_load(
         .then(|| Duration::from_secs_f64(a.batch as f64 * a.clients as f64 / a.rate as f64));
     let mut tasks = Vec::new();
     for c in 0..a.clients {
-        let client = Arc::new(Client::new(ClientConfig::new(endpoints.to_vec()))?);
+        let client = Arc::new(Client::new(a.tls.client_config(endpoints.to_vec())?)?);
         let (next_req, acked, failed, hist, payload) = (
             next_req.clone(),
             acked.clone(),

@@ -7,8 +7,9 @@
 
 use crate::codec;
 use crate::error::ClusterError;
-use crate::frame::{self, ErrorBody, ErrorCode, Kind, Role, SubscribeBody};
+use crate::frame::{self, ErrorBody, ErrorCode, Kind, SubscribeBody};
 use crate::net::FrameReader;
+use crate::tls::{self, AdminToken, ClientTls, ConnReader, ConnWriter};
 use bytes::{Bytes, BytesMut};
 use eventstream_core::replication::ClusterStatus;
 use eventstream_core::{Event, EventId};
@@ -17,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,6 +34,11 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Largest frame body accepted.
     pub max_frame: usize,
+    /// TLS to the nodes (`None`: plain TCP); see [`ClientTls::from_files`].
+    pub tls: Option<ClientTls>,
+    /// Admin bearer token sent in every `Hello` (mutating admin operations need it when the
+    /// nodes have `admin_token_file`).
+    pub token: Option<AdminToken>,
 }
 
 impl ClientConfig {
@@ -45,6 +50,8 @@ impl ClientConfig {
             deadline: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
             max_frame: frame::DEFAULT_MAX_FRAME,
+            tls: None,
+            token: None,
         }
     }
 }
@@ -63,9 +70,35 @@ struct Conn {
     pending: PendingMap,
     next_req: AtomicU64,
     dead: Arc<AtomicBool>,
+    /// Why the reader stopped (a TLS alert, a decode error), for the "connection lost" error.
+    ended: Arc<Mutex<Option<String>>>,
 }
 
-async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClusterError> {
+/// Connects (TCP, then the TLS handshake when configured, each within the connect timeout)
+/// and says hello.
+async fn connect(addr: &str, cfg: &ClientConfig) -> Result<(ConnReader, ConnWriter), ClusterError> {
+    let s = tcp_connect(addr, cfg.connect_timeout).await?;
+    let (r, mut w) = match &cfg.tls {
+        None => tls::plain(s),
+        Some(t) => tokio::time::timeout(cfg.connect_timeout, t.connect(s, addr))
+            .await
+            .map_err(|_| ClusterError::Network {
+                peer: addr.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                ),
+            })?
+            .map_err(|e| ClusterError::Network {
+                peer: addr.to_owned(),
+                source: e,
+            })?,
+    };
+    hello(&mut w, addr, cfg.token.as_ref()).await?;
+    Ok((r, w))
+}
+
+async fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClusterError> {
     let s = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| ClusterError::Network {
@@ -80,10 +113,22 @@ async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClusterErro
     Ok(s)
 }
 
-async fn hello(w: &mut OwnedWriteHalf, addr: &str) -> Result<(), ClusterError> {
+async fn hello(
+    w: &mut ConnWriter,
+    addr: &str,
+    token: Option<&AdminToken>,
+) -> Result<(), ClusterError> {
     let mut b = BytesMut::new();
-    frame::put_frame(&mut b, Kind::Hello, &frame::encode_hello(Role::Client));
-    w.write_all(&b).await.map_err(|e| ClusterError::Network {
+    frame::put_frame(
+        &mut b,
+        Kind::Hello,
+        &frame::encode_client_hello(token.map(AdminToken::as_bytes)),
+    );
+    let written = match w.write_all(&b).await {
+        Ok(()) => w.flush().await,
+        Err(e) => Err(e),
+    };
+    written.map_err(|e| ClusterError::Network {
         peer: addr.to_owned(),
         source: e,
     })
@@ -91,9 +136,7 @@ async fn hello(w: &mut OwnedWriteHalf, addr: &str) -> Result<(), ClusterError> {
 
 impl Conn {
     async fn open(addr: &str, cfg: &ClientConfig) -> Result<Conn, ClusterError> {
-        let s = connect(addr, cfg.connect_timeout).await?;
-        let (r, mut w) = s.into_split();
-        hello(&mut w, addr).await?;
+        let (r, mut w) = connect(addr, cfg).await?;
         let (tx, mut rx) = mpsc::channel::<BytesMut>(1024);
         let pending: PendingMap = Arc::default();
         let dead = Arc::new(AtomicBool::new(false));
@@ -109,7 +152,7 @@ impl Conn {
                         break;
                     }
                 }
-                if w.write_all(&buf).await.is_err() {
+                if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
                     d.store(true, Ordering::Release);
                     return;
                 }
@@ -118,9 +161,21 @@ impl Conn {
         let p = pending.clone();
         let d = dead.clone();
         let max = cfg.max_frame;
+        let ended: Arc<Mutex<Option<String>>> = Arc::default();
+        let why = ended.clone();
+        let plain = cfg.tls.is_none();
         tokio::spawn(async move {
             let mut reader = FrameReader::new(r, max);
-            while let Ok(Some((kind, body))) = reader.next().await {
+            loop {
+                let (kind, body) = match reader.next().await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        *why.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(describe_read_error(&e, plain));
+                        break;
+                    }
+                };
                 let parsed = match kind {
                     Kind::PublishOk => {
                         frame::decode_publish_ok(&body).map(|(id, o)| (id, Reply::Offsets(o)))
@@ -146,6 +201,7 @@ impl Conn {
             pending,
             next_req: AtomicU64::new(1),
             dead,
+            ended,
         })
     }
 
@@ -162,9 +218,18 @@ impl Conn {
             .insert(id, tx);
         let mut b = BytesMut::new();
         build(&mut b, id);
-        let lost = || ClusterError::Network {
-            peer: self.addr.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "connection lost"),
+        let lost = || {
+            let why = self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            ClusterError::Network {
+                peer: self.addr.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    why.map_or_else(
+                        || "connection lost".into(),
+                        |w| format!("connection lost: {w}"),
+                    ),
+                ),
+            }
         };
         // The reader may have died (failing every pending request) just before this one was
         // registered: then nobody would ever answer it.
@@ -189,6 +254,21 @@ impl Conn {
                 )))
             }
         }
+    }
+}
+
+/// A read error as the user should see it: a plain client reading a TLS record (alert 0x15,
+/// handshake 0x16) is talking to a TLS node.
+fn describe_read_error(e: &std::io::Error, plain: bool) -> String {
+    let tls_record = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<crate::error::DecodeError>())
+        .is_some_and(|d| matches!(d, crate::error::DecodeError::Version(0x15 | 0x16)));
+    if plain && tls_record {
+        "the node answered with TLS: connect with --tls-ca (and --tls-cert/--tls-key for mutual TLS)"
+            .into()
+    } else {
+        e.to_string()
     }
 }
 
@@ -418,7 +498,17 @@ impl Client {
 
 /// The status of the node at `addr` (one short connection).
 pub async fn status_of(addr: &str, timeout: Duration) -> Result<ClusterStatus, ClusterError> {
-    let mut cfg = ClientConfig::new(vec![addr.to_owned()]);
+    status_with(&ClientConfig::new(vec![addr.to_owned()]), addr, timeout).await
+}
+
+/// Like [`status_of`] with `base`'s TLS settings and token (its endpoints are ignored).
+pub async fn status_with(
+    base: &ClientConfig,
+    addr: &str,
+    timeout: Duration,
+) -> Result<ClusterStatus, ClusterError> {
+    let mut cfg = base.clone();
+    cfg.endpoints = vec![addr.to_owned()];
     cfg.attempt_timeout = timeout;
     cfg.connect_timeout = timeout;
     let client = Client::new(cfg)?;
@@ -434,7 +524,7 @@ pub struct Subscription {
     filter: SubscribeBody,
     next_offset: u64,
     cfg: ClientConfig,
-    conn: Option<(FrameReader<OwnedReadHalf>, OwnedWriteHalf)>,
+    conn: Option<(FrameReader<ConnReader>, ConnWriter)>,
     buf: VecDeque<(u64, Event)>,
 }
 
@@ -454,16 +544,18 @@ impl Subscription {
 
     async fn open(&mut self) -> Result<(), ClusterError> {
         let addr = self.endpoints[self.idx % self.endpoints.len()].clone();
-        let s = connect(&addr, self.cfg.connect_timeout).await?;
-        let (r, mut w) = s.into_split();
-        hello(&mut w, &addr).await?;
+        let (r, mut w) = connect(&addr, &self.cfg).await?;
         let mut b = BytesMut::new();
         let f = SubscribeBody {
             from_offset: self.next_offset,
             ..self.filter.clone()
         };
         frame::put_subscribe(&mut b, &f);
-        w.write_all(&b).await.map_err(|e| ClusterError::Network {
+        let written = match w.write_all(&b).await {
+            Ok(()) => w.flush().await,
+            Err(e) => Err(e),
+        };
+        written.map_err(|e| ClusterError::Network {
             peer: addr.clone(),
             source: e,
         })?;

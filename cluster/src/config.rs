@@ -55,6 +55,21 @@ pub struct NodeConfig {
     /// Persist on a separate WAL thread (raft-rs asynchronous Ready, group commit); `false`
     /// fsyncs inline in the driver loop.
     pub async_persist: bool,
+    /// PEM certificate chain of this node (TLS on when `tls_cert`, `tls_key`, `tls_ca` are
+    /// set; see `docs/security.md`). Needs SANs for this node's host and both the serverAuth
+    /// and clientAuth key usages (it is also presented to peers).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that peers' and (with `tls_client_auth`) clients' certificates
+    /// must chain to.
+    pub tls_ca: Option<PathBuf>,
+    /// Require a client certificate from clients too (mutual TLS); peers always need one.
+    pub tls_client_auth: bool,
+    /// Name checked in peers' certificates instead of the host of each member's address.
+    pub tls_server_name: Option<String>,
+    /// File holding the bearer token that mutating admin operations require (none: open).
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -81,6 +96,12 @@ impl Default for NodeConfig {
             segment_bytes: 64 << 20,
             io_threads: 2,
             async_persist: true,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_client_auth: false,
+            tls_server_name: None,
+            admin_token_file: None,
         }
     }
 }
@@ -238,6 +259,8 @@ impl NodeConfig {
         )?;
         range("segment_bytes", self.segment_bytes, 1 << 16, 1 << 34)?;
         range("io_threads", self.io_threads as u64, 1, 64)?;
+        crate::tls::NodeTls::from_config(self)?;
+        self.admin_token()?;
         Ok(members)
     }
 
@@ -264,6 +287,14 @@ impl NodeConfig {
         rc.max_uncommitted_size = self.max_uncommitted_bytes;
         rc.segment_bytes = self.segment_bytes;
         rc
+    }
+
+    /// The admin bearer token, read from `admin_token_file` (`None` when not configured).
+    pub fn admin_token(&self) -> Result<Option<Vec<u8>>, ClusterError> {
+        self.admin_token_file
+            .as_deref()
+            .map(crate::tls::read_token_file)
+            .transpose()
     }
 
     /// One tick.

@@ -166,6 +166,63 @@ pub fn decode_hello(body: &[u8]) -> Result<Role, DecodeError> {
     }
 }
 
+/// A decoded `Hello`: who is speaking and, for a client, the admin bearer token it sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Client or peer.
+    pub role: Role,
+    /// The optional trailing `u16 len | token` of a client hello (see `docs/protocol.md`).
+    pub token: Option<Vec<u8>>,
+}
+
+/// Encodes a client hello carrying `token` (at most [`crate::tls::MAX_TOKEN_LEN`] bytes, which
+/// the token file reader and the client check) after the version-1 body.
+pub fn encode_client_hello(token: Option<&[u8]>) -> Vec<u8> {
+    let mut v = encode_hello(Role::Client);
+    if let Some(t) = token {
+        let t = &t[..t.len().min(crate::tls::MAX_TOKEN_LEN)];
+        v.extend_from_slice(&(t.len() as u16).to_le_bytes());
+        v.extend_from_slice(t);
+    }
+    v
+}
+
+/// Decodes a hello body including a client's optional token. Strict: a peer hello has no
+/// trailer; a client trailer is exactly `u16 len (1..=4096) | token`.
+pub fn decode_hello_with_token(body: &[u8]) -> Result<Hello, DecodeError> {
+    let role = decode_hello(body)?;
+    let mut r = Reader::new(body);
+    r.take(9)?;
+    if r.remaining() == 0 {
+        return Ok(Hello { role, token: None });
+    }
+    let invalid = |reason: String| DecodeError::Invalid {
+        field: "hello token",
+        reason,
+    };
+    if role != Role::Client {
+        return Err(invalid(format!(
+            "{} trailing bytes on a peer hello",
+            r.remaining()
+        )));
+    }
+    let len = r.u16()? as usize;
+    if len == 0 || len > crate::tls::MAX_TOKEN_LEN {
+        return Err(invalid(format!(
+            "length {len} outside 1..={}",
+            crate::tls::MAX_TOKEN_LEN
+        )));
+    }
+    let token = r.take(len)?.to_vec();
+    if r.remaining() != 0 {
+        return Err(invalid(format!("{} bytes after the token", r.remaining())));
+    }
+    Ok(Hello {
+        role,
+        token: Some(token),
+    })
+}
+
 /// Error classes of the client protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[repr(u8)]
@@ -184,6 +241,9 @@ pub enum ErrorCode {
     ShuttingDown = 6,
     /// Anything else.
     Internal = 7,
+    /// A mutating admin operation without the node's admin bearer token (see
+    /// `docs/security.md`); retrying with the same connection will not help.
+    Unauthorized = 12,
 }
 
 impl ErrorCode {
@@ -196,6 +256,7 @@ impl ErrorCode {
             5 => ErrorCode::BadRequest,
             6 => ErrorCode::ShuttingDown,
             7 => ErrorCode::Internal,
+            12 => ErrorCode::Unauthorized,
             other => {
                 return Err(DecodeError::Invalid {
                     field: "error code",
@@ -207,7 +268,7 @@ impl ErrorCode {
 
     /// True when the same request may succeed if retried (same ids: dedup keeps it once).
     pub fn retryable(self) -> bool {
-        !matches!(self, ErrorCode::BadRequest)
+        !matches!(self, ErrorCode::BadRequest | ErrorCode::Unauthorized)
     }
 }
 
@@ -429,11 +490,69 @@ mod tests {
         assert_eq!(decode_subscribe(body).unwrap(), s);
     }
 
+    #[test]
+    fn client_hello_token_is_optional_and_length_checked() {
+        // Without a token the body is the version-1 hello, byte for byte.
+        assert_eq!(encode_client_hello(None), encode_hello(Role::Client));
+        assert_eq!(
+            decode_hello_with_token(&encode_client_hello(None)).unwrap(),
+            Hello {
+                role: Role::Client,
+                token: None
+            }
+        );
+        let with = encode_client_hello(Some(b"s3cret"));
+        assert_eq!(&with[9..], b"\x06\x00s3cret");
+        assert_eq!(
+            decode_hello_with_token(&with).unwrap().token.as_deref(),
+            Some(&b"s3cret"[..])
+        );
+        // An old decoder ignores the trailer: old nodes accept new clients.
+        assert_eq!(decode_hello(&with).unwrap(), Role::Client);
+        // Truncated token, zero or oversized length, junk after it, a token on a peer hello.
+        assert!(decode_hello_with_token(&with[..with.len() - 1]).is_err());
+        assert!(decode_hello_with_token(&with[..10]).is_err());
+        let mut zero = encode_hello(Role::Client);
+        zero.extend_from_slice(&[0, 0]);
+        assert!(decode_hello_with_token(&zero).is_err());
+        let mut huge = encode_hello(Role::Client);
+        huge.extend_from_slice(&u16::MAX.to_le_bytes());
+        huge.extend_from_slice(&vec![b'x'; u16::MAX as usize]);
+        assert!(decode_hello_with_token(&huge).is_err());
+        let mut junk = with.clone();
+        junk.push(0);
+        assert!(decode_hello_with_token(&junk).is_err());
+        let mut peer = encode_hello(Role::Peer { from: 2 });
+        peer.extend_from_slice(&with[9..]);
+        assert!(decode_hello_with_token(&peer).is_err());
+    }
+
+    #[test]
+    fn unauthorized_error_code_round_trips_and_is_final() {
+        let mut buf = BytesMut::new();
+        put_error(
+            &mut buf,
+            &ErrorBody {
+                req_id: 5,
+                code: ErrorCode::Unauthorized,
+                leader_id: 0,
+                leader_addr: String::new(),
+                message: "admin token required".into(),
+            },
+        );
+        let (_, body, _) = decode_frame(&buf, 1024).unwrap().unwrap();
+        assert_eq!(body[8], 12);
+        let e = decode_error(body).unwrap();
+        assert_eq!(e.code, ErrorCode::Unauthorized);
+        assert!(!e.code.retryable());
+    }
+
     proptest! {
         #[test]
         fn decoders_never_panic(data in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_frame(&data, 1 << 20);
             let _ = decode_hello(&data);
+            let _ = decode_hello_with_token(&data);
             let _ = decode_error(&data);
             let _ = decode_publish(&Bytes::from(data.clone()));
             let _ = decode_publish_ok(&data);

@@ -24,6 +24,8 @@
 //!   [`procs::ProcessCluster`] — N real `eventstream node` processes.
 //! * [`Client`] / [`Subscription`] — the Rust client: retries keep event ids, follows
 //!   redirects; subscriptions resume from the next offset on any node.
+//! * [`tls`] — TLS (rustls) for peer and client connections, optional mutual TLS, and the
+//!   admin bearer token; see `docs/security.md`.
 //! * [`NodeMetrics`] — implements core's `ReplicationSource` for exporters.
 //! * [`cli`] — the `node` / `publish` / `subscribe` / `status` / `bench replication` /
 //!   `bench failover` commands; [`DemoLoad`] — synthetic load for the demo.
@@ -48,6 +50,7 @@ pub mod replica;
 pub mod server;
 pub mod state;
 pub mod stream;
+pub mod tls;
 pub mod transport;
 pub mod wal;
 

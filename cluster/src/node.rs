@@ -112,6 +112,14 @@ impl Node {
             peer: "listener".into(),
             source: e,
         })?;
+        let node_tls = crate::tls::NodeTls::from_config(&cfg)?;
+        let admin_token = cfg.admin_token()?.map(crate::tls::AdminToken::new);
+        if admin_token.is_some() && node_tls.is_none() {
+            tracing::warn!(
+                id = cfg.id,
+                "admin_token_file is set but TLS is off: clients send the token in clear text"
+            );
+        }
         let metrics = Arc::new(NodeMetrics::new(cfg.id, members.clone()));
         let acks = AckRegistry::new();
         let stream = CommittedStream::new();
@@ -183,6 +191,7 @@ impl Node {
             cfg.peer_queue,
             metrics.clone(),
             driver_tx.clone(),
+            node_tls.clone(),
         );
         let dcfg = DriverConfig {
             tick: cfg.tick(),
@@ -220,6 +229,9 @@ impl Node {
             max_event_bytes: cfg.max_event_bytes,
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             protocol_errors: AtomicU64::new(0),
+            tls: node_tls,
+            admin_token,
+            tls_handshake_failures: AtomicU64::new(0),
         });
         listener
             .set_nonblocking(true)
@@ -286,6 +298,13 @@ impl Node {
     pub fn protocol_errors(&self) -> u64 {
         self.ctx
             .protocol_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Failed TLS handshakes on this node's port so far (also in [`Node::protocol_errors`]).
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.ctx
+            .tls_handshake_failures
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

@@ -1,7 +1,7 @@
 //! A cluster of real `eventstream node` processes on loopback (failover benchmark and the
 //! process tests): spawn, `kill -9`, restart, find the leader.
 
-use crate::client::status_of;
+use crate::client::{status_with, ClientConfig};
 use crate::error::ClusterError;
 use eventstream_core::replication::{ClusterStatus, RaftRole};
 use std::path::{Path, PathBuf};
@@ -33,6 +33,8 @@ pub struct ProcessCluster {
     endpoints: Vec<String>,
     extra: Vec<String>,
     children: Vec<Option<Child>>,
+    /// TLS settings and token for the status probes (endpoints ignored).
+    client: ClientConfig,
 }
 
 impl ProcessCluster {
@@ -58,6 +60,7 @@ impl ProcessCluster {
             endpoints,
             extra: extra.to_vec(),
             children: (0..n).map(|_| None).collect(),
+            client: ClientConfig::new(Vec::new()),
         };
         for id in 1..=n as u64 {
             c.spawn(id)?;
@@ -90,6 +93,11 @@ impl ProcessCluster {
         Ok(())
     }
 
+    /// Uses `cfg`'s TLS settings and token for status probes (nodes started with `--tls-*`).
+    pub fn set_client_config(&mut self, cfg: ClientConfig) {
+        self.client = cfg;
+    }
+
     /// Client endpoints.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
@@ -115,7 +123,9 @@ impl ProcessCluster {
         for (i, ep) in self.endpoints.iter().enumerate() {
             out.push((
                 i as u64 + 1,
-                status_of(ep, Duration::from_millis(500)).await.ok(),
+                status_with(&self.client, ep, Duration::from_millis(500))
+                    .await
+                    .ok(),
             ));
         }
         out

@@ -1,6 +1,11 @@
 //! The node's listener: one TCP port for peers and clients. The first frame (`Hello`) says
 //! which. Every connection is its own task; a protocol error (garbage, an oversized or unknown
 //! frame) closes that connection only.
+//!
+//! With TLS on (see [`crate::tls`]) the handshake comes before the `Hello`; a failed handshake
+//! (plain bytes, an untrusted certificate) is a protocol error of that connection. A peer
+//! `Hello` needs a certificate valid for that member; a client `Hello` may carry the admin
+//! bearer token, which sets [`ConnState::authorized`] for [`require_admin`].
 
 use crate::acks::{AckError, AckRegistry};
 use crate::codec;
@@ -9,6 +14,7 @@ use crate::frame::{self, ErrorBody, ErrorCode, Kind, Role};
 use crate::metrics::NodeMetrics;
 use crate::net::{invalid, FrameReader};
 use crate::stream::CommittedStream;
+use crate::tls::{self, AdminToken, ConnReader, ConnWriter, NodeTls, PeerCert};
 use bytes::BytesMut;
 use eventstream_core::replication::ReplicationSource;
 use eventstream_core::{Engine, Event};
@@ -18,7 +24,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -45,6 +50,57 @@ pub struct ServerCtx {
     pub request_timeout: Duration,
     /// Connections closed for protocol errors (for tests and logs).
     pub protocol_errors: AtomicU64,
+    /// TLS for this node's port (`None`: plain TCP).
+    pub tls: Option<Arc<NodeTls>>,
+    /// Bearer token mutating admin operations require (`None`: they are open).
+    pub admin_token: Option<AdminToken>,
+    /// Failed TLS handshakes (also counted in `protocol_errors`).
+    pub tls_handshake_failures: AtomicU64,
+}
+
+/// What the server knows about one client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnState {
+    /// May run mutating admin operations: the node has no admin token, or the client's
+    /// `Hello` carried the right one.
+    pub authorized: bool,
+    /// The client presented a certificate that chains to `tls_ca` (mutual TLS).
+    pub client_cert: bool,
+}
+
+impl ConnState {
+    /// The state of a client connection whose `Hello` carried `presented` (compared in
+    /// constant time with the node's token).
+    pub fn for_client(
+        presented: Option<&[u8]>,
+        expected: Option<&AdminToken>,
+        cert: &PeerCert,
+    ) -> Self {
+        let authorized = match expected {
+            None => true,
+            Some(t) => presented.is_some_and(|p| t.matches(p)),
+        };
+        ConnState {
+            authorized,
+            client_cert: cert.0.is_some(),
+        }
+    }
+}
+
+/// Call first in every mutating admin handler (member add/remove, leader transfer, snapshot):
+/// `Err` is the `Unauthorized` error frame to send back for `req_id` (the connection stays
+/// open; read-only requests keep working).
+pub fn require_admin(conn: &ConnState, ctx: &ServerCtx, req_id: u64) -> Result<(), BytesMut> {
+    if conn.authorized {
+        return Ok(());
+    }
+    Err(error_frame(
+        req_id,
+        ErrorCode::Unauthorized,
+        ctx,
+        "admin operation refused: this node requires an admin bearer token \
+         (client: --token or EVENTSTREAM_TOKEN; node: admin_token_file)",
+    ))
 }
 
 /// Accepts connections until the runtime stops.
@@ -74,9 +130,27 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerCtx>) {
 
 async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
     let _ = sock.set_nodelay(true);
-    let (r, w) = sock.into_split();
+    // One deadline for the TLS handshake and the Hello.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (r, w, cert) = match &ctx.tls {
+        None => {
+            let (r, w) = tls::plain(sock);
+            (r, w, PeerCert::default())
+        }
+        Some(t) => match tokio::time::timeout_at(deadline, t.accept(sock)).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                ctx.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+            Err(_) => {
+                ctx.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake"));
+            }
+        },
+    };
     let mut reader = FrameReader::new(r, ctx.max_frame);
-    let hello = tokio::time::timeout(Duration::from_secs(10), reader.next())
+    let hello = tokio::time::timeout_at(deadline, reader.next())
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))??;
     let Some((kind, body)) = hello else {
@@ -85,15 +159,26 @@ async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
     if kind != Kind::Hello {
         return Err(invalid(format!("first frame must be Hello, got {kind:?}")));
     }
-    match frame::decode_hello(&body).map_err(invalid)? {
-        Role::Peer { from } => serve_peer(from, reader, ctx).await,
-        Role::Client => serve_client(reader, w, ctx).await,
+    let hello = frame::decode_hello_with_token(&body).map_err(invalid)?;
+    match hello.role {
+        Role::Peer { from } => {
+            if let (Some(t), Some(m)) = (&ctx.tls, ctx.metrics.member(from)) {
+                t.check_peer(&cert, &m.addr)
+                    .map_err(|e| invalid(format!("peer {from}: {e}")))?;
+            }
+            serve_peer(from, reader, ctx).await
+        }
+        Role::Client => {
+            let conn_state =
+                ConnState::for_client(hello.token.as_deref(), ctx.admin_token.as_ref(), &cert);
+            serve_client(reader, w, ctx, conn_state).await
+        }
     }
 }
 
 async fn serve_peer(
     from: u64,
-    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    mut reader: FrameReader<ConnReader>,
     ctx: &Arc<ServerCtx>,
 ) -> io::Result<()> {
     if ctx.metrics.member(from).is_none() || from == ctx.id {
@@ -119,7 +204,7 @@ async fn serve_peer(
     Ok(())
 }
 
-async fn writer_task(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<BytesMut>) {
+async fn writer_task(mut w: ConnWriter, mut rx: mpsc::Receiver<BytesMut>) {
     let mut buf = BytesMut::with_capacity(64 << 10);
     while let Some(first) = rx.recv().await {
         buf.clear();
@@ -130,7 +215,8 @@ async fn writer_task(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<BytesMut>) {
                 Err(_) => break,
             }
         }
-        if w.write_all(&buf).await.is_err() {
+        // TLS holds records until flushed; a no-op on plain TCP.
+        if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
             return;
         }
     }
@@ -164,10 +250,12 @@ fn error_frame(
 }
 
 async fn serve_client(
-    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
-    w: OwnedWriteHalf,
+    mut reader: FrameReader<ConnReader>,
+    w: ConnWriter,
     ctx: &Arc<ServerCtx>,
+    conn_state: ConnState,
 ) -> io::Result<()> {
+    tracing::debug!(?conn_state, "client connected");
     // Small: it bounds what a slow reader (a lagging subscriber) can make us buffer.
     let (tx, rx) = mpsc::channel::<BytesMut>(64);
     let writer = tokio::spawn(writer_task(w, rx));
@@ -306,7 +394,7 @@ fn check_publish(req_id: u64, events: &[Event], ctx: &ServerCtx) -> Option<Bytes
 
 async fn subscribe(
     sub: frame::SubscribeBody,
-    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    mut reader: FrameReader<ConnReader>,
     tx: &mpsc::Sender<BytesMut>,
     ctx: &Arc<ServerCtx>,
 ) -> io::Result<()> {
@@ -361,4 +449,73 @@ async fn subscribe(
 /// Sends proposals from the engine to the driver (see [`crate::node`]).
 pub(crate) fn proposal(block: bytes::Bytes, ids: Vec<u64>) -> Proposal {
     Proposal { block, ids }
+}
+
+#[cfg(test)]
+mod admin_auth_tests {
+    use super::*;
+    use crate::metrics::Member;
+
+    fn ctx(token: Option<&[u8]>) -> ServerCtx {
+        let members = vec![Member {
+            id: 1,
+            addr: "127.0.0.1:7001".into(),
+            http_addr: None,
+        }];
+        ServerCtx {
+            id: 1,
+            metrics: Arc::new(NodeMetrics::new(1, members)),
+            engine: Arc::new(Engine::builder().start().expect("engine")),
+            acks: AckRegistry::new(),
+            stream: CommittedStream::new(),
+            driver: crossbeam_channel::unbounded().0,
+            max_frame: 1 << 20,
+            max_event_bytes: 1 << 10,
+            request_timeout: Duration::from_secs(1),
+            protocol_errors: AtomicU64::new(0),
+            tls: None,
+            admin_token: token.map(|t| AdminToken::new(t.to_vec())),
+            tls_handshake_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The hello a client sent, as the server decodes it, to the connection's state.
+    fn state_after_hello(token: Option<&[u8]>, ctx: &ServerCtx) -> ConnState {
+        let hello = frame::decode_hello_with_token(&frame::encode_client_hello(token)).unwrap();
+        ConnState::for_client(
+            hello.token.as_deref(),
+            ctx.admin_token.as_ref(),
+            &PeerCert::default(),
+        )
+    }
+
+    #[test]
+    fn hello_token_decides_admin_authorization() {
+        let protected = ctx(Some(b"s3cret"));
+        assert!(state_after_hello(Some(b"s3cret"), &protected).authorized);
+        assert!(!state_after_hello(Some(b"s3creT"), &protected).authorized);
+        assert!(!state_after_hello(Some(b"s3cret-and-more"), &protected).authorized);
+        assert!(!state_after_hello(None, &protected).authorized);
+        // No admin token configured: admin operations are open, token or not.
+        let open = ctx(None);
+        assert!(state_after_hello(None, &open).authorized);
+        assert!(state_after_hello(Some(b"anything"), &open).authorized);
+        assert!(!format!("{protected:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn require_admin_answers_unauthorized_with_the_request_id() {
+        let ctx = ctx(Some(b"s3cret"));
+        let denied = state_after_hello(Some(b"nope"), &ctx);
+        let frame_bytes = require_admin(&denied, &ctx, 77).unwrap_err();
+        let (kind, body, used) = frame::decode_frame(&frame_bytes, 1 << 20)
+            .unwrap()
+            .expect("one whole frame");
+        assert_eq!((kind, used), (Kind::Error, frame_bytes.len()));
+        let e = frame::decode_error(body).unwrap();
+        assert_eq!((e.req_id, e.code), (77, ErrorCode::Unauthorized));
+        assert!(e.message.contains("admin bearer token"), "{}", e.message);
+        let allowed = state_after_hello(Some(b"s3cret"), &ctx);
+        assert!(require_admin(&allowed, &ctx, 78).is_ok());
+    }
 }

@@ -7,10 +7,14 @@
 //!   batches every queued message into one write. While disconnected, queued messages are
 //!   dropped and counted (raft retransmits).
 //! * Inbound peer connections are accepted by the node's listener (see `server`).
+//! * With TLS on, the writer completes a handshake (verifying the peer against `tls_ca` and
+//!   its member address, presenting this node's certificate) before the hello; a failed
+//!   handshake counts as a failed connection attempt (backoff, raft told it is unreachable).
 
 use crate::driver::{DriverMsg, PeerSender};
 use crate::frame::{self, Kind, Role};
 use crate::metrics::{Member, NodeMetrics};
+use crate::tls::{self, NodeTls};
 use bytes::BytesMut;
 use crossbeam_channel::Sender;
 use protobuf::Message as _;
@@ -39,6 +43,7 @@ impl TcpPeers {
         queue: usize,
         metrics: Arc<NodeMetrics>,
         driver: Sender<DriverMsg>,
+        tls: Option<Arc<NodeTls>>,
     ) -> TcpPeers {
         let mut queues = HashMap::new();
         for m in members.iter().filter(|m| m.id != my_id) {
@@ -50,6 +55,7 @@ impl TcpPeers {
                 rx,
                 metrics.clone(),
                 driver.clone(),
+                tls.clone(),
             ));
         }
         TcpPeers { queues, metrics }
@@ -94,13 +100,24 @@ async fn peer_writer(
     mut rx: mpsc::Receiver<Message>,
     metrics: Arc<NodeMetrics>,
     driver: Sender<DriverMsg>,
+    tls: Option<Arc<NodeTls>>,
 ) {
     let mut backoff = Duration::from_millis(20);
     let mut buf = BytesMut::with_capacity(1 << 20);
     loop {
-        let conn =
-            tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(&peer.addr)).await;
-        let mut stream = match conn {
+        let conn = tokio::time::timeout(Duration::from_secs(1), async {
+            let s = TcpStream::connect(&peer.addr).await?;
+            let _ = s.set_nodelay(true);
+            match &tls {
+                None => Ok(tls::plain(s)),
+                Some(t) => t.connect(s, &peer.addr).await.inspect_err(|e| {
+                    tracing::warn!(peer = peer.id, addr = %peer.addr, error = %e, "TLS handshake with peer failed");
+                }),
+            }
+        })
+        .await;
+        // The read half stays open (TLS session tickets may arrive); only writes are used.
+        let (_read_half, mut stream) = match conn {
             Ok(Ok(s)) => s,
             _ => {
                 let _ = driver.send(DriverMsg::Unreachable(peer.id));
@@ -117,14 +134,13 @@ async fn peer_writer(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         buf.clear();
         frame::put_frame(
             &mut buf,
             Kind::Hello,
             &frame::encode_hello(Role::Peer { from: my_id }),
         );
-        if stream.write_all(&buf).await.is_err() {
+        if stream.write_all(&buf).await.is_err() || stream.flush().await.is_err() {
             continue;
         }
         backoff = Duration::from_millis(20);
@@ -152,7 +168,11 @@ async fn peer_writer(
                     Err(e) => tracing::error!(error = %e, "cannot encode raft message"),
                 }
             }
-            if let Err(e) = stream.write_all(&buf).await {
+            let written = match stream.write_all(&buf).await {
+                Ok(()) => stream.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 tracing::debug!(peer = peer.id, error = %e, "peer connection lost");
                 for m in &batch {
                     count_failure(&metrics, m);

@@ -1,0 +1,222 @@
+//! Three real `eventstream node` processes with TLS, mutual TLS and an admin token configured
+//! by flags; the `publish` / `subscribe` / `status` commands talk to them with `--tls-*` flags
+//! and `EVENTSTREAM_*` variables. Bad TLS or token settings stop `eventstream node` at start-up
+//! with the setting named.
+
+use eventstream_cluster::procs::{free_ports, ProcessCluster};
+use eventstream_cluster::tls::ClientTls;
+use eventstream_cluster::ClientConfig;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const EXE: &str = env!("CARGO_BIN_EXE_eventstream");
+
+/// Writes `ca.pem`, `node.pem`/`node.key` (127.0.0.1, server + client auth) and
+/// `client.pem`/`client.key` (client auth) into `dir`.
+fn pki(dir: &Path) {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "test CA");
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = p.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, san, usages) in [
+        (
+            "node",
+            "127.0.0.1",
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        ),
+        (
+            "client",
+            "client.example",
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        ),
+    ] {
+        let mut p = CertificateParams::new(vec![san.to_owned()]).unwrap();
+        p.extended_key_usages = usages;
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+fn run(args: &[&str], envs: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(EXE);
+    c.args(args);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn node_refuses_to_start_with_bad_tls_or_token_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pki(d);
+    std::fs::write(d.join("empty-token"), "").unwrap();
+    std::fs::write(d.join("garbage.pem"), "hello").unwrap();
+    let port = free_ports(1).unwrap()[0];
+    let peers = format!("1=127.0.0.1:{port}");
+    let data = d.join("data");
+    let p = |n: &str| d.join(n).to_str().unwrap().to_owned();
+    let base = [
+        "node",
+        "--id",
+        "1",
+        "--peers",
+        &peers,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let cases: [(Vec<String>, &str); 3] = [
+        (
+            vec!["--admin-token-file".into(), p("empty-token")],
+            "admin_token_file",
+        ),
+        (
+            vec![
+                "--tls-cert".into(),
+                p("garbage.pem"),
+                "--tls-key".into(),
+                p("node.key"),
+                "--tls-ca".into(),
+                p("ca.pem"),
+            ],
+            "tls_cert",
+        ),
+        (vec!["--tls-cert".into(), p("node.pem")], "tls_key"),
+    ];
+    for (extra, field) in cases {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(extra.iter().map(String::as_str));
+        let out = run(&args, &[]);
+        assert!(!out.status.success(), "{args:?} must not start");
+        let err = stderr(&out);
+        assert!(err.contains(&format!("`{field}`")), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn tls_process_cluster_with_cli_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pki(d);
+    std::fs::write(d.join("token"), "s3cret\n").unwrap();
+    let p = |n: &str| d.join(n).to_str().unwrap().to_owned();
+    let flags: Vec<String> = [
+        "--tls-cert",
+        &p("node.pem"),
+        "--tls-key",
+        &p("node.key"),
+        "--tls-ca",
+        &p("ca.pem"),
+        "--tls-client-auth",
+        "--admin-token-file",
+        &p("token"),
+        "--tick-ms",
+        "10",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    let mut cluster = ProcessCluster::start(Path::new(EXE), 3, &d.join("data"), &flags).unwrap();
+    let mut probe = ClientConfig::new(Vec::new());
+    probe.tls = Some(
+        ClientTls::from_files(
+            &d.join("ca.pem"),
+            Some((&d.join("client.pem"), &d.join("client.key"))),
+            None,
+        )
+        .unwrap(),
+    );
+    cluster.set_client_config(probe);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(cluster.wait_healthy(Duration::from_secs(20)))
+        .expect("TLS cluster healthy");
+    let eps = cluster.endpoints().join(",");
+    let tls_flags = [
+        "--tls-ca",
+        &p("ca.pem"),
+        "--tls-cert",
+        &p("client.pem"),
+        "--tls-key",
+        &p("client.key"),
+    ];
+
+    let mut args = vec!["publish", "--endpoints", &eps, "--topic", "sec"];
+    args.extend(tls_flags);
+    args.extend(["one", "two", "three"]);
+    let out = run(&args, &[]);
+    assert!(out.status.success(), "publish: {}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n1\n2\n");
+
+    // The same settings from the environment.
+    let envs = [
+        ("EVENTSTREAM_TLS_CA", d.join("ca.pem")),
+        ("EVENTSTREAM_TLS_CERT", d.join("client.pem")),
+        ("EVENTSTREAM_TLS_KEY", d.join("client.key")),
+    ];
+    let envs: Vec<(&str, &Path)> = envs.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    let out = run(
+        &[
+            "subscribe",
+            "--endpoints",
+            &eps,
+            "--limit",
+            "3",
+            "--idle-exit-ms",
+            "5000",
+            "--json",
+        ],
+        &envs,
+    );
+    assert!(out.status.success(), "subscribe: {}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let payloads: Vec<&str> = lines
+        .iter()
+        .map(|v| v["payload"].as_str().unwrap())
+        .collect();
+    assert_eq!(payloads, ["one", "two", "three"]);
+
+    let mut args = vec!["status", "--endpoints", &eps, "--json"];
+    args.extend(tls_flags);
+    let out = run(&args, &[]);
+    assert!(out.status.success(), "status: {}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["status"]["leader_id"].is_u64()));
+
+    // Plain TCP, or TLS without the client certificate mTLS requires: no endpoint answers.
+    let out = run(&["status", "--endpoints", &eps], &[]);
+    assert!(!out.status.success());
+    let out = run(
+        &["status", "--endpoints", &eps, "--tls-ca", &p("ca.pem")],
+        &[],
+    );
+    assert!(!out.status.success());
+}
