@@ -24,6 +24,7 @@
 //!   [`procs::ProcessCluster`] — N real `eventstream node` processes.
 //! * [`Client`] / [`Subscription`] — the Rust client: retries keep event ids, follows
 //!   redirects; subscriptions resume from the next offset on any node.
+//! * [`admin`] — membership changes and leader transfer (requests, replies, wire codecs).
 //! * [`NodeMetrics`] — implements core's `ReplicationSource` for exporters.
 //! * [`cli`] — the `node` / `publish` / `subscribe` / `status` / `bench replication` /
 //!   `bench failover` commands; [`DemoLoad`] — synthetic load for the demo.
@@ -32,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod acks;
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod codec;
