@@ -49,6 +49,9 @@ pub struct NodeArgs {
     /// Publish commit timeout in milliseconds.
     #[arg(long, env = "EVENTSTREAM_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// Join a running cluster (with an empty data directory; ignored once it holds a log).
+    #[arg(long, env = "EVENTSTREAM_JOIN")]
+    pub join: bool,
 }
 
 impl NodeArgs {
@@ -78,6 +81,9 @@ impl NodeArgs {
         }
         if let Some(v) = self.request_timeout_ms {
             c.request_timeout_ms = v;
+        }
+        if self.join {
+            c.join = true;
         }
         c.validate()?;
         Ok(c)

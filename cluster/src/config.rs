@@ -55,6 +55,11 @@ pub struct NodeConfig {
     /// Persist on a separate WAL thread (raft-rs asynchronous Ready, group commit); `false`
     /// fsyncs inline in the driver loop.
     pub async_persist: bool,
+    /// Join a running cluster: with an empty data directory, fetch the configuration the
+    /// cluster's log starts from (from the other members in `peers`) instead of bootstrapping
+    /// a new cluster from `peers`. Ignored once the data directory holds a log. The node must
+    /// have been added first (`eventstream member add ID=... --learner`).
+    pub join: bool,
 }
 
 impl Default for NodeConfig {
@@ -81,6 +86,7 @@ impl Default for NodeConfig {
             segment_bytes: 64 << 20,
             io_threads: 2,
             async_persist: true,
+            join: false,
         }
     }
 }

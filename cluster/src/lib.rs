@@ -24,6 +24,8 @@
 //!   [`procs::ProcessCluster`] — N real `eventstream node` processes.
 //! * [`Client`] / [`Subscription`] — the Rust client: retries keep event ids, follows
 //!   redirects; subscriptions resume from the next offset on any node.
+//! * [`member_cli`] — `member add|remove|list`, `leader transfer`, `bench restart`.
+//! * [`join`] — starting a node that joins a running cluster.
 //! * [`admin`] — membership changes and leader transfer (requests, replies, wire codecs).
 //! * [`NodeMetrics`] — implements core's `ReplicationSource` for exporters.
 //! * [`cli`] — the `node` / `publish` / `subscribe` / `status` / `bench replication` /
@@ -41,7 +43,9 @@ pub mod config;
 pub mod driver;
 pub mod error;
 pub mod frame;
+pub mod join;
 pub mod load;
+pub mod member_cli;
 pub mod metrics;
 pub mod net;
 pub mod node;

@@ -54,6 +54,8 @@ pub struct NodeMetrics {
     members: RwLock<Vec<Member>>,
     /// Ids of the members that are learners (non-voting).
     learners: RwLock<Vec<u64>>,
+    /// The configured `peers` (a joining node hears from members its log has not added yet).
+    configured: Vec<Member>,
     id: u64,
 }
 
@@ -96,6 +98,7 @@ impl NodeMetrics {
             leader: AtomicU64::new(0),
             leader_commit: AtomicU64::new(0),
             is_leader: AtomicBool::new(false),
+            configured: members.clone(),
             members: RwLock::new(members),
             learners: RwLock::new(Vec::new()),
             id,
@@ -119,13 +122,15 @@ impl NodeMetrics {
             .clone()
     }
 
-    /// The member with raft id `id`.
+    /// The member with raft id `id`: from the member table, else from the configured `peers`
+    /// (a joining node knows the current leader from its configuration before its log does).
     pub fn member(&self, id: u64) -> Option<Member> {
         self.members
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|m| m.id == id)
+            .or_else(|| self.configured.iter().find(|m| m.id == id))
             .cloned()
     }
 
