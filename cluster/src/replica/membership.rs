@@ -394,7 +394,21 @@ impl Replica {
     /// A leader left in a joint configuration (e.g. elected after the previous leader entered
     /// it, or with an explicit transition) proposes leaving it. raft-rs auto-leaves only when
     /// the leader that applied the entering entry stays leader; this covers the rest.
+    ///
+    /// Also: raft-rs keeps a leader that removed itself in office but refuses its proposals;
+    /// such a leader hands leadership to the most caught-up remaining voter (again after a
+    /// transfer timed out).
     pub fn leave_joint_if_needed(&mut self) {
+        if self.raw.raft.state == StateRole::Leader
+            && !self.transferring()
+            && !self.conf_state().voters.contains(&self.id())
+            && !self.is_joint()
+        {
+            match self.start_transfer(None) {
+                Ok(to) => tracing::info!(id = self.id(), to, "removed leader hands over"),
+                Err(err) => tracing::warn!(error = %err.message, "removed leader cannot hand over"),
+            }
+        }
         if self.raw.raft.state != StateRole::Leader
             || !self.is_joint()
             || self.raw.raft.has_pending_conf()
