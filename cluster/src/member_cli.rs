@@ -216,7 +216,10 @@ pub fn run_member(cmd: MemberCommand) -> Result<(), ClusterError> {
             print_list(&l, t.json);
         }
         MemberCommand::Add(a) => {
-            let member = parse_member(&a.member)?;
+            let member = parse_member(&a.member).map_err(|e| match e {
+                ClusterError::InvalidConfig { reason, .. } => ClusterError::config("member", reason),
+                other => other,
+            })?;
             let c = client(&a.target.endpoints, a.target.timeout)?;
             let l = rt.block_on(add_member(&c, member, a.learner, a.target.timeout))?;
             print_list(&l, a.target.json);
