@@ -143,7 +143,13 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
         assert!(out.contains("learner"), "{out}");
         assert_eq!(cluster.add_node(&addr).unwrap(), id);
         let out = es_ok(&[
-            "member", "add", &spec, "--endpoints", &eps, "--timeout", "30s",
+            "member",
+            "add",
+            &spec,
+            "--endpoints",
+            &eps,
+            "--timeout",
+            "30s",
         ]);
         let row = out
             .lines()
@@ -159,10 +165,22 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
 
     // Shrink: remove the current leader (the CLI moves leadership first), then one more.
     let leader = list.leader_id;
-    es_ok(&["member", "remove", &leader.to_string(), "--endpoints", &live(&cluster)]);
+    es_ok(&[
+        "member",
+        "remove",
+        &leader.to_string(),
+        "--endpoints",
+        &live(&cluster),
+    ]);
     cluster.retire(leader);
     let other = [1u64, 2, 3].into_iter().find(|&i| i != leader).unwrap();
-    es_ok(&["member", "remove", &other.to_string(), "--endpoints", &live(&cluster)]);
+    es_ok(&[
+        "member",
+        "remove",
+        &other.to_string(),
+        "--endpoints",
+        &live(&cluster),
+    ]);
     cluster.retire(other);
     let list = member_list(&live(&cluster));
     let mut ids: Vec<u64> = list.members.iter().map(|m| m.id).collect();
@@ -176,7 +194,11 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
     rt.block_on(cluster.wait_healthy(Duration::from_secs(30)))
         .unwrap();
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 100, "only {} events acknowledged", acked.len());
+    assert!(
+        acked.len() > 100,
+        "only {} events acknowledged",
+        acked.len()
+    );
     let eps: Vec<String> = cluster
         .live_endpoints()
         .into_iter()
@@ -218,9 +240,19 @@ fn leader_transfer_cli_sigterm_hand_off_and_bad_requests() {
     // `leader transfer --to`.
     let to = (1..=3u64).find(|&i| i != leader).unwrap();
     let out = es_ok(&[
-        "leader", "transfer", "--to", &to.to_string(), "--endpoints", &eps, "--timeout", "10s",
+        "leader",
+        "transfer",
+        "--to",
+        &to.to_string(),
+        "--endpoints",
+        &eps,
+        "--timeout",
+        "10s",
     ]);
-    assert!(out.contains(&format!("leadership moved to {to} (term {})", t0 + 1)), "{out}");
+    assert!(
+        out.contains(&format!("leadership moved to {to} (term {})", t0 + 1)),
+        "{out}"
+    );
     // The status snapshot is refreshed every 50 ms.
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while term(&cluster, &rt, to) != (RaftRole::Leader, t0 + 1)
@@ -232,7 +264,13 @@ fn leader_transfer_cli_sigterm_hand_off_and_bad_requests() {
     // `--if-leader` against a follower is a no-op (the k8s preStop hook on a follower pod).
     let follower_addr = cluster.endpoints()[(leader - 1) as usize].clone();
     let out = es_ok(&[
-        "leader", "transfer", "--if-leader", "--endpoints", &follower_addr, "--timeout", "15s",
+        "leader",
+        "transfer",
+        "--if-leader",
+        "--endpoints",
+        &follower_addr,
+        "--timeout",
+        "15s",
     ]);
     assert!(out.contains("nothing to do"), "{out}");
 
@@ -262,7 +300,11 @@ fn leader_transfer_cli_sigterm_hand_off_and_bad_requests() {
         })
         .unwrap();
     assert_ne!(new_leader.0, to);
-    assert_eq!(new_leader.1, t0 + 2, "the hand-off needed exactly one new term");
+    assert_eq!(
+        new_leader.1,
+        t0 + 2,
+        "the hand-off needed exactly one new term"
+    );
     cluster.restart(to).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
@@ -302,7 +344,8 @@ fn leader_transfer_cli_sigterm_hand_off_and_bad_requests() {
         .unwrap();
     let mut sock =
         std::net::TcpStream::connect(&cluster.endpoints()[(leader - 1) as usize]).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut b = BytesMut::new();
     frame::put_frame(&mut b, Kind::Hello, &frame::encode_hello(Role::Client));
     frame::put_frame_with(&mut b, Kind::MemberAdd, |b| {

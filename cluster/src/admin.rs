@@ -198,11 +198,10 @@ pub fn decode_request(kind: Kind, body: &[u8]) -> Result<(u64, AdminRequest), De
                 }
             };
             let spec = r.str16("member")?;
-            let member =
-                crate::config::parse_member(spec).map_err(|e| DecodeError::Invalid {
-                    field: "member",
-                    reason: e.to_string(),
-                })?;
+            let member = crate::config::parse_member(spec).map_err(|e| DecodeError::Invalid {
+                field: "member",
+                reason: e.to_string(),
+            })?;
             AdminRequest::AddMember { member, learner }
         }
         Kind::MemberRemove => {

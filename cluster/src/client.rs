@@ -459,8 +459,9 @@ impl Client {
                 }
                 Ok(_) => {
                     self.drop_conn(true).await;
-                    last_err =
-                        ClusterError::Decode(crate::error::DecodeError::Kind(Kind::PublishOk as u8));
+                    last_err = ClusterError::Decode(crate::error::DecodeError::Kind(
+                        Kind::PublishOk as u8,
+                    ));
                 }
                 Err(e) => {
                     self.drop_conn(true).await;

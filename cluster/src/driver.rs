@@ -383,10 +383,12 @@ impl AdminState {
                     return;
                 }
                 match replica.start_transfer(to) {
-                    Ok(target) if target == replica.id() => reply.send(Ok(AdminReply::Transferred {
-                        leader_id: target,
-                        term: replica.term(),
-                    })),
+                    Ok(target) if target == replica.id() => {
+                        reply.send(Ok(AdminReply::Transferred {
+                            leader_id: target,
+                            term: replica.term(),
+                        }))
+                    }
                     Ok(target) => {
                         tracing::info!(from = replica.id(), to = target, "transferring leadership");
                         self.transfer = Some((target, reply, Instant::now() + timeout));

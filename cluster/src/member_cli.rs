@@ -217,7 +217,9 @@ pub fn run_member(cmd: MemberCommand) -> Result<(), ClusterError> {
         }
         MemberCommand::Add(a) => {
             let member = parse_member(&a.member).map_err(|e| match e {
-                ClusterError::InvalidConfig { reason, .. } => ClusterError::config("member", reason),
+                ClusterError::InvalidConfig { reason, .. } => {
+                    ClusterError::config("member", reason)
+                }
                 other => other,
             })?;
             let c = client(&a.target.endpoints, a.target.timeout)?;
@@ -247,7 +249,10 @@ pub async fn add_member(
     let mut l = match existing {
         Some(m) if m.learner && !learner_only => list.clone(),
         // A voter, or a learner added again with --learner: the leader explains the refusal.
-        Some(m) => c.member_add(member.clone(), learner_only || m.learner).await?,
+        Some(m) => {
+            c.member_add(member.clone(), learner_only || m.learner)
+                .await?
+        }
         None => {
             let l = c.member_add(member.clone(), true).await?;
             eprintln!("member {id} added as a learner");
@@ -442,8 +447,12 @@ async fn restart_bench(
     let mut pubs = Vec::new();
     for _ in 0..a.clients {
         let client = Client::new(ClientConfig::new(eps.clone()))?;
-        let (stop, acked, failed, times) =
-            (stop.clone(), acked.clone(), failed.clone(), ack_times.clone());
+        let (stop, acked, failed, times) = (
+            stop.clone(),
+            acked.clone(),
+            failed.clone(),
+            ack_times.clone(),
+        );
         let batch = a.batch;
         pubs.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -546,7 +555,9 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("3h").unwrap_err().contains("unit"));
-        assert!(parse_duration("abc").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("abc")
+            .unwrap_err()
+            .contains("not a duration"));
     }
 
     #[test]
@@ -554,7 +565,13 @@ mod tests {
         let t = Instant::now();
         let ms = |x: u64| t + Duration::from_millis(x);
         let acks = [ms(0), ms(10), ms(20), ms(150), ms(160)];
-        assert_eq!(longest_gap(&acks, ms(15), ms(170)), Duration::from_millis(130));
-        assert_eq!(longest_gap(&acks, ms(155), ms(300)), Duration::from_millis(140));
+        assert_eq!(
+            longest_gap(&acks, ms(15), ms(170)),
+            Duration::from_millis(130)
+        );
+        assert_eq!(
+            longest_gap(&acks, ms(155), ms(300)),
+            Duration::from_millis(140)
+        );
     }
 }

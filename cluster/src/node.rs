@@ -165,12 +165,7 @@ impl Node {
         if cfg.join && !crate::join::has_log(&cfg.data_dir) {
             rcfg.voters = crate::join::fetch_bootstrap_voters(&cfg, &members)?;
         }
-        let replica = Replica::open(
-            &rcfg,
-            sm,
-            acks.clone(),
-            metrics.clone(),
-        )?;
+        let replica = Replica::open(&rcfg, sm, acks.clone(), metrics.clone())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.io_threads)
             .thread_name(format!("es-io-{}", cfg.id))

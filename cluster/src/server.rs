@@ -297,7 +297,12 @@ async fn serve_client(
                     };
                     if ctx.driver.send(msg).is_err() {
                         let _ = tx
-                            .send(error_frame(req_id, ErrorCode::ShuttingDown, ctx, "node shutting down"))
+                            .send(error_frame(
+                                req_id,
+                                ErrorCode::ShuttingDown,
+                                ctx,
+                                "node shutting down",
+                            ))
                             .await;
                         break;
                     }
@@ -344,13 +349,21 @@ async fn serve_client(
 fn admin_request(kind: Kind, body: &[u8], ctx: &ServerCtx) -> Option<BytesMut> {
     let req_id = frame::decode_req_id(body).map(|(id, _)| id).unwrap_or(0);
     if let Err(e) = crate::admin::decode_request(kind, body) {
-        return Some(error_frame(req_id, ErrorCode::BadRequest, ctx, e.to_string()));
+        return Some(error_frame(
+            req_id,
+            ErrorCode::BadRequest,
+            ctx,
+            e.to_string(),
+        ));
     }
     if !ctx.metrics.is_leader() {
         let (code, msg) = if ctx.metrics.leader_id() == 0 {
             (ErrorCode::Unavailable, "no leader elected yet; retry")
         } else {
-            (ErrorCode::NotLeader, "send administrative requests to the leader")
+            (
+                ErrorCode::NotLeader,
+                "send administrative requests to the leader",
+            )
         };
         return Some(error_frame(req_id, code, ctx, msg));
     }

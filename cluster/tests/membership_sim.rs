@@ -62,7 +62,12 @@ fn open(id: u64, dir: &std::path::Path, bootstrap: &[u64]) -> (Replica, Arc<Comm
         StatsHandle::detached().register("sim"),
         Duration::from_millis(10),
     );
-    let sm = StateMachine::new(DedupConfig::default(), applier, stream.clone(), acks.clone());
+    let sm = StateMachine::new(
+        DedupConfig::default(),
+        applier,
+        stream.clone(),
+        acks.clone(),
+    );
     let mut cfg = ReplicaConfig::new(id, bootstrap.to_vec(), dir);
     cfg.election_tick_range = (10 + 3 * id as usize, 11 + 3 * id as usize);
     let mut members: Vec<Member> = bootstrap.iter().map(|&i| member(i)).collect();
@@ -142,7 +147,9 @@ impl Sim {
             }
             let mut out = Vec::new();
             for n in self.nodes.values_mut() {
-                let Some(r) = n.replica.as_mut() else { continue };
+                let Some(r) = n.replica.as_mut() else {
+                    continue;
+                };
                 r.tick();
                 r.handle_ready(&mut |msgs| out.extend(msgs)).unwrap();
                 r.leave_joint_if_needed();
@@ -204,7 +211,9 @@ impl Sim {
 
     fn ids(&self, id: u64) -> Vec<u64> {
         let mut out = Vec::new();
-        self.nodes[&id].stream.read(0, usize::MAX, |_| true, &mut out);
+        self.nodes[&id]
+            .stream
+            .read(0, usize::MAX, |_| true, &mut out);
         out.into_iter().map(|(_, e)| e.id.0).collect()
     }
 
@@ -260,20 +269,30 @@ fn learner_joins_catches_up_is_promoted_and_a_voter_is_removed() {
         let leader = s.run_until_leader();
         let idx = s.r(leader).propose_member_change(&add(4, true)).unwrap();
         // Promoting before it caught up, or a second change while one is pending, is refused.
-        let e = s.r(leader).propose_member_change(&add(5, true)).unwrap_err();
+        let e = s
+            .r(leader)
+            .propose_member_change(&add(5, true))
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::ConfChangeInProgress, "{}", e.message);
         s.run_until("learner 4 added", |s| s.r(leader).applied_index() >= idx);
         let term = s.r(leader).term();
         assert_eq!(s.r(leader).conf_change_outcome(idx, term), Some(true));
         assert_eq!(s.learners(leader), vec![4]);
-        let e = s.r(leader).propose_member_change(&add(4, false)).unwrap_err();
+        let e = s
+            .r(leader)
+            .propose_member_change(&add(4, false))
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::Refused, "{}", e.message);
         assert!(e.message.contains("behind"), "{}", e.message);
         // The joiner starts with the bootstrap voters and an empty log.
         s.start(4, &[1, 2, 3]);
         s.publish(101..201);
         s.converge(200);
-        assert_eq!(s.learners(4), vec![4], "the joiner learned its role from the log");
+        assert_eq!(
+            s.learners(4),
+            vec![4],
+            "the joiner learned its role from the log"
+        );
         assert_eq!(s.r(4).role(), StateRole::Follower);
         let idx = s.r(leader).propose_member_change(&add(4, false)).unwrap();
         s.run_until("4 promoted", |s| s.r(leader).applied_index() >= idx);
@@ -348,10 +367,7 @@ fn leader_crash_during_a_joint_configuration_is_resolved() {
         s.crash(leader);
         let new_leader = s.run_until_leader();
         assert_ne!(new_leader, leader);
-        let expect: Vec<u64> = [1, 2, 3, 4]
-            .into_iter()
-            .filter(|&i| i != victim)
-            .collect();
+        let expect: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|&i| i != victim).collect();
         s.run_until("joint configuration left", |s| {
             !s.r(new_leader).is_joint() && s.voters(new_leader) == expect
         });
@@ -417,7 +433,10 @@ fn unsafe_membership_requests_are_refused() {
         code(&mut s, leader, AdminRequest::RemoveMember { id: leader }),
         ErrorCode::Refused
     );
-    assert_eq!(code(&mut s, leader, add(follower, true)), ErrorCode::Refused);
+    assert_eq!(
+        code(&mut s, leader, add(follower, true)),
+        ErrorCode::Refused
+    );
     assert_eq!(code(&mut s, leader, add(7, false)), ErrorCode::Refused);
     assert_eq!(code(&mut s, follower, add(7, true)), ErrorCode::NotLeader);
     // The same address as an existing member.

@@ -13,7 +13,9 @@
 //!   outgoing voters, learners) whose address is known.
 
 use super::Replica;
-use crate::admin::{member_spec, AdminError, AdminRequest, MemberInfo, MemberList, PROMOTE_MAX_LAG};
+use crate::admin::{
+    member_spec, AdminError, AdminRequest, MemberInfo, MemberList, PROMOTE_MAX_LAG,
+};
 use crate::config::parse_member;
 use crate::error::ClusterError;
 use crate::frame::ErrorCode;
@@ -64,10 +66,10 @@ pub(crate) fn replay_conf_entry(
         Some(r) => r?,
         None => return Err("not a conf-change entry".into()),
     };
-    let cs = raw
-        .apply_conf_change(&cc)
-        .map_err(|err| err.to_string())?;
-    let ctx = std::str::from_utf8(&e.context).ok().and_then(|s| parse_member(s).ok());
+    let cs = raw.apply_conf_change(&cc).map_err(|err| err.to_string())?;
+    let ctx = std::str::from_utf8(&e.context)
+        .ok()
+        .and_then(|s| parse_member(s).ok());
     for ch in cc.get_changes() {
         match ch.get_change_type() {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
@@ -116,7 +118,14 @@ impl Replica {
 
     /// True while the configuration is joint (two voter sets).
     pub fn is_joint(&self) -> bool {
-        !self.raw.raft.prs().conf().to_conf_state().voters_outgoing.is_empty()
+        !self
+            .raw
+            .raft
+            .prs()
+            .conf()
+            .to_conf_state()
+            .voters_outgoing
+            .is_empty()
     }
 
     /// Voters of the configuration the log starts from.
@@ -142,7 +151,12 @@ impl Replica {
     /// Pushes the member table and learner flags to the shared metrics.
     pub(crate) fn sync_members(&mut self) {
         let cs = self.conf_state();
-        let mut learners: Vec<u64> = cs.learners.iter().chain(&cs.learners_next).copied().collect();
+        let mut learners: Vec<u64> = cs
+            .learners
+            .iter()
+            .chain(&cs.learners_next)
+            .copied()
+            .collect();
         learners.sort_unstable();
         learners.dedup();
         self.metrics.set_members(self.members(), learners);
@@ -255,7 +269,10 @@ impl Replica {
                 {
                     return Err(AdminError::new(
                         ErrorCode::Refused,
-                        format!("address {} already belongs to member {}", member.addr, other.id),
+                        format!(
+                            "address {} already belongs to member {}",
+                            member.addr, other.id
+                        ),
                     ));
                 }
                 if is_voter(id) {
@@ -417,8 +434,14 @@ impl Replica {
         }
         let cc = ConfChangeV2::default();
         match self.propose_conf_change_v2(cc, Vec::new()) {
-            Ok(idx) => tracing::info!(id = self.id(), index = idx, "proposed leaving the joint configuration"),
-            Err(e) => tracing::debug!(error = %e, "leaving the joint configuration: proposal refused"),
+            Ok(idx) => tracing::info!(
+                id = self.id(),
+                index = idx,
+                "proposed leaving the joint configuration"
+            ),
+            Err(e) => {
+                tracing::debug!(error = %e, "leaving the joint configuration: proposal refused")
+            }
         }
     }
 }
