@@ -118,6 +118,7 @@ pub fn run(
     let mut entry = Pending::default();
     let mut unreachable: Vec<u64> = Vec::new();
     let mut admin = AdminState::default();
+    let mut held = Held::default();
     let mut stop = false;
     let mut wal_thread = None;
     let mut jobs_tx = None;
@@ -167,7 +168,7 @@ pub fn run(
         let mut drained = 0usize;
         while let Ok(p) = proposals.try_recv() {
             if !entry.data.is_empty() && entry.data.len() + p.block.len() > cfg.max_entry_bytes {
-                propose(&mut replica, &mut entry);
+                propose(&mut replica, &mut entry, &mut held);
             }
             drained += p.block.len();
             entry.add(p);
@@ -177,7 +178,7 @@ pub fn run(
             }
         }
         if !entry.data.is_empty() {
-            propose(&mut replica, &mut entry);
+            propose(&mut replica, &mut entry, &mut held);
         }
         let now = Instant::now();
         if now >= next_tick {
@@ -212,6 +213,7 @@ pub fn run(
             net.set_members(&replica.members());
         }
         admin.poll(&mut replica);
+        held.release(&mut replica);
         if !unreachable.is_empty() {
             unreachable.sort_unstable();
             unreachable.dedup();
@@ -337,9 +339,46 @@ impl Pending {
     }
 }
 
-fn propose(replica: &mut Replica, entry: &mut Pending) {
+/// Entries that arrived while this leader was handing leadership over (raft refuses proposals
+/// then). When the transfer ends they are proposed (it was aborted) or their publishes are
+/// failed with `NotLeader` naming the new leader, so clients go straight there instead of
+/// backing off on `Busy`.
+#[derive(Debug, Default)]
+struct Held {
+    entries: Vec<(Vec<u8>, Vec<u64>)>,
+    bytes: usize,
+}
+
+/// Bytes held during one transfer before further entries are refused (`Busy`).
+const HELD_MAX_BYTES: usize = 64 << 20;
+
+impl Held {
+    fn release(&mut self, replica: &mut Replica) {
+        if self.entries.is_empty() || replica.transferring() {
+            return;
+        }
+        let leading = replica.role() == raft::StateRole::Leader;
+        for (data, ids) in self.entries.drain(..) {
+            if leading {
+                if let Err(e) = replica.propose(data) {
+                    replica.fail_ids(ids, AckError::Dropped(e.to_string()));
+                }
+            } else {
+                replica.fail_ids(ids, AckError::NotLeader);
+            }
+        }
+        self.bytes = 0;
+    }
+}
+
+fn propose(replica: &mut Replica, entry: &mut Pending, held: &mut Held) {
     let cap = entry.data.capacity();
     let data = std::mem::replace(&mut entry.data, Vec::with_capacity(cap));
+    if replica.transferring() && held.bytes + data.len() <= HELD_MAX_BYTES {
+        held.bytes += data.len();
+        held.entries.push((data, std::mem::take(&mut entry.ids)));
+        return;
+    }
     if let Err(e) = replica.propose(data) {
         let err = match replica.leader_id() {
             0 => AckError::Dropped(format!("no leader: {e}")),
