@@ -378,3 +378,33 @@ fn leader_transfer_cli_sigterm_hand_off_and_bad_requests() {
         admin::AdminReply::Members(l) if l.members.len() == 3
     ));
 }
+
+/// `bench restart` runs end to end and checks what it measures (the ≤ 300 ms target itself is
+/// a benchmark number, not asserted here: this machine's timing is shared).
+#[test]
+fn bench_restart_reports_gaps_hand_offs_and_no_loss() {
+    let dir = Scratch::new("bench-restart");
+    let data = dir.path().join("data");
+    let out = es_ok(&[
+        "bench",
+        "restart",
+        "--restarts",
+        "2",
+        "--clients",
+        "2",
+        "--json",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["restarts"], 2);
+    assert_eq!(v["gap_ms"].as_array().unwrap().len(), 2);
+    assert!(v["gap_max_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["handed_off"], serde_json::json!([true, true]));
+    assert!(v["acked"].as_u64().unwrap() > 0);
+    assert_eq!(
+        (v["lost"].as_u64(), v["duplicated"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(v["diverged_nodes"], 0);
+}
