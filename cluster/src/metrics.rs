@@ -311,4 +311,31 @@ mod tests {
         let st = m.status();
         assert_eq!(st.peers_connected, 1);
     }
+
+    #[test]
+    fn member_table_follows_membership_changes() {
+        let mem = |id: u64| Member {
+            id,
+            addr: format!("h{id}:1"),
+            http_addr: None,
+        };
+        let m = NodeMetrics::new(1, vec![mem(1), mem(2), mem(3)]);
+        m.set_connected(2, true);
+        m.set_members(vec![mem(4), mem(1), mem(2)], vec![4]);
+        assert_eq!(
+            m.members().iter().map(|x| x.id).collect::<Vec<_>>(),
+            vec![1, 2, 4]
+        );
+        assert_eq!(m.learners(), vec![4]);
+        assert!(
+            m.connected(2),
+            "a peer that stays keeps its connection flag"
+        );
+        assert!(!m.connected(3) && !m.connected(4));
+        // A removed member is still known by its configured address (redirects, hellos).
+        assert_eq!(m.member(3).map(|x| x.addr), Some("h3:1".into()));
+        assert_eq!(m.member(4).map(|x| x.addr), Some("h4:1".into()));
+        m.set_connected(4, true);
+        assert_eq!(m.status().peers_connected, 2);
+    }
 }
