@@ -189,6 +189,43 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
     assert_eq!(ids, expect);
     std::thread::sleep(Duration::from_millis(500));
 
+    // A node joins while a member added at runtime leads (its address is not in the
+    // bootstrap configuration the joiner starts from).
+    es_ok(&[
+        "leader",
+        "transfer",
+        "--to",
+        "4",
+        "--endpoints",
+        &live(&cluster),
+        "--timeout",
+        "10s",
+    ]);
+    let addr6 = cluster.next_endpoint().unwrap();
+    let spec6 = format!("6={addr6}");
+    es_ok(&[
+        "member",
+        "add",
+        &spec6,
+        "--learner",
+        "--endpoints",
+        &live(&cluster),
+    ]);
+    assert_eq!(cluster.add_node(&addr6).unwrap(), 6);
+    es_ok(&[
+        "member",
+        "add",
+        &spec6,
+        "--endpoints",
+        &live(&cluster),
+        "--timeout",
+        "30s",
+    ]);
+    let list = member_list(&live(&cluster));
+    assert_eq!(list.members.len(), 4);
+    assert!(list.members.iter().all(|m| !m.learner));
+    std::thread::sleep(Duration::from_millis(300));
+
     stop.store(true, Ordering::Relaxed);
     rt.block_on(load).unwrap();
     rt.block_on(cluster.wait_healthy(Duration::from_secs(30)))
@@ -207,12 +244,12 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
     let (lost, dup, diverged) = rt.block_on(verify_acked(&eps, &acked)).unwrap();
     assert_eq!((lost, dup, diverged), (0, 0, 0));
     // The new members restart from their own logs (conf changes re-applied from the log).
-    let (id, _) = cluster.live_endpoints()[2].clone();
+    let (id, _) = cluster.live_endpoints()[3].clone();
     cluster.restart(id).unwrap();
     rt.block_on(cluster.wait_healthy(Duration::from_secs(30)))
         .unwrap();
     let list = member_list(&live(&cluster));
-    assert_eq!(list.members.len(), 3);
+    assert_eq!(list.members.len(), 4);
 }
 
 #[test]

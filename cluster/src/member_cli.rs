@@ -235,6 +235,30 @@ pub fn run_member(cmd: MemberCommand) -> Result<(), ClusterError> {
     Ok(())
 }
 
+/// How long the CLI waits out `ConfChangeInProgress` (a new leader refuses changes until its
+/// first entry is applied; a previous change may still be committing) before reporting it.
+const IN_PROGRESS_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs `f` again while it fails with `ConfChangeInProgress`, for up to [`IN_PROGRESS_WAIT`].
+async fn when_settled<T, F, Fut>(mut f: F) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let deadline = Instant::now() + IN_PROGRESS_WAIT;
+    loop {
+        match f().await {
+            Err(ClusterError::Server {
+                code: crate::frame::ErrorCode::ConfChangeInProgress,
+                ..
+            }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// `member add`: learner first (unless it is one already), then — without `learner_only` —
 /// wait until it is within [`PROMOTE_MAX_LAG`] entries and promote it.
 pub async fn add_member(
@@ -270,7 +294,7 @@ pub async fn add_member(
             .find(|m| m.id == id)
             .and_then(|m| m.lag_entries);
         if lag.is_some_and(|x| x <= PROMOTE_MAX_LAG) {
-            match c.member_add(member.clone(), false).await {
+            match when_settled(|| c.member_add(member.clone(), false)).await {
                 Ok(l) => {
                     eprintln!("member {id} promoted to voter");
                     return Ok(l);
@@ -301,10 +325,10 @@ pub async fn remove_member(
 ) -> Result<MemberList, ClusterError> {
     let list = c.member_list().await?;
     if list.leader_id == id && list.members.iter().any(|m| m.id == id) {
-        let (leader, term) = c.transfer_leader(None, timeout).await?;
+        let (leader, term) = when_settled(|| c.transfer_leader(None, timeout)).await?;
         eprintln!("member {id} was the leader; leadership moved to {leader} (term {term})");
     }
-    c.member_remove(id).await
+    when_settled(|| c.member_remove(id)).await
 }
 
 /// Runs `eventstream leader transfer`.
@@ -324,7 +348,7 @@ pub fn run_leader(cmd: LeaderCommand) -> Result<(), ClusterError> {
             return Ok(());
         }
         let c = client(&[first], a.timeout)?;
-        let (leader, term) = rt.block_on(c.transfer_leader(a.to, a.timeout))?;
+        let (leader, term) = rt.block_on(when_settled(|| c.transfer_leader(a.to, a.timeout)))?;
         println!(
             "leadership moved from {} to {leader} (term {term})",
             st.node_id
@@ -332,7 +356,7 @@ pub fn run_leader(cmd: LeaderCommand) -> Result<(), ClusterError> {
         return Ok(());
     }
     let c = client(&eps, a.timeout)?;
-    let (leader, term) = rt.block_on(c.transfer_leader(a.to, a.timeout))?;
+    let (leader, term) = rt.block_on(when_settled(|| c.transfer_leader(a.to, a.timeout)))?;
     println!("leadership moved to {leader} (term {term})");
     Ok(())
 }

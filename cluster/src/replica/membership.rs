@@ -9,8 +9,9 @@
 //!   commit index are applied when they come out of raft as committed entries. So there is no
 //!   window between applying a change and persisting a conf state in which a crash could leave
 //!   them inconsistent: the log is the only record.
-//! * The member table holds exactly the ids of the current configuration (incoming and
-//!   outgoing voters, learners) whose address is known.
+//! * Once this node is in its applied configuration, the member table holds exactly the ids
+//!   of that configuration (incoming and outgoing voters, learners) whose address is known;
+//!   before (a joiner replaying the log), every address it knows.
 
 use super::Replica;
 use crate::admin::{
@@ -133,9 +134,15 @@ impl Replica {
         &self.bootstrap_voters
     }
 
-    /// The member table: every member of the configuration whose address is known.
+    /// The member table: every member of the configuration whose address is known. A node not
+    /// (yet) in its own applied configuration — a joiner replaying the log up to its own
+    /// addition — uses every address it knows (its `peers` and the log's), so it can talk to
+    /// a leader that joined after the bootstrap configuration.
     pub fn members(&self) -> Vec<Member> {
         let ids = conf_ids(&self.conf_state());
+        if ids.binary_search(&self.id()).is_err() {
+            return self.known.values().cloned().collect();
+        }
         self.known
             .values()
             .filter(|m| ids.binary_search(&m.id).is_ok())
