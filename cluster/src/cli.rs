@@ -290,7 +290,12 @@ pub fn status_table(rows: &[(String, Result<ClusterStatus, String>)]) -> String 
             Ok(s) => vec![
                 ep.clone(),
                 s.node_id.to_string(),
-                s.role.as_str().to_owned(),
+                // A learner replicates like a follower but does not vote: say so.
+                if s.members.iter().any(|m| m.id == s.node_id && m.learner) {
+                    "learner".to_owned()
+                } else {
+                    s.role.as_str().to_owned()
+                },
                 s.term.to_string(),
                 s.commit_index.to_string(),
                 s.applied_index.to_string(),
