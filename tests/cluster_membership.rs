@@ -142,6 +142,22 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
         let out = es_ok(&["member", "add", &spec, "--learner", "--endpoints", &eps]);
         assert!(out.contains("learner"), "{out}");
         assert_eq!(cluster.add_node(&addr).unwrap(), id);
+        if id == 4 {
+            // The runbook's check: `status` shows the new node as a learner while it catches up.
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let out = Command::new(EXE)
+                    .args(["status", "--endpoints", &addr])
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                if text.contains("| learner ") {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{text}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let out = es_ok(&[
             "member",
             "add",
