@@ -308,6 +308,14 @@ fn learner_joins_catches_up_is_promoted_and_a_voter_is_removed() {
             "the joiner learned its role from the log"
         );
         assert_eq!(s.r(4).role(), StateRole::Follower);
+        // Promote once the leader has seen the learner's progress (as `member add` waits).
+        s.run_until("the leader sees the learner caught up", |s| {
+            s.r(leader)
+                .member_list()
+                .members
+                .iter()
+                .any(|m| m.id == 4 && m.match_index.unwrap_or(0) > 0 && m.lag_entries == Some(0))
+        });
         let idx = s.r(leader).propose_member_change(&add(4, false)).unwrap();
         s.run_until("4 promoted", |s| s.r(leader).applied_index() >= idx);
         assert_eq!(s.voters(leader), vec![1, 2, 3, 4]);
