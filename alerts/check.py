@@ -128,7 +128,7 @@ def check_catalog(contract: dict) -> list:
 # The CLI the runbooks may use (issue 5/7): subcommand -> allowed sub-subcommands (None: none).
 CLI = {
     "node": None, "status": None, "doctor": None, "publish": None, "subscribe": None,
-    "demo": None, "bench": {"pipeline", "replication", "failover"},
+    "demo": None, "bench": {"pipeline", "replication", "failover", "restart"},
     "member": {"add", "remove", "list"},
     "leader": {"transfer"},
     "snapshot": {"save", "status", "restore"},

@@ -23,6 +23,9 @@ pub enum BenchCommand {
     Replication(crate::cluster_cmd::ReplicationBenchArgs),
     /// kill -9 the leader of a 3-process cluster repeatedly; failover time and lost acks.
     Failover(crate::cluster_cmd::FailoverBenchArgs),
+    /// SIGTERM (graceful restart) the leader of a 3-process cluster repeatedly; longest gap
+    /// between acknowledged writes around each restart.
+    Restart(crate::cluster_cmd::RestartBenchArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -103,6 +106,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pipeline(args) => pipeline(args),
         BenchCommand::Replication(args) => crate::cluster_cmd::bench_replication(args),
         BenchCommand::Failover(args) => crate::cluster_cmd::bench_failover(args),
+        BenchCommand::Restart(args) => crate::cluster_cmd::bench_restart(args),
     }
 }
 

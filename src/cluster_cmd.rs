@@ -14,6 +14,10 @@ use std::sync::Arc;
 pub use eventstream_cluster::cli::{
     FailoverBenchArgs, NodeArgs, PublishArgs, ReplicationBenchArgs, StatusArgs, SubscribeArgs,
 };
+pub use eventstream_cluster::member_cli::{LeaderCommand, MemberCommand, RestartBenchArgs};
+
+/// How long a terminating leader waits for its hand-off before it shuts down anyway.
+const HAND_OFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `eventstream node`: runs until SIGINT/SIGTERM (or a fatal storage error).
 pub fn node(args: NodeArgs) -> anyhow::Result<()> {
@@ -56,10 +60,58 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
+    // Graceful stop (SIGTERM, e.g. a Kubernetes rolling update): a leader first hands
+    // leadership to the most caught-up voter, so the cluster does not wait for an election
+    // timeout; publishes in flight here fail with a retryable error and clients retry them at
+    // the new leader with the same ids.
+    match node.hand_off_leadership(HAND_OFF_TIMEOUT) {
+        Ok(Some((leader, term))) => {
+            eprintln!("node {}: leadership handed to {leader} (term {term})", node.id())
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "node {}: leadership hand-off failed ({:?}: {}); the cluster elects a new leader after an election timeout",
+            node.id(),
+            e.code,
+            e.message
+        ),
+    }
     if let Some(h) = exporter {
         h.shutdown();
     }
     node.shutdown();
+    Ok(())
+}
+
+/// `eventstream member ...`.
+pub fn member(cmd: MemberCommand) -> anyhow::Result<()> {
+    Ok(eventstream_cluster::member_cli::run_member(cmd)?)
+}
+
+/// `eventstream leader ...`.
+pub fn leader(cmd: LeaderCommand) -> anyhow::Result<()> {
+    Ok(eventstream_cluster::member_cli::run_leader(cmd)?)
+}
+
+/// `eventstream bench restart`.
+pub fn bench_restart(args: RestartBenchArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    let exe = std::env::current_exe().context("locating the eventstream binary")?;
+    let r = eventstream_cluster::member_cli::run_bench_restart(args, &exe)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "restart: {} graceful leader restarts; longest write gap p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target {:.0} ms); handed off {}/{}; acked {}, lost {}, duplicated {}, diverged nodes {}",
+            r.restarts, r.gap_p50_ms, r.gap_p99_ms, r.gap_max_ms, r.target_ms,
+            r.handed_off.iter().filter(|h| **h).count(), r.handed_off.len(),
+            r.acked, r.lost, r.duplicated, r.diverged_nodes
+        );
+    }
+    anyhow::ensure!(
+        r.lost == 0 && r.duplicated == 0 && r.diverged_nodes == 0,
+        "acknowledged events were lost, duplicated or diverged"
+    );
     Ok(())
 }
 

@@ -36,6 +36,12 @@ enum Command {
     Subscribe(cluster_cmd::SubscribeArgs),
     /// Status of cluster endpoints as a table (or --json).
     Status(cluster_cmd::StatusArgs),
+    /// Cluster membership: add (learner → catch up → voter), remove, list.
+    #[command(subcommand)]
+    Member(cluster_cmd::MemberCommand),
+    /// Leadership: transfer to another voter.
+    #[command(subcommand)]
+    Leader(cluster_cmd::LeaderCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,5 +68,7 @@ fn main() -> anyhow::Result<()> {
         Command::Publish(args) => cluster_cmd::publish(args),
         Command::Subscribe(args) => cluster_cmd::subscribe(args),
         Command::Status(args) => cluster_cmd::status(args),
+        Command::Member(cmd) => cluster_cmd::member(cmd),
+        Command::Leader(cmd) => cluster_cmd::leader(cmd),
     }
 }

@@ -211,6 +211,52 @@ fn tls_process_cluster_with_cli_clients() {
         .iter()
         .all(|r| r["status"]["leader_id"].is_u64()));
 
+    // Mutating admin operations need the bearer token; listing members does not.
+    let mut args = vec!["member", "list", "--endpoints", &eps, "--json"];
+    args.extend(tls_flags);
+    let out = run(&args, &[]);
+    assert!(out.status.success(), "member list: {}", stderr(&out));
+    let mut args = vec!["leader", "transfer", "--endpoints", &eps, "--timeout", "10s"];
+    args.extend(tls_flags);
+    let out = run(&args, &[]);
+    assert!(!out.status.success(), "transfer without a token succeeded");
+    assert!(
+        stderr(&out).contains("nauthorized"),
+        "transfer without a token: {}",
+        stderr(&out)
+    );
+    let mut args = vec![
+        "leader",
+        "transfer",
+        "--endpoints",
+        &eps,
+        "--timeout",
+        "10s",
+        "--token",
+        "wrong",
+    ];
+    args.extend(tls_flags);
+    let out = run(&args, &[]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("nauthorized"),
+        "transfer with a wrong token: {}",
+        stderr(&out)
+    );
+    let mut args = vec![
+        "leader",
+        "transfer",
+        "--endpoints",
+        &eps,
+        "--timeout",
+        "10s",
+        "--token",
+        "s3cret",
+    ];
+    args.extend(tls_flags);
+    let out = run(&args, &[]);
+    assert!(out.status.success(), "transfer with the token: {}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("leadership moved"));
+
     // Plain TCP, or TLS without the client certificate mTLS requires: no endpoint answers.
     let out = run(&["status", "--endpoints", &eps], &[]);
     assert!(!out.status.success());

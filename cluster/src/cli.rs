@@ -67,6 +67,9 @@ pub struct NodeArgs {
     /// File with the bearer token mutating admin operations require.
     #[arg(long, env = "EVENTSTREAM_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Join a running cluster (with an empty data directory; ignored once it holds a log).
+    #[arg(long, env = "EVENTSTREAM_JOIN")]
+    pub join: bool,
 }
 
 impl NodeArgs {
@@ -114,6 +117,9 @@ impl NodeArgs {
         }
         if let Some(v) = &self.admin_token_file {
             c.admin_token_file = Some(v.clone());
+        }
+        if self.join {
+            c.join = true;
         }
         c.validate()?;
         Ok(c)
@@ -378,7 +384,12 @@ pub fn status_table(rows: &[(String, Result<ClusterStatus, String>)]) -> String 
             Ok(s) => vec![
                 ep.clone(),
                 s.node_id.to_string(),
-                s.role.as_str().to_owned(),
+                // A learner replicates like a follower but does not vote: say so.
+                if s.members.iter().any(|m| m.id == s.node_id && m.learner) {
+                    "learner".to_owned()
+                } else {
+                    s.role.as_str().to_owned()
+                },
                 s.term.to_string(),
                 s.commit_index.to_string(),
                 s.applied_index.to_string(),

@@ -60,6 +60,7 @@ enum Reply {
     Offsets(Vec<u64>),
     Error(ErrorBody),
     Status(Bytes),
+    Admin(Bytes),
 }
 
 type PendingMap = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
@@ -183,6 +184,8 @@ impl Conn {
                     Kind::Error => frame::decode_error(&body).map(|e| (e.req_id, Reply::Error(e))),
                     Kind::StatusOk => frame::decode_req_id(&body)
                         .map(|(id, _)| (id, Reply::Status(body.slice(8..)))),
+                    Kind::AdminOk => frame::decode_req_id(&body)
+                        .map(|(id, _)| (id, Reply::Admin(body.slice(8..)))),
                     other => Err(crate::error::DecodeError::Kind(other as u8)),
                 };
                 let Ok((id, reply)) = parsed else { break };
@@ -437,7 +440,7 @@ impl Client {
                         _ => last_err = err,
                     }
                 }
-                Ok(Reply::Status(_)) => {
+                Ok(Reply::Status(_) | Reply::Admin(_)) => {
                     last_err =
                         ClusterError::Decode(crate::error::DecodeError::Kind(Kind::StatusOk as u8));
                     self.drop_conn(true).await;
@@ -476,9 +479,136 @@ impl Client {
                 code: e.code,
                 message: e.message,
             }),
-            Reply::Offsets(_) => Err(ClusterError::Decode(crate::error::DecodeError::Kind(
-                Kind::PublishOk as u8,
-            ))),
+            Reply::Offsets(_) | Reply::Admin(_) => Err(ClusterError::Decode(
+                crate::error::DecodeError::Kind(Kind::PublishOk as u8),
+            )),
+        }
+    }
+
+    /// Sends an administrative request to the leader (following `NotLeader` redirects and
+    /// retrying `Unavailable` / `ShuttingDown` / lost connections until the deadline, like a
+    /// publish). Refusals (`Refused`, `UnknownMember`, `BadRequest`, `ConfChangeInProgress`,
+    /// `Timeout`) are returned at once: the operator decides.
+    pub async fn admin(
+        &self,
+        req: &crate::admin::AdminRequest,
+    ) -> Result<crate::admin::AdminReply, ClusterError> {
+        let attempt_timeout = match req {
+            crate::admin::AdminRequest::TransferLeader { timeout, .. } => {
+                (*timeout + Duration::from_secs(2)).max(self.cfg.attempt_timeout)
+            }
+            _ => self.cfg.attempt_timeout.max(Duration::from_secs(15)),
+        };
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        let mut last_err;
+        loop {
+            let attempt = async {
+                let c = self.conn().await?;
+                c.request(
+                    |b, id| crate::admin::put_request(b, id, req),
+                    attempt_timeout,
+                )
+                .await
+            };
+            match attempt.await {
+                Ok(Reply::Admin(json)) => return Ok(crate::admin::decode_reply(&json)?),
+                Ok(Reply::Error(e)) => {
+                    let err = ClusterError::Server {
+                        code: e.code,
+                        message: e.message.clone(),
+                    };
+                    match e.code {
+                        ErrorCode::NotLeader if !e.leader_addr.is_empty() => {
+                            *self.preferred.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(e.leader_addr.clone());
+                            self.drop_conn(false).await;
+                            last_err = err;
+                            // Redirect immediately once; back off if it keeps bouncing.
+                            if start.elapsed() < Duration::from_millis(50) {
+                                continue;
+                            }
+                        }
+                        ErrorCode::NotLeader | ErrorCode::ShuttingDown => {
+                            self.drop_conn(true).await;
+                            last_err = err;
+                        }
+                        ErrorCode::Unavailable | ErrorCode::Busy => last_err = err,
+                        _ => return Err(err),
+                    }
+                }
+                Ok(_) => {
+                    self.drop_conn(true).await;
+                    last_err = ClusterError::Decode(crate::error::DecodeError::Kind(
+                        Kind::PublishOk as u8,
+                    ));
+                }
+                Err(e) => {
+                    self.drop_conn(true).await;
+                    last_err = e;
+                }
+            }
+            if start.elapsed() + backoff > self.cfg.deadline {
+                return Err(ClusterError::Timeout(format!(
+                    "administrative request gave up after {:?}: {last_err}",
+                    start.elapsed()
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Adds `member` as a learner (`learner = true`) or promotes the learner with its id.
+    pub async fn member_add(
+        &self,
+        member: crate::Member,
+        learner: bool,
+    ) -> Result<crate::admin::MemberList, ClusterError> {
+        self.members_reply(crate::admin::AdminRequest::AddMember { member, learner })
+            .await
+    }
+
+    /// Removes member `id`.
+    pub async fn member_remove(&self, id: u64) -> Result<crate::admin::MemberList, ClusterError> {
+        self.members_reply(crate::admin::AdminRequest::RemoveMember { id })
+            .await
+    }
+
+    /// The membership, as the leader sees it.
+    pub async fn member_list(&self) -> Result<crate::admin::MemberList, ClusterError> {
+        self.members_reply(crate::admin::AdminRequest::ListMembers)
+            .await
+    }
+
+    /// Hands leadership to `to` (or the most caught-up voter); returns `(new leader, term)`.
+    pub async fn transfer_leader(
+        &self,
+        to: Option<u64>,
+        timeout: Duration,
+    ) -> Result<(u64, u64), ClusterError> {
+        match self
+            .admin(&crate::admin::AdminRequest::TransferLeader { to, timeout })
+            .await?
+        {
+            crate::admin::AdminReply::Transferred { leader_id, term } => Ok((leader_id, term)),
+            other => Err(ClusterError::Decode(crate::error::DecodeError::Invalid {
+                field: "admin reply",
+                reason: format!("expected a transfer result, got {other:?}"),
+            })),
+        }
+    }
+
+    async fn members_reply(
+        &self,
+        req: crate::admin::AdminRequest,
+    ) -> Result<crate::admin::MemberList, ClusterError> {
+        match self.admin(&req).await? {
+            crate::admin::AdminReply::Members(l) => Ok(l),
+            other => Err(ClusterError::Decode(crate::error::DecodeError::Invalid {
+                field: "admin reply",
+                reason: format!("expected a member list, got {other:?}"),
+            })),
         }
     }
 

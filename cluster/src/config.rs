@@ -70,6 +70,11 @@ pub struct NodeConfig {
     pub tls_server_name: Option<String>,
     /// File holding the bearer token that mutating admin operations require (none: open).
     pub admin_token_file: Option<PathBuf>,
+    /// Join a running cluster: with an empty data directory, fetch the configuration the
+    /// cluster's log starts from (from the other members in `peers`) instead of bootstrapping
+    /// a new cluster from `peers`. Ignored once the data directory holds a log. The node must
+    /// have been added first (`eventstream member add ID=... --learner`).
+    pub join: bool,
 }
 
 impl Default for NodeConfig {
@@ -102,6 +107,7 @@ impl Default for NodeConfig {
             tls_client_auth: false,
             tls_server_name: None,
             admin_token_file: None,
+            join: false,
         }
     }
 }

@@ -6,7 +6,9 @@
 //! refresh the shared status every 50 ms. Many events per entry, many entries per fsync.
 
 use crate::acks::{AckError, AckRegistry};
-use crate::metrics::NodeMetrics;
+use crate::admin::{AdminError, AdminReply, AdminReplyTo, AdminRequest};
+use crate::frame::ErrorCode;
+use crate::metrics::{Member, NodeMetrics};
 use crate::replica::{PersistJob, Replica};
 use crate::wal::Wal;
 use bytes::Bytes;
@@ -36,6 +38,13 @@ pub enum DriverMsg {
     StorageFailed(String),
     /// Stop after this iteration.
     Stop,
+    /// A membership change, member list or leader transfer (see [`crate::admin`]).
+    Admin {
+        /// The request.
+        req: AdminRequest,
+        /// Where the answer goes.
+        reply: AdminReplyTo,
+    },
 }
 
 /// A block of events for the log, from the engine's proposal stage.
@@ -51,6 +60,9 @@ pub struct Proposal {
 pub trait PeerSender: Send {
     /// Queues `msg` for its destination; returns false if it could not be queued.
     fn send(&mut self, msg: Message) -> bool;
+
+    /// The membership changed: start talking to new members, stop talking to removed ones.
+    fn set_members(&mut self, _members: &[Member]) {}
 }
 
 /// Driver settings.
@@ -105,6 +117,8 @@ pub fn run(
     let mut next_status = Instant::now();
     let mut entry = Pending::default();
     let mut unreachable: Vec<u64> = Vec::new();
+    let mut admin = AdminState::default();
+    let mut held = Held::default();
     let mut stop = false;
     let mut wal_thread = None;
     let mut jobs_tx = None;
@@ -130,6 +144,7 @@ pub fn run(
         // Wait on both channels: raft messages first (they unblock commits), proposals next.
         crossbeam_channel::select! {
             recv(msgs) -> m => match m {
+                Ok(DriverMsg::Admin { req, reply }) => admin.start(&mut replica, req, reply),
                 Ok(m) => stop |= on_msg(&mut replica, m, &mut *net, &mut unreachable)?,
                 Err(_) => stop = true,
             },
@@ -141,6 +156,7 @@ pub fn run(
         }
         for _ in 0..100_000 {
             match msgs.try_recv() {
+                Ok(DriverMsg::Admin { req, reply }) => admin.start(&mut replica, req, reply),
                 Ok(m) => stop |= on_msg(&mut replica, m, &mut *net, &mut unreachable)?,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -152,7 +168,7 @@ pub fn run(
         let mut drained = 0usize;
         while let Ok(p) = proposals.try_recv() {
             if !entry.data.is_empty() && entry.data.len() + p.block.len() > cfg.max_entry_bytes {
-                propose(&mut replica, &mut entry);
+                propose(&mut replica, &mut entry, &mut held);
             }
             drained += p.block.len();
             entry.add(p);
@@ -162,7 +178,7 @@ pub fn run(
             }
         }
         if !entry.data.is_empty() {
-            propose(&mut replica, &mut entry);
+            propose(&mut replica, &mut entry, &mut held);
         }
         let now = Instant::now();
         if now >= next_tick {
@@ -192,6 +208,12 @@ pub fn run(
         if let Err(e) = r {
             break Err(e);
         }
+        replica.leave_joint_if_needed();
+        if replica.take_members_changed() {
+            net.set_members(&replica.members());
+        }
+        admin.poll(&mut replica);
+        held.release(&mut replica);
         if !unreachable.is_empty() {
             unreachable.sort_unstable();
             unreachable.dedup();
@@ -207,6 +229,7 @@ pub fn run(
             break Ok(());
         }
     };
+    admin.fail_all("node shutting down");
     drop(jobs_tx);
     if let Some(t) = wal_thread {
         let _ = t.join();
@@ -249,6 +272,10 @@ fn on_msg(
             })
         }
         DriverMsg::Stop => return Ok(true),
+        DriverMsg::Admin { reply, .. } => reply.send(Err(AdminError::new(
+            ErrorCode::Internal,
+            "administrative request routed past the driver",
+        ))),
     }
     Ok(false)
 }
@@ -312,9 +339,46 @@ impl Pending {
     }
 }
 
-fn propose(replica: &mut Replica, entry: &mut Pending) {
+/// Entries that arrived while this leader was handing leadership over (raft refuses proposals
+/// then). When the transfer ends they are proposed (it was aborted) or their publishes are
+/// failed with `NotLeader` naming the new leader, so clients go straight there instead of
+/// backing off on `Busy`.
+#[derive(Debug, Default)]
+struct Held {
+    entries: Vec<(Vec<u8>, Vec<u64>)>,
+    bytes: usize,
+}
+
+/// Bytes held during one transfer before further entries are refused (`Busy`).
+const HELD_MAX_BYTES: usize = 64 << 20;
+
+impl Held {
+    fn release(&mut self, replica: &mut Replica) {
+        if self.entries.is_empty() || replica.transferring() {
+            return;
+        }
+        let leading = replica.role() == raft::StateRole::Leader;
+        for (data, ids) in self.entries.drain(..) {
+            if leading {
+                if let Err(e) = replica.propose(data) {
+                    replica.fail_ids(ids, AckError::Dropped(e.to_string()));
+                }
+            } else {
+                replica.fail_ids(ids, AckError::NotLeader);
+            }
+        }
+        self.bytes = 0;
+    }
+}
+
+fn propose(replica: &mut Replica, entry: &mut Pending, held: &mut Held) {
     let cap = entry.data.capacity();
     let data = std::mem::replace(&mut entry.data, Vec::with_capacity(cap));
+    if replica.transferring() && held.bytes + data.len() <= HELD_MAX_BYTES {
+        held.bytes += data.len();
+        held.entries.push((data, std::mem::take(&mut entry.ids)));
+        return;
+    }
     if let Err(e) = replica.propose(data) {
         let err = match replica.leader_id() {
             0 => AckError::Dropped(format!("no leader: {e}")),
@@ -323,4 +387,146 @@ fn propose(replica: &mut Replica, entry: &mut Pending) {
         replica.fail_ids(entry.ids.iter().copied(), err);
     }
     entry.ids.clear();
+}
+
+/// Administrative requests waiting for their outcome.
+#[derive(Debug, Default)]
+struct AdminState {
+    /// Membership changes: `(log index, term, reply, give up at)`.
+    conf: Vec<(u64, u64, AdminReplyTo, Instant)>,
+    /// The leader transfer in progress: `(target, reply, give up at)`.
+    transfer: Option<(u64, AdminReplyTo, Instant)>,
+}
+
+/// How long a membership change may take to be applied before its request is answered with
+/// `Timeout` (it may still be applied later: `member list` tells).
+const CONF_CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl AdminState {
+    fn start(&mut self, replica: &mut Replica, req: AdminRequest, reply: AdminReplyTo) {
+        match req {
+            AdminRequest::ListMembers => {
+                let r = if replica.role() == raft::StateRole::Leader {
+                    Ok(AdminReply::Members(replica.member_list()))
+                } else {
+                    Err(not_leader(replica))
+                };
+                reply.send(r);
+            }
+            AdminRequest::TransferLeader { to, timeout } => {
+                if self.transfer.is_some() || !self.conf.is_empty() {
+                    reply.send(Err(AdminError::new(
+                        ErrorCode::ConfChangeInProgress,
+                        "a leader transfer or membership change is in progress; retry",
+                    )));
+                    return;
+                }
+                match replica.start_transfer(to) {
+                    Ok(target) if target == replica.id() => {
+                        reply.send(Ok(AdminReply::Transferred {
+                            leader_id: target,
+                            term: replica.term(),
+                        }))
+                    }
+                    Ok(target) => {
+                        tracing::info!(from = replica.id(), to = target, "transferring leadership");
+                        self.transfer = Some((target, reply, Instant::now() + timeout));
+                    }
+                    Err(e) => reply.send(Err(e)),
+                }
+            }
+            req @ (AdminRequest::AddMember { .. } | AdminRequest::RemoveMember { .. }) => {
+                if self.transfer.is_some() {
+                    reply.send(Err(AdminError::new(
+                        ErrorCode::ConfChangeInProgress,
+                        "a leader transfer is in progress; retry",
+                    )));
+                    return;
+                }
+                match replica.propose_member_change(&req) {
+                    Ok(index) => {
+                        tracing::info!(?req, index, "membership change proposed");
+                        self.conf.push((
+                            index,
+                            replica.term(),
+                            reply,
+                            Instant::now() + CONF_CHANGE_TIMEOUT,
+                        ));
+                    }
+                    Err(e) => reply.send(Err(e)),
+                }
+            }
+        }
+    }
+
+    fn poll(&mut self, replica: &mut Replica) {
+        if self.conf.is_empty() && self.transfer.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.conf.len() {
+            let (index, term, _, deadline) = &self.conf[i];
+            let outcome = replica.conf_change_outcome(*index, *term);
+            let done = match outcome {
+                Some(true) => Some(Ok(AdminReply::Members(replica.member_list()))),
+                Some(false) => Some(Err(AdminError::new(
+                    ErrorCode::NotLeader,
+                    "leadership changed before the membership change was committed; check `member list` and retry",
+                ))),
+                None if now >= *deadline => Some(Err(AdminError::new(
+                    ErrorCode::Timeout,
+                    format!("membership change at index {index} not applied within {CONF_CHANGE_TIMEOUT:?}; check `member list`"),
+                ))),
+                None => None,
+            };
+            match done {
+                Some(r) => {
+                    let (_, _, reply, _) = self.conf.swap_remove(i);
+                    reply.send(r);
+                }
+                None => i += 1,
+            }
+        }
+        if let Some((target, _, deadline)) = &self.transfer {
+            let leader = replica.leader_id();
+            let r = if leader != 0 && leader != replica.id() {
+                Some(Ok(AdminReply::Transferred {
+                    leader_id: leader,
+                    term: replica.term(),
+                }))
+            } else if now >= *deadline {
+                Some(Err(AdminError::new(
+                    ErrorCode::Timeout,
+                    format!("leadership not handed to {target} in time; it may be behind or unreachable"),
+                )))
+            } else if replica.role() == raft::StateRole::Leader && !replica.transferring() {
+                // raft-rs aborted the transfer (its election timeout passed): try again.
+                replica.start_transfer(Some(*target)).err().map(Err)
+            } else {
+                None
+            };
+            if let Some(r) = r {
+                if let Some((_, reply, _)) = self.transfer.take() {
+                    reply.send(r);
+                }
+            }
+        }
+    }
+
+    fn fail_all(&mut self, why: &str) {
+        for (_, _, reply, _) in self.conf.drain(..) {
+            reply.send(Err(AdminError::new(ErrorCode::ShuttingDown, why)));
+        }
+        if let Some((_, reply, _)) = self.transfer.take() {
+            reply.send(Err(AdminError::new(ErrorCode::ShuttingDown, why)));
+        }
+    }
+}
+
+fn not_leader(replica: &Replica) -> AdminError {
+    match replica.leader_id() {
+        0 => AdminError::new(ErrorCode::Unavailable, "no leader elected yet; retry"),
+        l => AdminError::new(ErrorCode::NotLeader, format!("node {l} is the leader")),
+    }
 }

@@ -39,6 +39,16 @@ pub enum Kind {
     Status = 30,
     /// The node's cluster status (JSON).
     StatusOk = 31,
+    /// Add a learner or promote one (see [`crate::admin`]).
+    MemberAdd = 40,
+    /// Remove a member.
+    MemberRemove = 41,
+    /// List the members (leader).
+    MemberList = 42,
+    /// Hand leadership to another voter.
+    LeaderTransfer = 43,
+    /// An administrative request succeeded (JSON).
+    AdminOk = 44,
 }
 
 impl Kind {
@@ -54,6 +64,11 @@ impl Kind {
             21 => Kind::Events,
             30 => Kind::Status,
             31 => Kind::StatusOk,
+            40 => Kind::MemberAdd,
+            41 => Kind::MemberRemove,
+            42 => Kind::MemberList,
+            43 => Kind::LeaderTransfer,
+            44 => Kind::AdminOk,
             other => return Err(DecodeError::Kind(other)),
         })
     }
@@ -241,6 +256,14 @@ pub enum ErrorCode {
     ShuttingDown = 6,
     /// Anything else.
     Internal = 7,
+    /// A membership change is still in progress (proposed but not applied, or the
+    /// configuration is joint): retry once it is applied.
+    ConfChangeInProgress = 9,
+    /// The administrative request is unsafe or contradicts the membership (duplicate add,
+    /// removing the last voter or the leader, promoting a learner far behind, ...).
+    Refused = 10,
+    /// No member has that id.
+    UnknownMember = 11,
     /// A mutating admin operation without the node's admin bearer token (see
     /// `docs/security.md`); retrying with the same connection will not help.
     Unauthorized = 12,
@@ -256,6 +279,9 @@ impl ErrorCode {
             5 => ErrorCode::BadRequest,
             6 => ErrorCode::ShuttingDown,
             7 => ErrorCode::Internal,
+            9 => ErrorCode::ConfChangeInProgress,
+            10 => ErrorCode::Refused,
+            11 => ErrorCode::UnknownMember,
             12 => ErrorCode::Unauthorized,
             other => {
                 return Err(DecodeError::Invalid {
@@ -268,7 +294,13 @@ impl ErrorCode {
 
     /// True when the same request may succeed if retried (same ids: dedup keeps it once).
     pub fn retryable(self) -> bool {
-        !matches!(self, ErrorCode::BadRequest | ErrorCode::Unauthorized)
+        !matches!(
+            self,
+            ErrorCode::BadRequest
+                | ErrorCode::Refused
+                | ErrorCode::UnknownMember
+                | ErrorCode::Unauthorized
+        )
     }
 }
 

@@ -26,6 +26,9 @@
 //!   redirects; subscriptions resume from the next offset on any node.
 //! * [`tls`] — TLS (rustls) for peer and client connections, optional mutual TLS, and the
 //!   admin bearer token; see `docs/security.md`.
+//! * [`member_cli`] — `member add|remove|list`, `leader transfer`, `bench restart`.
+//! * [`join`] — starting a node that joins a running cluster.
+//! * [`admin`] — membership changes and leader transfer (requests, replies, wire codecs).
 //! * [`NodeMetrics`] — implements core's `ReplicationSource` for exporters.
 //! * [`cli`] — the `node` / `publish` / `subscribe` / `status` / `bench replication` /
 //!   `bench failover` commands; [`DemoLoad`] — synthetic load for the demo.
@@ -34,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod acks;
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod codec;
@@ -41,7 +45,9 @@ pub mod config;
 pub mod driver;
 pub mod error;
 pub mod frame;
+pub mod join;
 pub mod load;
+pub mod member_cli;
 pub mod metrics;
 pub mod net;
 pub mod node;

@@ -8,7 +8,7 @@ use eventstream_core::replication::{
     ClusterStatus, RaftRole, ReplicationCounters, ReplicationHistograms, ReplicationSource,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 /// One member as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,12 +43,20 @@ pub struct NodeMetrics {
     fsync: Mutex<Histogram<u64>>,
     commit: Mutex<Histogram<u64>>,
     status: Mutex<ClusterStatus>,
-    connected: Vec<(u64, AtomicBool)>,
+    /// Peers (every member but this node) and whether the transport holds a connection.
+    /// Rebuilt when the membership changes; read on every send, written only then.
+    connected: RwLock<Vec<(u64, AtomicBool)>>,
     pub(crate) leader: AtomicU64,
     /// Highest commit index a leader has announced to this node.
     pub(crate) leader_commit: AtomicU64,
     pub(crate) is_leader: AtomicBool,
-    members: Vec<Member>,
+    /// The current member table (configuration, then whatever conf changes the log applied).
+    members: RwLock<Vec<Member>>,
+    /// Ids of the members that are learners (non-voting).
+    learners: RwLock<Vec<u64>>,
+    /// The configured `peers` (a joining node hears from members its log has not added yet).
+    configured: Vec<Member>,
+    id: u64,
 }
 
 impl NodeMetrics {
@@ -80,26 +88,73 @@ impl NodeMetrics {
             fsync: Mutex::new(new_hist()),
             commit: Mutex::new(new_hist()),
             status: Mutex::new(status),
-            connected: members
-                .iter()
-                .filter(|m| m.id != id)
-                .map(|m| (m.id, AtomicBool::new(false)))
-                .collect(),
+            connected: RwLock::new(
+                members
+                    .iter()
+                    .filter(|m| m.id != id)
+                    .map(|m| (m.id, AtomicBool::new(false)))
+                    .collect(),
+            ),
             leader: AtomicU64::new(0),
             leader_commit: AtomicU64::new(0),
             is_leader: AtomicBool::new(false),
-            members,
+            configured: members.clone(),
+            members: RwLock::new(members),
+            learners: RwLock::new(Vec::new()),
+            id,
         }
     }
 
-    /// Configured members.
-    pub fn members(&self) -> &[Member] {
-        &self.members
+    /// The current members (voters and learners), ordered by id. Starts as the configured
+    /// `peers` and follows every membership change this node applies.
+    pub fn members(&self) -> Vec<Member> {
+        self.members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    /// The member with raft id `id`.
-    pub fn member(&self, id: u64) -> Option<&Member> {
-        self.members.iter().find(|m| m.id == id)
+    /// Ids of the current learners.
+    pub fn learners(&self) -> Vec<u64> {
+        self.learners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The member with raft id `id`: from the member table, else from the configured `peers`
+    /// (a joining node knows the current leader from its configuration before its log does).
+    pub fn member(&self, id: u64) -> Option<Member> {
+        self.members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|m| m.id == id)
+            .or_else(|| self.configured.iter().find(|m| m.id == id))
+            .cloned()
+    }
+
+    /// Replaces the member table (the replica calls this after applying a membership change).
+    /// Connection flags of peers that stay are kept.
+    pub fn set_members(&self, mut members: Vec<Member>, learners: Vec<u64>) {
+        members.sort_by_key(|m| m.id);
+        {
+            let mut conn = self.connected.write().unwrap_or_else(|p| p.into_inner());
+            let old: Vec<(u64, bool)> = conn
+                .iter()
+                .map(|(id, c)| (*id, c.load(Ordering::Relaxed)))
+                .collect();
+            *conn = members
+                .iter()
+                .filter(|m| m.id != self.id)
+                .map(|m| {
+                    let up = old.iter().any(|(id, up)| *id == m.id && *up);
+                    (m.id, AtomicBool::new(up))
+                })
+                .collect();
+        }
+        *self.members.write().unwrap_or_else(|p| p.into_inner()) = members;
+        *self.learners.write().unwrap_or_else(|p| p.into_inner()) = learners;
     }
 
     /// Known leader id (0 = none).
@@ -114,7 +169,8 @@ impl NodeMetrics {
 
     /// Marks peer `id` connected or not (transport).
     pub fn set_connected(&self, id: u64, up: bool) {
-        if let Some((_, c)) = self.connected.iter().find(|(p, _)| *p == id) {
+        let conn = self.connected.read().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, c)) = conn.iter().find(|(p, _)| *p == id) {
             c.store(up, Ordering::Relaxed);
         }
     }
@@ -122,6 +178,8 @@ impl NodeMetrics {
     /// Is peer `id` connected?
     pub fn connected(&self, id: u64) -> bool {
         self.connected
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .any(|(p, c)| *p == id && c.load(Ordering::Relaxed))
     }
@@ -175,6 +233,8 @@ impl ReplicationSource for NodeMetrics {
         }
         s.peers_connected = self
             .connected
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|(_, c)| c.load(Ordering::Relaxed))
             .count() as u64;
@@ -250,5 +310,32 @@ mod tests {
         m.set_connected(2, true);
         let st = m.status();
         assert_eq!(st.peers_connected, 1);
+    }
+
+    #[test]
+    fn member_table_follows_membership_changes() {
+        let mem = |id: u64| Member {
+            id,
+            addr: format!("h{id}:1"),
+            http_addr: None,
+        };
+        let m = NodeMetrics::new(1, vec![mem(1), mem(2), mem(3)]);
+        m.set_connected(2, true);
+        m.set_members(vec![mem(4), mem(1), mem(2)], vec![4]);
+        assert_eq!(
+            m.members().iter().map(|x| x.id).collect::<Vec<_>>(),
+            vec![1, 2, 4]
+        );
+        assert_eq!(m.learners(), vec![4]);
+        assert!(
+            m.connected(2),
+            "a peer that stays keeps its connection flag"
+        );
+        assert!(!m.connected(3) && !m.connected(4));
+        // A removed member is still known by its configured address (redirects, hellos).
+        assert_eq!(m.member(3).map(|x| x.addr), Some("h3:1".into()));
+        assert_eq!(m.member(4).map(|x| x.addr), Some("h4:1".into()));
+        m.set_connected(4, true);
+        assert_eq!(m.status().peers_connected, 2);
     }
 }

@@ -169,12 +169,11 @@ impl Node {
         let applier = engine.new_applier(format!("raft-apply-{}", cfg.id));
         let stats = engine.stats_handle();
         let sm = StateMachine::new(dedup, applier, stream.clone(), acks.clone());
-        let replica = Replica::open(
-            &cfg.replica_config(&members),
-            sm,
-            acks.clone(),
-            metrics.clone(),
-        )?;
+        let mut rcfg = cfg.replica_config(&members);
+        if cfg.join && !crate::join::has_log(&cfg.data_dir) {
+            rcfg.voters = crate::join::fetch_bootstrap_voters(&cfg, &members)?;
+        }
+        let replica = Replica::open(&rcfg, sm, acks.clone(), metrics.clone())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.io_threads)
             .thread_name(format!("es-io-{}", cfg.id))
@@ -258,6 +257,52 @@ impl Node {
             driver: Some(driver),
             driver_tx,
         })
+    }
+
+    /// Sends an administrative request to this node's driver and waits up to `timeout` for
+    /// the answer (the `eventstream node` shutdown hand-off uses it).
+    pub fn admin(
+        &self,
+        req: crate::admin::AdminRequest,
+        timeout: Duration,
+    ) -> crate::admin::AdminResult {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let msg = DriverMsg::Admin {
+            req,
+            reply: crate::admin::AdminReplyTo::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        };
+        let down = || {
+            crate::admin::AdminError::new(crate::frame::ErrorCode::ShuttingDown, "node is stopped")
+        };
+        self.driver_tx.send(msg).map_err(|_| down())?;
+        rx.recv_timeout(timeout).map_err(|_| {
+            crate::admin::AdminError::new(
+                crate::frame::ErrorCode::Timeout,
+                format!("no answer from the raft driver within {timeout:?}"),
+            )
+        })?
+    }
+
+    /// If this node leads, hands leadership to the most caught-up voter and waits (at most
+    /// `timeout`) until the new leader is known. `Ok(None)`: this node was not the leader.
+    pub fn hand_off_leadership(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<(u64, u64)>, crate::admin::AdminError> {
+        if !self.metrics.is_leader() {
+            return Ok(None);
+        }
+        match self.admin(
+            crate::admin::AdminRequest::TransferLeader { to: None, timeout },
+            timeout + Duration::from_millis(500),
+        )? {
+            crate::admin::AdminReply::Transferred { leader_id, term } => {
+                Ok(Some((leader_id, term)))
+            }
+            crate::admin::AdminReply::Members(_) => Ok(None),
+        }
     }
 
     /// Raft id.

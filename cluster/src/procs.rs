@@ -35,6 +35,10 @@ pub struct ProcessCluster {
     children: Vec<Option<Child>>,
     /// TLS settings and token for the status probes (endpoints ignored).
     client: ClientConfig,
+    /// Nodes removed from the membership (no longer polled by `statuses`).
+    retired: Vec<bool>,
+    /// Nodes started with `--join`.
+    joiners: Vec<bool>,
 }
 
 impl ProcessCluster {
@@ -61,6 +65,8 @@ impl ProcessCluster {
             extra: extra.to_vec(),
             children: (0..n).map(|_| None).collect(),
             client: ClientConfig::new(Vec::new()),
+            retired: vec![false; n],
+            joiners: vec![false; n],
         };
         for id in 1..=n as u64 {
             c.spawn(id)?;
@@ -81,6 +87,7 @@ impl ProcessCluster {
             .arg("--data-dir")
             .arg(&data)
             .args(&self.extra)
+            .args(self.joiners[(id - 1) as usize].then_some("--join"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -117,10 +124,86 @@ impl ProcessCluster {
         self.spawn(id)
     }
 
+    /// Sends SIGTERM to node `id` (a graceful stop: a leader hands leadership off first) and
+    /// waits up to `timeout` for it to exit, then kills it.
+    pub fn terminate(&mut self, id: u64, timeout: Duration) -> Result<(), ClusterError> {
+        let Some(mut c) = self.children[(id - 1) as usize].take() else {
+            return Ok(());
+        };
+        let status = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .map_err(|e| ClusterError::Spawn {
+                what: "kill -TERM",
+                source: e,
+            })?;
+        let deadline = Instant::now() + timeout;
+        while status.success() && Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        Err(ClusterError::Timeout(format!(
+            "node {id} did not exit within {timeout:?} of SIGTERM"
+        )))
+    }
+
+    /// Starts a new node (the next id) with `--join` and a `--peers` list of every live member
+    /// plus itself. Add it to the membership first (`member add ID=ADDR --learner`); its
+    /// address is [`next_endpoint`](Self::next_endpoint).
+    pub fn add_node(&mut self, addr: &str) -> Result<u64, ClusterError> {
+        let id = self.children.len() as u64 + 1;
+        self.endpoints.push(addr.to_owned());
+        self.children.push(None);
+        self.retired.push(false);
+        self.joiners.push(true);
+        self.peers = self.live_peers();
+        self.spawn(id)?;
+        Ok(id)
+    }
+
+    /// A free loopback address for the next node.
+    pub fn next_endpoint(&self) -> Result<String, ClusterError> {
+        Ok(format!("127.0.0.1:{}", free_ports(1)?[0]))
+    }
+
+    /// Stops node `id` for good (after `member remove`): it is no longer polled.
+    pub fn retire(&mut self, id: u64) {
+        self.kill(id);
+        self.retired[(id - 1) as usize] = true;
+        self.peers = self.live_peers();
+    }
+
+    fn live_peers(&self) -> String {
+        self.endpoints
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.retired[*i])
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Endpoints of the nodes not retired, with their ids.
+    pub fn live_endpoints(&self) -> Vec<(u64, String)> {
+        self.endpoints
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.retired[*i])
+            .map(|(i, a)| (i as u64 + 1, a.clone()))
+            .collect()
+    }
+
     /// Statuses of every reachable node.
     pub async fn statuses(&self) -> Vec<(u64, Option<ClusterStatus>)> {
         let mut out = Vec::new();
         for (i, ep) in self.endpoints.iter().enumerate() {
+            if self.retired[i] {
+                continue;
+            }
             out.push((
                 i as u64 + 1,
                 status_with(&self.client, ep, Duration::from_millis(500))

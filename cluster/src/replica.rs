@@ -18,14 +18,14 @@
 
 use crate::acks::{AckError, AckRegistry};
 use crate::error::ClusterError;
-use crate::metrics::NodeMetrics;
+use crate::metrics::{Member, NodeMetrics};
 use crate::state::StateMachine;
 use crate::wal::Wal;
 use eventstream_core::replication::{ClusterStatus, MemberStatus, RaftRole};
 use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole, Storage};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -76,6 +76,8 @@ impl ReplicaConfig {
     }
 }
 
+mod membership;
+
 fn role(r: StateRole) -> RaftRole {
     match r {
         StateRole::Leader => RaftRole::Leader,
@@ -114,6 +116,14 @@ pub struct Replica {
     commit_lat: Vec<u64>,
     /// Log size reported by the WAL thread (asynchronous persistence).
     log_bytes: u64,
+    /// Addresses of members: the configured `peers`, then conf-change contexts.
+    known: BTreeMap<u64, Member>,
+    /// Voters of the configuration the log starts from.
+    bootstrap_voters: Vec<u64>,
+    /// The member table changed since the driver last looked.
+    members_changed: bool,
+    /// `(index, term, applied)` of the most recent conf-change entries.
+    applied_conf: VecDeque<(u64, u64, bool)>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -145,6 +155,7 @@ impl Replica {
                 cs
             }
         };
+        let bootstrap_voters = conf.voters.clone();
         let storage = MemStorage::new_with_conf_state(conf);
         let hs = rec.hard_state.unwrap_or_default();
         {
@@ -181,8 +192,19 @@ impl Replica {
         };
         rc.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let raw = RawNode::new(&rc, storage, &logger)?;
-        Ok(Replica {
+        let mut raw = RawNode::new(&rc, storage, &logger)?;
+        // The configuration is the bootstrap one plus every committed conf change, re-applied
+        // in log order (see `membership`): the log is its only durable record.
+        let mut known: BTreeMap<u64, Member> =
+            metrics.members().into_iter().map(|m| (m.id, m)).collect();
+        for e in rec.entries.iter().take_while(|e| e.index <= commit) {
+            if membership::decode_conf_change(e).is_some() {
+                if let Err(err) = membership::replay_conf_entry(&mut raw, &mut known, e) {
+                    tracing::error!(index = e.index, error = %err, "conf change not applied");
+                }
+            }
+        }
+        let mut r = Replica {
             raw,
             wal: Some(wal),
             sm,
@@ -194,7 +216,13 @@ impl Replica {
             leader: 0,
             commit_lat: Vec::new(),
             log_bytes: 0,
-        })
+            known,
+            bootstrap_voters,
+            members_changed: true,
+            applied_conf: VecDeque::new(),
+        };
+        r.sync_members();
+        Ok(r)
     }
 
     /// This replica's id.
@@ -483,6 +511,9 @@ impl Replica {
             if self.sm.apply(e).proposal {
                 proposals += 1;
             }
+            if e.get_entry_type() != raft::eraftpb::EntryType::EntryNormal {
+                self.apply_conf_entry(e);
+            }
         }
         self.metrics
             .proposals_applied
@@ -520,6 +551,7 @@ impl Replica {
         let raft = &self.raw.raft;
         let is_leader = raft.state == StateRole::Leader;
         let last = raft.raft_log.last_index();
+        let learners = self.metrics.learners();
         let members = self
             .metrics
             .members()
@@ -538,7 +570,7 @@ impl Replica {
                     id: m.id,
                     address: m.addr.clone(),
                     http_address: m.http_addr.clone(),
-                    learner: false,
+                    learner: learners.contains(&m.id),
                     is_leader: m.id == raft.leader_id,
                     connected: m.id == raft.id,
                     match_index: matched,

@@ -359,6 +359,77 @@ async fn serve_client(
                         break;
                     }
                 }
+                Kind::MemberAdd | Kind::MemberRemove | Kind::MemberList | Kind::LeaderTransfer => {
+                    if kind != Kind::MemberList {
+                        // Mutating: the connection's Hello must have carried the admin token.
+                        let (req_id, _) = frame::decode_req_id(&body).map_err(invalid)?;
+                        if let Err(reply) = require_admin(&conn_state, ctx, req_id) {
+                            if tx.send(reply).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                    if let Some(reply) = admin_request(kind, &body, ctx) {
+                        if tx.send(reply).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    let (req_id, req) = match crate::admin::decode_request(kind, &body) {
+                        Ok(x) => x,
+                        Err(e) => return Err(invalid(e)),
+                    };
+                    let wait = match &req {
+                        crate::admin::AdminRequest::TransferLeader { timeout, .. } => {
+                            *timeout + Duration::from_secs(1)
+                        }
+                        _ => ctx.request_timeout.max(Duration::from_secs(12)),
+                    };
+                    let (otx, orx) = tokio::sync::oneshot::channel();
+                    let msg = DriverMsg::Admin {
+                        req,
+                        reply: crate::admin::AdminReplyTo::new(move |r| {
+                            let _ = otx.send(r);
+                        }),
+                    };
+                    if ctx.driver.send(msg).is_err() {
+                        let _ = tx
+                            .send(error_frame(
+                                req_id,
+                                ErrorCode::ShuttingDown,
+                                ctx,
+                                "node shutting down",
+                            ))
+                            .await;
+                        break;
+                    }
+                    let tx = tx.clone();
+                    let ctx2 = ctx.clone();
+                    tokio::spawn(async move {
+                        let reply = match tokio::time::timeout(wait, orx).await {
+                            Ok(Ok(Ok(r))) => {
+                                let mut b = BytesMut::new();
+                                crate::admin::put_reply(&mut b, req_id, &r);
+                                b
+                            }
+                            Ok(Ok(Err(e))) => error_frame(req_id, e.code, &ctx2, e.message),
+                            Ok(Err(_)) => error_frame(
+                                req_id,
+                                ErrorCode::ShuttingDown,
+                                &ctx2,
+                                "node shutting down",
+                            ),
+                            Err(_) => error_frame(
+                                req_id,
+                                ErrorCode::Timeout,
+                                &ctx2,
+                                "no answer from the raft driver in time; check `member list`",
+                            ),
+                        };
+                        let _ = tx.send(reply).await;
+                    });
+                }
                 other => return Err(invalid(format!("unexpected {other:?} frame from a client"))),
             }
         }
@@ -368,6 +439,33 @@ async fn serve_client(
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// Answers an administrative request at once when it cannot go to the driver: a follower
+/// redirects to the leader (like a publish), a malformed request gets `BadRequest` (the
+/// connection stays open). `None`: hand it to the driver.
+fn admin_request(kind: Kind, body: &[u8], ctx: &ServerCtx) -> Option<BytesMut> {
+    let req_id = frame::decode_req_id(body).map(|(id, _)| id).unwrap_or(0);
+    if let Err(e) = crate::admin::decode_request(kind, body) {
+        return Some(error_frame(
+            req_id,
+            ErrorCode::BadRequest,
+            ctx,
+            e.to_string(),
+        ));
+    }
+    if !ctx.metrics.is_leader() {
+        let (code, msg) = if ctx.metrics.leader_id() == 0 {
+            (ErrorCode::Unavailable, "no leader elected yet; retry")
+        } else {
+            (
+                ErrorCode::NotLeader,
+                "send administrative requests to the leader",
+            )
+        };
+        return Some(error_frame(req_id, code, ctx, msg));
+    }
+    None
 }
 
 fn check_publish(req_id: u64, events: &[Event], ctx: &ServerCtx) -> Option<BytesMut> {

@@ -31,7 +31,14 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub struct TcpPeers {
     queues: HashMap<u64, mpsc::Sender<Message>>,
+    /// Address each writer task dials (a member re-added with a new address gets a new task).
+    addrs: HashMap<u64, String>,
     metrics: Arc<NodeMetrics>,
+    rt: tokio::runtime::Handle,
+    my_id: u64,
+    queue: usize,
+    driver: Sender<DriverMsg>,
+    tls: Option<Arc<NodeTls>>,
 }
 
 impl TcpPeers {
@@ -45,20 +52,34 @@ impl TcpPeers {
         driver: Sender<DriverMsg>,
         tls: Option<Arc<NodeTls>>,
     ) -> TcpPeers {
-        let mut queues = HashMap::new();
+        let mut peers = TcpPeers {
+            queues: HashMap::new(),
+            addrs: HashMap::new(),
+            metrics,
+            rt: rt.clone(),
+            my_id,
+            queue,
+            driver,
+            tls,
+        };
         for m in members.iter().filter(|m| m.id != my_id) {
-            let (tx, rx) = mpsc::channel(queue);
-            queues.insert(m.id, tx);
-            rt.spawn(peer_writer(
-                my_id,
-                m.clone(),
-                rx,
-                metrics.clone(),
-                driver.clone(),
-                tls.clone(),
-            ));
+            peers.spawn_writer(m);
         }
-        TcpPeers { queues, metrics }
+        peers
+    }
+
+    fn spawn_writer(&mut self, m: &Member) {
+        let (tx, rx) = mpsc::channel(self.queue);
+        self.queues.insert(m.id, tx);
+        self.addrs.insert(m.id, m.addr.clone());
+        self.rt.spawn(peer_writer(
+            self.my_id,
+            m.clone(),
+            rx,
+            self.metrics.clone(),
+            self.driver.clone(),
+            self.tls.clone(),
+        ));
     }
 }
 
@@ -89,6 +110,24 @@ impl PeerSender for TcpPeers {
                 };
                 count_failure(&self.metrics, &m);
                 false
+            }
+        }
+    }
+
+    /// Dropping a removed member's queue ends its writer task (its `recv` returns `None`).
+    fn set_members(&mut self, members: &[Member]) {
+        let addrs = &self.addrs;
+        self.queues.retain(|id, _| {
+            members
+                .iter()
+                .any(|m| m.id == *id && addrs.get(id) == Some(&m.addr))
+        });
+        self.addrs.retain(|id, _| self.queues.contains_key(id));
+        let me = self.my_id;
+        for m in members.iter().filter(|m| m.id != me) {
+            if !self.queues.contains_key(&m.id) && !m.addr.is_empty() {
+                tracing::info!(peer = m.id, addr = %m.addr, "new peer");
+                self.spawn_writer(m);
             }
         }
     }
