@@ -216,7 +216,14 @@ fn tls_process_cluster_with_cli_clients() {
     args.extend(tls_flags);
     let out = run(&args, &[]);
     assert!(out.status.success(), "member list: {}", stderr(&out));
-    let mut args = vec!["leader", "transfer", "--endpoints", &eps, "--timeout", "10s"];
+    let mut args = vec![
+        "leader",
+        "transfer",
+        "--endpoints",
+        &eps,
+        "--timeout",
+        "10s",
+    ];
     args.extend(tls_flags);
     let out = run(&args, &[]);
     assert!(!out.status.success(), "transfer without a token succeeded");
@@ -254,7 +261,11 @@ fn tls_process_cluster_with_cli_clients() {
     ];
     args.extend(tls_flags);
     let out = run(&args, &[]);
-    assert!(out.status.success(), "transfer with the token: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "transfer with the token: {}",
+        stderr(&out)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("leadership moved"));
 
     // Plain TCP, or TLS without the client certificate mTLS requires: no endpoint answers.
