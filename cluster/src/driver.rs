@@ -4,15 +4,20 @@
 //! merge queued proposal blocks into entries of at most `max_entry_bytes` and propose them →
 //! tick when due → handle the Ready (send, apply, persist + one fsync, send, advance) →
 //! refresh the shared status every 50 ms. Many events per entry, many entries per fsync.
+//! Every `compaction_interval` it runs retention and compaction ([`Replica::compact`]); with
+//! asynchronous persistence the WAL thread saves the snapshot and deletes old segments after
+//! the fsync of the batch it is in. A backup request ([`DriverMsg::TakeSnapshot`]) is answered
+//! with a snapshot of the applied state, encoded on the driver thread (it must not change
+//! while it is read).
 
 use crate::acks::{AckError, AckRegistry};
 use crate::metrics::NodeMetrics;
-use crate::replica::{PersistJob, Replica};
+use crate::replica::{Compaction, PersistJob, Replica};
 use crate::wal::Wal;
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 use crossbeam_channel::{Receiver, TryRecvError};
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +39,15 @@ pub enum DriverMsg {
     },
     /// The WAL thread failed (I/O error): the node must stop.
     StorageFailed(String),
+    /// The transport's verdict on a snapshot message to `to`.
+    SnapshotSent {
+        /// The follower.
+        to: u64,
+        /// Written to its connection (`false`: dropped or the connection failed).
+        delivered: bool,
+    },
+    /// A client wants a consistent snapshot of the applied state (backup).
+    TakeSnapshot(tokio::sync::oneshot::Sender<Result<Bytes, String>>),
     /// Stop after this iteration.
     Stop,
 }
@@ -63,6 +77,17 @@ pub struct DriverConfig {
     /// Persist on a separate WAL thread (raft-rs asynchronous Ready); otherwise the driver
     /// fsyncs inline.
     pub async_persist: bool,
+    /// How often retention and compaction run.
+    pub compaction_interval: Duration,
+}
+
+/// Work for the WAL thread.
+#[derive(Debug)]
+pub enum WalJob {
+    /// One Ready's durable part.
+    Persist(PersistJob),
+    /// Save a snapshot and delete old segments.
+    Compact(Compaction),
 }
 
 /// The driver's channels and shared state.
@@ -105,12 +130,14 @@ pub fn run(
     let mut next_status = Instant::now();
     let mut entry = Pending::default();
     let mut unreachable: Vec<u64> = Vec::new();
+    let mut snapshots_failed: Vec<u64> = Vec::new();
+    let mut next_compaction = Instant::now() + cfg.compaction_interval;
     let mut stop = false;
     let mut wal_thread = None;
     let mut jobs_tx = None;
     if cfg.async_persist {
         if let Some(wal) = replica.take_wal() {
-            let (tx, rx) = crossbeam_channel::unbounded::<PersistJob>();
+            let (tx, rx) = crossbeam_channel::unbounded::<WalJob>();
             let back = self_tx.clone();
             let m = metrics.clone();
             wal_thread = Some(
@@ -176,8 +203,12 @@ pub fn run(
         let mut send = |out: Vec<Message>| {
             for m in out {
                 let to = m.to;
+                let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
                 if !net.send(m) {
                     unreachable.push(to);
+                    if is_snapshot {
+                        snapshots_failed.push(to);
+                    }
                 }
             }
         };
@@ -185,12 +216,27 @@ pub fn run(
             Some(jobs) => replica.handle_ready_async(&mut send, &mut |job| {
                 // The WAL thread outlives this loop; a send only fails if it died, which it
                 // reports as StorageFailed.
-                let _ = jobs.send(job);
+                let _ = jobs.send(WalJob::Persist(job));
             }),
             None => replica.handle_ready(&mut send),
         };
         if let Err(e) = r {
             break Err(e);
+        }
+        for to in snapshots_failed.drain(..) {
+            replica.report_snapshot(to, false);
+        }
+        if now >= next_compaction {
+            next_compaction = now + cfg.compaction_interval;
+            match replica.compact() {
+                Ok(Some(job)) => {
+                    if let Some(jobs) = &jobs_tx {
+                        let _ = jobs.send(WalJob::Compact(job));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
         }
         if !unreachable.is_empty() {
             unreachable.sort_unstable();
@@ -242,6 +288,14 @@ fn on_msg(
                 }
             }
         }
+        DriverMsg::SnapshotSent { to, delivered } => replica.report_snapshot(to, delivered),
+        DriverMsg::TakeSnapshot(reply) => {
+            let r = replica
+                .snapshot_data()
+                .map(|s| crate::snapshot::encode(&s))
+                .map_err(|e| e.to_string());
+            let _ = reply.send(r);
+        }
         DriverMsg::StorageFailed(e) => {
             return Err(crate::ClusterError::StorageIo {
                 path: "log".into(),
@@ -253,46 +307,58 @@ fn on_msg(
     Ok(false)
 }
 
-/// The WAL thread: takes every queued job, writes them, fsyncs once, reports back.
+/// The WAL thread: takes every queued job, writes them, fsyncs once, reports back; then runs
+/// the compactions that were queued among them (their snapshots cover only applied, hence
+/// already persisted, entries, so they need not wait for anything else).
 fn wal_loop(
     mut wal: Wal,
-    jobs: Receiver<PersistJob>,
+    jobs: Receiver<WalJob>,
     driver: Sender<DriverMsg>,
     metrics: Arc<NodeMetrics>,
 ) {
+    let fail = |e: crate::ClusterError| {
+        tracing::error!(error = %e, "log write failed; stopping the node");
+        let _ = driver.send(DriverMsg::StorageFailed(e.to_string()));
+    };
     while let Ok(first) = jobs.recv() {
-        let mut number = first.number;
-        let mut messages = first.messages;
-        wal.append_entries(&first.entries);
-        if let Some(hs) = &first.hard_state {
-            wal.set_hard_state(hs);
+        let mut number = None;
+        let mut messages = Vec::new();
+        let mut compactions = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next {
+            match job {
+                WalJob::Persist(job) => {
+                    if let Err(e) = wal.write_job(&job) {
+                        return fail(e);
+                    }
+                    number = Some(job.number);
+                    messages.extend(job.messages);
+                }
+                WalJob::Compact(c) => compactions.push(c),
+            }
+            next = jobs.try_recv().ok();
         }
-        while let Ok(job) = jobs.try_recv() {
-            number = job.number;
-            messages.extend(job.messages);
-            wal.append_entries(&job.entries);
-            if let Some(hs) = &job.hard_state {
-                wal.set_hard_state(hs);
+        if let Some(number) = number {
+            match wal.sync() {
+                Ok(took) => {
+                    if let Some(t) = took {
+                        metrics.record_fsync(t.as_nanos() as u64);
+                    }
+                    let msg = DriverMsg::Persisted {
+                        number,
+                        messages,
+                        log_bytes: wal.total_bytes(),
+                    };
+                    if driver.send(msg).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => return fail(e),
             }
         }
-        match wal.sync() {
-            Ok(took) => {
-                if let Some(t) = took {
-                    metrics.record_fsync(t.as_nanos() as u64);
-                }
-                let msg = DriverMsg::Persisted {
-                    number,
-                    messages,
-                    log_bytes: wal.total_bytes(),
-                };
-                if driver.send(msg).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "log write failed; stopping the node");
-                let _ = driver.send(DriverMsg::StorageFailed(e.to_string()));
-                return;
+        for c in compactions {
+            if let Err(e) = c.apply_to(&mut wal) {
+                return fail(e);
             }
         }
     }

@@ -40,6 +40,14 @@ pub struct NodeMetrics {
     pub(crate) proposals_failed: AtomicU64,
     pub(crate) heartbeat_send_failures: AtomicU64,
     pub(crate) peer_send_failures: AtomicU64,
+    /// Snapshots written to a follower's connection.
+    pub(crate) snapshots_sent: AtomicU64,
+    /// Snapshots that could not be sent (reported to raft as failures; raft retries).
+    pub(crate) snapshot_send_failures: AtomicU64,
+    /// Leader snapshots installed.
+    pub(crate) snapshots_received: AtomicU64,
+    /// Local compactions (snapshot + log truncation).
+    pub(crate) compactions: AtomicU64,
     fsync: Mutex<Histogram<u64>>,
     commit: Mutex<Histogram<u64>>,
     status: Mutex<ClusterStatus>,
@@ -77,6 +85,10 @@ impl NodeMetrics {
             proposals_failed: AtomicU64::new(0),
             heartbeat_send_failures: AtomicU64::new(0),
             peer_send_failures: AtomicU64::new(0),
+            snapshots_sent: AtomicU64::new(0),
+            snapshot_send_failures: AtomicU64::new(0),
+            snapshots_received: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
             fsync: Mutex::new(new_hist()),
             commit: Mutex::new(new_hist()),
             status: Mutex::new(status),
@@ -141,6 +153,11 @@ impl NodeMetrics {
         }
     }
 
+    /// Snapshots that could not be delivered to a follower so far.
+    pub fn snapshot_send_failures(&self) -> u64 {
+        self.snapshot_send_failures.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn set_status(&self, s: ClusterStatus) {
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
@@ -155,7 +172,9 @@ impl NodeMetrics {
             proposals_failed: l(&self.proposals_failed),
             heartbeat_send_failures: l(&self.heartbeat_send_failures),
             peer_send_failures: l(&self.peer_send_failures),
-            ..ReplicationCounters::default()
+            snapshots_sent: l(&self.snapshots_sent),
+            snapshots_received: l(&self.snapshots_received),
+            compactions: l(&self.compactions),
         }
     }
 }

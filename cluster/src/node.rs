@@ -188,6 +188,7 @@ impl Node {
             tick: cfg.tick(),
             max_entry_bytes: cfg.max_entry_bytes,
             async_persist: cfg.async_persist,
+            compaction_interval: Duration::from_millis(cfg.compaction_interval_ms),
         };
         let dacks = acks.clone();
         let self_tx = driver_tx.clone();
@@ -217,6 +218,7 @@ impl Node {
             stream,
             driver: driver_tx.clone(),
             max_frame: cfg.max_frame_bytes,
+            max_peer_frame: cfg.max_peer_frame_bytes as usize,
             max_event_bytes: cfg.max_event_bytes,
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             protocol_errors: AtomicU64::new(0),

@@ -12,19 +12,37 @@
 //! 5. `advance`, then handle the LightReady (commit index, messages, committed entries);
 //! 6. `advance_apply`.
 //!
-//! Restart: the WAL is replayed into a [`MemStorage`]; entries up to the persisted commit index
-//! are replayed into the state machine without dispatch, and raft starts with `applied` equal
-//! to that index, so `applied <= commit <= last_index` always holds.
+//! Restart: `DATA_DIR/state.snapshot` (if any) is loaded into the storage and the state
+//! machine, then the WAL entries after the snapshot are replayed into a [`MemStorage`]; entries
+//! up to the persisted commit index are replayed into the state machine without dispatch, and
+//! raft starts with `applied` equal to that index, so `snapshot <= applied <= commit <= last`
+//! always holds.
+//!
+//! Snapshots and compaction (see [`crate::snapshot`] for the format):
+//! * [`Replica::compact`] (the driver calls it every `compaction_interval_ms`) trims the stream
+//!   by the retention policy and, once `snapshot_entries` entries were applied since the last
+//!   snapshot, snapshots the state machine at the applied index `A`, serves that snapshot to
+//!   raft ([`SnapStorage`]), drops in-memory entries `<= A - log_keep_entries` (slightly
+//!   behind followers still catch up from the log) and has the WAL save the snapshot and delete
+//!   whole segments below the kept range.
+//! * A Ready carrying a leader's snapshot: it is decoded (a bad one stops the node: it came
+//!   from a leader running this code), applied to the storage and the state machine, and made
+//!   durable (snapshot file + WAL record) before raft is told it is persisted.
+//! * The leader learns whether a snapshot reached the follower's connection through
+//!   [`Replica::report_snapshot`] (raft retries after a failure).
 
 use crate::acks::{AckError, AckRegistry};
 use crate::error::ClusterError;
 use crate::metrics::NodeMetrics;
+use crate::snapshot::{self, SnapshotData, SnapshotMember};
 use crate::state::StateMachine;
+use crate::stream::Retention;
 use crate::wal::Wal;
+use bytes::Bytes;
 use eventstream_core::replication::{ClusterStatus, MemberStatus, RaftRole};
-use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType};
-use raft::storage::MemStorage;
-use raft::{RawNode, StateRole, Storage};
+use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType, Snapshot};
+use raft::storage::{MemStorage, RaftState};
+use raft::{GetEntriesContext, RawNode, SnapshotStatus, StateRole, Storage};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -56,6 +74,13 @@ pub struct ReplicaConfig {
     pub max_uncommitted_size: u64,
     /// Log segment size before rotation.
     pub segment_bytes: u64,
+    /// How much of the stream to keep.
+    pub retention: Retention,
+    /// Entries applied since the last snapshot before the next one is taken (compaction).
+    pub snapshot_entries: u64,
+    /// Entries kept in the log below the applied index at compaction (≥ 1), so a follower only
+    /// slightly behind catches up from the log instead of by snapshot.
+    pub log_keep_entries: u64,
 }
 
 impl ReplicaConfig {
@@ -72,6 +97,9 @@ impl ReplicaConfig {
             max_inflight_msgs: 64,
             max_uncommitted_size: 256 << 20,
             segment_bytes: 64 << 20,
+            retention: Retention::default(),
+            snapshot_entries: 20_000,
+            log_keep_entries: 5_000,
         }
     }
 }
@@ -85,11 +113,123 @@ fn role(r: StateRole) -> RaftRole {
     }
 }
 
+/// raft storage: the in-memory log ([`MemStorage`]) plus the latest snapshot *with data*
+/// (MemStorage's own snapshots carry metadata only) and the term of the last compacted entry
+/// (raft asks for the term just below the first kept entry).
+pub struct SnapStorage {
+    mem: MemStorage,
+    snapshot: Snapshot,
+    /// `(index, term)` of the last entry dropped by compaction.
+    compacted: (u64, u64),
+}
+
+impl std::fmt::Debug for SnapStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapStorage")
+            .field("snapshot_index", &self.snapshot_index())
+            .field("compacted", &self.compacted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapStorage {
+    /// The in-memory log.
+    pub fn mem(&self) -> &MemStorage {
+        &self.mem
+    }
+
+    /// Index of the snapshot raft is served (0 = none).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot.get_metadata().index
+    }
+}
+
+impl Storage for SnapStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.mem.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.mem.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx != 0 && idx == self.compacted.0 {
+            return Ok(self.compacted.1);
+        }
+        let m = self.snapshot.get_metadata();
+        if idx != 0 && idx == m.index {
+            return Ok(m.term);
+        }
+        self.mem.term(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.mem.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.mem.last_index()
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let idx = self.snapshot.get_metadata().index;
+        if idx == 0 || idx < request_index {
+            // raft asks again later (the next compaction makes a newer one).
+            return Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        Ok(self.snapshot.clone())
+    }
+}
+
+/// A local compaction's durable part, for whoever owns the WAL.
+#[derive(Debug, Clone)]
+pub struct Compaction {
+    /// The encoded snapshot (saved as `DATA_DIR/state.snapshot`).
+    pub snapshot: Bytes,
+    /// Its index.
+    pub index: u64,
+    /// Segments whose entries are all `<=` this may be deleted.
+    pub log_upto: u64,
+}
+
+impl Compaction {
+    /// Saves the snapshot durably, then compacts the log. Returns the log bytes freed.
+    pub fn apply_to(&self, wal: &mut Wal) -> Result<u64, ClusterError> {
+        wal.save_snapshot(&self.snapshot)?;
+        wal.compact(self.log_upto)
+    }
+}
+
+fn raft_snapshot(data: Bytes, index: u64, term: u64, conf: ConfState) -> Snapshot {
+    let mut snap = Snapshot::default();
+    snap.data = data;
+    let meta = snap.mut_metadata();
+    meta.index = index;
+    meta.term = term;
+    meta.set_conf_state(conf);
+    snap
+}
+
+fn conf_of(s: &SnapshotData) -> ConfState {
+    ConfState::from((s.voters.clone(), s.learners.clone()))
+}
+
 /// One Ready's durable part, for the WAL thread (asynchronous persistence).
 #[derive(Debug)]
 pub struct PersistJob {
     /// The Ready's number (for `on_persist_ready`).
     pub number: u64,
+    /// A leader's snapshot to install durably before the entries (rare).
+    pub snapshot: Option<Snapshot>,
     /// Entries to append.
     pub entries: Vec<Entry>,
     /// New hard state, if it changed.
@@ -98,9 +238,45 @@ pub struct PersistJob {
     pub messages: Vec<Message>,
 }
 
+/// The WAL entries that continue a snapshot at `(index, term)`: those after it, if the log
+/// agrees with the snapshot at its index (or starts right after it); none if the log is older
+/// than the snapshot (it was installed from a leader, and the log's tail is void).
+fn entries_after_snapshot(
+    entries: Vec<Entry>,
+    index: u64,
+    term: u64,
+    dir: &std::path::Path,
+) -> Result<Vec<Entry>, ClusterError> {
+    if index == 0 {
+        return Ok(entries);
+    }
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Ok(entries);
+    };
+    let (first, last) = (first.index, last.index);
+    if first > index + 1 {
+        return Err(ClusterError::CorruptLog {
+            path: dir.display().to_string(),
+            offset: 0,
+            reason: format!("log starts at index {first}, after the snapshot at {index}: a gap"),
+        });
+    }
+    if last <= index {
+        return Ok(Vec::new());
+    }
+    if first == index + 1 {
+        return Ok(entries);
+    }
+    let at = (index - first) as usize;
+    if entries[at].term != term {
+        return Ok(Vec::new());
+    }
+    Ok(entries.into_iter().skip(at + 1).collect())
+}
+
 /// A replica: consensus + log + state machine.
 pub struct Replica {
-    raw: RawNode<MemStorage>,
+    raw: RawNode<SnapStorage>,
     /// `None` once moved to a WAL thread ([`Replica::take_wal`], asynchronous persistence).
     wal: Option<Wal>,
     sm: StateMachine,
@@ -114,6 +290,9 @@ pub struct Replica {
     commit_lat: Vec<u64>,
     /// Log size reported by the WAL thread (asynchronous persistence).
     log_bytes: u64,
+    retention: Retention,
+    snapshot_entries: u64,
+    log_keep_entries: u64,
 }
 
 impl std::fmt::Debug for Replica {
@@ -136,32 +315,71 @@ impl Replica {
         metrics: Arc<NodeMetrics>,
     ) -> Result<Replica, ClusterError> {
         let (mut wal, rec) = Wal::open(&cfg.data_dir, cfg.segment_bytes)?;
-        let conf = match rec.conf_state {
-            Some(cs) => cs,
-            None => {
+        let snap = snapshot::load_from_data_dir(&cfg.data_dir)?;
+        if let Some((_, s)) = &snap {
+            if !s.voters.contains(&cfg.id) && !s.learners.contains(&cfg.id) {
+                return Err(ClusterError::config(
+                    "id",
+                    format!(
+                        "the snapshot in {} lists members {:?} + learners {:?}, not this node's id {}",
+                        cfg.data_dir.display(),
+                        s.voters,
+                        s.learners,
+                        cfg.id
+                    ),
+                ));
+            }
+        }
+        let conf = match (rec.conf_state, &snap) {
+            (Some(cs), _) => cs,
+            (None, Some((_, s))) => {
+                let cs = conf_of(s);
+                wal.set_conf_state(&cs);
+                wal.sync()?;
+                cs
+            }
+            (None, None) => {
                 let cs = ConfState::from((cfg.voters.clone(), vec![]));
                 wal.set_conf_state(&cs);
                 wal.sync()?;
                 cs
             }
         };
-        let storage = MemStorage::new_with_conf_state(conf);
-        let hs = rec.hard_state.unwrap_or_default();
+        let mem = MemStorage::new_with_conf_state(conf.clone());
+        let mut storage = SnapStorage {
+            mem,
+            snapshot: Snapshot::default(),
+            compacted: (0, 0),
+        };
+        let (snap_index, snap_term) = snap.as_ref().map_or((0, 0), |(_, s)| (s.index, s.term));
+        let entries = entries_after_snapshot(rec.entries, snap_index, snap_term, &cfg.data_dir)?;
+        let mut hs = rec.hard_state.unwrap_or_default();
+        if let Some((bytes, s)) = &snap {
+            let rs = raft_snapshot(bytes.clone(), s.index, s.term, conf_of(s));
+            storage.mem.wl().apply_snapshot(rs.clone())?;
+            // A membership recorded in the log after the snapshot wins.
+            storage.mem.wl().set_conf_state(conf);
+            storage.snapshot = rs;
+            hs.term = hs.term.max(s.term);
+            hs.commit = hs.commit.max(s.index);
+            sm.restore(s);
+            tracing::info!(
+                id = cfg.id,
+                index = s.index,
+                events = s.events(),
+                "loaded snapshot"
+            );
+        }
         {
-            let mut w = storage.wl();
-            if !rec.entries.is_empty() {
-                w.append(&rec.entries)?;
+            let mut w = storage.mem.wl();
+            if !entries.is_empty() {
+                w.append(&entries)?;
             }
             w.set_hardstate(hs.clone());
         }
         let last = storage.last_index()?;
-        let commit = hs.commit.min(last);
-        let replay_to = commit as usize;
-        sm.replay(
-            rec.entries
-                .iter()
-                .take_while(|e| e.index as usize <= replay_to),
-        );
+        let commit = hs.commit.min(last).max(snap_index);
+        sm.replay(entries.iter().take_while(|e| e.index <= commit));
         if commit > 0 {
             tracing::info!(id = cfg.id, commit, last, term = hs.term, "replayed log");
         }
@@ -194,6 +412,9 @@ impl Replica {
             leader: 0,
             commit_lat: Vec::new(),
             log_bytes: 0,
+            retention: cfg.retention,
+            snapshot_entries: cfg.snapshot_entries.max(1),
+            log_keep_entries: cfg.log_keep_entries.max(1),
         })
     }
 
@@ -291,7 +512,7 @@ impl Replica {
     }
 
     /// The start every Ready shares, sync or async: take it, note soft-state changes, send the
-    /// leader's messages at once (before persisting), refuse snapshots. `None` without a Ready.
+    /// leader's messages at once (before persisting). `None` without a Ready.
     fn begin_ready(
         &mut self,
         send: &mut dyn FnMut(Vec<Message>),
@@ -306,14 +527,37 @@ impl Replica {
         if !ready.messages().is_empty() {
             send(ready.take_messages());
         }
-        if !ready.snapshot().is_empty() {
-            // Snapshots arrive with the snapshot/compaction issue; this build never compacts,
-            // so no leader ever sends one.
-            return Err(ClusterError::Raft(raft::Error::Store(
-                raft::StorageError::SnapshotTemporarilyUnavailable,
-            )));
-        }
         Ok(Some(ready))
+    }
+
+    /// Installs a leader's snapshot in memory: storage, state machine, served snapshot. The
+    /// caller makes it durable before raft learns it is persisted.
+    fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        let data = snapshot::decode(&snap.data).map_err(|e| ClusterError::CorruptSnapshot {
+            path: format!(
+                "snapshot from the leader at index {}",
+                snap.get_metadata().index
+            ),
+            reason: e.to_string(),
+        })?;
+        self.raw.mut_store().mem.wl().apply_snapshot(snap.clone())?;
+        let store = self.raw.mut_store();
+        store.snapshot = snap.clone();
+        store.compacted = (0, 0);
+        self.sm.restore(&data);
+        self.metrics
+            .snapshots_received
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            id = self.raw.raft.id,
+            index = data.index,
+            events = data.events(),
+            bytes = snap.data.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "installed a snapshot from the leader"
+        );
+        Ok(())
     }
 
     /// Handles one Ready if there is one. `send` is called with outgoing messages as soon as
@@ -334,6 +578,15 @@ impl Replica {
             self.apply(std::mem::take(&mut committed));
         }
         let entries = ready.take_entries();
+        if !ready.snapshot().is_empty() {
+            let snap = ready.snapshot().clone();
+            self.install_snapshot(&snap)?;
+            let Some(wal) = self.wal.as_mut() else {
+                return Err(ClusterError::Closed);
+            };
+            let m = snap.get_metadata();
+            wal.install_snapshot(&snap.data, m.index, m.term)?;
+        }
         let Some(wal) = self.wal.as_mut() else {
             return Err(ClusterError::Closed);
         };
@@ -343,7 +596,7 @@ impl Replica {
             wal.set_hard_state(hs);
         } else {
             // A commit index advanced by a LightReady is written with the next batch.
-            let cur = self.raw.store().rl().hard_state().clone();
+            let cur = self.raw.store().mem.rl().hard_state().clone();
             if cur != self.written_hs && wal.has_pending() {
                 wal.set_hard_state(&cur);
                 self.written_hs = cur;
@@ -353,7 +606,7 @@ impl Replica {
             self.metrics.record_fsync(took.as_nanos() as u64);
         }
         {
-            let mut w = self.raw.mut_store().wl();
+            let mut w = self.raw.mut_store().mem.wl();
             if !entries.is_empty() {
                 w.append(&entries)?;
             }
@@ -369,6 +622,7 @@ impl Replica {
         if let Some(commit) = light.commit_index() {
             self.raw
                 .mut_store()
+                .mem
                 .wl()
                 .mut_hard_state()
                 .set_commit(commit);
@@ -409,13 +663,20 @@ impl Replica {
         let Some(mut ready) = self.begin_ready(send)? else {
             return Ok(false);
         };
+        let snapshot = if ready.snapshot().is_empty() {
+            None
+        } else {
+            let snap = ready.snapshot().clone();
+            self.install_snapshot(&snap)?;
+            Some(snap)
+        };
         self.apply(ready.take_committed_entries());
         let entries = ready.take_entries();
         let hs = ready.hs().cloned();
         {
             // raft must be able to read the entries back from storage before
             // advance_append_async; they count as persisted only after on_persisted.
-            let mut w = self.raw.mut_store().wl();
+            let mut w = self.raw.mut_store().mem.wl();
             if !entries.is_empty() {
                 w.append(&entries)?;
             }
@@ -427,6 +688,7 @@ impl Replica {
         // behind earlier fsyncs.
         persist(PersistJob {
             number: ready.number(),
+            snapshot,
             entries,
             hard_state: hs,
             messages: ready.take_persisted_messages(),
@@ -440,6 +702,104 @@ impl Replica {
     /// The WAL thread has fsynced every job up to Ready `number`.
     pub fn on_persisted(&mut self, number: u64) {
         self.raw.on_persist_ready(number);
+    }
+
+    /// The transport's verdict on a snapshot sent to `to`: delivered to its connection, or not
+    /// (raft then probes and sends a snapshot again).
+    pub fn report_snapshot(&mut self, to: u64, delivered: bool) {
+        let (status, counter) = if delivered {
+            (SnapshotStatus::Finish, &self.metrics.snapshots_sent)
+        } else {
+            (
+                SnapshotStatus::Failure,
+                &self.metrics.snapshot_send_failures,
+            )
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.raw.report_snapshot(to, status);
+    }
+
+    /// The state at the applied index as a snapshot (what a backup saves). Consistent: the
+    /// stream, dedup window and offsets all describe exactly the entries up to `applied`.
+    pub fn snapshot_data(&self) -> Result<SnapshotData, ClusterError> {
+        let mut s = SnapshotData::default();
+        self.sm.export_into(&mut s);
+        s.term = self.raw.store().term(s.index).or_else(|_| {
+            // The applied entry may still be only in raft's unstable log on a leader.
+            self.raw.raft.raft_log.term(s.index)
+        })?;
+        let cs = self.raw.raft.prs().conf().to_conf_state();
+        s.voters = cs.get_voters().to_vec();
+        s.learners = cs.get_learners().to_vec();
+        s.created_unix_ms = snapshot::unix_ms();
+        s.members = self
+            .metrics
+            .members()
+            .iter()
+            .map(|m| SnapshotMember {
+                id: m.id,
+                addr: m.addr.clone(),
+                http_addr: m.http_addr.clone(),
+                learner: s.learners.contains(&m.id),
+            })
+            .collect();
+        Ok(s)
+    }
+
+    /// Retention and compaction, called periodically: trims the stream by the retention
+    /// policy; then, once `snapshot_entries` entries were applied since the last snapshot,
+    /// takes a snapshot at the applied index, serves it to raft, drops in-memory entries below
+    /// the kept range and compacts the WAL — inline when this replica owns it (returns `None`),
+    /// otherwise the returned [`Compaction`] is for the WAL thread.
+    pub fn compact(&mut self) -> Result<Option<Compaction>, ClusterError> {
+        let trimmed = self.sm.stream().trim(&self.retention, snapshot::unix_ms());
+        if trimmed > 0 {
+            tracing::debug!(events = trimmed, "retention trimmed the stream");
+        }
+        let applied = self.sm.applied();
+        let snap_index = self.raw.store().snapshot_index();
+        if applied == 0 || applied < snap_index + self.snapshot_entries {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let data = self.snapshot_data()?;
+        let bytes = snapshot::encode(&data);
+        let rs = raft_snapshot(bytes.clone(), data.index, data.term, conf_of(&data));
+        let last = self.raw.store().last_index()?;
+        // Keep `log_keep_entries` below the applied index, and always the last entry (an empty
+        // MemStorage would report its first index from the stale snapshot metadata).
+        let upto = applied
+            .saturating_sub(self.log_keep_entries)
+            .min(last.saturating_sub(1));
+        let store = self.raw.mut_store();
+        store.snapshot = rs;
+        if upto >= store.mem.first_index()? {
+            let term = store.mem.term(upto)?;
+            store.mem.wl().compact(upto + 1)?;
+            store.compacted = (upto, term);
+        }
+        self.metrics.compactions.fetch_add(1, Ordering::Relaxed);
+        let job = Compaction {
+            snapshot: bytes,
+            index: data.index,
+            log_upto: upto,
+        };
+        tracing::info!(
+            id = self.raw.raft.id,
+            index = data.index,
+            events = data.events(),
+            bytes = job.snapshot.len(),
+            log_upto = upto,
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot taken, log compacted"
+        );
+        match self.wal.as_mut() {
+            Some(wal) => {
+                job.apply_to(wal)?;
+                Ok(None)
+            }
+            None => Ok(Some(job)),
+        }
     }
 
     fn on_soft_state(&mut self, new_role: StateRole, leader: u64) {

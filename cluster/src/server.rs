@@ -39,6 +39,8 @@ pub struct ServerCtx {
     pub driver: crossbeam_channel::Sender<DriverMsg>,
     /// Largest frame body.
     pub max_frame: usize,
+    /// Largest frame body on a peer connection (a snapshot is one raft message).
+    pub max_peer_frame: usize,
     /// Largest event payload.
     pub max_event_bytes: usize,
     /// Publish commit timeout.
@@ -86,7 +88,10 @@ async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
         return Err(invalid(format!("first frame must be Hello, got {kind:?}")));
     }
     match frame::decode_hello(&body).map_err(invalid)? {
-        Role::Peer { from } => serve_peer(from, reader, ctx).await,
+        Role::Peer { from } => {
+            reader.set_max_body(ctx.max_peer_frame);
+            serve_peer(from, reader, ctx).await
+        }
         Role::Client => serve_client(reader, w, ctx).await,
     }
 }

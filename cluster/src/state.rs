@@ -15,6 +15,7 @@
 
 use crate::acks::{AckRegistry, OFFSET_UNKNOWN};
 use crate::codec;
+use crate::snapshot::SnapshotData;
 use crate::stream::CommittedStream;
 use eventstream_core::{Applier, Decision, DedupConfig, DedupWindow, Event};
 use raft::eraftpb::{Entry, EntryType};
@@ -72,6 +73,13 @@ impl OffsetIndex {
     fn get(&self, id: u64) -> Option<u64> {
         self.map.get(&id).copied()
     }
+    /// `(id, offset)`, oldest first.
+    fn export(&self) -> Vec<(u64, u64)> {
+        self.order
+            .iter()
+            .filter_map(|id| self.map.get(id).map(|o| (*id, *o)))
+            .collect()
+    }
 }
 
 /// What applying one entry did.
@@ -89,6 +97,7 @@ pub struct EntryOutcome {
 #[derive(Debug)]
 pub struct StateMachine {
     applier: Applier,
+    dedup: DedupConfig,
     decisions: DedupWindow,
     offsets: OffsetIndex,
     stream: Arc<CommittedStream>,
@@ -110,6 +119,7 @@ impl StateMachine {
     ) -> Self {
         StateMachine {
             applier,
+            dedup,
             decisions: DedupWindow::new(dedup),
             offsets: OffsetIndex::new(dedup.window),
             stream,
@@ -139,6 +149,36 @@ impl StateMachine {
         for e in entries {
             self.apply_inner(e, false);
         }
+    }
+
+    /// Fills the state-machine part of a snapshot at [`applied`](Self::applied): stream
+    /// metadata and retained events, the dedup window and the offset index (in order).
+    pub fn export_into(&self, s: &mut SnapshotData) {
+        let (first, next, chunks) = self.stream.export();
+        s.index = self.applied;
+        s.first_offset = first;
+        s.next_offset = next;
+        s.chunks = chunks;
+        s.dedup_window = self.dedup.window as u64;
+        s.dedup_max_age_ns = self.dedup.max_age.map_or(0, |d| d.as_nanos() as u64);
+        s.dedup = self.decisions.entries().collect();
+        s.offsets = self.offsets.export();
+    }
+
+    /// Replaces the whole state with a snapshot's (a leader's snapshot installed, or the
+    /// node's own at start-up): stream, dedup window, offset index, applied index. The window
+    /// is rebuilt with this node's dedup configuration by replaying the snapshot's ids in
+    /// order, so with the same configuration every decision after it is identical to the
+    /// snapshotting node's.
+    pub fn restore(&mut self, s: &SnapshotData) {
+        self.decisions = DedupWindow::restore(self.dedup, s.dedup.iter().copied());
+        self.offsets = OffsetIndex::new(self.dedup.window);
+        for &(id, off) in &s.offsets {
+            self.offsets.insert(id, off);
+        }
+        self.stream
+            .reset(s.first_offset, s.next_offset, s.chunks.clone());
+        self.applied = s.index;
     }
 
     /// Applies one committed entry: dedup, offsets, stream, handlers, acknowledgements.
