@@ -293,6 +293,9 @@ pub struct Replica {
     retention: Retention,
     snapshot_entries: u64,
     log_keep_entries: u64,
+    /// Asynchronous persistence: `(ready number, applied index)` of an installed snapshot the
+    /// WAL thread has not made durable yet.
+    snapshot_unpersisted: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -415,6 +418,7 @@ impl Replica {
             retention: cfg.retention,
             snapshot_entries: cfg.snapshot_entries.max(1),
             log_keep_entries: cfg.log_keep_entries.max(1),
+            snapshot_unpersisted: None,
         })
     }
 
@@ -443,6 +447,16 @@ impl Replica {
         self.raw.raft.raft_log.committed
     }
 
+    /// First index still in the in-memory log.
+    pub fn first_index(&self) -> u64 {
+        self.raw.raft.raft_log.first_index()
+    }
+
+    /// Index of the latest snapshot (taken here or installed from a leader; 0 = none).
+    pub fn snapshot_index(&self) -> u64 {
+        self.raw.store().snapshot_index()
+    }
+
     /// Applied index.
     pub fn applied_index(&self) -> u64 {
         self.sm.applied()
@@ -461,6 +475,11 @@ impl Replica {
     /// Starts a campaign now (tests, leader transfer).
     pub fn campaign(&mut self) -> Result<(), ClusterError> {
         Ok(self.raw.campaign()?)
+    }
+
+    /// Asks the leader (this node) to hand leadership to `to` (tests, maintenance).
+    pub fn transfer_leader(&mut self, to: u64) {
+        self.raw.transfer_leader(to);
     }
 
     /// Feeds a message from a peer. Messages for other nodes or stale terms are ignored by raft.
@@ -670,6 +689,7 @@ impl Replica {
             self.install_snapshot(&snap)?;
             Some(snap)
         };
+        let snapshot_index = snapshot.as_ref().map(|s| s.get_metadata().index);
         self.apply(ready.take_committed_entries());
         let entries = ready.take_entries();
         let hs = ready.hs().cloned();
@@ -693,8 +713,17 @@ impl Replica {
             hard_state: hs,
             messages: ready.take_persisted_messages(),
         });
+        let number = ready.number();
         self.raw.advance_append_async(ready);
-        self.raw.advance_apply();
+        if let Some(snap) = self.snapshot_unpersisted {
+            // raft refuses an applied index above its persisted one: report the snapshot as
+            // applied once the WAL thread has made it durable (see on_persisted).
+            debug_assert!(snap.0 <= number);
+        } else if snapshot_index.is_some() {
+            self.snapshot_unpersisted = Some((number, self.sm.applied()));
+        } else {
+            self.raw.advance_apply();
+        }
         self.observe_commit();
         Ok(true)
     }
@@ -702,6 +731,12 @@ impl Replica {
     /// The WAL thread has fsynced every job up to Ready `number`.
     pub fn on_persisted(&mut self, number: u64) {
         self.raw.on_persist_ready(number);
+        if let Some((ready, _)) = self.snapshot_unpersisted {
+            if number >= ready {
+                self.snapshot_unpersisted = None;
+                self.raw.advance_apply_to(self.sm.applied());
+            }
+        }
     }
 
     /// The transport's verdict on a snapshot sent to `to`: delivered to its connection, or not
