@@ -14,6 +14,7 @@ use std::sync::Arc;
 pub use eventstream_cluster::cli::{
     FailoverBenchArgs, NodeArgs, PublishArgs, ReplicationBenchArgs, StatusArgs, SubscribeArgs,
 };
+pub use eventstream_cluster::snapshot_cli::SnapshotCommand;
 
 /// `eventstream node`: runs until SIGINT/SIGTERM (or a fatal storage error).
 pub fn node(args: NodeArgs) -> anyhow::Result<()> {
@@ -76,6 +77,11 @@ pub fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
 /// `eventstream status`.
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     Ok(cli::run_status(args)?)
+}
+
+/// `eventstream snapshot save | status | restore`.
+pub fn snapshot(cmd: SnapshotCommand) -> anyhow::Result<()> {
+    Ok(eventstream_cluster::snapshot_cli::run(cmd)?)
 }
 
 /// `eventstream bench replication`.

@@ -36,6 +36,9 @@ enum Command {
     Subscribe(cluster_cmd::SubscribeArgs),
     /// Status of cluster endpoints as a table (or --json).
     Status(cluster_cmd::StatusArgs),
+    /// Backups: save a node's snapshot, verify a file, seed a new cluster from one.
+    #[command(subcommand)]
+    Snapshot(cluster_cmd::SnapshotCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,5 +65,6 @@ fn main() -> anyhow::Result<()> {
         Command::Publish(args) => cluster_cmd::publish(args),
         Command::Subscribe(args) => cluster_cmd::subscribe(args),
         Command::Status(args) => cluster_cmd::status(args),
+        Command::Snapshot(cmd) => cluster_cmd::snapshot(cmd),
     }
 }

@@ -20,7 +20,7 @@
 //!   retention trims it from the front (a read below the first retained offset is `Compacted`).
 //! * [`snapshot`] — the snapshot format (raft snapshots, `DATA_DIR/state.snapshot`, backups):
 //!   raft and stream metadata, members, dedup window, offset index, retained events; pure,
-//!   checksummed decoder.
+//!   checksummed decoder; [`snapshot_cli`] — `eventstream snapshot save | status | restore`.
 //! * [`AckRegistry`] — publishes waiting (by event id) for their offsets.
 //! * [`Node`] — a running member: engine (its [`node::ProposalStage`] proposes), driver thread,
 //!   TCP transport ([`transport`]) and client listener ([`server`]); [`NodeConfig`] validates.
@@ -51,6 +51,7 @@ pub mod procs;
 pub mod replica;
 pub mod server;
 pub mod snapshot;
+pub mod snapshot_cli;
 pub mod state;
 pub mod stream;
 pub mod transport;

@@ -276,6 +276,12 @@ async fn serve_client(
                         break;
                     }
                 }
+                Kind::SnapshotRequest => {
+                    let (req_id, _) = frame::decode_req_id(&body).map_err(invalid)?;
+                    if !send_snapshot(req_id, &tx, ctx).await {
+                        break;
+                    }
+                }
                 other => return Err(invalid(format!("unexpected {other:?} frame from a client"))),
             }
         }
@@ -285,6 +291,46 @@ async fn serve_client(
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// Answers a backup request: the driver encodes a snapshot of the applied state (consistent:
+/// taken between two applies), sent in [`frame::SNAPSHOT_CHUNK_BYTES`] pieces through the
+/// connection's bounded queue (a slow reader slows the transfer, nothing more). False when the
+/// connection is gone.
+async fn send_snapshot(req_id: u64, tx: &mpsc::Sender<BytesMut>, ctx: &Arc<ServerCtx>) -> bool {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let taken = if ctx.driver.send(DriverMsg::TakeSnapshot(reply)).is_err() {
+        Err("node shutting down".to_owned())
+    } else {
+        match tokio::time::timeout(Duration::from_secs(60), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("node shutting down".to_owned()),
+            Err(_) => Err("snapshot not taken within 60 s".to_owned()),
+        }
+    };
+    let bytes = match taken {
+        Ok(b) => b,
+        Err(msg) => {
+            return tx
+                .send(error_frame(req_id, ErrorCode::Internal, ctx, msg))
+                .await
+                .is_ok()
+        }
+    };
+    let total = bytes.len() as u64;
+    let mut offset = 0usize;
+    loop {
+        let end = (offset + frame::SNAPSHOT_CHUNK_BYTES).min(bytes.len());
+        let mut b = BytesMut::with_capacity(end - offset + 40);
+        frame::put_snapshot_chunk(&mut b, req_id, total, offset as u64, &bytes[offset..end]);
+        if tx.send(b).await.is_err() {
+            return false;
+        }
+        offset = end;
+        if offset >= bytes.len() {
+            return true;
+        }
+    }
 }
 
 fn check_publish(req_id: u64, events: &[Event], ctx: &ServerCtx) -> Option<BytesMut> {
@@ -326,7 +372,19 @@ async fn subscribe(
     let budget = (ctx.max_frame / 2).max(1 << 16);
     loop {
         batch.clear();
-        next = ctx.stream.read(next, 4096, &keep, &mut batch);
+        next = match ctx.stream.try_read(next, 4096, &keep, &mut batch) {
+            Ok(n) => n,
+            Err(earliest) => {
+                let msg = format!(
+                    "offset {next} is compacted; the earliest available offset is {earliest}"
+                );
+                // The earliest offset travels in the request-id field (see docs/protocol.md).
+                let _ = tx
+                    .send(error_frame(earliest, ErrorCode::Compacted, ctx, msg))
+                    .await;
+                return Ok(());
+            }
+        };
         if !batch.is_empty() {
             let mut b = BytesMut::new();
             let mut start = 0;
