@@ -210,8 +210,10 @@ impl Compaction {
 }
 
 fn raft_snapshot(data: Bytes, index: u64, term: u64, conf: ConfState) -> Snapshot {
-    let mut snap = Snapshot::default();
-    snap.data = data;
+    let mut snap = Snapshot {
+        data,
+        ..Snapshot::default()
+    };
     let meta = snap.mut_metadata();
     meta.index = index;
     meta.term = term;
