@@ -612,6 +612,78 @@ mod tests {
         assert!(matches!(err, ClusterError::CorruptLog { .. }), "{err}");
     }
 
+    #[test]
+    fn compaction_deletes_old_segments_and_restart_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let hs = |commit| HardState {
+            term: 1,
+            commit,
+            ..HardState::default()
+        };
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 1 << 16).unwrap();
+            wal.set_conf_state(&ConfState::from((vec![1, 2, 3], vec![])));
+            // 8 entries of 40 KB: a new segment every two entries.
+            for i in 1..=8u64 {
+                wal.append_entries(&[entry(i, 1, &vec![i as u8; 40_000])]);
+                wal.set_hard_state(&hs(i));
+                wal.sync().unwrap();
+            }
+            let before = wal.total_bytes();
+            assert_eq!(wal.compact(0).unwrap(), 0, "nothing at or below 0");
+            let freed = wal.compact(5).unwrap();
+            assert!(freed > 0 && wal.total_bytes() < before);
+            wal.append_entries(&[entry(9, 1, b"nine")]);
+            wal.sync().unwrap();
+        }
+        // Segments holding only entries <= 5 are gone; hard and conf state survive in the
+        // current segment.
+        let (_, rec) = Wal::open(dir.path(), 1 << 16).unwrap();
+        let idx: Vec<u64> = rec.entries.iter().map(|e| e.index).collect();
+        assert_eq!(idx.first().copied(), Some(5));
+        assert_eq!(idx.last().copied(), Some(9));
+        assert_eq!(rec.hard_state.unwrap().commit, 8);
+        assert_eq!(rec.conf_state.unwrap().get_voters(), &[1, 2, 3]);
+        // A torn tail after compaction is still truncated.
+        let mut segs: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        segs.sort();
+        let last = segs.last().unwrap();
+        let len = fs::metadata(last).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(last)
+            .unwrap()
+            .set_len(len - 2)
+            .unwrap();
+        let (_, rec) = Wal::open(dir.path(), 1 << 16).unwrap();
+        assert_eq!(rec.entries.last().map(|e| e.index), Some(8));
+        assert!(rec.truncated_bytes > 0);
+    }
+
+    #[test]
+    fn installed_snapshot_voids_older_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 1 << 16).unwrap();
+            wal.append_entries(&[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"stale")]);
+            wal.sync().unwrap();
+            wal.install_snapshot(b"snapshot bytes", 10, 2).unwrap();
+            wal.append_entries(&[entry(11, 2, b"x")]);
+            wal.sync().unwrap();
+        }
+        let (_, rec) = Wal::open(dir.path(), 1 << 16).unwrap();
+        assert_eq!(rec.snapshot_installed, Some((10, 2)));
+        let idx: Vec<u64> = rec.entries.iter().map(|e| e.index).collect();
+        assert_eq!(idx, vec![11]);
+        assert_eq!(
+            fs::read(dir.path().join(crate::snapshot::DATA_DIR_FILE)).unwrap(),
+            b"snapshot bytes"
+        );
+    }
+
     proptest! {
         #[test]
         fn decode_record_never_panics(data in proptest::collection::vec(any::<u8>(), 0..128)) {
