@@ -125,10 +125,15 @@ fn backup_of_a_loaded_cluster_restores_into_a_fresh_cluster() {
         .unwrap();
     let follower = eps[if leader == 1 { 1 } else { 0 }].clone();
     let client = Client::new(ClientConfig::new(eps.clone())).unwrap();
-    let mut acked = rt.block_on(publish(&client, 100, "a"));
+    // EVENTSTREAM_SNAPSHOT_TEST_BATCHES scales the load (× 50 events, twice) for measurements.
+    let batches: usize = std::env::var("EVENTSTREAM_SNAPSHOT_TEST_BATCHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let mut acked = rt.block_on(publish(&client, batches, "a"));
     // Load keeps coming while the backup is taken.
     let bg_client = Client::new(ClientConfig::new(eps.clone())).unwrap();
-    let bg = rt.spawn(async move { publish(&bg_client, 100, "b").await });
+    let bg = rt.spawn(async move { publish(&bg_client, batches, "b").await });
     std::thread::sleep(Duration::from_millis(200));
     let file = dir.path().join("eventstream.snap");
     let file_s = file.to_str().unwrap();

@@ -7,8 +7,8 @@
 //! Every `compaction_interval` it runs retention and compaction ([`Replica::compact`]); with
 //! asynchronous persistence the WAL thread saves the snapshot and deletes old segments after
 //! the fsync of the batch it is in. A backup request ([`DriverMsg::TakeSnapshot`]) is answered
-//! with a snapshot of the applied state, encoded on the driver thread (it must not change
-//! while it is read).
+//! with the applied state collected between two applies (so it is consistent); it is encoded
+//! by the requester, off the driver thread.
 
 use crate::acks::{AckError, AckRegistry};
 use crate::metrics::NodeMetrics;
@@ -46,8 +46,10 @@ pub enum DriverMsg {
         /// Written to its connection (`false`: dropped or the connection failed).
         delivered: bool,
     },
-    /// A client wants a consistent snapshot of the applied state (backup).
-    TakeSnapshot(tokio::sync::oneshot::Sender<Result<Bytes, String>>),
+    /// A client wants a consistent snapshot of the applied state (backup). The driver only
+    /// collects it (shared `Bytes` of the stream, copies of the dedup window and offset index);
+    /// the requester encodes it off the driver thread.
+    TakeSnapshot(tokio::sync::oneshot::Sender<Result<crate::snapshot::SnapshotData, String>>),
     /// Stop after this iteration.
     Stop,
 }
@@ -290,11 +292,7 @@ fn on_msg(
         }
         DriverMsg::SnapshotSent { to, delivered } => replica.report_snapshot(to, delivered),
         DriverMsg::TakeSnapshot(reply) => {
-            let r = replica
-                .snapshot_data()
-                .map(|s| crate::snapshot::encode(&s))
-                .map_err(|e| e.to_string());
-            let _ = reply.send(r);
+            let _ = reply.send(replica.snapshot_data().map_err(|e| e.to_string()));
         }
         DriverMsg::StorageFailed(e) => {
             return Err(crate::ClusterError::StorageIo {
@@ -320,6 +318,7 @@ fn wal_loop(
         tracing::error!(error = %e, "log write failed; stopping the node");
         let _ = driver.send(DriverMsg::StorageFailed(e.to_string()));
     };
+    let mut last_number = 0;
     while let Ok(first) = jobs.recv() {
         let mut number = None;
         let mut messages = Vec::new();
@@ -339,6 +338,7 @@ fn wal_loop(
             next = jobs.try_recv().ok();
         }
         if let Some(number) = number {
+            last_number = number;
             match wal.sync() {
                 Ok(took) => {
                     if let Some(t) = took {
@@ -356,10 +356,22 @@ fn wal_loop(
                 Err(e) => return fail(e),
             }
         }
+        if compactions.is_empty() {
+            continue;
+        }
         for c in compactions {
             if let Err(e) = c.apply_to(&mut wal) {
                 return fail(e);
             }
+        }
+        // The log shrank: report its size (an already reported number changes nothing in raft).
+        let msg = DriverMsg::Persisted {
+            number: last_number,
+            messages: Vec::new(),
+            log_bytes: wal.total_bytes(),
+        };
+        if driver.send(msg).is_err() {
+            return;
         }
     }
 }

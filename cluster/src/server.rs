@@ -293,8 +293,8 @@ async fn serve_client(
     result
 }
 
-/// Answers a backup request: the driver encodes a snapshot of the applied state (consistent:
-/// taken between two applies), sent in [`frame::SNAPSHOT_CHUNK_BYTES`] pieces through the
+/// Answers a backup request: the driver collects the applied state (consistent: between two
+/// applies), a blocking task encodes it (the driver does not wait for that), sent in [`frame::SNAPSHOT_CHUNK_BYTES`] pieces through the
 /// connection's bounded queue (a slow reader slows the transfer, nothing more). False when the
 /// connection is gone.
 async fn send_snapshot(req_id: u64, tx: &mpsc::Sender<BytesMut>, ctx: &Arc<ServerCtx>) -> bool {
@@ -307,6 +307,12 @@ async fn send_snapshot(req_id: u64, tx: &mpsc::Sender<BytesMut>, ctx: &Arc<Serve
             Ok(Err(_)) => Err("node shutting down".to_owned()),
             Err(_) => Err("snapshot not taken within 60 s".to_owned()),
         }
+    };
+    let taken = match taken {
+        Ok(data) => tokio::task::spawn_blocking(move || crate::snapshot::encode(&data))
+            .await
+            .map_err(|e| format!("encoding the snapshot failed: {e}")),
+        Err(e) => Err(e),
     };
     let bytes = match taken {
         Ok(b) => b,
