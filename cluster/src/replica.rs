@@ -449,6 +449,11 @@ impl Replica {
         self.raw.raft.raft_log.committed
     }
 
+    /// The metrics this replica reports into.
+    pub fn metrics(&self) -> &Arc<NodeMetrics> {
+        &self.metrics
+    }
+
     /// First index still in the in-memory log.
     pub fn first_index(&self) -> u64 {
         self.raw.raft.raft_log.first_index()
@@ -570,6 +575,8 @@ impl Replica {
         self.metrics
             .snapshots_received
             .fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .record_snapshot(started.elapsed().as_nanos() as u64);
         tracing::info!(
             id = self.raw.raft.id,
             index = data.index,
@@ -816,6 +823,8 @@ impl Replica {
             store.compacted = (upto, term);
         }
         self.metrics.compactions.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .record_snapshot(started.elapsed().as_nanos() as u64);
         let job = Compaction {
             snapshot: bytes,
             index: data.index,
@@ -914,6 +923,13 @@ impl Replica {
     /// Builds this replica's status and stores it in the shared metrics.
     pub fn publish_status(&mut self) {
         self.sm.flush();
+        let stream = self.sm.stream();
+        self.metrics
+            .stream_first_offset
+            .store(stream.first_offset(), Ordering::Relaxed);
+        self.metrics
+            .stream_next_offset
+            .store(stream.next_offset(), Ordering::Relaxed);
         let raft = &self.raw.raft;
         let is_leader = raft.state == StateRole::Leader;
         let last = raft.raft_log.last_index();

@@ -7,6 +7,7 @@ use eventstream_cluster::replica::PersistJob;
 use eventstream_cluster::{
     AckRegistry, CommittedStream, Member, NodeMetrics, Replica, ReplicaConfig, StateMachine, Wal,
 };
+use eventstream_core::replication::ReplicationSource;
 use eventstream_core::{Applier, DedupConfig, Dispatcher, Event, Priority, StatsHandle};
 use raft::eraftpb::{Message, MessageType};
 use raft::StateRole;
@@ -775,6 +776,17 @@ fn retention_limits_what_a_snapshot_carries() {
     assert!(stream.next_offset() - first <= 30 + 4);
     let mut out = Vec::new();
     assert_eq!(stream.try_read(0, 10, |_| true, &mut out), Err(first));
+    // What the node reports: stream range, snapshot counters and durations.
+    let r = sim.r(follower);
+    r.publish_status();
+    let m = r.metrics().clone();
+    assert_eq!(m.stream_offsets(), (first, 160));
+    assert!(m.status().counters.snapshots_received >= 1);
+    assert!(!m.snapshot_durations().is_empty());
+    let leader = sim.leader().unwrap();
+    let lm = sim.r(leader).metrics().clone();
+    let c = lm.status().counters;
+    assert!(c.snapshots_sent >= 1 && c.compactions >= 1, "{c:?}");
     let from = (1..=3u64)
         .map(|id| sim.nodes[(id - 1) as usize].stream.first_offset())
         .max()
