@@ -81,6 +81,9 @@ pub struct DriverConfig {
     pub async_persist: bool,
     /// How often retention and compaction run.
     pub compaction_interval: Duration,
+    /// Largest frame a peer accepts (`max_peer_frame_bytes`): a bigger snapshot is not sent
+    /// (the follower would drop the connection) but reported to raft as failed, loudly.
+    pub max_peer_frame: usize,
 }
 
 /// Work for the WAL thread.
@@ -206,6 +209,16 @@ pub fn run(
             for m in out {
                 let to = m.to;
                 let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+                if is_snapshot && m.get_snapshot().data.len() + 4096 > cfg.max_peer_frame {
+                    tracing::error!(
+                        to,
+                        bytes = m.get_snapshot().data.len(),
+                        max = cfg.max_peer_frame,
+                        "snapshot larger than max_peer_frame_bytes: not sent; lower the retention or raise the limit"
+                    );
+                    snapshots_failed.push(to);
+                    continue;
+                }
                 if !net.send(m) {
                     unreachable.push(to);
                     if is_snapshot {

@@ -189,6 +189,7 @@ impl Node {
             max_entry_bytes: cfg.max_entry_bytes,
             async_persist: cfg.async_persist,
             compaction_interval: Duration::from_millis(cfg.compaction_interval_ms),
+            max_peer_frame: cfg.max_peer_frame_bytes as usize,
         };
         let dacks = acks.clone();
         let self_tx = driver_tx.clone();
