@@ -12,7 +12,7 @@
 
 use crate::acks::{AckError, AckRegistry};
 use crate::metrics::NodeMetrics;
-use crate::replica::{Compaction, PersistJob, Replica};
+use crate::replica::{Compacted, Compaction, PersistJob, Replica};
 use crate::wal::Wal;
 use bytes::Bytes;
 use crossbeam_channel::Sender;
@@ -46,6 +46,8 @@ pub enum DriverMsg {
         /// Written to its connection (`false`: dropped or the connection failed).
         delivered: bool,
     },
+    /// The WAL thread finished a compaction.
+    Compacted(Box<Compacted>),
     /// A client wants a consistent snapshot of the applied state (backup). The driver only
     /// collects it (shared `Bytes` of the stream, copies of the dedup window and offset index);
     /// the requester encodes it off the driver thread.
@@ -304,6 +306,7 @@ fn on_msg(
             }
         }
         DriverMsg::SnapshotSent { to, delivered } => replica.report_snapshot(to, delivered),
+        DriverMsg::Compacted(done) => replica.finish_compaction(*done)?,
         DriverMsg::TakeSnapshot(reply) => {
             let _ = reply.send(replica.snapshot_data().map_err(|e| e.to_string()));
         }
@@ -319,8 +322,8 @@ fn on_msg(
 }
 
 /// The WAL thread: takes every queued job, writes them, fsyncs once, reports back; then runs
-/// the compactions that were queued among them (their snapshots cover only applied, hence
-/// already persisted, entries, so they need not wait for anything else).
+/// the compactions that were queued among them — encode, save, delete segments — and reports
+/// each back (their snapshots cover only applied, hence already persisted, entries).
 fn wal_loop(
     mut wal: Wal,
     jobs: Receiver<WalJob>,
@@ -331,7 +334,6 @@ fn wal_loop(
         tracing::error!(error = %e, "log write failed; stopping the node");
         let _ = driver.send(DriverMsg::StorageFailed(e.to_string()));
     };
-    let mut last_number = 0;
     while let Ok(first) = jobs.recv() {
         let mut number = None;
         let mut messages = Vec::new();
@@ -351,7 +353,6 @@ fn wal_loop(
             next = jobs.try_recv().ok();
         }
         if let Some(number) = number {
-            last_number = number;
             match wal.sync() {
                 Ok(took) => {
                     if let Some(t) = took {
@@ -369,22 +370,15 @@ fn wal_loop(
                 Err(e) => return fail(e),
             }
         }
-        if compactions.is_empty() {
-            continue;
-        }
         for c in compactions {
-            if let Err(e) = c.apply_to(&mut wal) {
-                return fail(e);
+            match c.run(&mut wal) {
+                Ok(done) => {
+                    if driver.send(DriverMsg::Compacted(Box::new(done))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => return fail(e),
             }
-        }
-        // The log shrank: report its size (an already reported number changes nothing in raft).
-        let msg = DriverMsg::Persisted {
-            number: last_number,
-            messages: Vec::new(),
-            log_bytes: wal.total_bytes(),
-        };
-        if driver.send(msg).is_err() {
-            return;
         }
     }
 }

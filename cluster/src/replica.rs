@@ -21,10 +21,10 @@
 //! Snapshots and compaction (see [`crate::snapshot`] for the format):
 //! * [`Replica::compact`] (the driver calls it every `compaction_interval_ms`) trims the stream
 //!   by the retention policy and, once `snapshot_entries` entries were applied since the last
-//!   snapshot, snapshots the state machine at the applied index `A`, serves that snapshot to
-//!   raft ([`SnapStorage`]), drops in-memory entries `<= A - log_keep_entries` (slightly
-//!   behind followers still catch up from the log) and has the WAL save the snapshot and delete
-//!   whole segments below the kept range.
+//!   snapshot, collects the state machine at the applied index `A`; the WAL's owner encodes
+//!   it, saves `state.snapshot` and deletes whole segments below `A - log_keep_entries`; then
+//!   [`Replica::finish_compaction`] serves the snapshot to raft ([`SnapStorage`]) and drops the
+//!   same entries from memory (slightly behind followers still catch up from the log).
 //! * A Ready carrying a leader's snapshot: it is decoded (a bad one stops the node: it came
 //!   from a leader running this code), applied to the storage and the state machine, and made
 //!   durable (snapshot file + WAL record) before raft is told it is persisted.
@@ -190,22 +190,58 @@ impl Storage for SnapStorage {
     }
 }
 
-/// A local compaction's durable part, for whoever owns the WAL.
-#[derive(Debug, Clone)]
+/// A local compaction in progress: the state collected at the applied index. Whoever owns the
+/// WAL runs it ([`Compaction::run`]: encode, save `state.snapshot`, delete old segments — off
+/// the driver thread with asynchronous persistence) and hands the result back with
+/// [`Replica::finish_compaction`], which serves the snapshot to raft and trims the in-memory log.
+#[derive(Debug)]
 pub struct Compaction {
-    /// The encoded snapshot (saved as `DATA_DIR/state.snapshot`).
+    /// The state to snapshot.
+    pub data: SnapshotData,
+    /// Segments whose entries are all `<=` this may be deleted.
+    pub log_upto: u64,
+    started: Instant,
+}
+
+/// A finished [`Compaction`].
+#[derive(Debug)]
+pub struct Compacted {
+    /// The encoded snapshot (now in `DATA_DIR/state.snapshot`).
     pub snapshot: Bytes,
     /// Its index.
     pub index: u64,
-    /// Segments whose entries are all `<=` this may be deleted.
+    /// Its term.
+    pub term: u64,
+    /// Its membership.
+    pub conf: ConfState,
+    /// Events it holds.
+    pub events: u64,
+    /// Log entries `<=` this may go from memory too.
     pub log_upto: u64,
+    /// Log bytes deleted.
+    pub freed_bytes: u64,
+    /// Log bytes left.
+    pub log_bytes: u64,
+    started: Instant,
 }
 
 impl Compaction {
-    /// Saves the snapshot durably, then compacts the log. Returns the log bytes freed.
-    pub fn apply_to(&self, wal: &mut Wal) -> Result<u64, ClusterError> {
-        wal.save_snapshot(&self.snapshot)?;
-        wal.compact(self.log_upto)
+    /// Encodes the snapshot, saves it durably, then compacts the log.
+    pub fn run(self, wal: &mut Wal) -> Result<Compacted, ClusterError> {
+        let snapshot = snapshot::encode(&self.data);
+        wal.save_snapshot(&snapshot)?;
+        let freed_bytes = wal.compact(self.log_upto)?;
+        Ok(Compacted {
+            snapshot,
+            index: self.data.index,
+            term: self.data.term,
+            conf: conf_of(&self.data),
+            events: self.data.events(),
+            log_upto: self.log_upto,
+            freed_bytes,
+            log_bytes: wal.total_bytes(),
+            started: self.started,
+        })
     }
 }
 
@@ -298,6 +334,8 @@ pub struct Replica {
     /// Asynchronous persistence: `(ready number, applied index)` of an installed snapshot the
     /// WAL thread has not made durable yet.
     snapshot_unpersisted: Option<(u64, u64)>,
+    /// A [`Compaction`] handed to the WAL thread has not been finished yet.
+    compaction_in_flight: bool,
 }
 
 impl std::fmt::Debug for Replica {
@@ -421,6 +459,7 @@ impl Replica {
             snapshot_entries: cfg.snapshot_entries.max(1),
             log_keep_entries: cfg.log_keep_entries.max(1),
             snapshot_unpersisted: None,
+            compaction_in_flight: false,
         })
     }
 
@@ -791,10 +830,11 @@ impl Replica {
     }
 
     /// Retention and compaction, called periodically: trims the stream by the retention
-    /// policy; then, once `snapshot_entries` entries were applied since the last snapshot,
-    /// takes a snapshot at the applied index, serves it to raft, drops in-memory entries below
-    /// the kept range and compacts the WAL — inline when this replica owns it (returns `None`),
-    /// otherwise the returned [`Compaction`] is for the WAL thread.
+    /// policy; then, once `snapshot_entries` entries were applied since the last snapshot (and
+    /// no compaction is in flight), collects the state at the applied index. When this replica
+    /// owns the WAL the compaction runs inline (returns `None`); otherwise the returned
+    /// [`Compaction`] is for the WAL thread, which reports back for
+    /// [`finish_compaction`](Self::finish_compaction).
     pub fn compact(&mut self) -> Result<Option<Compaction>, ClusterError> {
         let trimmed = self.sm.stream().trim(&self.retention, snapshot::unix_ms());
         if trimmed > 0 {
@@ -802,21 +842,41 @@ impl Replica {
         }
         let applied = self.sm.applied();
         let snap_index = self.raw.store().snapshot_index();
-        if applied == 0 || applied < snap_index + self.snapshot_entries {
+        if self.compaction_in_flight || applied == 0 || applied < snap_index + self.snapshot_entries
+        {
             return Ok(None);
         }
-        let started = Instant::now();
-        let data = self.snapshot_data()?;
-        let bytes = snapshot::encode(&data);
-        let rs = raft_snapshot(bytes.clone(), data.index, data.term, conf_of(&data));
-        let last = self.raw.store().last_index()?;
-        // Keep `log_keep_entries` below the applied index, and always the last entry (an empty
-        // MemStorage would report its first index from the stale snapshot metadata).
-        let upto = applied
-            .saturating_sub(self.log_keep_entries)
-            .min(last.saturating_sub(1));
+        let job = Compaction {
+            data: self.snapshot_data()?,
+            log_upto: applied.saturating_sub(self.log_keep_entries),
+            started: Instant::now(),
+        };
+        match self.wal.as_mut() {
+            Some(wal) => {
+                let done = job.run(wal)?;
+                self.finish_compaction(done)?;
+                Ok(None)
+            }
+            None => {
+                self.compaction_in_flight = true;
+                Ok(Some(job))
+            }
+        }
+    }
+
+    /// A compaction is durable: serve its snapshot to raft (unless a newer one was installed
+    /// meanwhile) and drop in-memory entries up to its `log_upto`.
+    pub fn finish_compaction(&mut self, done: Compacted) -> Result<(), ClusterError> {
+        self.compaction_in_flight = false;
+        self.log_bytes = done.log_bytes;
         let store = self.raw.mut_store();
-        store.snapshot = rs;
+        if done.index > store.snapshot_index() {
+            store.snapshot = raft_snapshot(done.snapshot.clone(), done.index, done.term, done.conf);
+        }
+        // Always keep the last entry: an empty MemStorage would report its first index from
+        // its own (stale) snapshot metadata.
+        let last = store.mem.last_index()?;
+        let upto = done.log_upto.min(last.saturating_sub(1));
         if upto >= store.mem.first_index()? {
             let term = store.mem.term(upto)?;
             store.mem.wl().compact(upto + 1)?;
@@ -824,28 +884,18 @@ impl Replica {
         }
         self.metrics.compactions.fetch_add(1, Ordering::Relaxed);
         self.metrics
-            .record_snapshot(started.elapsed().as_nanos() as u64);
-        let job = Compaction {
-            snapshot: bytes,
-            index: data.index,
-            log_upto: upto,
-        };
+            .record_snapshot(done.started.elapsed().as_nanos() as u64);
         tracing::info!(
             id = self.raw.raft.id,
-            index = data.index,
-            events = data.events(),
-            bytes = job.snapshot.len(),
+            index = done.index,
+            events = done.events,
+            bytes = done.snapshot.len(),
             log_upto = upto,
-            took_ms = started.elapsed().as_millis() as u64,
+            freed_bytes = done.freed_bytes,
+            took_ms = done.started.elapsed().as_millis() as u64,
             "snapshot taken, log compacted"
         );
-        match self.wal.as_mut() {
-            Some(wal) => {
-                job.apply_to(wal)?;
-                Ok(None)
-            }
-            None => Ok(Some(job)),
-        }
+        Ok(())
     }
 
     fn on_soft_state(&mut self, new_role: StateRole, leader: u64) {

@@ -217,8 +217,8 @@ impl Sim {
                 }
                 if self.compact_every > 0 && now % self.compact_every == 0 {
                     if let Some(c) = r.compact().unwrap() {
-                        c.apply_to(node.wal.as_mut().expect("wal taken above"))
-                            .unwrap();
+                        let done = c.run(node.wal.as_mut().expect("wal taken above")).unwrap();
+                        r.finish_compaction(done).unwrap();
                     }
                 }
                 let jobs = &mut node.jobs;
