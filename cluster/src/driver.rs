@@ -12,7 +12,7 @@
 
 use crate::acks::{AckError, AckRegistry};
 use crate::metrics::NodeMetrics;
-use crate::replica::{Compacted, Compaction, PersistJob, Replica};
+use crate::replica::{Compacted, PersistJob, PreparedCompaction, Replica};
 use crate::wal::Wal;
 use bytes::Bytes;
 use crossbeam_channel::Sender;
@@ -93,8 +93,8 @@ pub struct DriverConfig {
 pub enum WalJob {
     /// One Ready's durable part.
     Persist(PersistJob),
-    /// Save a snapshot and delete old segments.
-    Compact(Compaction),
+    /// Adopt a prepared snapshot file and delete old segments.
+    Compact(Box<PreparedCompaction>),
 }
 
 /// The driver's channels and shared state.
@@ -247,8 +247,29 @@ pub fn run(
             next_compaction = now + cfg.compaction_interval;
             match replica.compact() {
                 Ok(Some(job)) => {
-                    if let Some(jobs) = &jobs_tx {
-                        let _ = jobs.send(WalJob::Compact(job));
+                    // Encoding and writing a big snapshot takes long: on a thread of its own,
+                    // so neither this loop nor the WAL thread's fsyncs wait for it. Only the
+                    // rename and the segment deletion go through the WAL thread (ordered with
+                    // snapshots installed from a leader).
+                    if let Some(jobs) = jobs_tx.clone() {
+                        let back = self_tx.clone();
+                        let spawned = std::thread::Builder::new()
+                            .name(format!("es-snap-{}", replica.id()))
+                            .spawn(move || match job.prepare() {
+                                Ok(p) => {
+                                    let _ = jobs.send(WalJob::Compact(Box::new(p)));
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "writing a snapshot failed");
+                                    let _ = back.send(DriverMsg::StorageFailed(e.to_string()));
+                                }
+                            });
+                        if let Err(e) = spawned {
+                            break Err(crate::ClusterError::Spawn {
+                                what: "snapshot thread",
+                                source: e,
+                            });
+                        }
                     }
                 }
                 Ok(None) => {}
@@ -321,9 +342,9 @@ fn on_msg(
     Ok(false)
 }
 
-/// The WAL thread: takes every queued job, writes them, fsyncs once, reports back; then runs
-/// the compactions that were queued among them — encode, save, delete segments — and reports
-/// each back (their snapshots cover only applied, hence already persisted, entries).
+/// The WAL thread: takes every queued job, writes them, fsyncs once, reports back; then
+/// finishes the compactions queued among them (their snapshot files were prepared by a
+/// snapshot thread): rename into place, delete old segments, report back.
 fn wal_loop(
     mut wal: Wal,
     jobs: Receiver<WalJob>,
@@ -371,7 +392,7 @@ fn wal_loop(
             }
         }
         for c in compactions {
-            match c.run(&mut wal) {
+            match c.adopt(&mut wal) {
                 Ok(done) => {
                     if driver.send(DriverMsg::Compacted(Box::new(done))).is_err() {
                         return;

@@ -200,6 +200,8 @@ pub struct Compaction {
     pub data: SnapshotData,
     /// Segments whose entries are all `<=` this may be deleted.
     pub log_upto: u64,
+    /// The data directory.
+    pub dir: PathBuf,
     started: Instant,
 }
 
@@ -225,23 +227,57 @@ pub struct Compacted {
     started: Instant,
 }
 
+/// A compaction whose snapshot is encoded and fsynced in a temporary file next to
+/// `state.snapshot` ([`Compaction::prepare`], on a thread of its own); the WAL's owner
+/// finishes it with [`PreparedCompaction::adopt`].
+#[derive(Debug)]
+pub struct PreparedCompaction {
+    tmp: std::path::PathBuf,
+    done: Compacted,
+}
+
 impl Compaction {
-    /// Encodes the snapshot, saves it durably, then compacts the log.
+    /// Encodes the snapshot, saves it durably, then compacts the log (all inline).
     pub fn run(self, wal: &mut Wal) -> Result<Compacted, ClusterError> {
+        self.prepare()?.adopt(wal)
+    }
+
+    /// The slow half, which needs no access to the log: encode the snapshot and write it,
+    /// fsynced, to a temporary file in the data directory.
+    pub fn prepare(self) -> Result<PreparedCompaction, ClusterError> {
         let snapshot = snapshot::encode(&self.data);
-        wal.save_snapshot(&snapshot)?;
-        let freed_bytes = wal.compact(self.log_upto)?;
-        Ok(Compacted {
-            snapshot,
-            index: self.data.index,
-            term: self.data.term,
-            conf: conf_of(&self.data),
-            events: self.data.events(),
-            log_upto: self.log_upto,
-            freed_bytes,
-            log_bytes: wal.total_bytes(),
-            started: self.started,
+        let tmp = self.dir.join(format!(
+            "{}.{}.tmp",
+            snapshot::DATA_DIR_FILE,
+            self.data.index
+        ));
+        snapshot::write_synced(&tmp, &snapshot)?;
+        Ok(PreparedCompaction {
+            tmp,
+            done: Compacted {
+                snapshot,
+                index: self.data.index,
+                term: self.data.term,
+                conf: conf_of(&self.data),
+                events: self.data.events(),
+                log_upto: self.log_upto,
+                freed_bytes: 0,
+                log_bytes: 0,
+                started: self.started,
+            },
         })
+    }
+}
+
+impl PreparedCompaction {
+    /// The quick half, by the log's owner (ordered with installed snapshots): the file becomes
+    /// `state.snapshot` unless a newer snapshot was installed meanwhile, then old segments go.
+    pub fn adopt(mut self, wal: &mut Wal) -> Result<Compacted, ClusterError> {
+        if wal.adopt_snapshot_file(&self.tmp, self.done.index)? {
+            self.done.freed_bytes = wal.compact(self.done.log_upto)?;
+        }
+        self.done.log_bytes = wal.total_bytes();
+        Ok(self.done)
     }
 }
 
@@ -336,6 +372,7 @@ pub struct Replica {
     snapshot_unpersisted: Option<(u64, u64)>,
     /// A [`Compaction`] handed to the WAL thread has not been finished yet.
     compaction_in_flight: bool,
+    data_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Replica {
@@ -359,6 +396,7 @@ impl Replica {
     ) -> Result<Replica, ClusterError> {
         let (mut wal, rec) = Wal::open(&cfg.data_dir, cfg.segment_bytes)?;
         let snap = snapshot::load_from_data_dir(&cfg.data_dir)?;
+        wal.set_snapshot_index(snap.as_ref().map_or(0, |(_, s)| s.index));
         if let Some((_, s)) = &snap {
             if !s.voters.contains(&cfg.id) && !s.learners.contains(&cfg.id) {
                 return Err(ClusterError::config(
@@ -460,6 +498,7 @@ impl Replica {
             log_keep_entries: cfg.log_keep_entries.max(1),
             snapshot_unpersisted: None,
             compaction_in_flight: false,
+            data_dir: cfg.data_dir.clone(),
         })
     }
 
@@ -849,6 +888,7 @@ impl Replica {
         let job = Compaction {
             data: self.snapshot_data()?,
             log_upto: applied.saturating_sub(self.log_keep_entries),
+            dir: self.data_dir.clone(),
             started: Instant::now(),
         };
         match self.wal.as_mut() {

@@ -407,6 +407,13 @@ pub fn file_checksum(src: &[u8]) -> Option<u32> {
     (n >= 5).then(|| u32::from_le_bytes([src[n - 4], src[n - 3], src[n - 2], src[n - 1]]))
 }
 
+/// Writes `bytes` to `path` and fsyncs the file (no rename: the caller renames it into place).
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ClusterError> {
+    let mut f = File::create(path).map_err(|e| ClusterError::io(path, e))?;
+    f.write_all(bytes).map_err(|e| ClusterError::io(path, e))?;
+    f.sync_all().map_err(|e| ClusterError::io(path, e))
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file next to it, fsync, rename, fsync of
 /// the directory. A crash leaves either the old file or the new one, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ClusterError> {
@@ -417,10 +424,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ClusterError> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     let tmp = dir.join(name);
-    let mut f = File::create(&tmp).map_err(|e| ClusterError::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| ClusterError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| ClusterError::io(&tmp, e))?;
-    drop(f);
+    write_synced(&tmp, bytes)?;
     fs::rename(&tmp, path).map_err(|e| ClusterError::io(path, e))?;
     File::open(&dir)
         .and_then(|d| d.sync_all())

@@ -284,6 +284,8 @@ pub struct Wal {
     current_max_index: u64,
     last_hs: Option<HardState>,
     last_cs: Option<ConfState>,
+    /// Index of the snapshot in `state.snapshot` (0 = none).
+    snapshot_index: u64,
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -386,6 +388,7 @@ impl Wal {
                 current_max_index,
                 last_hs: rec.hard_state.clone(),
                 last_cs: rec.conf_state.clone(),
+                snapshot_index: 0,
             },
             rec,
         ))
@@ -416,10 +419,32 @@ impl Wal {
         &self.dir
     }
 
+    /// Tells the log which snapshot `state.snapshot` holds (at start-up).
+    pub fn set_snapshot_index(&mut self, index: u64) {
+        self.snapshot_index = index;
+    }
+
     /// Writes a snapshot (encoded, see [`crate::snapshot`]) to `DATA_DIR/state.snapshot`
     /// atomically and durably (temporary file, fsync, rename, directory fsync).
-    pub fn save_snapshot(&self, bytes: &[u8]) -> Result<(), ClusterError> {
-        crate::snapshot::write_atomic(&self.dir.join(crate::snapshot::DATA_DIR_FILE), bytes)
+    pub fn save_snapshot(&mut self, bytes: &[u8], index: u64) -> Result<(), ClusterError> {
+        crate::snapshot::write_atomic(&self.dir.join(crate::snapshot::DATA_DIR_FILE), bytes)?;
+        self.snapshot_index = index;
+        Ok(())
+    }
+
+    /// Makes the fsynced file `tmp` (a snapshot at `index`) the new `state.snapshot`, unless
+    /// the current one is at least as new (a leader's snapshot installed meanwhile): then `tmp`
+    /// is removed and the answer is `false`.
+    pub fn adopt_snapshot_file(&mut self, tmp: &Path, index: u64) -> Result<bool, ClusterError> {
+        if index <= self.snapshot_index {
+            fs::remove_file(tmp).map_err(|e| ClusterError::io(tmp, e))?;
+            return Ok(false);
+        }
+        let target = self.dir.join(crate::snapshot::DATA_DIR_FILE);
+        fs::rename(tmp, &target).map_err(|e| ClusterError::io(&target, e))?;
+        sync_dir(&self.dir)?;
+        self.snapshot_index = index;
+        Ok(true)
     }
 
     /// Records that a leader's snapshot at `(index, term)` was installed: saves it (durably,
@@ -431,7 +456,7 @@ impl Wal {
         index: u64,
         term: u64,
     ) -> Result<(), ClusterError> {
-        self.save_snapshot(bytes)?;
+        self.save_snapshot(bytes, index)?;
         put_snapshot_record(&mut self.buf, index, term);
         self.current_max_index = self.current_max_index.max(index);
         Ok(())
