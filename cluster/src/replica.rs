@@ -395,6 +395,7 @@ impl Replica {
         metrics: Arc<NodeMetrics>,
     ) -> Result<Replica, ClusterError> {
         let (mut wal, rec) = Wal::open(&cfg.data_dir, cfg.segment_bytes)?;
+        snapshot::remove_stale_temporaries(&cfg.data_dir)?;
         let snap = snapshot::load_from_data_dir(&cfg.data_dir)?;
         wal.set_snapshot_index(snap.as_ref().map_or(0, |(_, s)| s.index));
         if let Some((_, s)) = &snap {

@@ -450,6 +450,22 @@ pub fn load_from_data_dir(dir: &Path) -> Result<Option<(Bytes, SnapshotData)>, C
     read_file(&path).map(Some)
 }
 
+/// Removes `state.snapshot*.tmp` files a crash left behind (a snapshot being written is only
+/// ever adopted by renaming it; a leftover was never adopted).
+pub fn remove_stale_temporaries(dir: &Path) -> Result<(), ClusterError> {
+    for ent in fs::read_dir(dir).map_err(|e| ClusterError::io(dir, e))? {
+        let ent = ent.map_err(|e| ClusterError::io(dir, e))?;
+        let name = ent.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(DATA_DIR_FILE) && name.ends_with(".tmp") {
+            let path = ent.path();
+            tracing::warn!(path = %path.display(), "removing an unfinished snapshot file");
+            fs::remove_file(&path).map_err(|e| ClusterError::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Wall clock in milliseconds since the epoch.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -559,6 +575,10 @@ mod tests {
         write_atomic(&dir.path().join(DATA_DIR_FILE), &bytes).unwrap();
         let (b, s) = load_from_data_dir(dir.path()).unwrap().unwrap();
         assert_eq!((b, s), (bytes.clone(), sample()));
+        std::fs::write(dir.path().join("state.snapshot.7.tmp"), b"half").unwrap();
+        remove_stale_temporaries(dir.path()).unwrap();
+        assert!(!dir.path().join("state.snapshot.7.tmp").exists());
+        assert!(dir.path().join(DATA_DIR_FILE).exists());
         std::fs::write(dir.path().join(DATA_DIR_FILE), &bytes[..bytes.len() - 1]).unwrap();
         let err = load_from_data_dir(dir.path()).unwrap_err();
         assert!(matches!(err, ClusterError::CorruptSnapshot { .. }), "{err}");
