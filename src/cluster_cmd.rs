@@ -18,6 +18,7 @@ pub use eventstream_cluster::member_cli::{LeaderCommand, MemberCommand, RestartB
 
 /// How long a terminating leader waits for its hand-off before it shuts down anyway.
 const HAND_OFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub use eventstream_cluster::snapshot_cli::SnapshotCommand;
 
 /// `eventstream node`: runs until SIGINT/SIGTERM (or a fatal storage error).
 pub fn node(args: NodeArgs) -> anyhow::Result<()> {
@@ -128,6 +129,11 @@ pub fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
 /// `eventstream status`.
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     Ok(cli::run_status(args)?)
+}
+
+/// `eventstream snapshot save | status | restore`.
+pub fn snapshot(cmd: SnapshotCommand) -> anyhow::Result<()> {
+    Ok(eventstream_cluster::snapshot_cli::run(cmd)?)
 }
 
 /// `eventstream bench replication`.

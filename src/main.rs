@@ -42,6 +42,9 @@ enum Command {
     /// Leadership: transfer to another voter.
     #[command(subcommand)]
     Leader(cluster_cmd::LeaderCommand),
+    /// Backups: save a node's snapshot, verify a file, seed a new cluster from one.
+    #[command(subcommand)]
+    Snapshot(cluster_cmd::SnapshotCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,5 +73,6 @@ fn main() -> anyhow::Result<()> {
         Command::Status(args) => cluster_cmd::status(args),
         Command::Member(cmd) => cluster_cmd::member(cmd),
         Command::Leader(cmd) => cluster_cmd::leader(cmd),
+        Command::Snapshot(cmd) => cluster_cmd::snapshot(cmd),
     }
 }

@@ -113,7 +113,20 @@ fn spawn_load(
 #[test]
 fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_events() {
     let dir = Scratch::new("member");
-    let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &[]).unwrap();
+    // Aggressive compaction: the nodes that join find the log's start compacted away and are
+    // caught up by a snapshot taken after their addition.
+    let compaction: Vec<String> = [
+        "--snapshot-entries",
+        "100",
+        "--log-keep-entries",
+        "10",
+        "--compaction-interval-ms",
+        "100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &compaction).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -132,7 +145,19 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
         .map(|(_, a)| a)
         .collect();
     let load = spawn_load(&rt, all_eps.clone(), stop.clone(), acked.clone());
-    std::thread::sleep(Duration::from_millis(500));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !rt
+        .block_on(cluster.statuses())
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .any(|s| s.role == RaftRole::Leader && s.first_index > 1)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader never compacted its log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Grow: the runbook's steps — register as a learner, start with --join, promote.
     for id in [4u64, 5] {

@@ -70,6 +70,24 @@ pub struct NodeArgs {
     /// Join a running cluster (with an empty data directory; ignored once it holds a log).
     #[arg(long, env = "EVENTSTREAM_JOIN")]
     pub join: bool,
+    /// Retention: keep at most this many events (0 = no limit).
+    #[arg(long, env = "EVENTSTREAM_RETENTION_MAX_EVENTS")]
+    pub retention_max_events: Option<u64>,
+    /// Retention: keep at most this many bytes of event data (0 = no limit).
+    #[arg(long, env = "EVENTSTREAM_RETENTION_MAX_BYTES")]
+    pub retention_max_bytes: Option<u64>,
+    /// Retention: drop events applied more than this many seconds ago (0 = no limit).
+    #[arg(long, env = "EVENTSTREAM_RETENTION_MAX_AGE_SECS")]
+    pub retention_max_age_secs: Option<u64>,
+    /// Entries applied between snapshots (each snapshot compacts the log).
+    #[arg(long, env = "EVENTSTREAM_SNAPSHOT_ENTRIES")]
+    pub snapshot_entries: Option<u64>,
+    /// Entries kept in the log below the applied index at compaction.
+    #[arg(long, env = "EVENTSTREAM_LOG_KEEP_ENTRIES")]
+    pub log_keep_entries: Option<u64>,
+    /// How often retention and compaction run, milliseconds.
+    #[arg(long, env = "EVENTSTREAM_COMPACTION_INTERVAL_MS")]
+    pub compaction_interval_ms: Option<u64>,
 }
 
 impl NodeArgs {
@@ -120,6 +138,18 @@ impl NodeArgs {
         }
         if self.join {
             c.join = true;
+        }
+        for (flag, field) in [
+            (self.retention_max_events, &mut c.retention_max_events),
+            (self.retention_max_bytes, &mut c.retention_max_bytes),
+            (self.retention_max_age_secs, &mut c.retention_max_age_secs),
+            (self.snapshot_entries, &mut c.snapshot_entries),
+            (self.log_keep_entries, &mut c.log_keep_entries),
+            (self.compaction_interval_ms, &mut c.compaction_interval_ms),
+        ] {
+            if let Some(v) = flag {
+                *field = v;
+            }
         }
         c.validate()?;
         Ok(c)

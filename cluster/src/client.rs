@@ -647,6 +647,87 @@ pub async fn status_with(
         .map_err(|_| ClusterError::Timeout(format!("status of {addr}")))?
 }
 
+/// Downloads a consistent snapshot of the applied state of the node at `addr` (a backup; any
+/// member can serve it, a caught-up follower spares the leader). The bytes are checked with
+/// [`crate::snapshot::decode`] before they are returned.
+/// `base` gives the TLS settings and the admin token (a backup is an admin operation).
+pub async fn snapshot_of(
+    base: &ClientConfig,
+    addr: &str,
+    timeout: Duration,
+) -> Result<Bytes, ClusterError> {
+    let work = async {
+        let mut cfg = base.clone();
+        cfg.connect_timeout = timeout.min(Duration::from_secs(5));
+        let (r, mut w) = connect(addr, &cfg).await?;
+        let mut b = BytesMut::new();
+        frame::put_snapshot_request(&mut b, 1);
+        let net = |e: std::io::Error| ClusterError::Network {
+            peer: addr.to_owned(),
+            source: e,
+        };
+        w.write_all(&b).await.map_err(net)?;
+        w.flush().await.map_err(net)?;
+        let mut reader = FrameReader::new(r, frame::SNAPSHOT_CHUNK_BYTES + 64);
+        let mut out: Vec<u8> = Vec::new();
+        let mut total = None;
+        loop {
+            let Some((kind, body)) = reader.next().await.map_err(net)? else {
+                return Err(net(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed during the snapshot transfer",
+                )));
+            };
+            match kind {
+                Kind::SnapshotChunk => {
+                    let c = frame::decode_snapshot_chunk(&body)?;
+                    let t = *total.get_or_insert(c.total);
+                    if c.total != t || c.offset != out.len() as u64 {
+                        return Err(ClusterError::Decode(crate::error::DecodeError::Invalid {
+                            field: "snapshot chunk",
+                            reason: format!(
+                                "piece at {} of {} after {} bytes of {t}",
+                                c.offset,
+                                c.total,
+                                out.len()
+                            ),
+                        }));
+                    }
+                    if out.is_empty() {
+                        // The announced total is only trusted up to what actually arrives.
+                        out.reserve(t.min(64 << 20) as usize);
+                    }
+                    out.extend_from_slice(c.data);
+                    if out.len() as u64 == t {
+                        break;
+                    }
+                }
+                Kind::Error => {
+                    let e = frame::decode_error(&body)?;
+                    return Err(ClusterError::Server {
+                        code: e.code,
+                        message: e.message,
+                    });
+                }
+                other => {
+                    return Err(ClusterError::Decode(crate::error::DecodeError::Kind(
+                        other as u8,
+                    )))
+                }
+            }
+        }
+        let bytes = Bytes::from(out);
+        crate::snapshot::decode(&bytes).map_err(|e| ClusterError::CorruptSnapshot {
+            path: format!("snapshot from {addr}"),
+            reason: e.to_string(),
+        })?;
+        Ok(bytes)
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| ClusterError::Timeout(format!("snapshot from {addr} within {timeout:?}")))?
+}
+
 /// A stream of committed events; reconnects (to any endpoint) from the next offset.
 pub struct Subscription {
     endpoints: Vec<String>,
@@ -723,6 +804,12 @@ impl Subscription {
                 }
                 Ok(Some((Kind::Error, body))) => {
                     let e = frame::decode_error(&body)?;
+                    if e.code == ErrorCode::Compacted {
+                        return Err(ClusterError::Compacted {
+                            requested: self.next_offset,
+                            earliest: e.req_id,
+                        });
+                    }
                     return Err(ClusterError::Server {
                         code: e.code,
                         message: e.message,

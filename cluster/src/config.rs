@@ -75,6 +75,21 @@ pub struct NodeConfig {
     /// a new cluster from `peers`. Ignored once the data directory holds a log. The node must
     /// have been added first (`eventstream member add ID=... --learner`).
     pub join: bool,
+    /// Retention: keep at most this many events in the stream (0 = no limit).
+    pub retention_max_events: u64,
+    /// Retention: keep at most this many bytes of event data in the stream (0 = no limit).
+    pub retention_max_bytes: u64,
+    /// Retention: drop events applied more than this many seconds ago (0 = no limit).
+    pub retention_max_age_secs: u64,
+    /// Entries applied since the last snapshot before the next snapshot + log compaction.
+    pub snapshot_entries: u64,
+    /// Entries kept in the log below the applied index at compaction, so a follower slightly
+    /// behind catches up from the log instead of by snapshot (≥ 1).
+    pub log_keep_entries: u64,
+    /// How often retention and compaction run, milliseconds.
+    pub compaction_interval_ms: u64,
+    /// Largest frame accepted on a peer connection (snapshots travel as one raft message).
+    pub max_peer_frame_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -108,6 +123,13 @@ impl Default for NodeConfig {
             tls_server_name: None,
             admin_token_file: None,
             join: false,
+            retention_max_events: 0,
+            retention_max_bytes: 0,
+            retention_max_age_secs: 0,
+            snapshot_entries: 20_000,
+            log_keep_entries: 5_000,
+            compaction_interval_ms: 5_000,
+            max_peer_frame_bytes: 1 << 30,
         }
     }
 }
@@ -267,6 +289,26 @@ impl NodeConfig {
         range("io_threads", self.io_threads as u64, 1, 64)?;
         crate::tls::NodeTls::from_config(self)?;
         self.admin_token()?;
+        range(
+            "retention_max_age_secs",
+            self.retention_max_age_secs,
+            0,
+            100 * 365 * 86_400,
+        )?;
+        range("snapshot_entries", self.snapshot_entries, 1, 1 << 40)?;
+        range("log_keep_entries", self.log_keep_entries, 1, 1 << 40)?;
+        range(
+            "compaction_interval_ms",
+            self.compaction_interval_ms,
+            10,
+            86_400_000,
+        )?;
+        range(
+            "max_peer_frame_bytes",
+            self.max_peer_frame_bytes,
+            self.max_frame_bytes as u64,
+            u32::MAX as u64,
+        )?;
         Ok(members)
     }
 
@@ -292,6 +334,13 @@ impl NodeConfig {
         rc.max_inflight_msgs = self.max_inflight_msgs;
         rc.max_uncommitted_size = self.max_uncommitted_bytes;
         rc.segment_bytes = self.segment_bytes;
+        rc.retention = crate::stream::Retention {
+            max_events: self.retention_max_events,
+            max_bytes: self.retention_max_bytes,
+            max_age_ms: self.retention_max_age_secs.saturating_mul(1000),
+        };
+        rc.snapshot_entries = self.snapshot_entries;
+        rc.log_keep_entries = self.log_keep_entries;
         rc
     }
 
@@ -362,6 +411,27 @@ mod tests {
                 ..ok()
             }),
             "heartbeat_ticks"
+        );
+        assert_eq!(
+            field(NodeConfig {
+                log_keep_entries: 0,
+                ..ok()
+            }),
+            "log_keep_entries"
+        );
+        assert_eq!(
+            field(NodeConfig {
+                snapshot_entries: 0,
+                ..ok()
+            }),
+            "snapshot_entries"
+        );
+        assert_eq!(
+            field(NodeConfig {
+                max_peer_frame_bytes: 1 << 20,
+                ..ok()
+            }),
+            "max_peer_frame_bytes"
         );
     }
 

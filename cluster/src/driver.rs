@@ -4,17 +4,22 @@
 //! merge queued proposal blocks into entries of at most `max_entry_bytes` and propose them →
 //! tick when due → handle the Ready (send, apply, persist + one fsync, send, advance) →
 //! refresh the shared status every 50 ms. Many events per entry, many entries per fsync.
+//! Every `compaction_interval` it runs retention and compaction ([`Replica::compact`]); with
+//! asynchronous persistence the WAL thread saves the snapshot and deletes old segments after
+//! the fsync of the batch it is in. A backup request ([`DriverMsg::TakeSnapshot`]) is answered
+//! with the applied state collected between two applies (so it is consistent); it is encoded
+//! by the requester, off the driver thread.
 
 use crate::acks::{AckError, AckRegistry};
 use crate::admin::{AdminError, AdminReply, AdminReplyTo, AdminRequest};
 use crate::frame::ErrorCode;
 use crate::metrics::{Member, NodeMetrics};
-use crate::replica::{PersistJob, Replica};
+use crate::replica::{Compacted, PersistJob, PreparedCompaction, Replica};
 use crate::wal::Wal;
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 use crossbeam_channel::{Receiver, TryRecvError};
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +41,19 @@ pub enum DriverMsg {
     },
     /// The WAL thread failed (I/O error): the node must stop.
     StorageFailed(String),
+    /// The transport's verdict on a snapshot message to `to`.
+    SnapshotSent {
+        /// The follower.
+        to: u64,
+        /// Written to its connection (`false`: dropped or the connection failed).
+        delivered: bool,
+    },
+    /// The WAL thread finished a compaction.
+    Compacted(Box<Compacted>),
+    /// A client wants a consistent snapshot of the applied state (backup). The driver only
+    /// collects it (shared `Bytes` of the stream, copies of the dedup window and offset index);
+    /// the requester encodes it off the driver thread.
+    TakeSnapshot(tokio::sync::oneshot::Sender<Result<crate::snapshot::SnapshotData, String>>),
     /// Stop after this iteration.
     Stop,
     /// A membership change, member list or leader transfer (see [`crate::admin`]).
@@ -75,6 +93,20 @@ pub struct DriverConfig {
     /// Persist on a separate WAL thread (raft-rs asynchronous Ready); otherwise the driver
     /// fsyncs inline.
     pub async_persist: bool,
+    /// How often retention and compaction run.
+    pub compaction_interval: Duration,
+    /// Largest frame a peer accepts (`max_peer_frame_bytes`): a bigger snapshot is not sent
+    /// (the follower would drop the connection) but reported to raft as failed, loudly.
+    pub max_peer_frame: usize,
+}
+
+/// Work for the WAL thread.
+#[derive(Debug)]
+pub enum WalJob {
+    /// One Ready's durable part.
+    Persist(PersistJob),
+    /// Adopt a prepared snapshot file and delete old segments.
+    Compact(Box<PreparedCompaction>),
 }
 
 /// The driver's channels and shared state.
@@ -119,12 +151,14 @@ pub fn run(
     let mut unreachable: Vec<u64> = Vec::new();
     let mut admin = AdminState::default();
     let mut held = Held::default();
+    let mut snapshots_failed: Vec<u64> = Vec::new();
+    let mut next_compaction = Instant::now() + cfg.compaction_interval;
     let mut stop = false;
     let mut wal_thread = None;
     let mut jobs_tx = None;
     if cfg.async_persist {
         if let Some(wal) = replica.take_wal() {
-            let (tx, rx) = crossbeam_channel::unbounded::<PersistJob>();
+            let (tx, rx) = crossbeam_channel::unbounded::<WalJob>();
             let back = self_tx.clone();
             let m = metrics.clone();
             wal_thread = Some(
@@ -192,8 +226,22 @@ pub fn run(
         let mut send = |out: Vec<Message>| {
             for m in out {
                 let to = m.to;
+                let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+                if is_snapshot && m.get_snapshot().data.len() + 4096 > cfg.max_peer_frame {
+                    tracing::error!(
+                        to,
+                        bytes = m.get_snapshot().data.len(),
+                        max = cfg.max_peer_frame,
+                        "snapshot larger than max_peer_frame_bytes: not sent; lower the retention or raise the limit"
+                    );
+                    snapshots_failed.push(to);
+                    continue;
+                }
                 if !net.send(m) {
                     unreachable.push(to);
+                    if is_snapshot {
+                        snapshots_failed.push(to);
+                    }
                 }
             }
         };
@@ -201,7 +249,7 @@ pub fn run(
             Some(jobs) => replica.handle_ready_async(&mut send, &mut |job| {
                 // The WAL thread outlives this loop; a send only fails if it died, which it
                 // reports as StorageFailed.
-                let _ = jobs.send(job);
+                let _ = jobs.send(WalJob::Persist(job));
             }),
             None => replica.handle_ready(&mut send),
         };
@@ -214,6 +262,42 @@ pub fn run(
         }
         admin.poll(&mut replica);
         held.release(&mut replica);
+        for to in snapshots_failed.drain(..) {
+            replica.report_snapshot(to, false);
+        }
+        if now >= next_compaction || replica.snapshot_wanted() {
+            next_compaction = now + cfg.compaction_interval;
+            match replica.compact() {
+                Ok(Some(job)) => {
+                    // Encoding and writing a big snapshot takes long: on a thread of its own,
+                    // so neither this loop nor the WAL thread's fsyncs wait for it. Only the
+                    // rename and the segment deletion go through the WAL thread (ordered with
+                    // snapshots installed from a leader).
+                    if let Some(jobs) = jobs_tx.clone() {
+                        let back = self_tx.clone();
+                        let spawned = std::thread::Builder::new()
+                            .name(format!("es-snap-{}", replica.id()))
+                            .spawn(move || match job.prepare() {
+                                Ok(p) => {
+                                    let _ = jobs.send(WalJob::Compact(Box::new(p)));
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "writing a snapshot failed");
+                                    let _ = back.send(DriverMsg::StorageFailed(e.to_string()));
+                                }
+                            });
+                        if let Err(e) = spawned {
+                            break Err(crate::ClusterError::Spawn {
+                                what: "snapshot thread",
+                                source: e,
+                            });
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+        }
         if !unreachable.is_empty() {
             unreachable.sort_unstable();
             unreachable.dedup();
@@ -265,6 +349,11 @@ fn on_msg(
                 }
             }
         }
+        DriverMsg::SnapshotSent { to, delivered } => replica.report_snapshot(to, delivered),
+        DriverMsg::Compacted(done) => replica.finish_compaction(*done)?,
+        DriverMsg::TakeSnapshot(reply) => {
+            let _ = reply.send(replica.snapshot_data().map_err(|e| e.to_string()));
+        }
         DriverMsg::StorageFailed(e) => {
             return Err(crate::ClusterError::StorageIo {
                 path: "log".into(),
@@ -280,46 +369,63 @@ fn on_msg(
     Ok(false)
 }
 
-/// The WAL thread: takes every queued job, writes them, fsyncs once, reports back.
+/// The WAL thread: takes every queued job, writes them, fsyncs once, reports back; then
+/// finishes the compactions queued among them (their snapshot files were prepared by a
+/// snapshot thread): rename into place, delete old segments, report back.
 fn wal_loop(
     mut wal: Wal,
-    jobs: Receiver<PersistJob>,
+    jobs: Receiver<WalJob>,
     driver: Sender<DriverMsg>,
     metrics: Arc<NodeMetrics>,
 ) {
+    let fail = |e: crate::ClusterError| {
+        tracing::error!(error = %e, "log write failed; stopping the node");
+        let _ = driver.send(DriverMsg::StorageFailed(e.to_string()));
+    };
     while let Ok(first) = jobs.recv() {
-        let mut number = first.number;
-        let mut messages = first.messages;
-        wal.append_entries(&first.entries);
-        if let Some(hs) = &first.hard_state {
-            wal.set_hard_state(hs);
+        let mut number = None;
+        let mut messages = Vec::new();
+        let mut compactions = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next {
+            match job {
+                WalJob::Persist(job) => {
+                    if let Err(e) = wal.write_job(&job) {
+                        return fail(e);
+                    }
+                    number = Some(job.number);
+                    messages.extend(job.messages);
+                }
+                WalJob::Compact(c) => compactions.push(c),
+            }
+            next = jobs.try_recv().ok();
         }
-        while let Ok(job) = jobs.try_recv() {
-            number = job.number;
-            messages.extend(job.messages);
-            wal.append_entries(&job.entries);
-            if let Some(hs) = &job.hard_state {
-                wal.set_hard_state(hs);
+        if let Some(number) = number {
+            match wal.sync() {
+                Ok(took) => {
+                    if let Some(t) = took {
+                        metrics.record_fsync(t.as_nanos() as u64);
+                    }
+                    let msg = DriverMsg::Persisted {
+                        number,
+                        messages,
+                        log_bytes: wal.total_bytes(),
+                    };
+                    if driver.send(msg).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => return fail(e),
             }
         }
-        match wal.sync() {
-            Ok(took) => {
-                if let Some(t) = took {
-                    metrics.record_fsync(t.as_nanos() as u64);
+        for c in compactions {
+            match c.adopt(&mut wal) {
+                Ok(done) => {
+                    if driver.send(DriverMsg::Compacted(Box::new(done))).is_err() {
+                        return;
+                    }
                 }
-                let msg = DriverMsg::Persisted {
-                    number,
-                    messages,
-                    log_bytes: wal.total_bytes(),
-                };
-                if driver.send(msg).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "log write failed; stopping the node");
-                let _ = driver.send(DriverMsg::StorageFailed(e.to_string()));
-                return;
+                Err(e) => return fail(e),
             }
         }
     }

@@ -31,6 +31,22 @@ pub enum ClusterError {
         /// What is wrong.
         reason: String,
     },
+    /// A snapshot file (backup or `DATA_DIR/state.snapshot`) is truncated or corrupt.
+    #[error("corrupt snapshot {path}: {reason}")]
+    CorruptSnapshot {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A subscription asked for events that retention has already removed.
+    #[error("offset {requested} is compacted; the earliest available offset is {earliest}")]
+    Compacted {
+        /// The offset asked for.
+        requested: u64,
+        /// The earliest offset the node still serves.
+        earliest: u64,
+    },
     /// raft-rs refused an operation.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),

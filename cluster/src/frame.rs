@@ -49,6 +49,10 @@ pub enum Kind {
     LeaderTransfer = 43,
     /// An administrative request succeeded (JSON).
     AdminOk = 44,
+    /// Ask for a consistent snapshot of the node's applied state (backup).
+    SnapshotRequest = 50,
+    /// One piece of a snapshot: `u64 req_id | u64 total_len | u64 chunk_offset | bytes`.
+    SnapshotChunk = 51,
 }
 
 impl Kind {
@@ -69,6 +73,8 @@ impl Kind {
             42 => Kind::MemberList,
             43 => Kind::LeaderTransfer,
             44 => Kind::AdminOk,
+            50 => Kind::SnapshotRequest,
+            51 => Kind::SnapshotChunk,
             other => return Err(DecodeError::Kind(other)),
         })
     }
@@ -256,6 +262,9 @@ pub enum ErrorCode {
     ShuttingDown = 6,
     /// Anything else.
     Internal = 7,
+    /// A subscription asked for an offset removed by retention; the error's `req_id` field
+    /// carries the earliest available offset (subscriptions have no request id).
+    Compacted = 8,
     /// A membership change is still in progress (proposed but not applied, or the
     /// configuration is joint): retry once it is applied.
     ConfChangeInProgress = 9,
@@ -279,6 +288,7 @@ impl ErrorCode {
             5 => ErrorCode::BadRequest,
             6 => ErrorCode::ShuttingDown,
             7 => ErrorCode::Internal,
+            8 => ErrorCode::Compacted,
             9 => ErrorCode::ConfChangeInProgress,
             10 => ErrorCode::Refused,
             11 => ErrorCode::UnknownMember,
@@ -297,6 +307,7 @@ impl ErrorCode {
         !matches!(
             self,
             ErrorCode::BadRequest
+                | ErrorCode::Compacted
                 | ErrorCode::Refused
                 | ErrorCode::UnknownMember
                 | ErrorCode::Unauthorized
@@ -460,6 +471,61 @@ pub fn put_status(buf: &mut BytesMut, req_id: u64) {
     put_frame(buf, Kind::Status, &req_id.to_le_bytes());
 }
 
+/// Largest snapshot piece per [`Kind::SnapshotChunk`] frame (well under any frame limit).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Encodes a snapshot request: `u64 req_id`.
+pub fn put_snapshot_request(buf: &mut BytesMut, req_id: u64) {
+    put_frame(buf, Kind::SnapshotRequest, &req_id.to_le_bytes());
+}
+
+/// Encodes one snapshot piece.
+pub fn put_snapshot_chunk(buf: &mut BytesMut, req_id: u64, total: u64, offset: u64, data: &[u8]) {
+    put_frame_with(buf, Kind::SnapshotChunk, |b| {
+        b.put_u64_le(req_id);
+        b.put_u64_le(total);
+        b.put_u64_le(offset);
+        b.put_slice(data);
+    });
+}
+
+/// A decoded snapshot piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunkBody<'a> {
+    /// The request it answers.
+    pub req_id: u64,
+    /// Length of the whole snapshot.
+    pub total: u64,
+    /// Where this piece goes.
+    pub offset: u64,
+    /// The bytes.
+    pub data: &'a [u8],
+}
+
+/// Decodes a snapshot piece (checks that it lies inside the announced total).
+pub fn decode_snapshot_chunk(body: &[u8]) -> Result<SnapshotChunkBody<'_>, DecodeError> {
+    let mut r = Reader::new(body);
+    let req_id = r.u64()?;
+    let total = r.u64()?;
+    let offset = r.u64()?;
+    let data = &body[24..];
+    if offset
+        .checked_add(data.len() as u64)
+        .is_none_or(|end| end > total)
+    {
+        return Err(DecodeError::Invalid {
+            field: "snapshot chunk",
+            reason: format!("{} bytes at {offset} exceed {total}", data.len()),
+        });
+    }
+    Ok(SnapshotChunkBody {
+        req_id,
+        total,
+        offset,
+        data,
+    })
+}
+
 /// Decodes `u64 req_id | rest`.
 pub fn decode_req_id(body: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
     let mut r = Reader::new(body);
@@ -507,6 +573,25 @@ mod tests {
             decode_frame(b"GET / HTTP/1.1\r\n", 1024),
             Err(DecodeError::Version(b'G'))
         ));
+    }
+
+    #[test]
+    fn snapshot_chunks_round_trip_and_stay_inside_the_total() {
+        let mut buf = BytesMut::new();
+        put_snapshot_chunk(&mut buf, 7, 10, 4, b"abc");
+        let (k, body, _) = decode_frame(&buf, 1024).unwrap().unwrap();
+        assert_eq!(k, Kind::SnapshotChunk);
+        let c = decode_snapshot_chunk(body).unwrap();
+        assert_eq!(
+            (c.req_id, c.total, c.offset, c.data),
+            (7, 10, 4, &b"abc"[..])
+        );
+        let mut buf = BytesMut::new();
+        put_snapshot_chunk(&mut buf, 7, 5, 4, b"abc");
+        let (_, body, _) = decode_frame(&buf, 1024).unwrap().unwrap();
+        assert!(decode_snapshot_chunk(body).is_err());
+        assert!(!ErrorCode::Compacted.retryable());
+        assert_eq!(ErrorCode::from_u8(8).unwrap(), ErrorCode::Compacted);
     }
 
     #[test]
@@ -589,6 +674,7 @@ mod tests {
             let _ = decode_publish(&Bytes::from(data.clone()));
             let _ = decode_publish_ok(&data);
             let _ = decode_subscribe(&data);
+            let _ = decode_snapshot_chunk(&data);
         }
     }
 }

@@ -16,7 +16,11 @@
 //!   deterministic simulation tests drive and what the [`driver`] thread owns.
 //! * [`StateMachine`] — applies committed entries: dedup (core `DedupWindow`), stream offsets,
 //!   dispatch through core's `Applier`, publish acknowledgements.
-//! * [`CommittedStream`] — the offset-addressed stream subscribers read, identical on every node.
+//! * [`CommittedStream`] — the offset-addressed stream subscribers read, identical on every node;
+//!   retention trims it from the front (a read below the first retained offset is `Compacted`).
+//! * [`snapshot`] — the snapshot format (raft snapshots, `DATA_DIR/state.snapshot`, backups):
+//!   raft and stream metadata, members, dedup window, offset index, retained events; pure,
+//!   checksummed decoder; [`snapshot_cli`] — `eventstream snapshot save | status | restore`.
 //! * [`AckRegistry`] — publishes waiting (by event id) for their offsets.
 //! * [`Node`] — a running member: engine (its [`node::ProposalStage`] proposes), driver thread,
 //!   TCP transport ([`transport`]) and client listener ([`server`]); [`NodeConfig`] validates.
@@ -54,6 +58,8 @@ pub mod node;
 pub mod procs;
 pub mod replica;
 pub mod server;
+pub mod snapshot;
+pub mod snapshot_cli;
 pub mod state;
 pub mod stream;
 pub mod tls;

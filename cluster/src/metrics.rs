@@ -40,6 +40,20 @@ pub struct NodeMetrics {
     pub(crate) proposals_failed: AtomicU64,
     pub(crate) heartbeat_send_failures: AtomicU64,
     pub(crate) peer_send_failures: AtomicU64,
+    /// Snapshots written to a follower's connection.
+    pub(crate) snapshots_sent: AtomicU64,
+    /// Snapshots that could not be sent (reported to raft as failures; raft retries).
+    pub(crate) snapshot_send_failures: AtomicU64,
+    /// Leader snapshots installed.
+    pub(crate) snapshots_received: AtomicU64,
+    /// Local compactions (snapshot + log truncation).
+    pub(crate) compactions: AtomicU64,
+    /// First retained stream offset (refreshed with the status).
+    pub(crate) stream_first_offset: AtomicU64,
+    /// Next stream offset = last offset + 1 (refreshed with the status).
+    pub(crate) stream_next_offset: AtomicU64,
+    /// Durations of taking (compaction, backup) and installing snapshots.
+    snapshot_ns: Mutex<Histogram<u64>>,
     fsync: Mutex<Histogram<u64>>,
     commit: Mutex<Histogram<u64>>,
     status: Mutex<ClusterStatus>,
@@ -85,6 +99,13 @@ impl NodeMetrics {
             proposals_failed: AtomicU64::new(0),
             heartbeat_send_failures: AtomicU64::new(0),
             peer_send_failures: AtomicU64::new(0),
+            snapshots_sent: AtomicU64::new(0),
+            snapshot_send_failures: AtomicU64::new(0),
+            snapshots_received: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
+            stream_first_offset: AtomicU64::new(0),
+            stream_next_offset: AtomicU64::new(0),
+            snapshot_ns: Mutex::new(new_hist()),
             fsync: Mutex::new(new_hist()),
             commit: Mutex::new(new_hist()),
             status: Mutex::new(status),
@@ -199,6 +220,33 @@ impl NodeMetrics {
         }
     }
 
+    /// The stream's retained range `(first offset, next offset)`; `next - 1` is the last
+    /// offset when `next > first`.
+    pub fn stream_offsets(&self) -> (u64, u64) {
+        (
+            self.stream_first_offset.load(Ordering::Relaxed),
+            self.stream_next_offset.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Durations (ns) of snapshots taken (compaction, backup) and installed.
+    pub fn snapshot_durations(&self) -> Histogram<u64> {
+        self.snapshot_ns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn record_snapshot(&self, ns: u64) {
+        let mut h = self.snapshot_ns.lock().unwrap_or_else(|p| p.into_inner());
+        h.saturating_record(ns.max(1_000));
+    }
+
+    /// Snapshots that could not be delivered to a follower so far.
+    pub fn snapshot_send_failures(&self) -> u64 {
+        self.snapshot_send_failures.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn set_status(&self, s: ClusterStatus) {
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
@@ -213,7 +261,9 @@ impl NodeMetrics {
             proposals_failed: l(&self.proposals_failed),
             heartbeat_send_failures: l(&self.heartbeat_send_failures),
             peer_send_failures: l(&self.peer_send_failures),
-            ..ReplicationCounters::default()
+            snapshots_sent: l(&self.snapshots_sent),
+            snapshots_received: l(&self.snapshots_received),
+            compactions: l(&self.compactions),
         }
     }
 }

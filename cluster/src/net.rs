@@ -26,6 +26,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Changes the largest body accepted (a peer connection, once identified, accepts
+    /// snapshot-sized raft messages).
+    pub fn set_max_body(&mut self, max_body: usize) {
+        self.max_body = max_body;
+    }
+
     /// The next frame; `Ok(None)` on a clean end of stream between frames.
     pub async fn next(&mut self) -> io::Result<Option<(Kind, Bytes)>> {
         loop {

@@ -196,6 +196,8 @@ impl Node {
             tick: cfg.tick(),
             max_entry_bytes: cfg.max_entry_bytes,
             async_persist: cfg.async_persist,
+            compaction_interval: Duration::from_millis(cfg.compaction_interval_ms),
+            max_peer_frame: cfg.max_peer_frame_bytes as usize,
         };
         let dacks = acks.clone();
         let self_tx = driver_tx.clone();
@@ -225,6 +227,7 @@ impl Node {
             stream,
             driver: driver_tx.clone(),
             max_frame: cfg.max_frame_bytes,
+            max_peer_frame: cfg.max_peer_frame_bytes as usize,
             max_event_bytes: cfg.max_event_bytes,
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             protocol_errors: AtomicU64::new(0),

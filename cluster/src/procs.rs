@@ -49,7 +49,18 @@ impl ProcessCluster {
         dir: &Path,
         extra: &[String],
     ) -> Result<ProcessCluster, ClusterError> {
-        let ports = free_ports(n)?;
+        Self::start_with_ports(exe, &free_ports(n)?, dir, extra)
+    }
+
+    /// Like [`start`](Self::start) on given loopback ports (node `i + 1` on `ports[i]`), e.g.
+    /// for data directories seeded by `eventstream snapshot restore --initial-cluster`.
+    pub fn start_with_ports(
+        exe: &Path,
+        ports: &[u16],
+        dir: &Path,
+        extra: &[String],
+    ) -> Result<ProcessCluster, ClusterError> {
+        let n = ports.len();
         let endpoints: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let peers = endpoints
             .iter()

@@ -12,19 +12,37 @@
 //! 5. `advance`, then handle the LightReady (commit index, messages, committed entries);
 //! 6. `advance_apply`.
 //!
-//! Restart: the WAL is replayed into a [`MemStorage`]; entries up to the persisted commit index
-//! are replayed into the state machine without dispatch, and raft starts with `applied` equal
-//! to that index, so `applied <= commit <= last_index` always holds.
+//! Restart: `DATA_DIR/state.snapshot` (if any) is loaded into the storage and the state
+//! machine, then the WAL entries after the snapshot are replayed into a [`MemStorage`]; entries
+//! up to the persisted commit index are replayed into the state machine without dispatch, and
+//! raft starts with `applied` equal to that index, so `snapshot <= applied <= commit <= last`
+//! always holds.
+//!
+//! Snapshots and compaction (see [`crate::snapshot`] for the format):
+//! * [`Replica::compact`] (the driver calls it every `compaction_interval_ms`) trims the stream
+//!   by the retention policy and, once `snapshot_entries` entries were applied since the last
+//!   snapshot, collects the state machine at the applied index `A`; the WAL's owner encodes
+//!   it, saves `state.snapshot` and deletes whole segments below `A - log_keep_entries`; then
+//!   [`Replica::finish_compaction`] serves the snapshot to raft ([`SnapStorage`]) and drops the
+//!   same entries from memory (slightly behind followers still catch up from the log).
+//! * A Ready carrying a leader's snapshot: it is decoded (a bad one stops the node: it came
+//!   from a leader running this code), applied to the storage and the state machine, and made
+//!   durable (snapshot file + WAL record) before raft is told it is persisted.
+//! * The leader learns whether a snapshot reached the follower's connection through
+//!   [`Replica::report_snapshot`] (raft retries after a failure).
 
 use crate::acks::{AckError, AckRegistry};
 use crate::error::ClusterError;
 use crate::metrics::{Member, NodeMetrics};
+use crate::snapshot::{self, SnapshotData, SnapshotMember};
 use crate::state::StateMachine;
+use crate::stream::Retention;
 use crate::wal::Wal;
+use bytes::Bytes;
 use eventstream_core::replication::{ClusterStatus, MemberStatus, RaftRole};
-use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType};
-use raft::storage::MemStorage;
-use raft::{RawNode, StateRole, Storage};
+use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType, Snapshot};
+use raft::storage::{MemStorage, RaftState};
+use raft::{GetEntriesContext, RawNode, SnapshotStatus, StateRole, Storage};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -56,6 +74,13 @@ pub struct ReplicaConfig {
     pub max_uncommitted_size: u64,
     /// Log segment size before rotation.
     pub segment_bytes: u64,
+    /// How much of the stream to keep.
+    pub retention: Retention,
+    /// Entries applied since the last snapshot before the next one is taken (compaction).
+    pub snapshot_entries: u64,
+    /// Entries kept in the log below the applied index at compaction (≥ 1), so a follower only
+    /// slightly behind catches up from the log instead of by snapshot.
+    pub log_keep_entries: u64,
 }
 
 impl ReplicaConfig {
@@ -72,6 +97,9 @@ impl ReplicaConfig {
             max_inflight_msgs: 64,
             max_uncommitted_size: 256 << 20,
             segment_bytes: 64 << 20,
+            retention: Retention::default(),
+            snapshot_entries: 20_000,
+            log_keep_entries: 5_000,
         }
     }
 }
@@ -87,11 +115,213 @@ fn role(r: StateRole) -> RaftRole {
     }
 }
 
+/// raft storage: the in-memory log ([`MemStorage`]) plus the latest snapshot *with data*
+/// (MemStorage's own snapshots carry metadata only) and the term of the last compacted entry
+/// (raft asks for the term just below the first kept entry).
+pub struct SnapStorage {
+    mem: MemStorage,
+    snapshot: Snapshot,
+    /// raft asked for a snapshot for a member the served snapshot's configuration does not
+    /// contain (a node added after it was taken): the next compaction check takes a fresh one
+    /// at once instead of waiting for `snapshot_entries` (the member would refuse this one).
+    fresh_wanted: std::sync::atomic::AtomicBool,
+    /// `(index, term)` of the last entry dropped by compaction.
+    compacted: (u64, u64),
+}
+
+impl std::fmt::Debug for SnapStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapStorage")
+            .field("snapshot_index", &self.snapshot_index())
+            .field("compacted", &self.compacted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapStorage {
+    /// The in-memory log.
+    pub fn mem(&self) -> &MemStorage {
+        &self.mem
+    }
+
+    /// Index of the snapshot raft is served (0 = none).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot.get_metadata().index
+    }
+}
+
+impl Storage for SnapStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.mem.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.mem.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx != 0 && idx == self.compacted.0 {
+            return Ok(self.compacted.1);
+        }
+        let m = self.snapshot.get_metadata();
+        if idx != 0 && idx == m.index {
+            return Ok(m.term);
+        }
+        self.mem.term(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.mem.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.mem.last_index()
+    }
+
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let idx = self.snapshot.get_metadata().index;
+        let cs = self.snapshot.get_metadata().get_conf_state();
+        let knows_to = cs
+            .get_voters()
+            .iter()
+            .chain(cs.get_learners())
+            .chain(cs.get_voters_outgoing())
+            .chain(cs.get_learners_next())
+            .any(|id| *id == to);
+        if idx != 0 && !knows_to {
+            // raft-rs on `to` refuses a snapshot whose configuration lacks it.
+            self.fresh_wanted.store(true, Ordering::Relaxed);
+        }
+        if idx == 0 || idx < request_index || !knows_to {
+            // raft asks again later (the next compaction makes a newer one).
+            return Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        Ok(self.snapshot.clone())
+    }
+}
+
+/// A local compaction in progress: the state collected at the applied index. Whoever owns the
+/// WAL runs it ([`Compaction::run`]: encode, save `state.snapshot`, delete old segments — off
+/// the driver thread with asynchronous persistence) and hands the result back with
+/// [`Replica::finish_compaction`], which serves the snapshot to raft and trims the in-memory log.
+#[derive(Debug)]
+pub struct Compaction {
+    /// The state to snapshot.
+    pub data: SnapshotData,
+    /// Segments whose entries are all `<=` this may be deleted.
+    pub log_upto: u64,
+    /// The data directory.
+    pub dir: PathBuf,
+    started: Instant,
+}
+
+/// A finished [`Compaction`].
+#[derive(Debug)]
+pub struct Compacted {
+    /// The encoded snapshot (now in `DATA_DIR/state.snapshot`).
+    pub snapshot: Bytes,
+    /// Its index.
+    pub index: u64,
+    /// Its term.
+    pub term: u64,
+    /// Its membership.
+    pub conf: ConfState,
+    /// Events it holds.
+    pub events: u64,
+    /// Log entries `<=` this may go from memory too.
+    pub log_upto: u64,
+    /// Log bytes deleted.
+    pub freed_bytes: u64,
+    /// Log bytes left.
+    pub log_bytes: u64,
+    started: Instant,
+}
+
+/// A compaction whose snapshot is encoded and fsynced in a temporary file next to
+/// `state.snapshot` ([`Compaction::prepare`], on a thread of its own); the WAL's owner
+/// finishes it with [`PreparedCompaction::adopt`].
+#[derive(Debug)]
+pub struct PreparedCompaction {
+    tmp: std::path::PathBuf,
+    done: Compacted,
+}
+
+impl Compaction {
+    /// Encodes the snapshot, saves it durably, then compacts the log (all inline).
+    pub fn run(self, wal: &mut Wal) -> Result<Compacted, ClusterError> {
+        self.prepare()?.adopt(wal)
+    }
+
+    /// The slow half, which needs no access to the log: encode the snapshot and write it,
+    /// fsynced, to a temporary file in the data directory.
+    pub fn prepare(self) -> Result<PreparedCompaction, ClusterError> {
+        let snapshot = snapshot::encode(&self.data);
+        let tmp = self.dir.join(format!(
+            "{}.{}.tmp",
+            snapshot::DATA_DIR_FILE,
+            self.data.index
+        ));
+        snapshot::write_synced(&tmp, &snapshot)?;
+        Ok(PreparedCompaction {
+            tmp,
+            done: Compacted {
+                snapshot,
+                index: self.data.index,
+                term: self.data.term,
+                conf: conf_of(&self.data),
+                events: self.data.events(),
+                log_upto: self.log_upto,
+                freed_bytes: 0,
+                log_bytes: 0,
+                started: self.started,
+            },
+        })
+    }
+}
+
+impl PreparedCompaction {
+    /// The quick half, by the log's owner (ordered with installed snapshots): the file becomes
+    /// `state.snapshot` unless a newer snapshot was installed meanwhile, then old segments go.
+    pub fn adopt(mut self, wal: &mut Wal) -> Result<Compacted, ClusterError> {
+        if wal.adopt_snapshot_file(&self.tmp, self.done.index)? {
+            self.done.freed_bytes = wal.compact(self.done.log_upto)?;
+        }
+        self.done.log_bytes = wal.total_bytes();
+        Ok(self.done)
+    }
+}
+
+fn raft_snapshot(data: Bytes, index: u64, term: u64, conf: ConfState) -> Snapshot {
+    let mut snap = Snapshot {
+        data,
+        ..Snapshot::default()
+    };
+    let meta = snap.mut_metadata();
+    meta.index = index;
+    meta.term = term;
+    meta.set_conf_state(conf);
+    snap
+}
+
+fn conf_of(s: &SnapshotData) -> ConfState {
+    ConfState::from((s.voters.clone(), s.learners.clone()))
+}
+
 /// One Ready's durable part, for the WAL thread (asynchronous persistence).
 #[derive(Debug)]
 pub struct PersistJob {
     /// The Ready's number (for `on_persist_ready`).
     pub number: u64,
+    /// A leader's snapshot to install durably before the entries (rare).
+    pub snapshot: Option<Snapshot>,
     /// Entries to append.
     pub entries: Vec<Entry>,
     /// New hard state, if it changed.
@@ -100,9 +330,45 @@ pub struct PersistJob {
     pub messages: Vec<Message>,
 }
 
+/// The WAL entries that continue a snapshot at `(index, term)`: those after it, if the log
+/// agrees with the snapshot at its index (or starts right after it); none if the log is older
+/// than the snapshot (it was installed from a leader, and the log's tail is void).
+fn entries_after_snapshot(
+    entries: Vec<Entry>,
+    index: u64,
+    term: u64,
+    dir: &std::path::Path,
+) -> Result<Vec<Entry>, ClusterError> {
+    if index == 0 {
+        return Ok(entries);
+    }
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Ok(entries);
+    };
+    let (first, last) = (first.index, last.index);
+    if first > index + 1 {
+        return Err(ClusterError::CorruptLog {
+            path: dir.display().to_string(),
+            offset: 0,
+            reason: format!("log starts at index {first}, after the snapshot at {index}: a gap"),
+        });
+    }
+    if last <= index {
+        return Ok(Vec::new());
+    }
+    if first == index + 1 {
+        return Ok(entries);
+    }
+    let at = (index - first) as usize;
+    if entries[at].term != term {
+        return Ok(Vec::new());
+    }
+    Ok(entries.into_iter().skip(at + 1).collect())
+}
+
 /// A replica: consensus + log + state machine.
 pub struct Replica {
-    raw: RawNode<MemStorage>,
+    raw: RawNode<SnapStorage>,
     /// `None` once moved to a WAL thread ([`Replica::take_wal`], asynchronous persistence).
     wal: Option<Wal>,
     sm: StateMachine,
@@ -124,6 +390,15 @@ pub struct Replica {
     members_changed: bool,
     /// `(index, term, applied)` of the most recent conf-change entries.
     applied_conf: VecDeque<(u64, u64, bool)>,
+    retention: Retention,
+    snapshot_entries: u64,
+    log_keep_entries: u64,
+    /// Asynchronous persistence: `(ready number, applied index)` of an installed snapshot the
+    /// WAL thread has not made durable yet.
+    snapshot_unpersisted: Option<(u64, u64)>,
+    /// A [`Compaction`] handed to the WAL thread has not been finished yet.
+    compaction_in_flight: bool,
+    data_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Replica {
@@ -146,33 +421,77 @@ impl Replica {
         metrics: Arc<NodeMetrics>,
     ) -> Result<Replica, ClusterError> {
         let (mut wal, rec) = Wal::open(&cfg.data_dir, cfg.segment_bytes)?;
-        let conf = match rec.conf_state {
-            Some(cs) => cs,
-            None => {
+        snapshot::remove_stale_temporaries(&cfg.data_dir)?;
+        let snap = snapshot::load_from_data_dir(&cfg.data_dir)?;
+        wal.set_snapshot_index(snap.as_ref().map_or(0, |(_, s)| s.index));
+        if let Some((_, s)) = &snap {
+            if !s.voters.contains(&cfg.id) && !s.learners.contains(&cfg.id) {
+                return Err(ClusterError::config(
+                    "id",
+                    format!(
+                        "the snapshot in {} lists members {:?} + learners {:?}, not this node's id {}",
+                        cfg.data_dir.display(),
+                        s.voters,
+                        s.learners,
+                        cfg.id
+                    ),
+                ));
+            }
+        }
+        let conf = match (rec.conf_state, &snap) {
+            (Some(cs), _) => cs,
+            (None, Some((_, s))) => {
+                let cs = conf_of(s);
+                wal.set_conf_state(&cs);
+                wal.sync()?;
+                cs
+            }
+            (None, None) => {
                 let cs = ConfState::from((cfg.voters.clone(), vec![]));
                 wal.set_conf_state(&cs);
                 wal.sync()?;
                 cs
             }
         };
+        // The voters the WAL's log starts from (bootstrap, or a restored backup's): what a
+        // joining node starts from when the log is not compacted.
         let bootstrap_voters = conf.voters.clone();
-        let storage = MemStorage::new_with_conf_state(conf);
-        let hs = rec.hard_state.unwrap_or_default();
+        let mem = MemStorage::new_with_conf_state(conf);
+        let mut storage = SnapStorage {
+            mem,
+            snapshot: Snapshot::default(),
+            fresh_wanted: std::sync::atomic::AtomicBool::new(false),
+            compacted: (0, 0),
+        };
+        let (snap_index, snap_term) = snap.as_ref().map_or((0, 0), |(_, s)| (s.index, s.term));
+        let entries = entries_after_snapshot(rec.entries, snap_index, snap_term, &cfg.data_dir)?;
+        let mut hs = rec.hard_state.unwrap_or_default();
+        if let Some((bytes, s)) = &snap {
+            // The snapshot's membership is the base; conf changes committed after it are
+            // re-applied below, like every other state after the snapshot.
+            let rs = raft_snapshot(bytes.clone(), s.index, s.term, conf_of(s));
+            storage.mem.wl().apply_snapshot(rs.clone())?;
+            storage.snapshot = rs;
+            hs.term = hs.term.max(s.term);
+            hs.commit = hs.commit.max(s.index);
+            sm.restore(s);
+            tracing::info!(
+                id = cfg.id,
+                index = s.index,
+                events = s.events(),
+                "loaded snapshot"
+            );
+        }
         {
-            let mut w = storage.wl();
-            if !rec.entries.is_empty() {
-                w.append(&rec.entries)?;
+            let mut w = storage.mem.wl();
+            if !entries.is_empty() {
+                w.append(&entries)?;
             }
             w.set_hardstate(hs.clone());
         }
         let last = storage.last_index()?;
-        let commit = hs.commit.min(last);
-        let replay_to = commit as usize;
-        sm.replay(
-            rec.entries
-                .iter()
-                .take_while(|e| e.index as usize <= replay_to),
-        );
+        let commit = hs.commit.min(last).max(snap_index);
+        sm.replay(entries.iter().take_while(|e| e.index <= commit));
         if commit > 0 {
             tracing::info!(id = cfg.id, commit, last, term = hs.term, "replayed log");
         }
@@ -193,11 +512,15 @@ impl Replica {
         rc.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut raw = RawNode::new(&rc, storage, &logger)?;
-        // The configuration is the bootstrap one plus every committed conf change, re-applied
-        // in log order (see `membership`): the log is its only durable record.
+        // The configuration is the snapshot's (or the bootstrap one) plus every committed conf
+        // change after it, re-applied in log order (see `membership`): the log is its only
+        // durable record.
         let mut known: BTreeMap<u64, Member> =
             metrics.members().into_iter().map(|m| (m.id, m)).collect();
-        for e in rec.entries.iter().take_while(|e| e.index <= commit) {
+        if let Some((_, s)) = &snap {
+            known.extend(s.members.iter().map(|m| (m.id, member_of(m))));
+        }
+        for e in entries.iter().take_while(|e| e.index <= commit) {
             if membership::decode_conf_change(e).is_some() {
                 if let Err(err) = membership::replay_conf_entry(&mut raw, &mut known, e) {
                     tracing::error!(index = e.index, error = %err, "conf change not applied");
@@ -220,6 +543,12 @@ impl Replica {
             bootstrap_voters,
             members_changed: true,
             applied_conf: VecDeque::new(),
+            retention: cfg.retention,
+            snapshot_entries: cfg.snapshot_entries.max(1),
+            log_keep_entries: cfg.log_keep_entries.max(1),
+            snapshot_unpersisted: None,
+            compaction_in_flight: false,
+            data_dir: cfg.data_dir.clone(),
         };
         r.sync_members();
         Ok(r)
@@ -250,6 +579,21 @@ impl Replica {
         self.raw.raft.raft_log.committed
     }
 
+    /// The metrics this replica reports into.
+    pub fn metrics(&self) -> &Arc<NodeMetrics> {
+        &self.metrics
+    }
+
+    /// First index still in the in-memory log.
+    pub fn first_index(&self) -> u64 {
+        self.raw.raft.raft_log.first_index()
+    }
+
+    /// Index of the latest snapshot (taken here or installed from a leader; 0 = none).
+    pub fn snapshot_index(&self) -> u64 {
+        self.raw.store().snapshot_index()
+    }
+
     /// Applied index.
     pub fn applied_index(&self) -> u64 {
         self.sm.applied()
@@ -268,6 +612,11 @@ impl Replica {
     /// Starts a campaign now (tests, leader transfer).
     pub fn campaign(&mut self) -> Result<(), ClusterError> {
         Ok(self.raw.campaign()?)
+    }
+
+    /// Asks the leader (this node) to hand leadership to `to` (tests, maintenance).
+    pub fn transfer_leader(&mut self, to: u64) {
+        self.raw.transfer_leader(to);
     }
 
     /// Feeds a message from a peer. Messages for other nodes or stale terms are ignored by raft.
@@ -319,7 +668,7 @@ impl Replica {
     }
 
     /// The start every Ready shares, sync or async: take it, note soft-state changes, send the
-    /// leader's messages at once (before persisting), refuse snapshots. `None` without a Ready.
+    /// leader's messages at once (before persisting). `None` without a Ready.
     fn begin_ready(
         &mut self,
         send: &mut dyn FnMut(Vec<Message>),
@@ -334,14 +683,43 @@ impl Replica {
         if !ready.messages().is_empty() {
             send(ready.take_messages());
         }
-        if !ready.snapshot().is_empty() {
-            // Snapshots arrive with the snapshot/compaction issue; this build never compacts,
-            // so no leader ever sends one.
-            return Err(ClusterError::Raft(raft::Error::Store(
-                raft::StorageError::SnapshotTemporarilyUnavailable,
-            )));
-        }
         Ok(Some(ready))
+    }
+
+    /// Installs a leader's snapshot in memory: storage, state machine, served snapshot. The
+    /// caller makes it durable before raft learns it is persisted.
+    fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        let data = snapshot::decode(&snap.data).map_err(|e| ClusterError::CorruptSnapshot {
+            path: format!(
+                "snapshot from the leader at index {}",
+                snap.get_metadata().index
+            ),
+            reason: e.to_string(),
+        })?;
+        self.raw.mut_store().mem.wl().apply_snapshot(snap.clone())?;
+        let store = self.raw.mut_store();
+        store.snapshot = snap.clone();
+        store.compacted = (0, 0);
+        self.sm.restore(&data);
+        // raft took the snapshot's configuration; the addresses come with it.
+        self.known
+            .extend(data.members.iter().map(|m| (m.id, member_of(m))));
+        self.sync_members();
+        self.metrics
+            .snapshots_received
+            .fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .record_snapshot(started.elapsed().as_nanos() as u64);
+        tracing::info!(
+            id = self.raw.raft.id,
+            index = data.index,
+            events = data.events(),
+            bytes = snap.data.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "installed a snapshot from the leader"
+        );
+        Ok(())
     }
 
     /// Handles one Ready if there is one. `send` is called with outgoing messages as soon as
@@ -362,6 +740,15 @@ impl Replica {
             self.apply(std::mem::take(&mut committed));
         }
         let entries = ready.take_entries();
+        if !ready.snapshot().is_empty() {
+            let snap = ready.snapshot().clone();
+            self.install_snapshot(&snap)?;
+            let Some(wal) = self.wal.as_mut() else {
+                return Err(ClusterError::Closed);
+            };
+            let m = snap.get_metadata();
+            wal.install_snapshot(&snap.data, m.index, m.term)?;
+        }
         let Some(wal) = self.wal.as_mut() else {
             return Err(ClusterError::Closed);
         };
@@ -371,7 +758,7 @@ impl Replica {
             wal.set_hard_state(hs);
         } else {
             // A commit index advanced by a LightReady is written with the next batch.
-            let cur = self.raw.store().rl().hard_state().clone();
+            let cur = self.raw.store().mem.rl().hard_state().clone();
             if cur != self.written_hs && wal.has_pending() {
                 wal.set_hard_state(&cur);
                 self.written_hs = cur;
@@ -381,7 +768,7 @@ impl Replica {
             self.metrics.record_fsync(took.as_nanos() as u64);
         }
         {
-            let mut w = self.raw.mut_store().wl();
+            let mut w = self.raw.mut_store().mem.wl();
             if !entries.is_empty() {
                 w.append(&entries)?;
             }
@@ -397,6 +784,7 @@ impl Replica {
         if let Some(commit) = light.commit_index() {
             self.raw
                 .mut_store()
+                .mem
                 .wl()
                 .mut_hard_state()
                 .set_commit(commit);
@@ -437,13 +825,21 @@ impl Replica {
         let Some(mut ready) = self.begin_ready(send)? else {
             return Ok(false);
         };
+        let snapshot = if ready.snapshot().is_empty() {
+            None
+        } else {
+            let snap = ready.snapshot().clone();
+            self.install_snapshot(&snap)?;
+            Some(snap)
+        };
+        let snapshot_index = snapshot.as_ref().map(|s| s.get_metadata().index);
         self.apply(ready.take_committed_entries());
         let entries = ready.take_entries();
         let hs = ready.hs().cloned();
         {
             // raft must be able to read the entries back from storage before
             // advance_append_async; they count as persisted only after on_persisted.
-            let mut w = self.raw.mut_store().wl();
+            let mut w = self.raw.mut_store().mem.wl();
             if !entries.is_empty() {
                 w.append(&entries)?;
             }
@@ -455,12 +851,22 @@ impl Replica {
         // behind earlier fsyncs.
         persist(PersistJob {
             number: ready.number(),
+            snapshot,
             entries,
             hard_state: hs,
             messages: ready.take_persisted_messages(),
         });
+        let number = ready.number();
         self.raw.advance_append_async(ready);
-        self.raw.advance_apply();
+        if let Some(snap) = self.snapshot_unpersisted {
+            // raft refuses an applied index above its persisted one: report the snapshot as
+            // applied once the WAL thread has made it durable (see on_persisted).
+            debug_assert!(snap.0 <= number);
+        } else if snapshot_index.is_some() {
+            self.snapshot_unpersisted = Some((number, self.sm.applied()));
+        } else {
+            self.raw.advance_apply();
+        }
         self.observe_commit();
         Ok(true)
     }
@@ -468,6 +874,138 @@ impl Replica {
     /// The WAL thread has fsynced every job up to Ready `number`.
     pub fn on_persisted(&mut self, number: u64) {
         self.raw.on_persist_ready(number);
+        if let Some((ready, _)) = self.snapshot_unpersisted {
+            if number >= ready {
+                self.snapshot_unpersisted = None;
+                self.raw.advance_apply_to(self.sm.applied());
+            }
+        }
+    }
+
+    /// The transport's verdict on a snapshot sent to `to`: delivered to its connection, or not
+    /// (raft then probes and sends a snapshot again).
+    pub fn report_snapshot(&mut self, to: u64, delivered: bool) {
+        let (status, counter) = if delivered {
+            (SnapshotStatus::Finish, &self.metrics.snapshots_sent)
+        } else {
+            (
+                SnapshotStatus::Failure,
+                &self.metrics.snapshot_send_failures,
+            )
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.raw.report_snapshot(to, status);
+    }
+
+    /// The state at the applied index as a snapshot (what a backup saves). Consistent: the
+    /// stream, dedup window and offsets all describe exactly the entries up to `applied`.
+    pub fn snapshot_data(&self) -> Result<SnapshotData, ClusterError> {
+        let mut s = SnapshotData::default();
+        self.sm.export_into(&mut s);
+        s.term = self.raw.store().term(s.index).or_else(|_| {
+            // The applied entry may still be only in raft's unstable log on a leader.
+            self.raw.raft.raft_log.term(s.index)
+        })?;
+        let cs = self.raw.raft.prs().conf().to_conf_state();
+        s.voters = cs.get_voters().to_vec();
+        s.learners = cs.get_learners().to_vec();
+        s.created_unix_ms = snapshot::unix_ms();
+        s.members = self
+            .members()
+            .iter()
+            .map(|m| SnapshotMember {
+                id: m.id,
+                addr: m.addr.clone(),
+                http_addr: m.http_addr.clone(),
+                learner: s.learners.contains(&m.id),
+            })
+            .collect();
+        Ok(s)
+    }
+
+    /// Retention and compaction, called periodically: trims the stream by the retention
+    /// policy; then, once `snapshot_entries` entries were applied since the last snapshot (and
+    /// no compaction is in flight), collects the state at the applied index. When this replica
+    /// owns the WAL the compaction runs inline (returns `None`); otherwise the returned
+    /// [`Compaction`] is for the WAL thread, which reports back for
+    /// [`finish_compaction`](Self::finish_compaction).
+    pub fn compact(&mut self) -> Result<Option<Compaction>, ClusterError> {
+        let trimmed = self.sm.stream().trim(&self.retention, snapshot::unix_ms());
+        if trimmed > 0 {
+            tracing::debug!(events = trimmed, "retention trimmed the stream");
+        }
+        let applied = self.sm.applied();
+        let snap_index = self.raw.store().snapshot_index();
+        if self.compaction_in_flight || applied == 0 {
+            return Ok(None);
+        }
+        let fresh_wanted = self.snapshot_wanted();
+        if !fresh_wanted && applied < snap_index + self.snapshot_entries {
+            return Ok(None);
+        }
+        self.raw
+            .store()
+            .fresh_wanted
+            .store(false, Ordering::Relaxed);
+        let job = Compaction {
+            data: self.snapshot_data()?,
+            log_upto: applied.saturating_sub(self.log_keep_entries),
+            dir: self.data_dir.clone(),
+            started: Instant::now(),
+        };
+        match self.wal.as_mut() {
+            Some(wal) => {
+                let done = job.run(wal)?;
+                self.finish_compaction(done)?;
+                Ok(None)
+            }
+            None => {
+                self.compaction_in_flight = true;
+                Ok(Some(job))
+            }
+        }
+    }
+
+    /// True when raft needs a newer snapshot than the one it is served (a member added after
+    /// it was taken): the driver then runs [`compact`](Self::compact) without waiting.
+    pub fn snapshot_wanted(&self) -> bool {
+        !self.compaction_in_flight
+            && self.raw.store().fresh_wanted.load(Ordering::Relaxed)
+            && self.sm.applied() > self.raw.store().snapshot_index()
+    }
+
+    /// A compaction is durable: serve its snapshot to raft (unless a newer one was installed
+    /// meanwhile) and drop in-memory entries up to its `log_upto`.
+    pub fn finish_compaction(&mut self, done: Compacted) -> Result<(), ClusterError> {
+        self.compaction_in_flight = false;
+        self.log_bytes = done.log_bytes;
+        let store = self.raw.mut_store();
+        if done.index > store.snapshot_index() {
+            store.snapshot = raft_snapshot(done.snapshot.clone(), done.index, done.term, done.conf);
+        }
+        // Always keep the last entry: an empty MemStorage would report its first index from
+        // its own (stale) snapshot metadata.
+        let last = store.mem.last_index()?;
+        let upto = done.log_upto.min(last.saturating_sub(1));
+        if upto >= store.mem.first_index()? {
+            let term = store.mem.term(upto)?;
+            store.mem.wl().compact(upto + 1)?;
+            store.compacted = (upto, term);
+        }
+        self.metrics.compactions.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .record_snapshot(done.started.elapsed().as_nanos() as u64);
+        tracing::info!(
+            id = self.raw.raft.id,
+            index = done.index,
+            events = done.events,
+            bytes = done.snapshot.len(),
+            log_upto = upto,
+            freed_bytes = done.freed_bytes,
+            took_ms = done.started.elapsed().as_millis() as u64,
+            "snapshot taken, log compacted"
+        );
+        Ok(())
     }
 
     fn on_soft_state(&mut self, new_role: StateRole, leader: u64) {
@@ -548,6 +1086,13 @@ impl Replica {
     /// Builds this replica's status and stores it in the shared metrics.
     pub fn publish_status(&mut self) {
         self.sm.flush();
+        let stream = self.sm.stream();
+        self.metrics
+            .stream_first_offset
+            .store(stream.first_offset(), Ordering::Relaxed);
+        self.metrics
+            .stream_next_offset
+            .store(stream.next_offset(), Ordering::Relaxed);
         let raft = &self.raw.raft;
         let is_leader = raft.state == StateRole::Leader;
         let last = raft.raft_log.last_index();
@@ -602,5 +1147,13 @@ impl Replica {
     /// True if the message is a heartbeat (for failure accounting).
     pub fn is_heartbeat(m: &Message) -> bool {
         m.get_msg_type() == MessageType::MsgHeartbeat
+    }
+}
+
+fn member_of(m: &SnapshotMember) -> Member {
+    Member {
+        id: m.id,
+        addr: m.addr.clone(),
+        http_addr: m.http_addr.clone(),
     }
 }

@@ -44,6 +44,8 @@ pub struct ServerCtx {
     pub driver: crossbeam_channel::Sender<DriverMsg>,
     /// Largest frame body.
     pub max_frame: usize,
+    /// Largest frame body on a peer connection (a snapshot is one raft message).
+    pub max_peer_frame: usize,
     /// Largest event payload.
     pub max_event_bytes: usize,
     /// Publish commit timeout.
@@ -166,6 +168,8 @@ async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
                 t.check_peer(&cert, &m.addr)
                     .map_err(|e| invalid(format!("peer {from}: {e}")))?;
             }
+            // Snapshots travel as one raft message: peers get the larger frame limit.
+            reader.set_max_body(ctx.max_peer_frame);
             serve_peer(from, reader, ctx).await
         }
         Role::Client => {
@@ -430,6 +434,19 @@ async fn serve_client(
                         let _ = tx.send(reply).await;
                     });
                 }
+                Kind::SnapshotRequest => {
+                    let (req_id, _) = frame::decode_req_id(&body).map_err(invalid)?;
+                    // A backup hands out every event: admin only.
+                    if let Err(reply) = require_admin(&conn_state, ctx, req_id) {
+                        if tx.send(reply).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    if !send_snapshot(req_id, &tx, ctx).await {
+                        break;
+                    }
+                }
                 other => return Err(invalid(format!("unexpected {other:?} frame from a client"))),
             }
         }
@@ -466,6 +483,52 @@ fn admin_request(kind: Kind, body: &[u8], ctx: &ServerCtx) -> Option<BytesMut> {
         return Some(error_frame(req_id, code, ctx, msg));
     }
     None
+}
+
+/// Answers a backup request: the driver collects the applied state (consistent: between two
+/// applies), a blocking task encodes it (the driver does not wait for that), sent in [`frame::SNAPSHOT_CHUNK_BYTES`] pieces through the
+/// connection's bounded queue (a slow reader slows the transfer, nothing more). False when the
+/// connection is gone.
+async fn send_snapshot(req_id: u64, tx: &mpsc::Sender<BytesMut>, ctx: &Arc<ServerCtx>) -> bool {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let taken = if ctx.driver.send(DriverMsg::TakeSnapshot(reply)).is_err() {
+        Err("node shutting down".to_owned())
+    } else {
+        match tokio::time::timeout(Duration::from_secs(60), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("node shutting down".to_owned()),
+            Err(_) => Err("snapshot not taken within 60 s".to_owned()),
+        }
+    };
+    let taken = match taken {
+        Ok(data) => tokio::task::spawn_blocking(move || crate::snapshot::encode(&data))
+            .await
+            .map_err(|e| format!("encoding the snapshot failed: {e}")),
+        Err(e) => Err(e),
+    };
+    let bytes = match taken {
+        Ok(b) => b,
+        Err(msg) => {
+            return tx
+                .send(error_frame(req_id, ErrorCode::Internal, ctx, msg))
+                .await
+                .is_ok()
+        }
+    };
+    let total = bytes.len() as u64;
+    let mut offset = 0usize;
+    loop {
+        let end = (offset + frame::SNAPSHOT_CHUNK_BYTES).min(bytes.len());
+        let mut b = BytesMut::with_capacity(end - offset + 40);
+        frame::put_snapshot_chunk(&mut b, req_id, total, offset as u64, &bytes[offset..end]);
+        if tx.send(b).await.is_err() {
+            return false;
+        }
+        offset = end;
+        if offset >= bytes.len() {
+            return true;
+        }
+    }
 }
 
 fn check_publish(req_id: u64, events: &[Event], ctx: &ServerCtx) -> Option<BytesMut> {
@@ -507,7 +570,19 @@ async fn subscribe(
     let budget = (ctx.max_frame / 2).max(1 << 16);
     loop {
         batch.clear();
-        next = ctx.stream.read(next, 4096, &keep, &mut batch);
+        next = match ctx.stream.try_read(next, 4096, &keep, &mut batch) {
+            Ok(n) => n,
+            Err(earliest) => {
+                let msg = format!(
+                    "offset {next} is compacted; the earliest available offset is {earliest}"
+                );
+                // The earliest offset travels in the request-id field (see docs/protocol.md).
+                let _ = tx
+                    .send(error_frame(earliest, ErrorCode::Compacted, ctx, msg))
+                    .await;
+                return Ok(());
+            }
+        };
         if !batch.is_empty() {
             let mut b = BytesMut::new();
             let mut start = 0;
@@ -568,6 +643,7 @@ mod admin_auth_tests {
             stream: CommittedStream::new(),
             driver: crossbeam_channel::unbounded().0,
             max_frame: 1 << 20,
+            max_peer_frame: 1 << 20,
             max_event_bytes: 1 << 10,
             request_timeout: Duration::from_secs(1),
             protocol_errors: AtomicU64::new(0),

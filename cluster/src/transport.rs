@@ -92,6 +92,16 @@ fn count_failure(metrics: &NodeMetrics, m: &Message) {
     }
 }
 
+/// Tells the driver whether a snapshot message reached the peer's connection (raft must hear
+/// about it: a lost snapshot otherwise pauses replication to that follower for good).
+fn report_snapshots(driver: &Sender<DriverMsg>, to: u64, msgs: &[Message], delivered: bool) {
+    for m in msgs {
+        if m.get_msg_type() == MessageType::MsgSnapshot {
+            let _ = driver.send(DriverMsg::SnapshotSent { to, delivered });
+        }
+    }
+}
+
 impl PeerSender for TcpPeers {
     fn send(&mut self, msg: Message) -> bool {
         let Some(q) = self.queues.get(&msg.to) else {
@@ -164,7 +174,10 @@ async fn peer_writer(
                 let deadline = tokio::time::Instant::now() + backoff;
                 loop {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(m)) => count_failure(&metrics, &m),
+                        Ok(Some(m)) => {
+                            count_failure(&metrics, &m);
+                            report_snapshots(&driver, peer.id, std::slice::from_ref(&m), false);
+                        }
                         Ok(None) => return,
                         Err(_) => break,
                     }
@@ -216,10 +229,12 @@ async fn peer_writer(
                 for m in &batch {
                     count_failure(&metrics, m);
                 }
+                report_snapshots(&driver, peer.id, &batch, false);
                 metrics.set_connected(peer.id, false);
                 let _ = driver.send(DriverMsg::Unreachable(peer.id));
                 break;
             }
+            report_snapshots(&driver, peer.id, &batch, true);
         }
     }
 }

@@ -7,7 +7,17 @@
 //!   entries; entries at index `i` replace any earlier entries at `>= i` (raft's conflict
 //!   truncation), so replay keeps the last word;
 //! * `2 | u64 term | u64 vote | u64 commit` — hard state;
-//! * `3 | u32 n | n × u64 voter | u32 m | m × u64 learner` — conf state.
+//! * `3 | u32 n | n × u64 voter | u32 m | m × u64 learner` — conf state;
+//! * `4 | u64 index | u64 term` — a leader's snapshot at `index` was installed (written after
+//!   `DATA_DIR/state.snapshot`): every entry before this record is void, entries after it
+//!   continue at `index + 1`.
+//!
+//! # Compaction
+//! After a snapshot at index `S` is durable in `DATA_DIR/state.snapshot`, [`Wal::compact`]
+//! re-writes the current hard state and conf state into the newest segment, fsyncs, and then
+//! deletes the oldest closed segments whose every entry is at or below the compaction index —
+//! whole files only, oldest first, never the segment being written. Restart = load the
+//! snapshot, then replay the log entries after it (see `Replica::open`).
 //!
 //! # Invariants
 //! * [`Wal::sync`] returns only after the bytes are written and `fdatasync`ed: nothing is
@@ -39,6 +49,22 @@ pub enum Record {
     HardState(HardState),
     /// A new conf state.
     ConfState(ConfState),
+    /// A leader's snapshot was installed at `(index, term)`.
+    SnapshotInstalled {
+        /// Snapshot index.
+        index: u64,
+        /// Snapshot term.
+        term: u64,
+    },
+}
+
+/// Appends a snapshot-installed record.
+pub fn put_snapshot_record(buf: &mut Vec<u8>, index: u64, term: u64) {
+    let start = begin_record(buf);
+    buf.push(4);
+    buf.extend_from_slice(&index.to_le_bytes());
+    buf.extend_from_slice(&term.to_le_bytes());
+    end_record(buf, start);
 }
 
 /// Appends the encoding of `entries` as one record.
@@ -180,6 +206,10 @@ pub fn decode_record(buf: &[u8]) -> Result<Option<(Record, usize)>, DecodeError>
             cs.set_learners(learners);
             Record::ConfState(cs)
         }
+        4 => Record::SnapshotInstalled {
+            index: r.u64()?,
+            term: r.u64()?,
+        },
         other => return Err(DecodeError::Kind(other)),
     };
     if r.remaining() != 0 {
@@ -202,13 +232,28 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// Bytes of a torn tail that were cut off.
     pub truncated_bytes: u64,
+    /// The last snapshot-installed record `(index, term)`, if any.
+    pub snapshot_installed: Option<(u64, u64)>,
 }
 
 impl Recovered {
+    /// Highest index a record touches (entries or an installed snapshot), 0 for none.
+    fn max_index(rec: &Record) -> u64 {
+        match rec {
+            Record::Entries(es) => es.last().map_or(0, |e| e.index),
+            Record::SnapshotInstalled { index, .. } => *index,
+            _ => 0,
+        }
+    }
+
     fn apply(&mut self, rec: Record) {
         match rec {
             Record::HardState(hs) => self.hard_state = Some(hs),
             Record::ConfState(cs) => self.conf_state = Some(cs),
+            Record::SnapshotInstalled { index, term } => {
+                self.entries.clear();
+                self.snapshot_installed = Some((index, term));
+            }
             Record::Entries(es) => {
                 let Some(first) = es.first().map(|e| e.index) else {
                     return;
@@ -233,6 +278,14 @@ pub struct Wal {
     segment_max: u64,
     total_bytes: u64,
     buf: Vec<u8>,
+    /// Closed segments, oldest first: `(seq, bytes, highest index)`.
+    closed: std::collections::VecDeque<(u64, u64, u64)>,
+    /// Highest index written to the current segment.
+    current_max_index: u64,
+    last_hs: Option<HardState>,
+    last_cs: Option<ConfState>,
+    /// Index of the snapshot in `state.snapshot` (0 = none).
+    snapshot_index: u64,
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -259,7 +312,10 @@ impl Wal {
         let mut rec = Recovered::default();
         let mut total = 0u64;
         let mut last_len = 0u64;
+        let mut closed = std::collections::VecDeque::new();
+        let mut current_max_index = 0u64;
         for (i, &seq) in seqs.iter().enumerate() {
+            let mut seg_max = 0u64;
             let path = segment_path(dir, seq);
             let data = fs::read(&path).map_err(|e| ClusterError::io(&path, e))?;
             let is_last = i + 1 == seqs.len();
@@ -267,6 +323,7 @@ impl Wal {
             loop {
                 match decode_record(&data[pos..]) {
                     Ok(Some((r, used))) => {
+                        seg_max = seg_max.max(Recovered::max_index(&r));
                         rec.apply(r);
                         pos += used;
                     }
@@ -302,6 +359,11 @@ impl Wal {
             }
             total += pos as u64;
             last_len = pos as u64;
+            if i + 1 == seqs.len() {
+                current_max_index = seg_max;
+            } else {
+                closed.push_back((seq, pos as u64, seg_max));
+            }
         }
         let seq = seqs.last().copied().unwrap_or(0);
         let path = segment_path(dir, seq);
@@ -322,6 +384,11 @@ impl Wal {
                 segment_max: segment_max.max(1 << 16),
                 total_bytes: total,
                 buf: Vec::with_capacity(1 << 20),
+                closed,
+                current_max_index,
+                last_hs: rec.hard_state.clone(),
+                last_cs: rec.conf_state.clone(),
+                snapshot_index: 0,
             },
             rec,
         ))
@@ -329,19 +396,118 @@ impl Wal {
 
     /// Buffers entries (written by the next [`sync`](Self::sync)).
     pub fn append_entries(&mut self, entries: &[Entry]) {
-        if !entries.is_empty() {
+        if let Some(last) = entries.last() {
             put_entries_record(&mut self.buf, entries);
+            self.current_max_index = self.current_max_index.max(last.index);
         }
     }
 
     /// Buffers a hard state.
     pub fn set_hard_state(&mut self, hs: &HardState) {
         put_hard_state_record(&mut self.buf, hs);
+        self.last_hs = Some(hs.clone());
     }
 
     /// Buffers a conf state.
     pub fn set_conf_state(&mut self, cs: &ConfState) {
         put_conf_state_record(&mut self.buf, cs);
+        self.last_cs = Some(cs.clone());
+    }
+
+    /// The directory of the log (and of `state.snapshot`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Tells the log which snapshot `state.snapshot` holds (at start-up).
+    pub fn set_snapshot_index(&mut self, index: u64) {
+        self.snapshot_index = index;
+    }
+
+    /// Writes a snapshot (encoded, see [`crate::snapshot`]) to `DATA_DIR/state.snapshot`
+    /// atomically and durably (temporary file, fsync, rename, directory fsync).
+    pub fn save_snapshot(&mut self, bytes: &[u8], index: u64) -> Result<(), ClusterError> {
+        crate::snapshot::write_atomic(&self.dir.join(crate::snapshot::DATA_DIR_FILE), bytes)?;
+        self.snapshot_index = index;
+        Ok(())
+    }
+
+    /// Makes the fsynced file `tmp` (a snapshot at `index`) the new `state.snapshot`, unless
+    /// the current one is at least as new (a leader's snapshot installed meanwhile): then `tmp`
+    /// is removed and the answer is `false`.
+    pub fn adopt_snapshot_file(&mut self, tmp: &Path, index: u64) -> Result<bool, ClusterError> {
+        if index <= self.snapshot_index {
+            fs::remove_file(tmp).map_err(|e| ClusterError::io(tmp, e))?;
+            return Ok(false);
+        }
+        let target = self.dir.join(crate::snapshot::DATA_DIR_FILE);
+        fs::rename(tmp, &target).map_err(|e| ClusterError::io(&target, e))?;
+        sync_dir(&self.dir)?;
+        self.snapshot_index = index;
+        Ok(true)
+    }
+
+    /// Records that a leader's snapshot at `(index, term)` was installed: saves it (durably,
+    /// now) and buffers the record that voids every earlier entry. The caller then appends the
+    /// entries after it and [`sync`](Self::sync)s.
+    pub fn install_snapshot(
+        &mut self,
+        bytes: &[u8],
+        index: u64,
+        term: u64,
+    ) -> Result<(), ClusterError> {
+        self.save_snapshot(bytes, index)?;
+        put_snapshot_record(&mut self.buf, index, term);
+        self.current_max_index = self.current_max_index.max(index);
+        Ok(())
+    }
+
+    /// Writes one Ready's durable part (snapshot, entries, hard state) into the buffer; the
+    /// caller fsyncs with [`sync`](Self::sync). Used by the WAL thread and the simulation.
+    pub fn write_job(&mut self, job: &crate::replica::PersistJob) -> Result<(), ClusterError> {
+        if let Some(snap) = &job.snapshot {
+            let m = snap.get_metadata();
+            self.install_snapshot(&snap.data, m.index, m.term)?;
+        }
+        self.append_entries(&job.entries);
+        if let Some(hs) = &job.hard_state {
+            self.set_hard_state(hs);
+        }
+        Ok(())
+    }
+
+    /// Compaction after a snapshot covering `upto` is durable: re-writes the last hard state
+    /// and conf state into the current segment (fsynced), then deletes the oldest closed
+    /// segments whose entries are all `<= upto`. Returns the bytes deleted.
+    pub fn compact(&mut self, upto: u64) -> Result<u64, ClusterError> {
+        let deletable = self
+            .closed
+            .iter()
+            .take_while(|(_, _, max)| *max <= upto)
+            .count();
+        if deletable == 0 {
+            return Ok(0);
+        }
+        if let Some(hs) = self.last_hs.clone() {
+            self.set_hard_state(&hs);
+        }
+        if let Some(cs) = self.last_cs.clone() {
+            self.set_conf_state(&cs);
+        }
+        self.sync()?;
+        let mut freed = 0;
+        // sync() may have rotated: the segments counted above are still the oldest ones.
+        for _ in 0..deletable {
+            let Some((seq, bytes, _)) = self.closed.pop_front() else {
+                break;
+            };
+            let path = segment_path(&self.dir, seq);
+            fs::remove_file(&path).map_err(|e| ClusterError::io(&path, e))?;
+            freed += bytes;
+        }
+        self.total_bytes -= freed;
+        sync_dir(&self.dir)?;
+        Ok(freed)
     }
 
     /// True when something is buffered.
@@ -379,6 +545,9 @@ impl Wal {
     }
 
     fn rotate(&mut self) -> Result<(), ClusterError> {
+        self.closed
+            .push_back((self.seq, self.segment_len, self.current_max_index));
+        self.current_max_index = 0;
         self.seq += 1;
         let path = segment_path(&self.dir, self.seq);
         self.file = OpenOptions::new()
@@ -466,6 +635,78 @@ mod tests {
         fs::write(&first, data).unwrap();
         let err = Wal::open(dir.path(), 1 << 16).unwrap_err();
         assert!(matches!(err, ClusterError::CorruptLog { .. }), "{err}");
+    }
+
+    #[test]
+    fn compaction_deletes_old_segments_and_restart_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let hs = |commit| HardState {
+            term: 1,
+            commit,
+            ..HardState::default()
+        };
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 1 << 16).unwrap();
+            wal.set_conf_state(&ConfState::from((vec![1, 2, 3], vec![])));
+            // 8 entries of 40 KB: a new segment every two entries.
+            for i in 1..=8u64 {
+                wal.append_entries(&[entry(i, 1, &vec![i as u8; 40_000])]);
+                wal.set_hard_state(&hs(i));
+                wal.sync().unwrap();
+            }
+            let before = wal.total_bytes();
+            assert_eq!(wal.compact(0).unwrap(), 0, "nothing at or below 0");
+            let freed = wal.compact(5).unwrap();
+            assert!(freed > 0 && wal.total_bytes() < before);
+            wal.append_entries(&[entry(9, 1, b"nine")]);
+            wal.sync().unwrap();
+        }
+        // Segments holding only entries <= 5 are gone; hard and conf state survive in the
+        // current segment.
+        let (_, rec) = Wal::open(dir.path(), 1 << 16).unwrap();
+        let idx: Vec<u64> = rec.entries.iter().map(|e| e.index).collect();
+        assert_eq!(idx.first().copied(), Some(5));
+        assert_eq!(idx.last().copied(), Some(9));
+        assert_eq!(rec.hard_state.unwrap().commit, 8);
+        assert_eq!(rec.conf_state.unwrap().get_voters(), &[1, 2, 3]);
+        // A torn tail after compaction is still truncated.
+        let mut segs: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        segs.sort();
+        let last = segs.last().unwrap();
+        let len = fs::metadata(last).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(last)
+            .unwrap()
+            .set_len(len - 2)
+            .unwrap();
+        let (_, rec) = Wal::open(dir.path(), 1 << 16).unwrap();
+        assert_eq!(rec.entries.last().map(|e| e.index), Some(8));
+        assert!(rec.truncated_bytes > 0);
+    }
+
+    #[test]
+    fn installed_snapshot_voids_older_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 1 << 16).unwrap();
+            wal.append_entries(&[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"stale")]);
+            wal.sync().unwrap();
+            wal.install_snapshot(b"snapshot bytes", 10, 2).unwrap();
+            wal.append_entries(&[entry(11, 2, b"x")]);
+            wal.sync().unwrap();
+        }
+        let (_, rec) = Wal::open(dir.path(), 1 << 16).unwrap();
+        assert_eq!(rec.snapshot_installed, Some((10, 2)));
+        let idx: Vec<u64> = rec.entries.iter().map(|e| e.index).collect();
+        assert_eq!(idx, vec![11]);
+        assert_eq!(
+            fs::read(dir.path().join(crate::snapshot::DATA_DIR_FILE)).unwrap(),
+            b"snapshot bytes"
+        );
     }
 
     proptest! {

@@ -7,8 +7,9 @@ use eventstream_cluster::replica::PersistJob;
 use eventstream_cluster::{
     AckRegistry, CommittedStream, Member, NodeMetrics, Replica, ReplicaConfig, StateMachine, Wal,
 };
+use eventstream_core::replication::ReplicationSource;
 use eventstream_core::{Applier, DedupConfig, Dispatcher, Event, Priority, StatsHandle};
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use raft::StateRole;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,6 +50,15 @@ struct Sim {
     cut: HashSet<(u64, u64)>,
     /// Drive `handle_ready_async` + a simulated WAL thread instead of `handle_ready`.
     async_persist: bool,
+    /// Run retention/compaction (`Replica::compact`) every this many steps (0 = never).
+    compact_every: u64,
+    /// Snapshot messages delivered / lost (reported back to the leader either way).
+    snapshots_delivered: u64,
+    snapshots_lost: u64,
+    /// Drop this many snapshot messages (a failing transfer) before letting them through.
+    drop_snapshots: u64,
+    /// Replica settings of every (re)opened node.
+    tune: fn(&mut ReplicaConfig),
     _tmp: tempfile::TempDir,
 }
 
@@ -56,6 +66,15 @@ fn open(
     id: u64,
     n: u64,
     dir: &std::path::Path,
+) -> (Replica, Arc<CommittedStream>, Arc<AckRegistry>) {
+    open_with(id, n, dir, |_| {})
+}
+
+fn open_with(
+    id: u64,
+    n: u64,
+    dir: &std::path::Path,
+    tune: impl FnOnce(&mut ReplicaConfig),
 ) -> (Replica, Arc<CommittedStream>, Arc<AckRegistry>) {
     let voters: Vec<u64> = (1..=n).collect();
     let members = voters
@@ -85,6 +104,7 @@ fn open(
     // A distinct one-tick election timeout per node: raft-rs's own draw is unseeded, and a
     // fixed schedule keeps every run of a seed identical.
     cfg.election_tick_range = (10 + 3 * id as usize, 11 + 3 * id as usize);
+    tune(&mut cfg);
     let metrics = Arc::new(NodeMetrics::new(id, members));
     (
         Replica::open(&cfg, sm, acks.clone(), metrics).unwrap(),
@@ -94,6 +114,30 @@ fn open(
 }
 
 impl Sim {
+    /// A simulation whose replicas all use `tune` (also when reopened by `reopen`).
+    fn with(n: u64, seed: u64, tune: fn(&mut ReplicaConfig)) -> Sim {
+        let mut sim = Sim::new(n, seed);
+        sim.tune = tune;
+        for id in 1..=n {
+            sim.nodes[(id - 1) as usize].replica = None;
+            sim.reopen(id);
+        }
+        sim
+    }
+
+    /// Opens node `id` again from its directory (after a crash).
+    fn reopen(&mut self, id: u64) {
+        let n = self.nodes.len() as u64;
+        let dir = self.nodes[(id - 1) as usize].dir.clone();
+        let (r, stream, acks) = open_with(id, n, &dir, self.tune);
+        let node = &mut self.nodes[(id - 1) as usize];
+        node.replica = Some(r);
+        node.stream = stream;
+        node.acks = acks;
+        node.wal = None;
+        node.jobs.clear();
+    }
+
     fn new(n: u64, seed: u64) -> Sim {
         let tmp = tempfile::tempdir().unwrap();
         let nodes = (1..=n)
@@ -119,6 +163,11 @@ impl Sim {
             max_delay: 0,
             cut: HashSet::new(),
             async_persist: false,
+            compact_every: 0,
+            snapshots_delivered: 0,
+            snapshots_lost: 0,
+            drop_snapshots: 0,
+            tune: |_| {},
             _tmp: tmp,
         }
     }
@@ -158,10 +207,19 @@ impl Sim {
                 r.tick();
                 if !self.async_persist {
                     r.handle_ready(&mut |msgs| out.extend(msgs)).unwrap();
+                    if self.compact_every > 0 && now % self.compact_every == 0 {
+                        assert!(r.compact().unwrap().is_none(), "owns its WAL");
+                    }
                     continue;
                 }
                 if node.wal.is_none() {
                     node.wal = r.take_wal();
+                }
+                if self.compact_every > 0 && now % self.compact_every == 0 {
+                    if let Some(c) = r.compact().unwrap() {
+                        let done = c.run(node.wal.as_mut().expect("wal taken above")).unwrap();
+                        r.finish_compaction(done).unwrap();
+                    }
                 }
                 let jobs = &mut node.jobs;
                 r.handle_ready_async(&mut |msgs| out.extend(msgs), &mut |j| jobs.push(j))
@@ -171,10 +229,7 @@ impl Sim {
                     let wal = node.wal.as_mut().expect("wal taken above");
                     let mut number = 0;
                     for j in node.jobs.drain(..) {
-                        wal.append_entries(&j.entries);
-                        if let Some(hs) = &j.hard_state {
-                            wal.set_hard_state(hs);
-                        }
+                        wal.write_job(&j).unwrap();
                         number = j.number;
                         out.extend(j.messages);
                     }
@@ -183,9 +238,24 @@ impl Sim {
                 }
             }
             for m in out {
-                if self.cut.contains(&(m.from, m.to))
-                    || (self.drop_pct > 0 && self.rng.chance(self.drop_pct))
-                {
+                let mut lost = self.cut.contains(&(m.from, m.to))
+                    || (self.drop_pct > 0 && self.rng.chance(self.drop_pct));
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    if !lost && self.drop_snapshots > 0 {
+                        self.drop_snapshots -= 1;
+                        lost = true;
+                    }
+                    // What the TCP transport does: report whether the snapshot went out.
+                    if lost {
+                        self.snapshots_lost += 1;
+                    } else {
+                        self.snapshots_delivered += 1;
+                    }
+                    if let Some(r) = self.nodes[(m.from - 1) as usize].replica.as_mut() {
+                        r.report_snapshot(m.to, !lost);
+                    }
+                }
+                if lost {
                     continue;
                 }
                 let delay = if self.max_delay > 0 {
@@ -426,6 +496,15 @@ fn randomized_faults_with_asynchronous_persistence() {
     }
 }
 
+/// The same schedules with aggressive compaction: followers that were partitioned or crashed
+/// catch up by snapshot, nodes restart from snapshot + log — and still never disagree.
+#[test]
+fn randomized_faults_with_compaction_and_snapshots() {
+    for seed in [3u64, 8, 17, 42, 97, 2026] {
+        random_schedule_with(seed, seed % 2 == 0, compacting, 4);
+    }
+}
+
 #[test]
 fn a_seed_replays_identically() {
     assert_eq!(random_schedule(42, false), random_schedule(42, false));
@@ -434,10 +513,20 @@ fn a_seed_replays_identically() {
 
 /// Runs one randomised schedule and returns the converged stream `(offset, id)`.
 fn random_schedule(seed: u64, async_persist: bool) -> Vec<(u64, u64)> {
+    random_schedule_with(seed, async_persist, |_| {}, 0)
+}
+
+fn random_schedule_with(
+    seed: u64,
+    async_persist: bool,
+    tune: fn(&mut ReplicaConfig),
+    compact_every: u64,
+) -> Vec<(u64, u64)> {
     {
         let n = 3 + (seed % 2) * 2; // 3 or 5 nodes
-        let mut sim = Sim::new(n, seed);
+        let mut sim = Sim::with(n, seed, tune);
         sim.async_persist = async_persist;
+        sim.compact_every = compact_every;
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut next_id = 1u64;
         for round in 0..60 {
@@ -458,14 +547,7 @@ fn random_schedule(seed: u64, async_persist: bool) -> Vec<(u64, u64)> {
                 3 => {
                     for id in 1..=n {
                         if sim.nodes[(id - 1) as usize].replica.is_none() {
-                            let dir = sim.nodes[(id - 1) as usize].dir.clone();
-                            let (r, stream, acks) = open(id, n, &dir);
-                            let node = &mut sim.nodes[(id - 1) as usize];
-                            node.replica = Some(r);
-                            node.stream = stream;
-                            node.acks = acks;
-                            node.wal = None;
-                            node.jobs.clear();
+                            sim.reopen(id);
                         }
                     }
                 }
@@ -515,14 +597,7 @@ fn random_schedule(seed: u64, async_persist: bool) -> Vec<(u64, u64)> {
         sim.max_delay = 0;
         for id in 1..=n {
             if sim.nodes[(id - 1) as usize].replica.is_none() {
-                let dir = sim.nodes[(id - 1) as usize].dir.clone();
-                let (r, stream, acks) = open(id, n, &dir);
-                let node = &mut sim.nodes[(id - 1) as usize];
-                node.replica = Some(r);
-                node.stream = stream;
-                node.acks = acks;
-                node.wal = None;
-                node.jobs.clear();
+                sim.reopen(id);
             }
         }
         let leader = sim.run_until_leader(None);
@@ -536,10 +611,191 @@ fn random_schedule(seed: u64, async_persist: bool) -> Vec<(u64, u64)> {
             expect.len()
         );
         eprintln!(
-            "seed {seed}: {n} nodes, {} events committed under faults",
-            expect.len()
+            "seed {seed}: {n} nodes, {} events committed under faults, {} snapshots delivered, {} lost",
+            expect.len(),
+            sim.snapshots_delivered,
+            sim.snapshots_lost
         );
         sim.assert_converged(&expect);
         sim.stream_ids(1)
     }
+}
+
+fn compacting(cfg: &mut ReplicaConfig) {
+    cfg.snapshot_entries = 5;
+    cfg.log_keep_entries = 2;
+}
+
+/// Ids of the stream of `id` from offset `from`.
+fn ids_from(sim: &Sim, id: u64, from: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let next = sim.nodes[(id - 1) as usize]
+        .stream
+        .try_read(from, usize::MAX, |_| true, &mut out)
+        .expect("offset retained");
+    assert_eq!(next, sim.nodes[(id - 1) as usize].stream.next_offset());
+    out.into_iter().map(|(o, e)| (o, e.id.0)).collect()
+}
+
+/// A follower cut off while the others compact their logs can only catch up by snapshot; after
+/// installing it, every replica holds the same stream and decides dedup identically — also on
+/// the snapshot-installed node as leader: a retry of ids from the window is a duplicate there
+/// and is acknowledged with the original offsets (the offset index travels in the snapshot).
+fn far_behind_follower_catches_up_by_snapshot(async_persist: bool, seed: u64) {
+    let mut sim = Sim::with(3, seed, compacting);
+    sim.async_persist = async_persist;
+    sim.compact_every = 7;
+    let leader = sim.run_until_leader(None);
+    let follower = if leader == 1 { 2 } else { 1 };
+    sim.propose_events(leader, &[1, 2, 3]);
+    sim.run(20);
+    sim.isolate(follower);
+    let mut expect: HashSet<u64> = (1..=3).collect();
+    for b in 0..40u64 {
+        let ids: Vec<u64> = (100 + b * 5..105 + b * 5).collect();
+        expect.extend(ids.iter().copied());
+        sim.propose_events(leader, &ids);
+        sim.run(3);
+    }
+    sim.run(30);
+    let first_index = sim.r(leader).first_index();
+    assert!(
+        first_index > 10,
+        "the leader compacted its log (first index {first_index})"
+    );
+    sim.cut.clear();
+    sim.run(200);
+    assert!(sim.snapshots_delivered >= 1, "caught up by snapshot");
+    assert!(sim.r(follower).snapshot_index() > 0);
+    sim.assert_converged(&expect);
+
+    // The snapshot-installed node leads; a retry of window ids is deduplicated with the
+    // original offsets.
+    let original: Vec<(u64, u64)> = sim
+        .stream_ids(follower)
+        .into_iter()
+        .filter(|(_, id)| (295..300).contains(id))
+        .collect();
+    assert_eq!(original.len(), 5);
+    let leader = sim.leader().unwrap();
+    sim.r(leader).transfer_leader(follower);
+    sim.run(60);
+    assert_eq!(sim.leader(), Some(follower));
+    let acks = sim.nodes[(follower - 1) as usize].acks.clone();
+    let ids: Vec<u64> = original.iter().map(|x| x.1).collect();
+    let (_, mut rx) = acks.register(&ids);
+    sim.propose_events(follower, &ids);
+    sim.run(20);
+    let offsets: Vec<u64> = original.iter().map(|x| x.0).collect();
+    assert_eq!(rx.try_recv().unwrap(), Ok(offsets));
+    sim.assert_converged(&expect);
+
+    // Everyone restarts from snapshot + log: same applied state, same stream.
+    let before: Vec<Vec<(u64, u64)>> = (1..=3).map(|id| sim.stream_ids(id)).collect();
+    for id in 1..=3 {
+        sim.nodes[(id - 1) as usize].replica = None;
+    }
+    for id in 1..=3 {
+        sim.reopen(id);
+        let r = sim.r(id);
+        assert!(
+            r.snapshot_index() > 0,
+            "node {id} restarted from a snapshot"
+        );
+        assert!(r.snapshot_index() <= r.applied_index() && r.applied_index() <= r.commit_index());
+    }
+    for id in 1..=3u64 {
+        let now = sim.stream_ids(id);
+        assert_eq!(now[..], before[(id - 1) as usize][..now.len()], "node {id}");
+    }
+    let leader = sim.run_until_leader(None);
+    sim.propose_events(leader, &[1, 2, 7777]);
+    expect.insert(7777);
+    sim.assert_converged(&expect);
+}
+
+#[test]
+fn far_behind_follower_catches_up_by_snapshot_sync_persist() {
+    far_behind_follower_catches_up_by_snapshot(false, 21);
+}
+
+#[test]
+fn far_behind_follower_catches_up_by_snapshot_async_persist() {
+    far_behind_follower_catches_up_by_snapshot(true, 22);
+}
+
+/// Lost snapshot transfers are reported to raft, which sends the snapshot again.
+#[test]
+fn failed_snapshot_transfer_is_reported_and_retried() {
+    let mut sim = Sim::with(3, 31, compacting);
+    sim.compact_every = 5;
+    let leader = sim.run_until_leader(None);
+    let follower = if leader == 3 { 2 } else { 3 };
+    sim.isolate(follower);
+    let mut expect = HashSet::new();
+    for b in 0..20u64 {
+        let ids: Vec<u64> = (b * 4 + 1..=b * 4 + 4).collect();
+        expect.extend(ids.iter().copied());
+        sim.propose_events(leader, &ids);
+        sim.run(3);
+    }
+    sim.run(20);
+    sim.drop_snapshots = 2;
+    sim.cut.clear();
+    sim.run(400);
+    assert_eq!(sim.snapshots_lost, 2, "two transfers failed");
+    assert!(sim.snapshots_delivered >= 1, "and raft retried");
+    sim.assert_converged(&expect);
+}
+
+/// With retention, a snapshot carries only the retained events: the installed follower's
+/// stream starts at the snapshot's first retained offset, reads below it are refused with the
+/// earliest offset, and every node agrees on every offset they both hold.
+#[test]
+fn retention_limits_what_a_snapshot_carries() {
+    fn tune(cfg: &mut ReplicaConfig) {
+        compacting(cfg);
+        cfg.retention.max_events = 30;
+    }
+    let mut sim = Sim::with(3, 41, tune);
+    sim.compact_every = 5;
+    let leader = sim.run_until_leader(None);
+    let follower = if leader == 1 { 3 } else { 1 };
+    sim.isolate(follower);
+    for b in 0..40u64 {
+        let ids: Vec<u64> = (b * 4 + 1..=b * 4 + 4).collect();
+        sim.propose_events(leader, &ids);
+        sim.run(3);
+    }
+    sim.cut.clear();
+    sim.run(300);
+    assert!(sim.snapshots_delivered >= 1);
+    let stream = sim.nodes[(follower - 1) as usize].stream.clone();
+    let first = stream.first_offset();
+    assert!(first > 0 && stream.next_offset() == 160, "first {first}");
+    assert!(stream.next_offset() - first <= 30 + 4);
+    let mut out = Vec::new();
+    assert_eq!(stream.try_read(0, 10, |_| true, &mut out), Err(first));
+    // What the node reports: stream range, snapshot counters and durations.
+    let r = sim.r(follower);
+    r.publish_status();
+    let m = r.metrics().clone();
+    assert_eq!(m.stream_offsets(), (first, 160));
+    assert!(m.status().counters.snapshots_received >= 1);
+    assert!(!m.snapshot_durations().is_empty());
+    let leader = sim.leader().unwrap();
+    let lm = sim.r(leader).metrics().clone();
+    let c = lm.status().counters;
+    assert!(c.snapshots_sent >= 1 && c.compactions >= 1, "{c:?}");
+    let from = (1..=3u64)
+        .map(|id| sim.nodes[(id - 1) as usize].stream.first_offset())
+        .max()
+        .unwrap();
+    let reference = ids_from(&sim, 1, from);
+    assert!(!reference.is_empty());
+    for id in 2..=3 {
+        assert_eq!(ids_from(&sim, id, from), reference, "node {id}");
+    }
+    // Offsets are still the global ones: event id k sits at offset k - 1.
+    assert!(reference.iter().all(|(o, id)| *id == o + 1));
 }

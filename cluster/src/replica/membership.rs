@@ -26,7 +26,6 @@ use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
     Entry, EntryType,
 };
-use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use std::collections::BTreeMap;
 
@@ -59,7 +58,7 @@ pub(crate) fn decode_conf_change(e: &Entry) -> Option<Result<ConfChangeV2, Strin
 /// Applies the conf change in `e` to `raw` and the address table `known`. Used both while
 /// replaying the log on open and when a committed conf change is applied.
 pub(crate) fn replay_conf_entry(
-    raw: &mut RawNode<MemStorage>,
+    raw: &mut RawNode<super::SnapStorage>,
     known: &mut BTreeMap<u64, Member>,
     e: &Entry,
 ) -> Result<ConfState, String> {
@@ -83,7 +82,7 @@ pub(crate) fn replay_conf_entry(
             }
         }
     }
-    raw.mut_store().wl().set_conf_state(cs.clone());
+    raw.mut_store().mem.wl().set_conf_state(cs.clone());
     Ok(cs)
 }
 

@@ -1,0 +1,364 @@
+//! Snapshots with real `eventstream node` processes, driven by exactly the commands of
+//! `alerts/runbooks/backup-restore.md` and `alerts/runbooks/compaction-retention.md`:
+//! * a backup saved from a live, loaded 3-node cluster, checked with `snapshot status`,
+//!   restored into a fresh 3-node cluster: every event up to the snapshot offset is there (ids,
+//!   offsets, order, payloads), and a re-published id from the dedup window is deduplicated
+//!   with its original offset;
+//! * retention: a subscriber asking for a compacted offset gets an error naming the earliest
+//!   available offset; a node killed and restarted after compaction starts from its snapshot.
+
+use bytes::Bytes;
+use eventstream_cluster::frame::SubscribeBody;
+use eventstream_cluster::procs::{free_ports, ProcessCluster};
+use eventstream_cluster::{Client, ClientConfig, ClusterError};
+use eventstream_core::{Event, Priority};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_eventstream");
+
+/// A scratch directory removed on drop (the root package has no tempfile dependency).
+struct Scratch(std::path::PathBuf);
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p =
+            std::env::temp_dir().join(format!("eventstream-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `eventstream ARGS...`.
+fn es(args: &[&str]) -> Output {
+    Command::new(EXE).args(args).output().unwrap()
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Publishes `batches × 50` events; returns `(id, offset)` as acknowledged.
+async fn publish(client: &Client, batches: usize, tag: &str) -> Vec<(u64, u64)> {
+    let mut acked = Vec::new();
+    for b in 0..batches {
+        let evs: Vec<Event> = (0..50)
+            .map(|i| {
+                Event::new(
+                    "orders",
+                    Priority::from_index((i % 4) as u8).unwrap(),
+                    Bytes::from(format!("{tag}-{b}-{i}")),
+                )
+                .with_id(client.next_id().0)
+            })
+            .collect();
+        let ids: Vec<u64> = evs.iter().map(|e| e.id.0).collect();
+        let offs = client.publish(evs).await.expect("publish succeeds");
+        acked.extend(ids.into_iter().zip(offs));
+    }
+    acked
+}
+
+/// Reads offsets `0..n` from `endpoint`: `(offset, id, payload)`.
+async fn read(endpoint: &str, n: u64) -> Vec<(u64, u64, Bytes)> {
+    let client = Client::new(ClientConfig::new(vec![endpoint.to_owned()])).unwrap();
+    let mut sub = client.subscribe(SubscribeBody::default());
+    let mut out = Vec::new();
+    while (out.len() as u64) < n {
+        let (o, e) = sub
+            .next_timeout(Duration::from_secs(20))
+            .await
+            .unwrap()
+            .expect("events keep coming");
+        out.push((o, e.id.0, e.payload.clone()));
+    }
+    out
+}
+
+#[test]
+fn backup_of_a_loaded_cluster_restores_into_a_fresh_cluster() {
+    let dir = Scratch::new("backup");
+    let old_dir = dir.path().join("old");
+    std::fs::create_dir_all(&old_dir).unwrap();
+    // Compaction on, so the source nodes serve snapshots while they are also compacting.
+    let tuning: Vec<String> = [
+        "--snapshot-entries",
+        "100",
+        "--log-keep-entries",
+        "20",
+        "--compaction-interval-ms",
+        "300",
+    ]
+    .map(String::from)
+    .to_vec();
+    let old = ProcessCluster::start(Path::new(EXE), 3, &old_dir, &tuning).unwrap();
+    let eps = old.endpoints().to_vec();
+    let rt = runtime();
+    let leader = rt
+        .block_on(old.wait_healthy(Duration::from_secs(30)))
+        .unwrap();
+    let follower = eps[if leader == 1 { 1 } else { 0 }].clone();
+    let client = Client::new(ClientConfig::new(eps.clone())).unwrap();
+    // EVENTSTREAM_SNAPSHOT_TEST_BATCHES scales the load (× 50 events, twice) for measurements.
+    let batches: usize = std::env::var("EVENTSTREAM_SNAPSHOT_TEST_BATCHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let mut acked = rt.block_on(publish(&client, batches, "a"));
+    // Load keeps coming while the backup is taken.
+    let bg_client = Client::new(ClientConfig::new(eps.clone())).unwrap();
+    let bg = rt.spawn(async move { publish(&bg_client, batches, "b").await });
+    std::thread::sleep(Duration::from_millis(200));
+    let file = dir.path().join("eventstream.snap");
+    let file_s = file.to_str().unwrap();
+    let started = Instant::now();
+    let saved = ok(
+        es(&["snapshot", "save", file_s, "--endpoint", &follower]),
+        "snapshot save",
+    );
+    let save_took = started.elapsed();
+    assert!(saved.contains("saved"), "{saved}");
+    acked.extend(rt.block_on(bg).unwrap());
+    let human = ok(es(&["snapshot", "status", file_s]), "snapshot status");
+    assert!(
+        human.contains("index ") && human.contains("checksum crc32:"),
+        "{human}"
+    );
+    let status: serde_json::Value = serde_json::from_str(&ok(
+        es(&["snapshot", "status", file_s, "--json"]),
+        "snapshot status --json",
+    ))
+    .unwrap();
+    let next = status["next_offset"].as_u64().unwrap();
+    let events = status["events"].as_u64().unwrap();
+    let size = status["size_bytes"].as_u64().unwrap();
+    assert_eq!(status["first_offset"].as_u64(), Some(0));
+    assert_eq!(events, next);
+    assert!(
+        next >= 5_000,
+        "the snapshot holds the first load at least ({next})"
+    );
+    assert_eq!(status["voters"], serde_json::json!([1, 2, 3]));
+    eprintln!(
+        "snapshot save: {events} events, {size} bytes, index {}, took {save_took:?}",
+        status["index"]
+    );
+    // The reference: what the old cluster holds below the snapshot offset.
+    let reference = rt.block_on(read(&eps[0], next));
+    let by_offset: std::collections::HashMap<u64, u64> =
+        acked.iter().map(|(id, o)| (*o, *id)).collect();
+    for (o, id, _) in &reference {
+        assert_eq!(
+            by_offset.get(o),
+            Some(id),
+            "acknowledged event at offset {o}"
+        );
+    }
+    drop(old);
+
+    // A corrupt copy is refused by status (and so by restore).
+    let bad = dir.path().join("bad.snap");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&bad, &bytes).unwrap();
+    let out = es(&["snapshot", "status", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt snapshot"));
+
+    // Restore into a fresh 3-node cluster (new ports, new directories).
+    let ports = free_ports(3).unwrap();
+    let cluster: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let new_dir = dir.path().join("new");
+    std::fs::create_dir_all(&new_dir).unwrap();
+    let started = Instant::now();
+    for n in 1..=3 {
+        let data = new_dir.join(format!("node-{n}"));
+        let out = ok(
+            es(&[
+                "snapshot",
+                "restore",
+                file_s,
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--initial-cluster",
+                &cluster,
+            ]),
+            "snapshot restore",
+        );
+        assert!(out.contains("restored"), "{out}");
+    }
+    let restore_took = started.elapsed();
+    let new = ProcessCluster::start_with_ports(Path::new(EXE), &ports, &new_dir, &[]).unwrap();
+    let new_eps = new.endpoints().to_vec();
+    rt.block_on(new.wait_healthy(Duration::from_secs(30)))
+        .unwrap();
+    eprintln!("snapshot restore into 3 data dirs took {restore_took:?}");
+    for ep in &new_eps {
+        let got = rt.block_on(read(ep, next));
+        assert_eq!(
+            got, reference,
+            "node {ep} holds every event up to the snapshot"
+        );
+    }
+    // Re-publishing ids from the dedup window: duplicates, acknowledged at their offsets.
+    let client = Client::new(ClientConfig::new(new_eps.clone())).unwrap();
+    let again: Vec<(u64, u64)> = reference[reference.len() - 5..]
+        .iter()
+        .map(|(o, id, _)| (*id, *o))
+        .collect();
+    let evs: Vec<Event> = again
+        .iter()
+        .map(|(id, _)| Event::new("orders", Priority::High, &b"retry"[..]).with_id(*id))
+        .collect();
+    let offs = rt.block_on(client.publish(evs)).unwrap();
+    assert_eq!(offs, again.iter().map(|x| x.1).collect::<Vec<_>>());
+    let fresh = Event::new("orders", Priority::High, &b"new"[..]).with_id(client.next_id().0);
+    let offs = rt.block_on(client.publish(vec![fresh])).unwrap();
+    assert_eq!(offs, vec![next], "the duplicates took no offsets");
+}
+
+#[test]
+fn retention_compacts_and_subscribers_get_the_earliest_offset() {
+    let dir = Scratch::new("retention");
+    let flags: Vec<String> = [
+        "--retention-max-events",
+        "1000",
+        "--snapshot-entries",
+        "20",
+        "--log-keep-entries",
+        "5",
+        "--compaction-interval-ms",
+        "200",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &flags).unwrap();
+    let eps = cluster.endpoints().to_vec();
+    let rt = runtime();
+    rt.block_on(cluster.wait_healthy(Duration::from_secs(30)))
+        .unwrap();
+    let client = Client::new(ClientConfig::new(eps.clone())).unwrap();
+    rt.block_on(publish(&client, 100, "r"));
+    // A few retention passes (every 200 ms) after the last write: the earliest offset settles.
+    std::thread::sleep(Duration::from_millis(1500));
+    // `eventstream subscribe --from 0` on a node that has trimmed: a clear error.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let earliest = loop {
+        let out = es(&[
+            "subscribe",
+            "--endpoints",
+            &eps[0],
+            "--from",
+            "0",
+            "--limit",
+            "1",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        if !out.status.success() {
+            assert!(err.contains("is compacted"), "{err}");
+            let n: u64 = err
+                .split("earliest available offset is ")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|d| d.parse().ok())
+                .unwrap_or_else(|| panic!("no earliest offset in {err}"));
+            break n;
+        }
+        assert!(Instant::now() < deadline, "retention never trimmed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        earliest > 0 && earliest <= 5_000 - 1_000,
+        "earliest {earliest}"
+    );
+    let line = ok(
+        es(&[
+            "subscribe",
+            "--endpoints",
+            &eps[0],
+            "--from",
+            &earliest.to_string(),
+            "--limit",
+            "1",
+            "--json",
+        ]),
+        "subscribe from the earliest offset",
+    );
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["offset"].as_u64(), Some(earliest));
+
+    // Kill a node after compaction; it restarts from its snapshot + log and serves again.
+    let status = rt
+        .block_on(eventstream_cluster::client::status_of(
+            &eps[2],
+            Duration::from_secs(2),
+        ))
+        .unwrap();
+    assert!(status.first_index > 1, "node 3 compacted its log");
+    assert!(status.counters.compactions > 0);
+    cluster.kill(3);
+    cluster.restart(3).unwrap();
+    rt.block_on(cluster.wait_healthy(Duration::from_secs(30)))
+        .unwrap();
+    let after = rt
+        .block_on(eventstream_cluster::client::status_of(
+            &eps[2],
+            Duration::from_secs(2),
+        ))
+        .unwrap();
+    assert!(after.applied_index >= status.applied_index);
+    assert!(after.first_index > 1);
+    let c3 = Client::new(ClientConfig::new(vec![eps[2].clone()])).unwrap();
+    let mut sub = c3.subscribe(SubscribeBody::default());
+    match rt.block_on(sub.next_timeout(Duration::from_secs(10))) {
+        Err(ClusterError::Compacted {
+            requested,
+            earliest,
+        }) => {
+            assert_eq!(requested, 0);
+            assert!(earliest > 0);
+            let mut sub = c3.subscribe(SubscribeBody {
+                from_offset: earliest,
+                ..SubscribeBody::default()
+            });
+            let (o, _) = rt
+                .block_on(sub.next_timeout(Duration::from_secs(10)))
+                .unwrap()
+                .unwrap();
+            assert_eq!(o, earliest);
+        }
+        other => panic!("expected a Compacted error, got {other:?}"),
+    }
+}
