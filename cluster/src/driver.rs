@@ -211,6 +211,15 @@ pub fn run(
     if let Some(t) = wal_thread {
         let _ = t.join();
     }
+    if let Err(
+        e @ (crate::ClusterError::StorageIo { .. } | crate::ClusterError::CorruptLog { .. }),
+    ) = &result
+    {
+        // Raft stops with the log: a node that cannot persist must not vote or acknowledge
+        // appends. Everything it did not fsync was never reported persisted to raft (no
+        // on_persist_ready), so none of it was acknowledged by this node.
+        metrics.set_storage_failure(e.to_string());
+    }
     replica.publish_status();
     acks.fail_all(AckError::ShuttingDown);
     if let Err(e) = &result {
@@ -244,7 +253,7 @@ fn on_msg(
         }
         DriverMsg::StorageFailed(e) => {
             return Err(crate::ClusterError::StorageIo {
-                path: "log".into(),
+                path: "log (WAL thread)".into(),
                 source: std::io::Error::other(e),
             })
         }
@@ -290,7 +299,8 @@ fn wal_loop(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "log write failed; stopping the node");
+                // No Persisted report for these jobs: raft never learns they are durable here.
+                metrics.set_storage_failure(e.to_string());
                 let _ = driver.send(DriverMsg::StorageFailed(e.to_string()));
                 return;
             }

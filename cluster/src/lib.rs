@@ -11,7 +11,8 @@
 //! Main types:
 //! * [`codec`] / [`frame`] / [`wal`] — pure encoders and decoders (event blocks, wire frames,
 //!   log records), fuzzable; the wire format is documented in `docs/protocol.md`.
-//! * [`Wal`] — segmented write-ahead log with a CRC32 per record; one fsync per Ready.
+//! * [`Wal`] — segmented write-ahead log with a CRC32 per record; one fsync per Ready;
+//!   [`fault`] injects write/fsync errors into it for tests.
 //! * [`Replica`] — RawNode + Wal + [`StateMachine`], no threads or sockets: what the
 //!   deterministic simulation tests drive and what the [`driver`] thread owns.
 //! * [`StateMachine`] — applies committed entries: dedup (core `DedupWindow`), stream offsets,
@@ -38,6 +39,7 @@ pub mod codec;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod fault;
 pub mod frame;
 pub mod load;
 pub mod metrics;

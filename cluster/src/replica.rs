@@ -518,6 +518,9 @@ impl Replica {
     pub fn publish_status(&mut self) {
         self.sm.flush();
         let raft = &self.raw.raft;
+        self.metrics
+            .persisted_index
+            .store(raft.raft_log.persisted, Ordering::Release);
         let is_leader = raft.state == StateRole::Leader;
         let last = raft.raft_log.last_index();
         let members = self
@@ -563,6 +566,7 @@ impl Replica {
             peers_connected: 0,
             members,
             counters: Default::default(),
+            storage_failure: None,
         };
         self.metrics.set_status(status);
     }

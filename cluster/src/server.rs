@@ -236,6 +236,12 @@ async fn serve_client(
                                 };
                                 error_frame(req_id, code, &ctx2, why)
                             }
+                            Ok(Ok(Err(AckError::ShuttingDown))) | Ok(Err(_))
+                                if ctx2.metrics.storage_failure().is_some() =>
+                            {
+                                let why = ctx2.metrics.storage_failure().unwrap_or_default();
+                                storage_failed_frame(req_id, &ctx2, &why)
+                            }
                             Ok(Ok(Err(AckError::ShuttingDown))) | Ok(Err(_)) => error_frame(
                                 req_id,
                                 ErrorCode::ShuttingDown,
@@ -282,7 +288,25 @@ async fn serve_client(
     result
 }
 
+/// The answer to a publish on a node whose log cannot be written: not acknowledged, retryable
+/// on another node (its events were not persisted here; if a quorum committed them anyway, a
+/// retry with the same ids is deduplicated to the original offsets).
+fn storage_failed_frame(req_id: u64, ctx: &ServerCtx, why: &str) -> BytesMut {
+    error_frame(
+        req_id,
+        ErrorCode::Unavailable,
+        ctx,
+        format!(
+            "storage failed on node {}: {why}; this node accepts no writes, publish to another node",
+            ctx.id
+        ),
+    )
+}
+
 fn check_publish(req_id: u64, events: &[Event], ctx: &ServerCtx) -> Option<BytesMut> {
+    if let Some(why) = ctx.metrics.storage_failure() {
+        return Some(storage_failed_frame(req_id, ctx, &why));
+    }
     if !ctx.metrics.is_leader() {
         let (code, msg) = if ctx.metrics.leader_id() == 0 {
             (ErrorCode::Unavailable, "no leader elected yet; retry")

@@ -233,6 +233,8 @@ pub struct Wal {
     segment_max: u64,
     total_bytes: u64,
     buf: Vec<u8>,
+    /// Set by the first failed write or fsync; every later `sync` fails (see `sync`).
+    failed: Option<String>,
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -322,6 +324,7 @@ impl Wal {
                 segment_max: segment_max.max(1 << 16),
                 total_bytes: total,
                 buf: Vec::with_capacity(1 << 20),
+                failed: None,
             },
             rec,
         ))
@@ -355,19 +358,42 @@ impl Wal {
     }
 
     /// Writes everything buffered and fsyncs it. Returns how long the fsync took (`None` when
-    /// nothing was buffered).
+    /// nothing was buffered). After one failed write or fsync the log is poisoned: every later
+    /// call fails, so bytes whose fsync failed are never reported durable by a retry.
     pub fn sync(&mut self) -> Result<Option<Duration>, ClusterError> {
         if self.buf.is_empty() {
             return Ok(None);
         }
         let path = segment_path(&self.dir, self.seq);
-        self.file
-            .write_all(&self.buf)
-            .map_err(|e| ClusterError::io(&path, e))?;
+        if let Some(why) = &self.failed {
+            // After a failed write or fsync the file's state is unknown (the kernel may have
+            // dropped the dirty pages): never write or fsync again, never report success.
+            return Err(ClusterError::io(
+                &path,
+                std::io::Error::other(format!("log failed earlier: {why}")),
+            ));
+        }
+        let written = match crate::fault::check(&self.dir, crate::fault::WalOp::Write) {
+            Some(e) => {
+                // A short write, as a full disk produces: half the buffer, then the error.
+                let _ = self.file.write_all(&self.buf[..self.buf.len() / 2]);
+                Err(e)
+            }
+            None => self.file.write_all(&self.buf),
+        };
+        if let Err(e) = written {
+            self.failed = Some(format!("write: {e}"));
+            return Err(ClusterError::io(&path, e));
+        }
         let t = Instant::now();
-        self.file
-            .sync_data()
-            .map_err(|e| ClusterError::io(&path, e))?;
+        let synced = match crate::fault::check(&self.dir, crate::fault::WalOp::Fsync) {
+            Some(e) => Err(e),
+            None => self.file.sync_data(),
+        };
+        if let Err(e) = synced {
+            self.failed = Some(format!("fsync: {e}"));
+            return Err(ClusterError::io(&path, e));
+        }
         let took = t.elapsed();
         self.segment_len += self.buf.len() as u64;
         self.total_bytes += self.buf.len() as u64;
