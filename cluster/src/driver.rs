@@ -106,6 +106,7 @@ pub fn run(
     let mut entry = Pending::default();
     let mut unreachable: Vec<u64> = Vec::new();
     let mut stop = false;
+    let mut failed = None;
     let mut wal_thread = None;
     let mut jobs_tx = None;
     if cfg.async_persist {
@@ -130,7 +131,10 @@ pub fn run(
         // Wait on both channels: raft messages first (they unblock commits), proposals next.
         crossbeam_channel::select! {
             recv(msgs) -> m => match m {
-                Ok(m) => stop |= on_msg(&mut replica, m, &mut *net, &mut unreachable)?,
+                Ok(m) => match on_msg(&mut replica, m, &mut *net, &mut unreachable) {
+                    Ok(s) => stop |= s,
+                    Err(e) => failed = Some(e),
+                },
                 Err(_) => stop = true,
             },
             recv(proposals) -> p => match p {
@@ -140,14 +144,25 @@ pub fn run(
             default(timeout) => {}
         }
         for _ in 0..100_000 {
+            if failed.is_some() {
+                break;
+            }
             match msgs.try_recv() {
-                Ok(m) => stop |= on_msg(&mut replica, m, &mut *net, &mut unreachable)?,
+                Ok(m) => match on_msg(&mut replica, m, &mut *net, &mut unreachable) {
+                    Ok(s) => stop |= s,
+                    Err(e) => failed = Some(e),
+                },
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     stop = true;
                     break;
                 }
             }
+        }
+        if let Some(e) = failed.take() {
+            // Leave through the common exit below: join the WAL thread, publish the final
+            // status, fail every waiting publish (none of them was acknowledged).
+            break Err(e);
         }
         let mut drained = 0usize;
         while let Ok(p) = proposals.try_recv() {

@@ -117,7 +117,8 @@ fn single_node_failed_fsync_is_never_acknowledged(async_persist: bool) {
     assert!(st.applied_index <= m.persisted_index());
     assert!(
         m.persisted_index() < st.last_index,
-        "the failed entry is not persisted"
+        "the failed entry is not persisted: {st:?} persisted {}",
+        m.persisted_index()
     );
     assert_eq!(
         node.stream().next_offset(),
