@@ -55,7 +55,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerCtx>) {
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     if let Err(e) = handle(sock, &ctx).await {
-                        if e.kind() == io::ErrorKind::InvalidData {
+                        // A malformed frame, or a stream cut inside a frame.
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                        ) {
                             ctx.protocol_errors.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(%peer, error = %e, "protocol error; connection closed");
                         } else {
@@ -74,21 +78,45 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerCtx>) {
 
 async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
     let _ = sock.set_nodelay(true);
-    let (r, w) = sock.into_split();
+    let (r, mut w) = sock.into_split();
     let mut reader = FrameReader::new(r, ctx.max_frame);
-    let hello = tokio::time::timeout(Duration::from_secs(10), reader.next())
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))??;
-    let Some((kind, body)) = hello else {
-        return Ok(());
-    };
-    if kind != Kind::Hello {
-        return Err(invalid(format!("first frame must be Hello, got {kind:?}")));
+    let hello = async {
+        let hello = tokio::time::timeout(Duration::from_secs(10), reader.next())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))??;
+        let Some((kind, body)) = hello else {
+            return Ok(None);
+        };
+        if kind != Kind::Hello {
+            return Err(invalid(format!("first frame must be Hello, got {kind:?}")));
+        }
+        frame::decode_hello(&body).map_err(invalid).map(Some)
     }
-    match frame::decode_hello(&body).map_err(invalid)? {
-        Role::Peer { from } => serve_peer(from, reader, ctx).await,
-        Role::Client => serve_client(reader, w, ctx).await,
+    .await;
+    match hello {
+        Ok(None) => Ok(()),
+        Ok(Some(Role::Peer { from })) => serve_peer(from, reader, ctx).await,
+        Ok(Some(Role::Client)) => serve_client(reader, w, ctx).await,
+        Err(e) => {
+            if e.kind() == io::ErrorKind::InvalidData {
+                // Say why before closing: whoever connected may not speak this protocol
+                // (version) at all, but a client of another version can still read the error.
+                let _ = w.write_all(&protocol_error_frame(0, ctx, &e)).await;
+                let _ = w.shutdown().await;
+            }
+            Err(e)
+        }
     }
+}
+
+/// The last frame on a connection closed for a protocol error.
+fn protocol_error_frame(req_id: u64, ctx: &ServerCtx, e: &io::Error) -> BytesMut {
+    error_frame(
+        req_id,
+        ErrorCode::BadRequest,
+        ctx,
+        format!("protocol error: {e}; closing this connection"),
+    )
 }
 
 async fn serve_peer(
@@ -173,11 +201,26 @@ async fn serve_client(
     let writer = tokio::spawn(writer_task(w, rx));
     // A Mutex only to make the (per-connection, uncontended) publisher `Sync` across awaits.
     let publisher = std::sync::Mutex::new(ctx.engine.publisher());
+    // Set when the protocol error was already answered (with the failing request's id).
+    let told = std::sync::atomic::AtomicBool::new(false);
     let result = async {
         while let Some((kind, body)) = reader.next().await? {
             match kind {
                 Kind::Publish => {
-                    let (req_id, mut events) = frame::decode_publish(&body).map_err(invalid)?;
+                    let (req_id, mut events) = match frame::decode_publish(&body) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            // Answer the request itself (its id is the first field), so a
+                            // client fails it as a bad request instead of retrying it.
+                            let e = invalid(format!("bad publish: {e}"));
+                            let req_id = body
+                                .get(..8)
+                                .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                            told.store(true, Ordering::Relaxed);
+                            let _ = tx.send(protocol_error_frame(req_id, ctx, &e)).await;
+                            return Err(e);
+                        }
+                    };
                     if let Some(reply) = check_publish(req_id, &events, ctx) {
                         if tx.send(reply).await.is_err() {
                             break;
@@ -283,6 +326,11 @@ async fn serve_client(
         Ok(())
     }
     .await;
+    if let Err(e) = &result {
+        if e.kind() == io::ErrorKind::InvalidData && !told.load(Ordering::Relaxed) {
+            let _ = tx.send(protocol_error_frame(0, ctx, e)).await;
+        }
+    }
     drop(tx);
     let _ = writer.await;
     result
