@@ -12,7 +12,6 @@ use crate::stream::CommittedStream;
 use bytes::BytesMut;
 use eventstream_core::replication::ReplicationSource;
 use eventstream_core::{Engine, Event};
-use protobuf::Message as _;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -133,7 +132,7 @@ async fn serve_peer(
                 "unexpected {kind:?} frame on a peer connection"
             )));
         }
-        let msg = raft::eraftpb::Message::parse_from_carllerche_bytes(&body).map_err(invalid)?;
+        let msg = frame::decode_raft_message(&body).map_err(invalid)?;
         if msg.to != ctx.id || msg.from != from {
             return Err(invalid(format!(
                 "raft message {}→{} on the connection of peer {from} to node {}",

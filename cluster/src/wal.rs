@@ -205,14 +205,31 @@ pub struct Recovered {
 }
 
 impl Recovered {
-    fn apply(&mut self, rec: Record) {
+    /// Applies one record; an entries record that is not contiguous in itself or would leave a
+    /// gap after the log so far is refused (as a corrupt record: the writer never produces one;
+    /// found by the `wal-replay` fuzz target).
+    fn apply(&mut self, rec: Record) -> Result<(), String> {
         match rec {
             Record::HardState(hs) => self.hard_state = Some(hs),
             Record::ConfState(cs) => self.conf_state = Some(cs),
             Record::Entries(es) => {
                 let Some(first) = es.first().map(|e| e.index) else {
-                    return;
+                    return Ok(());
                 };
+                if let Some(w) = es
+                    .windows(2)
+                    .find(|w| w[1].index != w[0].index.wrapping_add(1))
+                {
+                    return Err(format!(
+                        "entries not contiguous: {} after {}",
+                        w[1].index, w[0].index
+                    ));
+                }
+                if let Some(last) = self.entries.last().map(|e| e.index) {
+                    if first > last.saturating_add(1) {
+                        return Err(format!("entries from {first} leave a gap after {last}"));
+                    }
+                }
                 if let Some(base) = self.entries.first().map(|e| e.index) {
                     let keep = first.saturating_sub(base) as usize;
                     self.entries.truncate(keep.min(self.entries.len()));
@@ -220,6 +237,7 @@ impl Recovered {
                 self.entries.extend(es);
             }
         }
+        Ok(())
     }
 }
 
@@ -267,9 +285,18 @@ impl Wal {
             let is_last = i + 1 == seqs.len();
             let mut pos = 0usize;
             loop {
-                match decode_record(&data[pos..]) {
-                    Ok(Some((r, used))) => {
-                        rec.apply(r);
+                let decoded = decode_record(&data[pos..]).and_then(|r| match r {
+                    Some((r, used)) => match rec.apply(r) {
+                        Ok(()) => Ok(Some(used)),
+                        Err(reason) => Err(DecodeError::Invalid {
+                            field: "entries",
+                            reason,
+                        }),
+                    },
+                    None => Ok(None),
+                });
+                match decoded {
+                    Ok(Some(used)) => {
                         pos += used;
                     }
                     Ok(None) if pos == data.len() => break,
@@ -492,6 +519,21 @@ mod tests {
         fs::write(&first, data).unwrap();
         let err = Wal::open(dir.path(), 1 << 16).unwrap_err();
         assert!(matches!(err, ClusterError::CorruptLog { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_checksummed_record_leaving_a_gap_is_treated_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 1 << 16).unwrap();
+            wal.append_entries(&[entry(1, 1, b"a"), entry(2, 1, b"b")]);
+            wal.append_entries(&[entry(5, 1, b"e")]);
+            wal.sync().unwrap();
+        }
+        let (_, rec) = Wal::open(dir.path(), 1 << 16).unwrap();
+        let got: Vec<u64> = rec.entries.iter().map(|e| e.index).collect();
+        assert_eq!(got, vec![1, 2], "the gap record is cut off as a bad tail");
+        assert!(rec.truncated_bytes > 0);
     }
 
     proptest! {
