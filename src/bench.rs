@@ -23,6 +23,8 @@ pub enum BenchCommand {
     Replication(crate::cluster_cmd::ReplicationBenchArgs),
     /// kill -9 the leader of a 3-process cluster repeatedly; failover time and lost acks.
     Failover(crate::cluster_cmd::FailoverBenchArgs),
+    /// Producers at 2x the cluster's capacity: back-pressure, RSS, exact accounting.
+    Overload(eventstream_cluster::overload::OverloadBenchArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -103,6 +105,18 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pipeline(args) => pipeline(args),
         BenchCommand::Replication(args) => crate::cluster_cmd::bench_replication(args),
         BenchCommand::Failover(args) => crate::cluster_cmd::bench_failover(args),
+        BenchCommand::Overload(args) => {
+            let r = eventstream_cluster::overload::run(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                eventstream_cluster::overload::print(&r);
+            }
+            if !r.valid {
+                anyhow::bail!("overload checks failed (see the report)");
+            }
+            Ok(())
+        }
     }
 }
 

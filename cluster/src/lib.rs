@@ -27,7 +27,8 @@
 //!   redirects; subscriptions resume from the next offset on any node.
 //! * [`NodeMetrics`] — implements core's `ReplicationSource` for exporters.
 //! * [`cli`] — the `node` / `publish` / `subscribe` / `status` / `bench replication` /
-//!   `bench failover` commands; [`DemoLoad`] — synthetic load for the demo.
+//!   `bench failover` commands; [`overload`] — `bench overload` (2× capacity, RSS, exact
+//!   accounting); [`DemoLoad`] — synthetic load for the demo.
 //!
 //! See `docs/cluster.md` for threads, storage format, configuration and benchmarks.
 #![warn(missing_docs)]
@@ -45,6 +46,7 @@ pub mod load;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod overload;
 pub mod procs;
 pub mod replica;
 pub mod server;

@@ -149,6 +149,14 @@ impl ProcessCluster {
         }
     }
 
+    /// Process id of node `id`, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.children
+            .get((id - 1) as usize)?
+            .as_ref()
+            .map(|c| c.id())
+    }
+
     /// Data directory root.
     pub fn dir(&self) -> &Path {
         &self.dir

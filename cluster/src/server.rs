@@ -4,6 +4,7 @@
 
 use crate::acks::{AckError, AckRegistry};
 use crate::codec;
+use crate::config::OverloadPolicy;
 use crate::driver::{DriverMsg, Proposal};
 use crate::frame::{self, ErrorBody, ErrorCode, Kind, Role};
 use crate::metrics::NodeMetrics;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// What connection tasks share.
 #[derive(Debug)]
@@ -44,6 +45,70 @@ pub struct ServerCtx {
     pub request_timeout: Duration,
     /// Connections closed for protocol errors (for tests and logs).
     pub protocol_errors: AtomicU64,
+    /// What a publish gets when an in-flight limit is reached.
+    pub overload_policy: OverloadPolicy,
+    /// Publish requests one connection may have in flight.
+    pub max_inflight_per_connection: usize,
+    /// Events in flight over all connections: one permit per event, held until the answer is
+    /// queued for the connection's writer.
+    pub inflight_events: Arc<Semaphore>,
+    /// The number of permits `inflight_events` was created with.
+    pub max_inflight_events: usize,
+    /// What happened to the publishes this node received.
+    pub publishes: PublishCounters,
+}
+
+/// Publish requests (and their events) this node received and how each was answered. Every
+/// request is counted once in `requests` and once in exactly one outcome.
+#[derive(Debug, Default)]
+pub struct PublishCounters {
+    requests: [AtomicU64; 2],
+    acked: [AtomicU64; 2],
+    rejected_inflight: [AtomicU64; 2],
+    rejected_rings: [AtomicU64; 2],
+    rejected_raft: [AtomicU64; 2],
+    timed_out: [AtomicU64; 2],
+    other_errors: [AtomicU64; 2],
+}
+
+/// A snapshot of [`PublishCounters`]: `[requests, events]` per outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishCountsSnapshot {
+    /// Publish requests received.
+    pub requests: [u64; 2],
+    /// Acknowledged with offsets (committed).
+    pub acked: [u64; 2],
+    /// `Busy`: an in-flight limit was reached; nothing of the request was published.
+    pub rejected_inflight: [u64; 2],
+    /// `Busy`: a tier ring was full (events before the full ring may have been published).
+    pub rejected_rings: [u64; 2],
+    /// `Busy` / `Unavailable`: raft refused the proposal (uncommitted limit, no leader).
+    pub rejected_raft: [u64; 2],
+    /// `Timeout`: not committed in time (may still commit).
+    pub timed_out: [u64; 2],
+    /// Anything else: not leader, no leader, storage failed, shutting down, bad request.
+    pub other_errors: [u64; 2],
+}
+
+impl PublishCounters {
+    fn add(c: &[AtomicU64; 2], events: usize) {
+        c[0].fetch_add(1, Ordering::Relaxed);
+        c[1].fetch_add(events as u64, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> PublishCountsSnapshot {
+        let l = |c: &[AtomicU64; 2]| [c[0].load(Ordering::Relaxed), c[1].load(Ordering::Relaxed)];
+        PublishCountsSnapshot {
+            requests: l(&self.requests),
+            acked: l(&self.acked),
+            rejected_inflight: l(&self.rejected_inflight),
+            rejected_rings: l(&self.rejected_rings),
+            rejected_raft: l(&self.rejected_raft),
+            timed_out: l(&self.timed_out),
+            other_errors: l(&self.other_errors),
+        }
+    }
 }
 
 /// Accepts connections until the runtime stops.
@@ -202,6 +267,7 @@ async fn serve_client(
     let publisher = std::sync::Mutex::new(ctx.engine.publisher());
     // Set when the protocol error was already answered (with the failing request's id).
     let told = std::sync::atomic::AtomicBool::new(false);
+    let conn_slots = Arc::new(Semaphore::new(ctx.max_inflight_per_connection));
     let result = async {
         while let Some((kind, body)) = reader.next().await? {
             match kind {
@@ -220,12 +286,26 @@ async fn serve_client(
                             return Err(e);
                         }
                     };
+                    let n_events = events.len();
+                    PublishCounters::add(&ctx.publishes.requests, n_events);
                     if let Some(reply) = check_publish(req_id, &events, ctx) {
+                        PublishCounters::add(&ctx.publishes.other_errors, n_events);
                         if tx.send(reply).await.is_err() {
                             break;
                         }
                         continue;
                     }
+                    let permits = match inflight_permits(&conn_slots, n_events, ctx).await {
+                        Ok(p) => p,
+                        Err(why) => {
+                            PublishCounters::add(&ctx.publishes.rejected_inflight, n_events);
+                            let reply = error_frame(req_id, ErrorCode::Busy, ctx, why);
+                            if tx.send(reply).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
                     let (ticket, done, ids, outcome) = {
                         let publisher = publisher.lock().unwrap_or_else(|p| p.into_inner());
                         for e in &mut events {
@@ -245,6 +325,7 @@ async fn serve_client(
                         } else {
                             ErrorCode::ShuttingDown
                         };
+                        PublishCounters::add(&ctx.publishes.rejected_rings, n_events);
                         let msg = format!(
                             "{} of {} events refused by full tier rings; retry with the same ids",
                             outcome.rejected.len() + outcome.dropped,
@@ -258,7 +339,16 @@ async fn serve_client(
                     let tx = tx.clone();
                     let ctx2 = ctx.clone();
                     tokio::spawn(async move {
-                        let reply = match tokio::time::timeout(ctx2.request_timeout, done).await {
+                        let counters = &ctx2.publishes;
+                        let answer = tokio::time::timeout(ctx2.request_timeout, done).await;
+                        let counter = match &answer {
+                            Ok(Ok(Ok(_))) => &counters.acked,
+                            Ok(Ok(Err(AckError::Dropped(_)))) => &counters.rejected_raft,
+                            Err(_) => &counters.timed_out,
+                            _ => &counters.other_errors,
+                        };
+                        PublishCounters::add(counter, n_events);
+                        let reply = match answer {
                             Ok(Ok(Ok(offsets))) => {
                                 let mut b = BytesMut::with_capacity(24 + offsets.len() * 8);
                                 frame::put_publish_ok(&mut b, req_id, &offsets);
@@ -301,6 +391,9 @@ async fn serve_client(
                             }
                         };
                         let _ = tx.send(reply).await;
+                        // The request stops counting against the limits once its answer is
+                        // queued: a client that does not read its answers runs out of slots.
+                        drop(permits);
                     });
                 }
                 Kind::Subscribe => {
@@ -309,7 +402,14 @@ async fn serve_client(
                 }
                 Kind::Status => {
                     let (req_id, _) = frame::decode_req_id(&body).map_err(invalid)?;
-                    let json = serde_json::to_vec(&ctx.metrics.status()).map_err(invalid)?;
+                    // The status, plus this node's publish outcomes (clients that parse only
+                    // the status ignore the extra field).
+                    let mut v = serde_json::to_value(ctx.metrics.status()).map_err(invalid)?;
+                    if let Some(o) = v.as_object_mut() {
+                        let p = serde_json::to_value(ctx.publishes.snapshot()).map_err(invalid)?;
+                        o.insert("publishes".into(), p);
+                    }
+                    let json = serde_json::to_vec(&v).map_err(invalid)?;
                     let mut b = BytesMut::new();
                     frame::put_frame_with(&mut b, Kind::StatusOk, |b| {
                         b.extend_from_slice(&req_id.to_le_bytes());
@@ -333,6 +433,63 @@ async fn serve_client(
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// Takes a connection slot and one node-wide permit per event, per the overload policy:
+/// `Block` waits (the connection is not read meanwhile), `Reject` says why it cannot.
+async fn inflight_permits(
+    conn_slots: &Arc<Semaphore>,
+    events: usize,
+    ctx: &ServerCtx,
+) -> Result<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>), String> {
+    // A request larger than the whole node-wide budget takes all of it (never waits forever).
+    let n = events.min(ctx.max_inflight_events) as u32;
+    let closed = || "node shutting down".to_string();
+    match ctx.overload_policy {
+        OverloadPolicy::Block => {
+            let slot = conn_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| closed())?;
+            let ev = if n == 0 {
+                None
+            } else {
+                Some(
+                    ctx.inflight_events
+                        .clone()
+                        .acquire_many_owned(n)
+                        .await
+                        .map_err(|_| closed())?,
+                )
+            };
+            Ok((slot, ev))
+        }
+        OverloadPolicy::Reject => {
+            let slot = conn_slots.clone().try_acquire_owned().map_err(|_| {
+                format!(
+                    "{} publishes already in flight on this connection; retry with the same ids",
+                    ctx.max_inflight_per_connection
+                )
+            })?;
+            let ev = if n == 0 {
+                None
+            } else {
+                Some(
+                    ctx.inflight_events
+                        .clone()
+                        .try_acquire_many_owned(n)
+                        .map_err(|_| {
+                            format!(
+                                "node at its limit of {} events in flight; retry with the same ids",
+                                ctx.max_inflight_events
+                            )
+                        })?,
+                )
+            };
+            Ok((slot, ev))
+        }
+    }
 }
 
 /// The answer to a publish on a node whose log cannot be written: not acknowledged, retryable
