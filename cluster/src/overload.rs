@@ -305,7 +305,13 @@ async fn producer(
                         let o = match e.code {
                             ErrorCode::Busy if e.message.contains("in flight") => OUT_INFLIGHT,
                             ErrorCode::Busy if e.message.contains("tier rings") => OUT_RINGS,
-                            ErrorCode::Busy => OUT_RAFT,
+                            // Raft refused the proposal: `Busy`, or `Unavailable` when
+                            // there is no leader (the node counts both as rejected_raft).
+                            ErrorCode::Busy | ErrorCode::Unavailable
+                                if e.message.contains("proposal dropped") =>
+                            {
+                                OUT_RAFT
+                            }
                             ErrorCode::Timeout => OUT_TIMEOUT,
                             _ => OUT_OTHER,
                         };

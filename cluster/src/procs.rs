@@ -66,6 +66,10 @@ impl ProcessCluster {
     }
 
     fn spawn(&mut self, id: u64) -> Result<(), ClusterError> {
+        self.spawn_with(id, &[])
+    }
+
+    fn spawn_with(&mut self, id: u64, more: &[String]) -> Result<(), ClusterError> {
         let data = self.dir.join(format!("node-{id}"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -78,6 +82,7 @@ impl ProcessCluster {
             .arg("--data-dir")
             .arg(&data)
             .args(&self.extra)
+            .args(more)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -107,6 +112,12 @@ impl ProcessCluster {
     pub fn restart(&mut self, id: u64) -> Result<(), ClusterError> {
         self.kill(id);
         self.spawn(id)
+    }
+
+    /// Restarts node `id` on its data directory with `more` flags (this start only).
+    pub fn restart_with(&mut self, id: u64, more: &[String]) -> Result<(), ClusterError> {
+        self.kill(id);
+        self.spawn_with(id, more)
     }
 
     /// Statuses of every reachable node.

@@ -156,6 +156,19 @@ impl Replica {
         }
         let last = storage.last_index()?;
         let commit = hs.commit.min(last);
+        if hs.commit > last {
+            // A corrupt tail cut off entries an earlier hard state had committed: this node
+            // forgets that commit (raft would refuse to start) and learns it from the leader.
+            tracing::warn!(
+                id = cfg.id,
+                commit = hs.commit,
+                last,
+                "log ends before its commit index; catching up from the leader"
+            );
+            let mut hs = hs.clone();
+            hs.commit = last;
+            storage.wl().set_hardstate(hs);
+        }
         let replay_to = commit as usize;
         sm.replay(
             rec.entries
