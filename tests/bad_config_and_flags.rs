@@ -70,6 +70,9 @@ fn unknown_flag_is_a_usage_error_with_exit_code_2() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("unexpected argument '--no-such-flag'"), "{err}");
+    assert!(
+        err.contains("unexpected argument '--no-such-flag'"),
+        "{err}"
+    );
     assert!(err.contains("Usage:"), "{err}");
 }

@@ -152,7 +152,10 @@ fn publish_subscribe_redirect_dedup_and_bad_frames() {
         s.read_to_end(&mut said).unwrap();
         let (k, body, used) = frame::decode_frame(&said, 1 << 20).unwrap().unwrap();
         assert_eq!(k, Kind::Error);
-        assert_eq!(frame::decode_error(body).unwrap().code, ErrorCode::BadRequest);
+        assert_eq!(
+            frame::decode_error(body).unwrap().code,
+            ErrorCode::BadRequest
+        );
         assert_eq!(used, said.len(), "server closes the bad connection");
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
