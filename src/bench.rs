@@ -26,6 +26,8 @@ pub enum BenchCommand {
     /// SIGTERM (graceful restart) the leader of a 3-process cluster repeatedly; longest gap
     /// between acknowledged writes around each restart.
     Restart(crate::cluster_cmd::RestartBenchArgs),
+    /// Producers at 2x the cluster's capacity: back-pressure, RSS, exact accounting.
+    Overload(eventstream_cluster::overload::OverloadBenchArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -107,6 +109,18 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Replication(args) => crate::cluster_cmd::bench_replication(args),
         BenchCommand::Failover(args) => crate::cluster_cmd::bench_failover(args),
         BenchCommand::Restart(args) => crate::cluster_cmd::bench_restart(args),
+        BenchCommand::Overload(args) => {
+            let r = eventstream_cluster::overload::run(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                eventstream_cluster::overload::print(&r);
+            }
+            if !r.valid {
+                anyhow::bail!("overload checks failed (see the report)");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -48,15 +48,22 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         let _ = tx.send(());
     })
     .context("installing the signal handler")?;
-    // The driver thread only ends early on a fatal storage error: exit non-zero then.
+    // The driver thread only ends early on a fatal storage error. The node then keeps serving
+    // what it can (status, /ready and /metrics with the reason, reads of the committed stream,
+    // publishes refused with the reason) until it is stopped, and exits non-zero.
+    let mut reported = false;
     loop {
         match rx.recv_timeout(std::time::Duration::from_millis(200)) {
             Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !node.is_running() => {
-                if let Some(h) = exporter {
-                    h.shutdown();
-                }
-                return node.wait().context("the raft driver stopped");
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !reported && !node.is_running() => {
+                let Some(why) = node.metrics().storage_failure() else {
+                    break; // any other fatal driver error: exit non-zero at once
+                };
+                reported = true;
+                eprintln!(
+                    "node {}: log storage failed ({why}); refusing writes and serving status until stopped",
+                    node.id()
+                );
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
@@ -79,6 +86,9 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
     }
     if let Some(h) = exporter {
         h.shutdown();
+    }
+    if !node.is_running() {
+        return node.wait().context("the raft driver stopped");
     }
     node.shutdown();
     Ok(())

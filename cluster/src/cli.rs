@@ -88,6 +88,15 @@ pub struct NodeArgs {
     /// How often retention and compaction run, milliseconds.
     #[arg(long, env = "EVENTSTREAM_COMPACTION_INTERVAL_MS")]
     pub compaction_interval_ms: Option<u64>,
+    /// At an in-flight limit: `reject` (answer Busy) or `block` (stop reading the connection).
+    #[arg(long, env = "EVENTSTREAM_OVERLOAD_POLICY")]
+    pub overload_policy: Option<crate::config::OverloadPolicy>,
+    /// Publish requests one client connection may have in flight.
+    #[arg(long, env = "EVENTSTREAM_MAX_INFLIGHT_PER_CONNECTION")]
+    pub max_inflight_per_connection: Option<usize>,
+    /// Events in flight on this node over all connections.
+    #[arg(long, env = "EVENTSTREAM_MAX_INFLIGHT_EVENTS")]
+    pub max_inflight_events: Option<usize>,
 }
 
 impl NodeArgs {
@@ -150,6 +159,15 @@ impl NodeArgs {
             if let Some(v) = flag {
                 *field = v;
             }
+        }
+        if let Some(v) = self.overload_policy {
+            c.overload_policy = v;
+        }
+        if let Some(v) = self.max_inflight_per_connection {
+            c.max_inflight_per_connection = v;
+        }
+        if let Some(v) = self.max_inflight_events {
+            c.max_inflight_events = v;
         }
         c.validate()?;
         Ok(c)

@@ -90,6 +90,36 @@ pub struct NodeConfig {
     pub compaction_interval_ms: u64,
     /// Largest frame accepted on a peer connection (snapshots travel as one raft message).
     pub max_peer_frame_bytes: u64,
+    /// What a publish gets when the in-flight limits below are reached: `reject` (answered
+    /// `Busy` at once) or `block` (the connection is not read until a slot frees: TCP
+    /// back-pressure).
+    pub overload_policy: OverloadPolicy,
+    /// Publish requests one client connection may have in flight (accepted, not yet answered).
+    pub max_inflight_per_connection: usize,
+    /// Events in flight on this node over all connections (bounded memory under overload).
+    pub max_inflight_events: usize,
+}
+
+/// What a publish gets when the node's in-flight limits are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OverloadPolicy {
+    /// Answer `Busy` at once; the client retries (with the same ids) later.
+    #[default]
+    Reject,
+    /// Stop reading the connection until a slot frees (TCP back-pressure on the producer).
+    Block,
+}
+
+impl std::str::FromStr for OverloadPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reject" => Ok(OverloadPolicy::Reject),
+            "block" => Ok(OverloadPolicy::Block),
+            other => Err(format!("`{other}` is not `reject` or `block`")),
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -130,6 +160,9 @@ impl Default for NodeConfig {
             log_keep_entries: 5_000,
             compaction_interval_ms: 5_000,
             max_peer_frame_bytes: 1 << 30,
+            overload_policy: OverloadPolicy::Reject,
+            max_inflight_per_connection: 1024,
+            max_inflight_events: 1 << 18,
         }
     }
 }
@@ -308,6 +341,18 @@ impl NodeConfig {
             self.max_peer_frame_bytes,
             self.max_frame_bytes as u64,
             u32::MAX as u64,
+        )?;
+        range(
+            "max_inflight_per_connection",
+            self.max_inflight_per_connection as u64,
+            1,
+            1 << 20,
+        )?;
+        range(
+            "max_inflight_events",
+            self.max_inflight_events as u64,
+            1,
+            1 << 30,
         )?;
         Ok(members)
     }

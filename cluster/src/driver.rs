@@ -154,6 +154,7 @@ pub fn run(
     let mut snapshots_failed: Vec<u64> = Vec::new();
     let mut next_compaction = Instant::now() + cfg.compaction_interval;
     let mut stop = false;
+    let mut failed = None;
     let mut wal_thread = None;
     let mut jobs_tx = None;
     if cfg.async_persist {
@@ -179,7 +180,10 @@ pub fn run(
         crossbeam_channel::select! {
             recv(msgs) -> m => match m {
                 Ok(DriverMsg::Admin { req, reply }) => admin.start(&mut replica, req, reply),
-                Ok(m) => stop |= on_msg(&mut replica, m, &mut *net, &mut unreachable)?,
+                Ok(m) => match on_msg(&mut replica, m, &mut *net, &mut unreachable) {
+                    Ok(s) => stop |= s,
+                    Err(e) => failed = Some(e),
+                },
                 Err(_) => stop = true,
             },
             recv(proposals) -> p => match p {
@@ -189,15 +193,26 @@ pub fn run(
             default(timeout) => {}
         }
         for _ in 0..100_000 {
+            if failed.is_some() {
+                break;
+            }
             match msgs.try_recv() {
                 Ok(DriverMsg::Admin { req, reply }) => admin.start(&mut replica, req, reply),
-                Ok(m) => stop |= on_msg(&mut replica, m, &mut *net, &mut unreachable)?,
+                Ok(m) => match on_msg(&mut replica, m, &mut *net, &mut unreachable) {
+                    Ok(s) => stop |= s,
+                    Err(e) => failed = Some(e),
+                },
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     stop = true;
                     break;
                 }
             }
+        }
+        if let Some(e) = failed.take() {
+            // Leave through the common exit below: join the WAL thread, publish the final
+            // status, fail every waiting publish (none of them was acknowledged).
+            break Err(e);
         }
         let mut drained = 0usize;
         while let Ok(p) = proposals.try_recv() {
@@ -318,6 +333,15 @@ pub fn run(
     if let Some(t) = wal_thread {
         let _ = t.join();
     }
+    if let Err(
+        e @ (crate::ClusterError::StorageIo { .. } | crate::ClusterError::CorruptLog { .. }),
+    ) = &result
+    {
+        // Raft stops with the log: a node that cannot persist must not vote or acknowledge
+        // appends. Everything it did not fsync was never reported persisted to raft (no
+        // on_persist_ready), so none of it was acknowledged by this node.
+        metrics.set_storage_failure(e.to_string());
+    }
     replica.publish_status();
     acks.fail_all(AckError::ShuttingDown);
     if let Err(e) = &result {
@@ -356,7 +380,7 @@ fn on_msg(
         }
         DriverMsg::StorageFailed(e) => {
             return Err(crate::ClusterError::StorageIo {
-                path: "log".into(),
+                path: "log (WAL thread)".into(),
                 source: std::io::Error::other(e),
             })
         }
@@ -379,6 +403,8 @@ fn wal_loop(
     metrics: Arc<NodeMetrics>,
 ) {
     let fail = |e: crate::ClusterError| {
+        // No Persisted report for the failed jobs: raft never learns they are durable here.
+        metrics.set_storage_failure(e.to_string());
         tracing::error!(error = %e, "log write failed; stopping the node");
         let _ = driver.send(DriverMsg::StorageFailed(e.to_string()));
     };

@@ -99,6 +99,24 @@ pub fn decode_header(h: &[u8; HEADER_LEN], max_body: usize) -> Result<(Kind, usi
     Ok((kind, len))
 }
 
+/// Parses the body of a [`Kind::Raft`] frame. The parse is limited to the body's length:
+/// rust-protobuf 2 reading from an in-memory buffer has no limit of its own, so a length field
+/// claiming more bytes than the body holds made it reserve up to 10 MB (for an unknown field)
+/// before noticing the input was short — found by the `peer-frame` fuzz target.
+pub fn decode_raft_message(body: &Bytes) -> Result<raft::eraftpb::Message, DecodeError> {
+    use protobuf::Message as _;
+    let bad = |e: protobuf::ProtobufError| DecodeError::Invalid {
+        field: "raft message",
+        reason: e.to_string(),
+    };
+    let mut is = protobuf::CodedInputStream::from_carllerche_bytes(body);
+    is.push_limit(body.len() as u64).map_err(bad)?;
+    let mut m = raft::eraftpb::Message::default();
+    m.merge_from(&mut is).map_err(bad)?;
+    is.check_eof().map_err(bad)?;
+    Ok(m)
+}
+
 /// A decoded frame borrowed from the input: kind, body, bytes consumed.
 pub type RawFrame<'a> = (Kind, &'a [u8], usize);
 
@@ -662,6 +680,21 @@ mod tests {
         let e = decode_error(body).unwrap();
         assert_eq!(e.code, ErrorCode::Unauthorized);
         assert!(!e.code.retryable());
+    }
+
+    #[test]
+    fn raft_message_lengths_are_checked_against_the_body() {
+        use protobuf::Message as _;
+        let m = raft::eraftpb::Message {
+            to: 2,
+            context: Bytes::from_static(b"ctx"),
+            ..Default::default()
+        };
+        let good = Bytes::from(m.write_to_bytes().unwrap());
+        assert_eq!(decode_raft_message(&good).unwrap(), m);
+        // An unknown length-delimited field (number 99) claiming 5 MB in a 9-byte body.
+        let bad = Bytes::from_static(&[0x9a, 0x06, 0x80, 0x89, 0xe1, 0x02, 1, 2, 3]);
+        assert!(decode_raft_message(&bad).is_err());
     }
 
     proptest! {

@@ -11,7 +11,8 @@
 //! Main types:
 //! * [`codec`] / [`frame`] / [`wal`] — pure encoders and decoders (event blocks, wire frames,
 //!   log records), fuzzable; the wire format is documented in `docs/protocol.md`.
-//! * [`Wal`] — segmented write-ahead log with a CRC32 per record; one fsync per Ready.
+//! * [`Wal`] — segmented write-ahead log with a CRC32 per record; one fsync per Ready;
+//!   [`fault`] injects write/fsync errors into it for tests.
 //! * [`Replica`] — RawNode + Wal + [`StateMachine`], no threads or sockets: what the
 //!   deterministic simulation tests drive and what the [`driver`] thread owns.
 //! * [`StateMachine`] — applies committed entries: dedup (core `DedupWindow`), stream offsets,
@@ -35,7 +36,8 @@
 //! * [`admin`] — membership changes and leader transfer (requests, replies, wire codecs).
 //! * [`NodeMetrics`] — implements core's `ReplicationSource` for exporters.
 //! * [`cli`] — the `node` / `publish` / `subscribe` / `status` / `bench replication` /
-//!   `bench failover` commands; [`DemoLoad`] — synthetic load for the demo.
+//!   `bench failover` commands; [`overload`] — `bench overload` (2× capacity, RSS, exact
+//!   accounting); [`DemoLoad`] — synthetic load for the demo.
 //!
 //! See `docs/cluster.md` for threads, storage format, configuration and benchmarks.
 #![warn(missing_docs)]
@@ -48,6 +50,7 @@ pub mod codec;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod fault;
 pub mod frame;
 pub mod join;
 pub mod load;
@@ -55,6 +58,7 @@ pub mod member_cli;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod overload;
 pub mod procs;
 pub mod replica;
 pub mod server;

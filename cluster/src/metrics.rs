@@ -64,6 +64,11 @@ pub struct NodeMetrics {
     /// Highest commit index a leader has announced to this node.
     pub(crate) leader_commit: AtomicU64,
     pub(crate) is_leader: AtomicBool,
+    /// Highest log index raft counts as persisted on this node (refreshed with the status).
+    pub(crate) persisted_index: AtomicU64,
+    /// Why the log can no longer be written (set once, by the driver or the WAL thread).
+    storage_failure: Mutex<Option<String>>,
+    storage_failed: AtomicBool,
     /// The current member table (configuration, then whatever conf changes the log applied).
     members: RwLock<Vec<Member>>,
     /// Ids of the members that are learners (non-voting).
@@ -90,6 +95,7 @@ impl NodeMetrics {
             peers_connected: 0,
             members: Vec::new(),
             counters: ReplicationCounters::default(),
+            storage_failure: None,
         };
         NodeMetrics {
             elections: AtomicU64::new(0),
@@ -119,6 +125,9 @@ impl NodeMetrics {
             leader: AtomicU64::new(0),
             leader_commit: AtomicU64::new(0),
             is_leader: AtomicBool::new(false),
+            persisted_index: AtomicU64::new(0),
+            storage_failure: Mutex::new(None),
+            storage_failed: AtomicBool::new(false),
             configured: members.clone(),
             members: RwLock::new(members),
             learners: RwLock::new(Vec::new()),
@@ -186,6 +195,40 @@ impl NodeMetrics {
     /// True while this node is the leader.
     pub fn is_leader(&self) -> bool {
         self.is_leader.load(Ordering::Acquire)
+    }
+
+    /// Records that the log cannot be written any more (first reason wins). From then on the
+    /// node is neither leader nor ready, and publishes are refused with this reason.
+    pub fn set_storage_failure(&self, reason: impl Into<String>) {
+        let mut f = self
+            .storage_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            let reason = reason.into();
+            tracing::error!(reason = %reason, "log storage failed: this node accepts no writes until it is restarted on working storage");
+            *f = Some(reason);
+        }
+        self.storage_failed.store(true, Ordering::Release);
+        self.is_leader.store(false, Ordering::Release);
+        self.leader.store(0, Ordering::Release);
+    }
+
+    /// Highest log index raft counts as fsynced on this node (as of the last status refresh):
+    /// nothing above it was reported persisted to raft, so nothing above it was applied here.
+    pub fn persisted_index(&self) -> u64 {
+        self.persisted_index.load(Ordering::Acquire)
+    }
+
+    /// Why the log cannot be written, if it cannot.
+    pub fn storage_failure(&self) -> Option<String> {
+        if !self.storage_failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.storage_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Marks peer `id` connected or not (transport).
@@ -276,6 +319,14 @@ impl ReplicationSource for NodeMetrics {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         s.counters = self.counters();
+        if let Some(why) = self.storage_failure() {
+            s.storage_failure = Some(why);
+            s.leader_id = None;
+            s.role = RaftRole::Follower;
+            for m in &mut s.members {
+                m.is_leader = false;
+            }
+        }
         for m in &mut s.members {
             if m.id != s.node_id {
                 m.connected = self.connected(m.id);
@@ -303,6 +354,11 @@ impl ReplicationSource for NodeMetrics {
     }
 
     fn ready(&self) -> Result<(), String> {
+        if let Some(why) = self.storage_failure() {
+            return Err(format!(
+                "storage failed: {why}; this node accepts no writes"
+            ));
+        }
         let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         if s.leader_id.is_none() {
             return Err("no leader".into());

@@ -234,6 +234,11 @@ impl Node {
             tls: node_tls,
             admin_token,
             tls_handshake_failures: AtomicU64::new(0),
+            overload_policy: cfg.overload_policy,
+            max_inflight_per_connection: cfg.max_inflight_per_connection,
+            inflight_events: Arc::new(tokio::sync::Semaphore::new(cfg.max_inflight_events)),
+            max_inflight_events: cfg.max_inflight_events,
+            publishes: Default::default(),
         });
         listener
             .set_nonblocking(true)
@@ -340,6 +345,12 @@ impl Node {
             .expect("runtime lives until shutdown")
             .handle()
             .clone()
+    }
+
+    /// What happened to the publishes this node received (also in its status JSON as
+    /// `publishes`).
+    pub fn publish_counts(&self) -> server::PublishCountsSnapshot {
+        self.ctx.publishes.snapshot()
     }
 
     /// Connections closed for protocol errors so far.

@@ -86,6 +86,10 @@ impl ProcessCluster {
     }
 
     fn spawn(&mut self, id: u64) -> Result<(), ClusterError> {
+        self.spawn_with(id, &[])
+    }
+
+    fn spawn_with(&mut self, id: u64, more: &[String]) -> Result<(), ClusterError> {
         let data = self.dir.join(format!("node-{id}"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -99,6 +103,7 @@ impl ProcessCluster {
             .arg(&data)
             .args(&self.extra)
             .args(self.joiners[(id - 1) as usize].then_some("--join"))
+            .args(more)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -208,6 +213,12 @@ impl ProcessCluster {
             .collect()
     }
 
+    /// Restarts node `id` on its data directory with `more` flags (this start only).
+    pub fn restart_with(&mut self, id: u64, more: &[String]) -> Result<(), ClusterError> {
+        self.kill(id);
+        self.spawn_with(id, more)
+    }
+
     /// Statuses of every reachable node.
     pub async fn statuses(&self) -> Vec<(u64, Option<ClusterStatus>)> {
         let mut out = Vec::new();
@@ -251,6 +262,14 @@ impl ProcessCluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Process id of node `id`, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.children
+            .get((id - 1) as usize)?
+            .as_ref()
+            .map(|c| c.id())
     }
 
     /// Data directory root.

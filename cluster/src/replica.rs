@@ -491,6 +491,19 @@ impl Replica {
         }
         let last = storage.last_index()?;
         let commit = hs.commit.min(last).max(snap_index);
+        if hs.commit > last {
+            // A corrupt tail cut off entries an earlier hard state had committed: this node
+            // forgets that commit (raft would refuse to start) and learns it from the leader.
+            tracing::warn!(
+                id = cfg.id,
+                commit = hs.commit,
+                last,
+                "log ends before its commit index; catching up from the leader"
+            );
+            let mut hs = hs.clone();
+            hs.commit = last;
+            storage.mem.wl().set_hardstate(hs);
+        }
         sm.replay(entries.iter().take_while(|e| e.index <= commit));
         if commit > 0 {
             tracing::info!(id = cfg.id, commit, last, term = hs.term, "replayed log");
@@ -1094,6 +1107,9 @@ impl Replica {
             .stream_next_offset
             .store(stream.next_offset(), Ordering::Relaxed);
         let raft = &self.raw.raft;
+        self.metrics
+            .persisted_index
+            .store(raft.raft_log.persisted, Ordering::Release);
         let is_leader = raft.state == StateRole::Leader;
         let last = raft.raft_log.last_index();
         let learners = self.metrics.learners();
@@ -1140,6 +1156,7 @@ impl Replica {
             peers_connected: 0,
             members,
             counters: Default::default(),
+            storage_failure: None,
         };
         self.metrics.set_status(status);
     }

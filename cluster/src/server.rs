@@ -9,6 +9,7 @@
 
 use crate::acks::{AckError, AckRegistry};
 use crate::codec;
+use crate::config::OverloadPolicy;
 use crate::driver::{DriverMsg, Proposal};
 use crate::frame::{self, ErrorBody, ErrorCode, Kind, Role};
 use crate::metrics::NodeMetrics;
@@ -18,14 +19,13 @@ use crate::tls::{self, AdminToken, ConnReader, ConnWriter, NodeTls, PeerCert};
 use bytes::BytesMut;
 use eventstream_core::replication::ReplicationSource;
 use eventstream_core::{Engine, Event};
-use protobuf::Message as _;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// What connection tasks share.
 #[derive(Debug)]
@@ -58,6 +58,17 @@ pub struct ServerCtx {
     pub admin_token: Option<AdminToken>,
     /// Failed TLS handshakes (also counted in `protocol_errors`).
     pub tls_handshake_failures: AtomicU64,
+    /// What a publish gets when an in-flight limit is reached.
+    pub overload_policy: OverloadPolicy,
+    /// Publish requests one connection may have in flight.
+    pub max_inflight_per_connection: usize,
+    /// Events in flight over all connections: one permit per event, held until the answer is
+    /// queued for the connection's writer.
+    pub inflight_events: Arc<Semaphore>,
+    /// The number of permits `inflight_events` was created with.
+    pub max_inflight_events: usize,
+    /// What happened to the publishes this node received.
+    pub publishes: PublishCounters,
 }
 
 /// What the server knows about one client connection.
@@ -105,6 +116,59 @@ pub fn require_admin(conn: &ConnState, ctx: &ServerCtx, req_id: u64) -> Result<(
     ))
 }
 
+/// Publish requests (and their events) this node received and how each was answered. Every
+/// request is counted once in `requests` and once in exactly one outcome.
+#[derive(Debug, Default)]
+pub struct PublishCounters {
+    requests: [AtomicU64; 2],
+    acked: [AtomicU64; 2],
+    rejected_inflight: [AtomicU64; 2],
+    rejected_rings: [AtomicU64; 2],
+    rejected_raft: [AtomicU64; 2],
+    timed_out: [AtomicU64; 2],
+    other_errors: [AtomicU64; 2],
+}
+
+/// A snapshot of [`PublishCounters`]: `[requests, events]` per outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishCountsSnapshot {
+    /// Publish requests received.
+    pub requests: [u64; 2],
+    /// Acknowledged with offsets (committed).
+    pub acked: [u64; 2],
+    /// `Busy`: an in-flight limit was reached; nothing of the request was published.
+    pub rejected_inflight: [u64; 2],
+    /// `Busy`: a tier ring was full (events before the full ring may have been published).
+    pub rejected_rings: [u64; 2],
+    /// `Busy` / `Unavailable`: raft refused the proposal (uncommitted limit, no leader).
+    pub rejected_raft: [u64; 2],
+    /// `Timeout`: not committed in time (may still commit).
+    pub timed_out: [u64; 2],
+    /// Anything else: not leader, no leader, storage failed, shutting down, bad request.
+    pub other_errors: [u64; 2],
+}
+
+impl PublishCounters {
+    fn add(c: &[AtomicU64; 2], events: usize) {
+        c[0].fetch_add(1, Ordering::Relaxed);
+        c[1].fetch_add(events as u64, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> PublishCountsSnapshot {
+        let l = |c: &[AtomicU64; 2]| [c[0].load(Ordering::Relaxed), c[1].load(Ordering::Relaxed)];
+        PublishCountsSnapshot {
+            requests: l(&self.requests),
+            acked: l(&self.acked),
+            rejected_inflight: l(&self.rejected_inflight),
+            rejected_rings: l(&self.rejected_rings),
+            rejected_raft: l(&self.rejected_raft),
+            timed_out: l(&self.timed_out),
+            other_errors: l(&self.other_errors),
+        }
+    }
+}
+
 /// Accepts connections until the runtime stops.
 pub async fn serve(listener: TcpListener, ctx: Arc<ServerCtx>) {
     loop {
@@ -113,7 +177,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerCtx>) {
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     if let Err(e) = handle(sock, &ctx).await {
-                        if e.kind() == io::ErrorKind::InvalidData {
+                        // A malformed frame, or a stream cut inside a frame.
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                        ) {
                             ctx.protocol_errors.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(%peer, error = %e, "protocol error; connection closed");
                         } else {
@@ -134,7 +202,7 @@ async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
     let _ = sock.set_nodelay(true);
     // One deadline for the TLS handshake and the Hello.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let (r, w, cert) = match &ctx.tls {
+    let (r, mut w, cert) = match &ctx.tls {
         None => {
             let (r, w) = tls::plain(sock);
             (r, w, PeerCert::default())
@@ -152,16 +220,35 @@ async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
         },
     };
     let mut reader = FrameReader::new(r, ctx.max_frame);
-    let hello = tokio::time::timeout_at(deadline, reader.next())
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))??;
-    let Some((kind, body)) = hello else {
-        return Ok(());
-    };
-    if kind != Kind::Hello {
-        return Err(invalid(format!("first frame must be Hello, got {kind:?}")));
+    let hello = async {
+        let hello = tokio::time::timeout_at(deadline, reader.next())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))??;
+        let Some((kind, body)) = hello else {
+            return Ok(None);
+        };
+        if kind != Kind::Hello {
+            return Err(invalid(format!("first frame must be Hello, got {kind:?}")));
+        }
+        frame::decode_hello_with_token(&body)
+            .map_err(invalid)
+            .map(Some)
     }
-    let hello = frame::decode_hello_with_token(&body).map_err(invalid)?;
+    .await;
+    let hello = match hello {
+        Ok(None) => return Ok(()),
+        Ok(Some(h)) => h,
+        Err(e) => {
+            if e.kind() == io::ErrorKind::InvalidData {
+                // Say why before closing: whoever connected may not speak this protocol
+                // (version) at all, but a client of another version can still read the error.
+                let _ = w.write_all(&protocol_error_frame(0, ctx, &e)).await;
+                let _ = w.flush().await;
+                let _ = w.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
     match hello.role {
         Role::Peer { from } => {
             if let (Some(t), Some(m)) = (&ctx.tls, ctx.metrics.member(from)) {
@@ -180,6 +267,16 @@ async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
     }
 }
 
+/// The last frame on a connection closed for a protocol error.
+fn protocol_error_frame(req_id: u64, ctx: &ServerCtx, e: &io::Error) -> BytesMut {
+    error_frame(
+        req_id,
+        ErrorCode::BadRequest,
+        ctx,
+        format!("protocol error: {e}; closing this connection"),
+    )
+}
+
 async fn serve_peer(
     from: u64,
     mut reader: FrameReader<ConnReader>,
@@ -194,7 +291,7 @@ async fn serve_peer(
                 "unexpected {kind:?} frame on a peer connection"
             )));
         }
-        let msg = raft::eraftpb::Message::parse_from_carllerche_bytes(&body).map_err(invalid)?;
+        let msg = frame::decode_raft_message(&body).map_err(invalid)?;
         if msg.to != ctx.id || msg.from != from {
             return Err(invalid(format!(
                 "raft message {}→{} on the connection of peer {from} to node {}",
@@ -265,17 +362,47 @@ async fn serve_client(
     let writer = tokio::spawn(writer_task(w, rx));
     // A Mutex only to make the (per-connection, uncontended) publisher `Sync` across awaits.
     let publisher = std::sync::Mutex::new(ctx.engine.publisher());
+    // Set when the protocol error was already answered (with the failing request's id).
+    let told = std::sync::atomic::AtomicBool::new(false);
+    let conn_slots = Arc::new(Semaphore::new(ctx.max_inflight_per_connection));
     let result = async {
         while let Some((kind, body)) = reader.next().await? {
             match kind {
                 Kind::Publish => {
-                    let (req_id, mut events) = frame::decode_publish(&body).map_err(invalid)?;
+                    let (req_id, mut events) = match frame::decode_publish(&body) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            // Answer the request itself (its id is the first field), so a
+                            // client fails it as a bad request instead of retrying it.
+                            let e = invalid(format!("bad publish: {e}"));
+                            let req_id = body
+                                .get(..8)
+                                .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                            told.store(true, Ordering::Relaxed);
+                            let _ = tx.send(protocol_error_frame(req_id, ctx, &e)).await;
+                            return Err(e);
+                        }
+                    };
+                    let n_events = events.len();
+                    PublishCounters::add(&ctx.publishes.requests, n_events);
                     if let Some(reply) = check_publish(req_id, &events, ctx) {
+                        PublishCounters::add(&ctx.publishes.other_errors, n_events);
                         if tx.send(reply).await.is_err() {
                             break;
                         }
                         continue;
                     }
+                    let permits = match inflight_permits(&conn_slots, n_events, ctx).await {
+                        Ok(p) => p,
+                        Err(why) => {
+                            PublishCounters::add(&ctx.publishes.rejected_inflight, n_events);
+                            let reply = error_frame(req_id, ErrorCode::Busy, ctx, why);
+                            if tx.send(reply).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
                     let (ticket, done, ids, outcome) = {
                         let publisher = publisher.lock().unwrap_or_else(|p| p.into_inner());
                         for e in &mut events {
@@ -295,6 +422,7 @@ async fn serve_client(
                         } else {
                             ErrorCode::ShuttingDown
                         };
+                        PublishCounters::add(&ctx.publishes.rejected_rings, n_events);
                         let msg = format!(
                             "{} of {} events refused by full tier rings; retry with the same ids",
                             outcome.rejected.len() + outcome.dropped,
@@ -308,7 +436,16 @@ async fn serve_client(
                     let tx = tx.clone();
                     let ctx2 = ctx.clone();
                     tokio::spawn(async move {
-                        let reply = match tokio::time::timeout(ctx2.request_timeout, done).await {
+                        let counters = &ctx2.publishes;
+                        let answer = tokio::time::timeout(ctx2.request_timeout, done).await;
+                        let counter = match &answer {
+                            Ok(Ok(Ok(_))) => &counters.acked,
+                            Ok(Ok(Err(AckError::Dropped(_)))) => &counters.rejected_raft,
+                            Err(_) => &counters.timed_out,
+                            _ => &counters.other_errors,
+                        };
+                        PublishCounters::add(counter, n_events);
+                        let reply = match answer {
                             Ok(Ok(Ok(offsets))) => {
                                 let mut b = BytesMut::with_capacity(24 + offsets.len() * 8);
                                 frame::put_publish_ok(&mut b, req_id, &offsets);
@@ -328,6 +465,12 @@ async fn serve_client(
                                 };
                                 error_frame(req_id, code, &ctx2, why)
                             }
+                            Ok(Ok(Err(AckError::ShuttingDown))) | Ok(Err(_))
+                                if ctx2.metrics.storage_failure().is_some() =>
+                            {
+                                let why = ctx2.metrics.storage_failure().unwrap_or_default();
+                                storage_failed_frame(req_id, &ctx2, &why)
+                            }
                             Ok(Ok(Err(AckError::ShuttingDown))) | Ok(Err(_)) => error_frame(
                                 req_id,
                                 ErrorCode::ShuttingDown,
@@ -345,6 +488,9 @@ async fn serve_client(
                             }
                         };
                         let _ = tx.send(reply).await;
+                        // The request stops counting against the limits once its answer is
+                        // queued: a client that does not read its answers runs out of slots.
+                        drop(permits);
                     });
                 }
                 Kind::Subscribe => {
@@ -353,7 +499,14 @@ async fn serve_client(
                 }
                 Kind::Status => {
                     let (req_id, _) = frame::decode_req_id(&body).map_err(invalid)?;
-                    let json = serde_json::to_vec(&ctx.metrics.status()).map_err(invalid)?;
+                    // The status, plus this node's publish outcomes (clients that parse only
+                    // the status ignore the extra field).
+                    let mut v = serde_json::to_value(ctx.metrics.status()).map_err(invalid)?;
+                    if let Some(o) = v.as_object_mut() {
+                        let p = serde_json::to_value(ctx.publishes.snapshot()).map_err(invalid)?;
+                        o.insert("publishes".into(), p);
+                    }
+                    let json = serde_json::to_vec(&v).map_err(invalid)?;
                     let mut b = BytesMut::new();
                     frame::put_frame_with(&mut b, Kind::StatusOk, |b| {
                         b.extend_from_slice(&req_id.to_le_bytes());
@@ -453,6 +606,11 @@ async fn serve_client(
         Ok(())
     }
     .await;
+    if let Err(e) = &result {
+        if e.kind() == io::ErrorKind::InvalidData && !told.load(Ordering::Relaxed) {
+            let _ = tx.send(protocol_error_frame(0, ctx, e)).await;
+        }
+    }
     drop(tx);
     let _ = writer.await;
     result
@@ -531,7 +689,82 @@ async fn send_snapshot(req_id: u64, tx: &mpsc::Sender<BytesMut>, ctx: &Arc<Serve
     }
 }
 
+/// Takes a connection slot and one node-wide permit per event, per the overload policy:
+/// `Block` waits (the connection is not read meanwhile), `Reject` says why it cannot.
+async fn inflight_permits(
+    conn_slots: &Arc<Semaphore>,
+    events: usize,
+    ctx: &ServerCtx,
+) -> Result<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>), String> {
+    // A request larger than the whole node-wide budget takes all of it (never waits forever).
+    let n = events.min(ctx.max_inflight_events) as u32;
+    let closed = || "node shutting down".to_string();
+    match ctx.overload_policy {
+        OverloadPolicy::Block => {
+            let slot = conn_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| closed())?;
+            let ev = if n == 0 {
+                None
+            } else {
+                Some(
+                    ctx.inflight_events
+                        .clone()
+                        .acquire_many_owned(n)
+                        .await
+                        .map_err(|_| closed())?,
+                )
+            };
+            Ok((slot, ev))
+        }
+        OverloadPolicy::Reject => {
+            let slot = conn_slots.clone().try_acquire_owned().map_err(|_| {
+                format!(
+                    "{} publishes already in flight on this connection; retry with the same ids",
+                    ctx.max_inflight_per_connection
+                )
+            })?;
+            let ev = if n == 0 {
+                None
+            } else {
+                Some(
+                    ctx.inflight_events
+                        .clone()
+                        .try_acquire_many_owned(n)
+                        .map_err(|_| {
+                            format!(
+                                "node at its limit of {} events in flight; retry with the same ids",
+                                ctx.max_inflight_events
+                            )
+                        })?,
+                )
+            };
+            Ok((slot, ev))
+        }
+    }
+}
+
+/// The answer to a publish on a node whose log cannot be written: not acknowledged, retryable
+/// on another node (its events were not persisted here; if a quorum committed them anyway, a
+/// retry with the same ids is deduplicated to the original offsets).
+fn storage_failed_frame(req_id: u64, ctx: &ServerCtx, why: &str) -> BytesMut {
+    error_frame(
+        req_id,
+        ErrorCode::Unavailable,
+        ctx,
+        format!(
+            "storage failed on node {}: {why}; this node accepts no writes, publish to another node",
+            ctx.id
+        ),
+    )
+}
+
 fn check_publish(req_id: u64, events: &[Event], ctx: &ServerCtx) -> Option<BytesMut> {
+    if let Some(why) = ctx.metrics.storage_failure() {
+        return Some(storage_failed_frame(req_id, ctx, &why));
+    }
     if !ctx.metrics.is_leader() {
         let (code, msg) = if ctx.metrics.leader_id() == 0 {
             (ErrorCode::Unavailable, "no leader elected yet; retry")
@@ -650,6 +883,11 @@ mod admin_auth_tests {
             tls: None,
             admin_token: token.map(|t| AdminToken::new(t.to_vec())),
             tls_handshake_failures: AtomicU64::new(0),
+            overload_policy: OverloadPolicy::Reject,
+            max_inflight_per_connection: 8,
+            inflight_events: Arc::new(Semaphore::new(64)),
+            max_inflight_events: 64,
+            publishes: Default::default(),
         }
     }
 

@@ -246,7 +246,10 @@ impl Recovered {
         }
     }
 
-    fn apply(&mut self, rec: Record) {
+    /// Applies one record; an entries record that is not contiguous in itself or would leave a
+    /// gap after the log so far is refused (as a corrupt record: the writer never produces one;
+    /// found by the `wal-replay` fuzz target).
+    fn apply(&mut self, rec: Record) -> Result<(), String> {
         match rec {
             Record::HardState(hs) => self.hard_state = Some(hs),
             Record::ConfState(cs) => self.conf_state = Some(cs),
@@ -256,8 +259,22 @@ impl Recovered {
             }
             Record::Entries(es) => {
                 let Some(first) = es.first().map(|e| e.index) else {
-                    return;
+                    return Ok(());
                 };
+                if let Some(w) = es
+                    .windows(2)
+                    .find(|w| w[1].index != w[0].index.wrapping_add(1))
+                {
+                    return Err(format!(
+                        "entries not contiguous: {} after {}",
+                        w[1].index, w[0].index
+                    ));
+                }
+                if let Some(last) = self.entries.last().map(|e| e.index) {
+                    if first > last.saturating_add(1) {
+                        return Err(format!("entries from {first} leave a gap after {last}"));
+                    }
+                }
                 if let Some(base) = self.entries.first().map(|e| e.index) {
                     let keep = first.saturating_sub(base) as usize;
                     self.entries.truncate(keep.min(self.entries.len()));
@@ -265,6 +282,7 @@ impl Recovered {
                 self.entries.extend(es);
             }
         }
+        Ok(())
     }
 }
 
@@ -286,6 +304,8 @@ pub struct Wal {
     last_cs: Option<ConfState>,
     /// Index of the snapshot in `state.snapshot` (0 = none).
     snapshot_index: u64,
+    /// Set by the first failed write or fsync; every later `sync` fails (see `sync`).
+    failed: Option<String>,
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -321,10 +341,24 @@ impl Wal {
             let is_last = i + 1 == seqs.len();
             let mut pos = 0usize;
             loop {
-                match decode_record(&data[pos..]) {
-                    Ok(Some((r, used))) => {
-                        seg_max = seg_max.max(Recovered::max_index(&r));
-                        rec.apply(r);
+                let decoded = decode_record(&data[pos..]).and_then(|r| match r {
+                    Some((r, used)) => {
+                        let max = Recovered::max_index(&r);
+                        match rec.apply(r) {
+                            Ok(()) => {
+                                seg_max = seg_max.max(max);
+                                Ok(Some(used))
+                            }
+                            Err(reason) => Err(DecodeError::Invalid {
+                                field: "entries",
+                                reason,
+                            }),
+                        }
+                    }
+                    None => Ok(None),
+                });
+                match decoded {
+                    Ok(Some(used)) => {
                         pos += used;
                     }
                     Ok(None) if pos == data.len() => break,
@@ -389,6 +423,7 @@ impl Wal {
                 last_hs: rec.hard_state.clone(),
                 last_cs: rec.conf_state.clone(),
                 snapshot_index: 0,
+                failed: None,
             },
             rec,
         ))
@@ -521,19 +556,42 @@ impl Wal {
     }
 
     /// Writes everything buffered and fsyncs it. Returns how long the fsync took (`None` when
-    /// nothing was buffered).
+    /// nothing was buffered). After one failed write or fsync the log is poisoned: every later
+    /// call fails, so bytes whose fsync failed are never reported durable by a retry.
     pub fn sync(&mut self) -> Result<Option<Duration>, ClusterError> {
         if self.buf.is_empty() {
             return Ok(None);
         }
         let path = segment_path(&self.dir, self.seq);
-        self.file
-            .write_all(&self.buf)
-            .map_err(|e| ClusterError::io(&path, e))?;
+        if let Some(why) = &self.failed {
+            // After a failed write or fsync the file's state is unknown (the kernel may have
+            // dropped the dirty pages): never write or fsync again, never report success.
+            return Err(ClusterError::io(
+                &path,
+                std::io::Error::other(format!("log failed earlier: {why}")),
+            ));
+        }
+        let written = match crate::fault::check(&self.dir, crate::fault::WalOp::Write) {
+            Some(e) => {
+                // A short write, as a full disk produces: half the buffer, then the error.
+                let _ = self.file.write_all(&self.buf[..self.buf.len() / 2]);
+                Err(e)
+            }
+            None => self.file.write_all(&self.buf),
+        };
+        if let Err(e) = written {
+            self.failed = Some(format!("write: {e}"));
+            return Err(ClusterError::io(&path, e));
+        }
         let t = Instant::now();
-        self.file
-            .sync_data()
-            .map_err(|e| ClusterError::io(&path, e))?;
+        let synced = match crate::fault::check(&self.dir, crate::fault::WalOp::Fsync) {
+            Some(e) => Err(e),
+            None => self.file.sync_data(),
+        };
+        if let Err(e) = synced {
+            self.failed = Some(format!("fsync: {e}"));
+            return Err(ClusterError::io(&path, e));
+        }
         let took = t.elapsed();
         self.segment_len += self.buf.len() as u64;
         self.total_bytes += self.buf.len() as u64;
@@ -707,6 +765,21 @@ mod tests {
             fs::read(dir.path().join(crate::snapshot::DATA_DIR_FILE)).unwrap(),
             b"snapshot bytes"
         );
+    }
+
+    #[test]
+    fn a_checksummed_record_leaving_a_gap_is_treated_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(dir.path(), 1 << 16).unwrap();
+            wal.append_entries(&[entry(1, 1, b"a"), entry(2, 1, b"b")]);
+            wal.append_entries(&[entry(5, 1, b"e")]);
+            wal.sync().unwrap();
+        }
+        let (_, rec) = Wal::open(dir.path(), 1 << 16).unwrap();
+        let got: Vec<u64> = rec.entries.iter().map(|e| e.index).collect();
+        assert_eq!(got, vec![1, 2], "the gap record is cut off as a bad tail");
+        assert!(rec.truncated_bytes > 0);
     }
 
     proptest! {

@@ -147,12 +147,16 @@ fn publish_subscribe_redirect_dedup_and_bad_frames() {
         let mut s = std::net::TcpStream::connect(&eps[(leader - 1) as usize]).unwrap();
         s.write_all(&bad).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut sink = [0u8; 64];
+        // The server says why (one BadRequest error frame), then closes the connection.
+        let mut said = Vec::new();
+        s.read_to_end(&mut said).unwrap();
+        let (k, body, used) = frame::decode_frame(&said, 1 << 20).unwrap().unwrap();
+        assert_eq!(k, Kind::Error);
         assert_eq!(
-            s.read(&mut sink).unwrap_or(0),
-            0,
-            "server closes the bad connection"
+            frame::decode_error(body).unwrap().code,
+            ErrorCode::BadRequest
         );
+        assert_eq!(used, said.len(), "server closes the bad connection");
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while node.protocol_errors() < before + 2 && std::time::Instant::now() < deadline {

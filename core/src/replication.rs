@@ -114,6 +114,10 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
     /// Counters.
     pub counters: ReplicationCounters,
+    /// Why this node's log can no longer be written (full disk, failed fsync), if it cannot:
+    /// such a node accepts no writes and is not ready until restarted on working storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_failure: Option<String>,
 }
 
 /// Latency histograms of one node's replication, in nanoseconds.

@@ -405,6 +405,15 @@ pub const RAFT_HAS_LEADER: MetricDef = def(
     "1 if this node knows a raft leader, else 0.",
     Cluster,
 );
+/// 1 when this node's log can no longer be written.
+pub const RAFT_STORAGE_FAILED: MetricDef = def(
+    "eventstream_raft_storage_failed",
+    Gauge,
+    "1",
+    &[],
+    "1 if this node's log can no longer be written (full disk, failed fsync): it accepts no writes until restarted on working storage (the reason is in /ready and the status), else 0.",
+    Cluster,
+);
 /// This node's raft id.
 pub const RAFT_NODE_ID: MetricDef = def(
     "eventstream_raft_node_id",
@@ -656,6 +665,7 @@ pub const ALL: &[MetricDef] = &[
     RAFT_STATE,
     RAFT_IS_LEADER,
     RAFT_HAS_LEADER,
+    RAFT_STORAGE_FAILED,
     RAFT_NODE_ID,
     RAFT_TERM,
     RAFT_COMMIT_INDEX,

@@ -283,6 +283,7 @@ struct ClusterSeries {
     state: [Gauge; 4],
     is_leader: Gauge,
     has_leader: Gauge,
+    storage_failed: Gauge,
     node_id: Gauge,
     term: Gauge,
     commit_index: Gauge,
@@ -316,6 +317,7 @@ impl ClusterSeries {
                 .map(|role| register_gauge(r, &RAFT_STATE, &[("state", role.as_str())])),
             is_leader: g(&RAFT_IS_LEADER),
             has_leader: g(&RAFT_HAS_LEADER),
+            storage_failed: g(&RAFT_STORAGE_FAILED),
             node_id: g(&RAFT_NODE_ID),
             term: g(&RAFT_TERM),
             commit_index: g(&RAFT_COMMIT_INDEX),
@@ -347,6 +349,7 @@ impl ClusterSeries {
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         self.is_leader.set(flag(s.role == RaftRole::Leader));
         self.has_leader.set(flag(s.leader_id.is_some()));
+        self.storage_failed.set(flag(s.storage_failure.is_some()));
         self.node_id.set(s.node_id as f64);
         self.term.set(s.term as f64);
         self.commit_index.set(s.commit_index as f64);

@@ -71,6 +71,7 @@ impl FakeCluster {
                     snapshots_received: 0,
                     compactions: 2,
                 },
+                storage_failure: None,
             }),
             ready: Mutex::new(Ok(())),
             fsync_ns: Mutex::new(fsync),
