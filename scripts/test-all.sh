@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of eventstream: formatting, lints, unit/integration/property/doc tests, loom
 # model checks of the lock-free ring, the operations checks (alerts, k8s, dashboards) and the
-# end-to-end tests against real Prometheus and Chromium. Installs what it needs when missing.
+# end-to-end tests against real Prometheus and Chromium, 50 chaos cycles and bounded fuzzing. Installs what it needs when missing.
 #
 # Usage: scripts/test-all.sh        (from anywhere in the repository)
 set -euo pipefail
@@ -32,5 +32,8 @@ bash scripts/check-ops.sh
 
 step "chaos: 50 fault cycles against real node processes, history checked"
 bash scripts/chaos-ci.sh
+
+step "fuzz: decoders and config parsers, 15 s per target, allocation-bounded"
+bash scripts/fuzz-ci.sh
 
 step "all tests passed"
