@@ -81,6 +81,9 @@ struct PipelineReport {
     dropped: u64,
     dedup_hits: u64,
     processed: u64,
+    /// Batches the workers handed to their stage: `processed / worker_batches` is the mean
+    /// batch, which shows how close the worker is to saturation (1 = it keeps up event by event).
+    worker_batches: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     baseline_crossbeam: Option<BaselineReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,6 +290,7 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         dropped: stats.dropped.total(),
         dedup_hits: stats.dedup_hits,
         processed: stats.processed,
+        worker_batches: stats.workers.iter().map(|w| w.batches).sum(),
         baseline_crossbeam: None,
         speedup_vs_crossbeam: None,
     };
@@ -371,8 +375,12 @@ fn print_table(r: &PipelineReport) {
         r.p50_ns, r.p90_ns, r.p99_ns, r.p999_ns, r.max_ns
     );
     println!(
-        "  processed {}  dropped {}  dedup hits {}",
-        r.processed, r.dropped, r.dedup_hits
+        "  processed {}  dropped {}  dedup hits {}  worker batches {} (mean {:.1} events)",
+        r.processed,
+        r.dropped,
+        r.dedup_hits,
+        r.worker_batches,
+        r.processed as f64 / r.worker_batches.max(1) as f64
     );
     if let (Some(b), Some(x)) = (&r.baseline_crossbeam, r.speedup_vs_crossbeam) {
         println!(
