@@ -86,6 +86,9 @@ struct PipelineReport {
     dropped: u64,
     dedup_hits: u64,
     processed: u64,
+    /// Batches the workers handed to their stage: `processed / worker_batches` is the mean
+    /// batch, which shows how close the worker is to saturation (1 = it keeps up event by event).
+    worker_batches: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     baseline_crossbeam: Option<BaselineReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -196,14 +199,19 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         producer_cores(&allowed, &worker_cores)
     };
 
-    let progress = Arc::new(AtomicU64::new(0));
+    // Padded: producers bump it on every publish; it must not share a cache line with anything
+    // the worker reads (it is a small heap allocation, like the engine's own flags).
+    let progress = Arc::new(Padded(AtomicU64::new(0)));
     let done = Arc::new(AtomicBool::new(false));
     let reporter = spawn_progress(progress.clone(), done.clone(), args.events);
     let payload = Bytes::from_static(&PAYLOAD[..args.payload_bytes]);
     let per_producer = args.events / args.producers as u64;
     let extra = args.events % args.producers as u64;
-    let start = Instant::now();
-    let t0 = clock::now_ns() + 1_000_000; // open loop starts 1 ms from now, for every producer
+    // Every producer pins itself and waits here; then the clock starts for all of them at once
+    // (the open-loop schedule's first intended send time is `t0`, shared by every producer).
+    let ready = Arc::new(std::sync::Barrier::new(args.producers + 1));
+    let go = Arc::new(std::sync::Barrier::new(args.producers + 1));
+    let t0_shared = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
     for p in 0..args.producers {
         let publisher = engine.publisher();
@@ -212,10 +220,14 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         let progress = progress.clone();
         let payload = payload.clone();
         let (batch, rate) = (args.batch, args.rate / args.producers as u64);
+        let (ready, go, t0_shared) = (ready.clone(), go.clone(), t0_shared.clone());
         handles.push(std::thread::spawn(move || {
             if let Some(c) = core {
                 core_affinity::set_for_current(c);
             }
+            ready.wait();
+            go.wait();
+            let t0 = t0_shared.load(Ordering::Relaxed);
             let mut buf: Vec<Event> = Vec::with_capacity(batch);
             let topic = eventstream_core::Topic::new_inline("bench");
             let make = |ingest_ns| Event {
@@ -234,7 +246,7 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
                     let out = publisher.publish_batch(&mut buf);
                     rejected += out.rejected.len() as u64;
                     sent += k;
-                    progress.fetch_add(k, Ordering::Relaxed);
+                    progress.0.fetch_add(k, Ordering::Relaxed);
                 }
             } else {
                 let interval = 1e9 / rate as f64;
@@ -253,12 +265,18 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
                     let out = publisher.publish_batch_with_timestamps(&mut buf);
                     rejected += out.rejected.len() as u64;
                     sent += k;
-                    progress.fetch_add(k, Ordering::Relaxed);
+                    progress.0.fetch_add(k, Ordering::Relaxed);
                 }
             }
             rejected
         }));
     }
+    ready.wait();
+    let start = Instant::now();
+    // The schedule starts 100 µs from now, once every producer has left the barrier.
+    // Relaxed: the `go` barrier orders this store before every producer's load.
+    t0_shared.store(clock::now_ns() + 100_000, Ordering::Relaxed);
+    go.wait();
     let mut rejected = 0;
     for h in handles {
         rejected += h.join().map_err(|_| anyhow::anyhow!("producer panicked"))?;
@@ -266,6 +284,7 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
     let stats = engine.shutdown().context("shutting down")?;
     let seconds = start.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);
+    reporter.thread().unpark();
     let _ = reporter.join();
     if rejected > 0 {
         bail!("{rejected} events were handed back by the engine");
@@ -289,6 +308,7 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         dropped: stats.dropped.total(),
         dedup_hits: stats.dedup_hits,
         processed: stats.processed,
+        worker_batches: stats.workers.iter().map(|w| w.batches).sum(),
         baseline_crossbeam: None,
         speedup_vs_crossbeam: None,
     };
@@ -315,24 +335,30 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
 }
 
 fn spawn_progress(
-    progress: Arc<AtomicU64>,
+    progress: Arc<Padded<AtomicU64>>,
     done: Arc<AtomicBool>,
     total: u64,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let start = Instant::now();
         let mut last = 0;
-        while !done.load(Ordering::Relaxed) {
-            for _ in 0..10 {
-                std::thread::sleep(Duration::from_millis(100));
-                if done.load(Ordering::Relaxed) {
-                    return;
-                }
+        let mut next = Duration::from_secs(1);
+        // Wakes once a second (and when unparked at the end), not more often: on two cores every
+        // wake-up of this thread preempts a producer or the worker and shows up in the tail.
+        loop {
+            let elapsed = start.elapsed();
+            if done.load(Ordering::Relaxed) {
+                return;
             }
-            let now = progress.load(Ordering::Relaxed);
+            if elapsed < next {
+                std::thread::park_timeout(next - elapsed);
+                continue;
+            }
+            next += Duration::from_secs(1);
+            let now = progress.0.load(Ordering::Relaxed);
             eprintln!(
                 "[{:>5.1}s] published {:>12} / {} ({:>5.1}%), {:>8.2} M events/s",
-                start.elapsed().as_secs_f64(),
+                elapsed.as_secs_f64(),
                 now,
                 total,
                 now as f64 * 100.0 / total as f64,
@@ -342,6 +368,10 @@ fn spawn_progress(
         }
     })
 }
+
+/// Keeps a hot shared counter on its own cache lines.
+#[repr(align(128))]
+struct Padded<T>(T);
 
 fn print_table(r: &PipelineReport) {
     println!("eventstream bench pipeline");
@@ -363,8 +393,12 @@ fn print_table(r: &PipelineReport) {
         r.p50_ns, r.p90_ns, r.p99_ns, r.p999_ns, r.max_ns
     );
     println!(
-        "  processed {}  dropped {}  dedup hits {}",
-        r.processed, r.dropped, r.dedup_hits
+        "  processed {}  dropped {}  dedup hits {}  worker batches {} (mean {:.1} events)",
+        r.processed,
+        r.dropped,
+        r.dedup_hits,
+        r.worker_batches,
+        r.processed as f64 / r.worker_batches.max(1) as f64
     );
     if let (Some(b), Some(x)) = (&r.baseline_crossbeam, r.speedup_vs_crossbeam) {
         println!(

@@ -51,7 +51,27 @@ fn wait_for(counter: &AtomicU64, target: u64) {
     }
 }
 
+/// Lets the calling thread run on any of `cores` (`core_affinity` can only pin to one).
+fn set_mask_of_current(cores: &[core_affinity::CoreId]) {
+    if cores.is_empty() {
+        return;
+    }
+    // SAFETY: `set` is a plain bitmask owned by this frame; CPU_ZERO/CPU_SET only write into it
+    // (ids are below CPU_SETSIZE: they came from this thread's own mask), and
+    // sched_setaffinity(0, ..) reads it for the calling thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for c in cores {
+            libc::CPU_SET(c.id, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(rc, 0, "sched_setaffinity failed");
+}
+
 fn pipeline(c: &mut Criterion) {
+    let all_cores = core_affinity::get_core_ids().unwrap_or_default();
     let (consumer_core, producer_core) = cores();
     // The engine reads the allowed-core mask of the thread that starts it: start it before this
     // thread pins itself (its worker then takes the first core, the consumer core).
@@ -171,12 +191,18 @@ fn pipeline(c: &mut Criterion) {
                 h.store(n, Ordering::Release);
             }
         };
+        // `pin_at_core` refuses a core outside the *calling* thread's mask, and this thread is
+        // pinned to the producer core: widen its mask while the processor thread is started.
+        set_mask_of_current(&all_cores);
         let builder = build_single_producer(16_384, Event::default, BusySpin);
         let builder = match consumer_core {
             Some(c) => builder.pin_at_core(c.id),
             None => builder,
         };
         let mut producer = builder.handle_events_with(processor).build();
+        if let Some(c) = producer_core {
+            core_affinity::set_for_current(c);
+        }
         let mut next_id = 1u64;
         g.bench_function("disruptor", |b| {
             b.iter_custom(|iters| {

@@ -7,4 +7,11 @@
 //!   event) on eventstream, and the same work on crossbeam-channel and on the `disruptor` crate,
 //!   in the same run, so the README can show ratios.
 //!
+//! * `apply` — the apply stage alone, in wall-clock time (`apply/…`) and in this thread's CPU
+//!   time (`apply_cpu/…`, which does not count time spent preempted: usable for A/B while other
+//!   work shares the machine).
+//!
+//! `examples/apply_cost.rs` applies a fixed number of events (`apply_cost EVENTS BATCH`), for
+//! `perf stat -e task-clock` comparisons between builds.
+//!
 //! Run them with `cargo bench -p eventstream-benches` (or `--bench pipeline`).

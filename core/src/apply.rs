@@ -19,7 +19,6 @@ pub struct Applier {
     dedup: DedupWindow,
     dispatcher: Arc<Dispatcher>,
     stats: LocalStats,
-    fresh: Vec<Event>,
     /// The last topic dispatched and its handlers: consecutive batches are usually of the same
     /// topic, and a 24-byte compare is cheaper than hashing the name.
     last_route: Option<(crate::event::Topic, std::ops::Range<usize>)>,
@@ -46,7 +45,6 @@ impl Applier {
             dedup: DedupWindow::new(dedup),
             dispatcher,
             stats: LocalStats::new(slot, stats_flush),
-            fresh: Vec::new(),
             last_route: None,
         }
     }
@@ -69,31 +67,38 @@ impl Applier {
 
     fn apply_inner(&mut self, batch: &mut Vec<Event>, received_ns: Option<u64>) -> ApplyOutcome {
         let before = self.stats.counters;
-        self.fresh.clear();
-        self.fresh.reserve(batch.len());
         let c = &mut self.stats.counters;
         // With the window off there are no decisions to count (see `count_dedup`).
         let counting = self.dedup.window() > 0;
-        for event in batch.drain(..) {
+        // Dedup in place: fresh events are compacted to the front of `batch` (a swap only once
+        // a duplicate has been seen, so the common all-fresh batch moves nothing) and the
+        // duplicates left at the end are dropped by `truncate`. Order among fresh events is kept.
+        let mut fresh = 0;
+        for i in 0..batch.len() {
+            let event = &batch[i];
             c.by_priority[event.priority.index()] += 1;
             match self.dedup.check(event.id.0, event.ingest_ns) {
                 Decision::Fresh => {
-                    c.dedup_misses += u64::from(counting);
-                    self.fresh.push(event);
+                    if fresh != i {
+                        batch.swap(fresh, i);
+                    }
+                    fresh += 1;
                 }
                 Decision::Duplicate => c.dedup_hits += 1,
             }
         }
+        c.dedup_misses += fresh as u64 * u64::from(counting);
+        batch.truncate(fresh);
         let mut now = clock::now_ns();
         let mut start = 0;
-        let fresh = &self.fresh;
-        while start < fresh.len() {
-            let topic = &fresh[start].topic;
+        let events = &batch[..];
+        while start < events.len() {
+            let topic = &events[start].topic;
             let mut end = start + 1;
-            while end < fresh.len() && fresh[end].topic == *topic {
+            while end < events.len() && events[end].topic == *topic {
                 end += 1;
             }
-            let run = &fresh[start..end];
+            let run = &events[start..end];
             let route = match &self.last_route {
                 Some((t, r)) if t == topic => r.clone(),
                 _ => {
@@ -112,19 +117,16 @@ impl Applier {
                     self.stats
                         .record_latency_n(now.saturating_sub(origin), run.len() as u64);
                 }
-                None => {
-                    for e in run {
-                        self.stats.record_latency(now.saturating_sub(e.ingest_ns));
-                    }
-                }
+                None => record_run_latencies(&mut self.stats, now, run),
             }
             let out = self.dispatcher.dispatch_run(handlers, run);
             self.stats.counters.handler_panics += out.panics;
             self.stats.counters.handler_errors += out.errors;
             start = end;
         }
+        batch.clear();
         let c = &mut self.stats.counters;
-        c.processed += self.fresh.len() as u64;
+        c.processed += fresh as u64;
         c.batches += 1;
         let outcome = ApplyOutcome {
             dispatched: (c.processed - before.processed) as usize,
@@ -160,6 +162,23 @@ impl Applier {
     /// Replaces the dedup window (after installing a snapshot).
     pub fn set_dedup(&mut self, window: DedupWindow) {
         self.dedup = window;
+    }
+}
+
+/// Records `now - ingest_ns` for every event of `run` (all dispatched at `now`). Events published
+/// together share one `ingest_ns`, so equal neighbours are counted with one histogram update:
+/// the histogram is exactly the one per-event recording would give, at a fraction of the cost.
+#[inline]
+fn record_run_latencies(stats: &mut LocalStats, now: u64, run: &[Event]) {
+    let mut i = 0;
+    while i < run.len() {
+        let ingest = run[i].ingest_ns;
+        let mut j = i + 1;
+        while j < run.len() && run[j].ingest_ns == ingest {
+            j += 1;
+        }
+        stats.record_latency_n(now.saturating_sub(ingest), (j - i) as u64);
+        i = j;
     }
 }
 
@@ -223,5 +242,44 @@ mod tests {
         assert_eq!(st.priority(Priority::High), 5);
         assert_eq!(st.latency.count, 4);
         assert!(st.latency.max_ns < 1_000_000_000);
+    }
+
+    #[test]
+    fn every_fresh_event_gets_its_own_latency_recorded() {
+        let stats = StatsHandle::detached();
+        let mut a = Applier::new(
+            DedupConfig::default(),
+            Arc::new(Dispatcher::new()),
+            stats.register("t"),
+            Duration::from_millis(1),
+        );
+        // The clock starts at 1 on first use in the process: let it pass 50 ms.
+        while clock::now_ns() < 60_000_000 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let now = clock::now_ns();
+        // Runs of equal ingest times (as a publish batch stamps them), a duplicate in the
+        // middle of a run, and a topic change.
+        let old = now - 50_000_000;
+        let ev = |id, topic: &str, ingest_ns| Event {
+            ingest_ns,
+            ..Event::new(topic, Priority::High, &b""[..]).with_id(id)
+        };
+        let mut batch = vec![
+            ev(1, "a", old),
+            ev(2, "a", old),
+            ev(1, "a", old),
+            ev(3, "a", now),
+            ev(4, "b", now),
+            ev(5, "b", old),
+        ];
+        let out = a.apply(&mut batch);
+        assert_eq!(out.dispatched, 5);
+        a.flush();
+        let h = stats.latency_histogram();
+        assert_eq!(h.len(), 5);
+        // Three events waited at least 50 ms, two far less.
+        assert_eq!(h.count_between(40_000_000, u64::MAX / 2), 3);
+        assert_eq!(h.count_between(1, 40_000_000 - 1), 2);
     }
 }

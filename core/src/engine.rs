@@ -9,6 +9,7 @@ use crate::lane::{Lane, Publisher};
 use crate::stats::{ApplierSlot, Stats, StatsHandle, TierSource};
 use crate::sync::{AtomicU8, AtomicUsize, Ordering};
 use crate::worker::{Stage, Worker, DRAINING, RUNNING, STOPPING};
+use crossbeam_utils::CachePadded;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -149,7 +150,9 @@ impl EngineBuilder {
                 .map(|l| l.clone() as Arc<dyn TierSource>)
                 .collect(),
         );
-        let state = Arc::new(AtomicU8::new(RUNNING));
+        // Padded: every worker reads it on every pass, and a small heap neighbour written by a
+        // producer on another core would otherwise drag its cache line back and forth.
+        let state = Arc::new(CachePadded::new(AtomicU8::new(RUNNING)));
         let mut factory: StageFactory = stage.unwrap_or_else(|| {
             Box::new(|ctx: StageContext<'_>| {
                 Box::new(Applier::new(
@@ -210,7 +213,7 @@ pub struct Engine {
     dispatcher: Arc<Dispatcher>,
     lanes: Vec<Arc<Lane>>,
     workers: Vec<JoinHandle<()>>,
-    state: Arc<AtomicU8>,
+    state: Arc<CachePadded<AtomicU8>>,
     stats: StatsHandle,
     next_lane: AtomicUsize,
     finished: bool,

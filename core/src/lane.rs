@@ -181,42 +181,50 @@ impl Lane {
         }
     }
 
-    /// Pushes `events[from..to]` (all of one tier) with batch claims; applies the tier's policy
-    /// to what does not fit. Leaves taken slots as `Event::default()`.
+    /// Pushes the next `len` events of `events` (all of one tier) with batch claims, passing each
+    /// through `stamp` as it is moved into its slot; applies the tier's policy to what does not
+    /// fit. Events are moved straight from the caller's buffer into the ring: no placeholder is
+    /// written back, and nothing is left to drop.
     fn publish_run(
         &self,
         tier: usize,
-        events: &mut [Event],
+        events: &mut std::vec::Drain<'_, Event>,
+        len: usize,
+        mut stamp: impl FnMut(&mut Event),
         outcome: &mut BatchOutcome,
         rejected: &mut Vec<Event>,
     ) {
         let ring = &self.rings[tier];
         let counters = &self.counters[tier];
-        let mut k = 0;
+        let mut left = len;
         let mut attempt = 0u32;
         let mut counted_full = false;
-        while k < events.len() {
-            let pushed = ring.push_with(events.len() - k, || {
-                let e = std::mem::take(&mut events[k]);
-                k += 1;
+        while left > 0 {
+            let pushed = ring.push_with(left, || {
+                let mut e = events.next().expect("the run has `left` more events");
+                stamp(&mut e);
                 e
             });
             match pushed {
                 None => {
-                    let n = events.len() - k;
                     counters
                         .rejected_closed
-                        .fetch_add(n as u64, Ordering::Relaxed);
-                    rejected.extend(events[k..].iter_mut().map(std::mem::take));
+                        .fetch_add(left as u64, Ordering::Relaxed);
+                    // Handed back stamped, as `publish` hands back a refused event.
+                    rejected.extend(events.by_ref().take(left).map(|mut e| {
+                        stamp(&mut e);
+                        e
+                    }));
                     return;
                 }
                 Some(n) if n > 0 => {
                     outcome.accepted += n;
+                    left -= n;
                     self.wake_worker();
                 }
                 Some(_) => {}
             }
-            if k == events.len() {
+            if left == 0 {
                 return;
             }
             // The ring is full for the rest of this run.
@@ -226,17 +234,22 @@ impl Lane {
             }
             match self.policies[tier] {
                 OverflowPolicy::Reject => {
-                    let n = events.len() - k;
                     counters
                         .rejected_full
-                        .fetch_add(n as u64, Ordering::Relaxed);
-                    rejected.extend(events[k..].iter_mut().map(std::mem::take));
+                        .fetch_add(left as u64, Ordering::Relaxed);
+                    // Handed back stamped, as `publish` hands back a refused event.
+                    rejected.extend(events.by_ref().take(left).map(|mut e| {
+                        stamp(&mut e);
+                        e
+                    }));
                     return;
                 }
                 OverflowPolicy::DropNewest => {
-                    let n = events.len() - k;
-                    counters.dropped_full.fetch_add(n as u64, Ordering::Relaxed);
-                    outcome.dropped += n;
+                    counters
+                        .dropped_full
+                        .fetch_add(left as u64, Ordering::Relaxed);
+                    outcome.dropped += left;
+                    events.by_ref().take(left).for_each(drop);
                     return;
                 }
                 OverflowPolicy::Block => {
@@ -364,26 +377,32 @@ impl Publisher {
         let mut outcome = BatchOutcome::default();
         let mut rejected = Vec::new();
         let map = self.lane.tier_map;
-        let n = events.len();
-        let mut i = 0;
-        while i < n {
-            let tier = map.tier(events[i].priority);
-            let mut j = i;
-            while j < n && map.tier(events[j].priority) == tier {
-                let e = &mut events[j];
+        let mut drain = events.drain(..);
+        while let Some(first) = drain.as_slice().first() {
+            let tier = map.tier(first.priority);
+            let len = drain
+                .as_slice()
+                .iter()
+                .position(|e| map.tier(e.priority) != tier)
+                .unwrap_or(drain.as_slice().len());
+            let stamp = |e: &mut Event| {
                 let ts = if keep_own && e.ingest_ns != 0 {
                     e.ingest_ns
                 } else {
                     now
                 };
                 self.stamp(e, ts);
-                j += 1;
-            }
-            self.lane
-                .publish_run(tier.index(), &mut events[i..j], &mut outcome, &mut rejected);
-            i = j;
+            };
+            self.lane.publish_run(
+                tier.index(),
+                &mut drain,
+                len,
+                stamp,
+                &mut outcome,
+                &mut rejected,
+            );
         }
-        events.clear();
+        drop(drain);
         outcome.rejected = rejected;
         outcome
     }

@@ -129,12 +129,6 @@ impl LocalStats {
         }
     }
 
-    /// Records one dispatched event's latency.
-    #[inline(always)]
-    pub(crate) fn record_latency(&mut self, ns: u64) {
-        self.histogram.saturating_record(ns.max(1));
-    }
-
     /// Records `n` dispatched events that share one latency.
     #[inline(always)]
     pub(crate) fn record_latency_n(&mut self, ns: u64, n: u64) {

@@ -9,6 +9,7 @@ use crate::ring::Consumer;
 use crate::stats::ApplierSlot;
 use crate::sync::{AtomicU8, Ordering};
 use crate::tier::Tier;
+use crossbeam_utils::CachePadded;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ pub(crate) struct Worker {
     pub(crate) lane: Arc<Lane>,
     pub(crate) consumers: [Consumer<Event>; 3],
     pub(crate) stage: Box<dyn Stage>,
-    pub(crate) state: Arc<AtomicU8>,
+    pub(crate) state: Arc<CachePadded<AtomicU8>>,
     pub(crate) slot: Arc<ApplierSlot>,
     pub(crate) core: Option<core_affinity::CoreId>,
     pub(crate) max_batch: usize,
@@ -65,7 +66,7 @@ impl Worker {
         lane: Arc<Lane>,
         consumers: [Consumer<Event>; 3],
         stage: Box<dyn Stage>,
-        state: Arc<AtomicU8>,
+        state: Arc<CachePadded<AtomicU8>>,
         slot: Arc<ApplierSlot>,
         core: Option<core_affinity::CoreId>,
     ) -> Self {

@@ -279,6 +279,73 @@ fn overflow_policies_reject_drop_and_block() {
 }
 
 #[test]
+fn publish_batch_of_mixed_tiers_hands_back_what_does_not_fit_in_order() {
+    let gate = Gate::default();
+    let g = gate.clone();
+    let entered = Arc::new(Barrier::new(2));
+    let e2 = entered.clone();
+    let first = Arc::new(AtomicBool::new(true));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let mut cfg = test_config();
+    cfg.tiers.realtime.capacity = 4;
+    cfg.tiers.realtime.overflow = OverflowPolicy::Reject;
+    cfg.tiers.batch.capacity = 4;
+    cfg.tiers.batch.overflow = OverflowPolicy::Reject;
+    let engine = Engine::builder()
+        .config(cfg)
+        .on_any(move |evs: &[Event]| {
+            if first.swap(false, Ordering::SeqCst) {
+                e2.wait(); // the worker is stuck in here until the gate opens
+                g.wait();
+            }
+            s.lock().unwrap().extend(evs.iter().map(|e| e.id.0));
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let publisher = engine.publisher();
+    let ev = |p, id| Event::new("x", p, &b""[..]).with_id(id);
+    assert_eq!(
+        publisher.publish(ev(Priority::High, 1)).unwrap(),
+        Published::Accepted
+    );
+    entered.wait();
+    // Runs: H2 H3 | L20 L21 | H4 H5 H6 | L22 L23 L24 | auto-id H; rings of 4 each.
+    let mut batch = vec![
+        ev(Priority::High, 2),
+        ev(Priority::High, 3),
+        ev(Priority::Low, 20),
+        ev(Priority::Low, 21),
+        ev(Priority::High, 4),
+        ev(Priority::High, 5),
+        ev(Priority::High, 6),
+        ev(Priority::Low, 22),
+        ev(Priority::Low, 23),
+        ev(Priority::Low, 24),
+        Event::new("x", Priority::Critical, &b""[..]),
+    ];
+    let out = publisher.publish_batch(&mut batch);
+    assert!(batch.is_empty());
+    assert_eq!(out.accepted, 8);
+    assert_eq!(out.dropped, 0);
+    let back: Vec<u64> = out.rejected.iter().map(|e| e.id.0).collect();
+    assert_eq!(&back[..2], &[6, 24]);
+    assert_eq!(back.len(), 3);
+    // Refused events come back stamped, like a refused `publish`: an id and an ingest time.
+    assert!(out.rejected.iter().all(|e| e.ingest_ns != 0 && e.id.0 != 0));
+    gate.open();
+    let stats = engine.shutdown().unwrap();
+    assert_eq!(stats.processed, 9);
+    assert_eq!(stats.rejected, 3);
+    let seen = seen.lock().unwrap().clone();
+    let high: Vec<u64> = seen.iter().copied().filter(|&i| i < 20).collect();
+    let low: Vec<u64> = seen.iter().copied().filter(|&i| i >= 20).collect();
+    assert_eq!(high, vec![1, 2, 3, 4, 5]);
+    assert_eq!(low, vec![20, 21, 22, 23]);
+}
+
+#[test]
 fn a_panicking_handler_is_counted_and_contained() {
     let good = Arc::new(AtomicU64::new(0));
     let g = good.clone();
