@@ -443,7 +443,10 @@ pub fn status_table(rows: &[(String, Result<ClusterStatus, String>)]) -> String 
                 s.applied_index.to_string(),
                 s.commit_index.saturating_sub(s.applied_index).to_string(),
                 s.leader_id.map_or("-".into(), |l| l.to_string()),
-                String::new(),
+                // A node whose log cannot be written answers, but accepts no writes: say why.
+                s.storage_failure
+                    .as_ref()
+                    .map_or(String::new(), |why| format!("storage failed: {why}")),
             ],
             Err(e) => {
                 let mut v = vec![ep.clone()];

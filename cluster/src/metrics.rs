@@ -3,12 +3,14 @@
 //! refreshes a few times a second. Implements core's [`ReplicationSource`] via
 //! [`NodeMetrics`], which exporters read; nothing here blocks the driver for long.
 
+use crate::server::PublishCounters;
 use eventstream_core::hdrhistogram::Histogram;
 use eventstream_core::replication::{
-    ClusterStatus, RaftRole, ReplicationCounters, ReplicationHistograms, ReplicationSource,
+    ClusterStatus, PublishOutcomes, RaftRole, ReplicationCounters, ReplicationHistograms,
+    ReplicationSource,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// One member as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,12 @@ pub struct NodeMetrics {
     pub(crate) stream_first_offset: AtomicU64,
     /// Next stream offset = last offset + 1 (refreshed with the status).
     pub(crate) stream_next_offset: AtomicU64,
+    /// Connections the server closed for protocol errors (the server holds the same counter).
+    pub(crate) protocol_errors: Arc<AtomicU64>,
+    /// Failed TLS handshakes (the server holds the same counter).
+    pub(crate) tls_handshake_failures: Arc<AtomicU64>,
+    /// Publish outcomes (the server holds the same counters).
+    pub(crate) publishes: Arc<PublishCounters>,
     /// Durations of taking (compaction, backup) and installing snapshots.
     snapshot_ns: Mutex<Histogram<u64>>,
     fsync: Mutex<Histogram<u64>>,
@@ -91,6 +99,8 @@ impl NodeMetrics {
             first_index: 0,
             last_index: 0,
             log_bytes: 0,
+            stream_first_offset: 0,
+            stream_next_offset: 0,
             proposals_pending: 0,
             peers_connected: 0,
             members: Vec::new(),
@@ -111,6 +121,9 @@ impl NodeMetrics {
             compactions: AtomicU64::new(0),
             stream_first_offset: AtomicU64::new(0),
             stream_next_offset: AtomicU64::new(0),
+            protocol_errors: Default::default(),
+            tls_handshake_failures: Default::default(),
+            publishes: Default::default(),
             snapshot_ns: Mutex::new(new_hist()),
             fsync: Mutex::new(new_hist()),
             commit: Mutex::new(new_hist()),
@@ -307,6 +320,20 @@ impl NodeMetrics {
             snapshots_sent: l(&self.snapshots_sent),
             snapshots_received: l(&self.snapshots_received),
             compactions: l(&self.compactions),
+            snapshot_send_failures: l(&self.snapshot_send_failures),
+            protocol_errors: l(&self.protocol_errors),
+            tls_handshake_failures: l(&self.tls_handshake_failures),
+            publishes: {
+                let p = self.publishes.snapshot();
+                PublishOutcomes {
+                    acked: p.acked,
+                    rejected_inflight: p.rejected_inflight,
+                    rejected_rings: p.rejected_rings,
+                    rejected_raft: p.rejected_raft,
+                    timed_out: p.timed_out,
+                    other_errors: p.other_errors,
+                }
+            },
         }
     }
 }
@@ -319,6 +346,7 @@ impl ReplicationSource for NodeMetrics {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         s.counters = self.counters();
+        (s.stream_first_offset, s.stream_next_offset) = self.stream_offsets();
         if let Some(why) = self.storage_failure() {
             s.storage_failure = Some(why);
             s.leader_id = None;
@@ -350,6 +378,7 @@ impl ReplicationSource for NodeMetrics {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            snapshot_ns: self.snapshot_durations(),
         }
     }
 
@@ -443,5 +472,33 @@ mod tests {
         assert_eq!(m.member(4).map(|x| x.addr), Some("h4:1".into()));
         m.set_connected(4, true);
         assert_eq!(m.status().peers_connected, 2);
+    }
+
+    #[test]
+    fn status_and_histograms_carry_the_exported_counters() {
+        let m = NodeMetrics::new(
+            1,
+            vec![Member {
+                id: 1,
+                addr: "a:1".into(),
+                http_addr: None,
+            }],
+        );
+        m.stream_first_offset.store(10, Ordering::Relaxed);
+        m.stream_next_offset.store(25, Ordering::Relaxed);
+        m.snapshot_send_failures.store(2, Ordering::Relaxed);
+        // The server holds the same counters (`ServerCtx` clones these `Arc`s).
+        m.protocol_errors.fetch_add(3, Ordering::Relaxed);
+        m.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+        m.record_snapshot(5_000_000);
+        let s = m.status();
+        assert_eq!((s.stream_first_offset, s.stream_next_offset), (10, 25));
+        assert_eq!(s.counters.snapshot_send_failures, 2);
+        assert_eq!(s.counters.protocol_errors, 3);
+        assert_eq!(s.counters.tls_handshake_failures, 1);
+        assert_eq!(s.counters.publishes, PublishOutcomes::default());
+        let h = m.histograms();
+        assert_eq!(h.snapshot_ns.len(), 1);
+        assert!(h.snapshot_ns.max() >= 5_000_000);
     }
 }

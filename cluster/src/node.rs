@@ -21,7 +21,6 @@ use eventstream_core::{
     DedupConfig, EngineBuilder, Event, IdleStrategy, OverflowPolicy, Stage, StatsHandle, Tier,
 };
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -230,15 +229,15 @@ impl Node {
             max_peer_frame: cfg.max_peer_frame_bytes as usize,
             max_event_bytes: cfg.max_event_bytes,
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
-            protocol_errors: AtomicU64::new(0),
+            protocol_errors: metrics.protocol_errors.clone(),
             tls: node_tls,
             admin_token,
-            tls_handshake_failures: AtomicU64::new(0),
+            tls_handshake_failures: metrics.tls_handshake_failures.clone(),
             overload_policy: cfg.overload_policy,
             max_inflight_per_connection: cfg.max_inflight_per_connection,
             inflight_events: Arc::new(tokio::sync::Semaphore::new(cfg.max_inflight_events)),
             max_inflight_events: cfg.max_inflight_events,
-            publishes: Default::default(),
+            publishes: metrics.publishes.clone(),
         });
         listener
             .set_nonblocking(true)

@@ -1152,6 +1152,8 @@ impl Replica {
                 .wal
                 .as_ref()
                 .map_or(self.log_bytes, |w| w.total_bytes()),
+            stream_first_offset: stream.first_offset(),
+            stream_next_offset: stream.next_offset(),
             proposals_pending: self.proposed.len() as u64,
             peers_connected: 0,
             members,

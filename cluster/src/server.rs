@@ -50,14 +50,14 @@ pub struct ServerCtx {
     pub max_event_bytes: usize,
     /// Publish commit timeout.
     pub request_timeout: Duration,
-    /// Connections closed for protocol errors (for tests and logs).
-    pub protocol_errors: AtomicU64,
+    /// Connections closed for protocol errors (shared with [`NodeMetrics`], which exports it).
+    pub protocol_errors: Arc<AtomicU64>,
     /// TLS for this node's port (`None`: plain TCP).
     pub tls: Option<Arc<NodeTls>>,
     /// Bearer token mutating admin operations require (`None`: they are open).
     pub admin_token: Option<AdminToken>,
-    /// Failed TLS handshakes (also counted in `protocol_errors`).
-    pub tls_handshake_failures: AtomicU64,
+    /// Failed TLS handshakes (also counted in `protocol_errors`; shared with [`NodeMetrics`]).
+    pub tls_handshake_failures: Arc<AtomicU64>,
     /// What a publish gets when an in-flight limit is reached.
     pub overload_policy: OverloadPolicy,
     /// Publish requests one connection may have in flight.
@@ -67,8 +67,8 @@ pub struct ServerCtx {
     pub inflight_events: Arc<Semaphore>,
     /// The number of permits `inflight_events` was created with.
     pub max_inflight_events: usize,
-    /// What happened to the publishes this node received.
-    pub publishes: PublishCounters,
+    /// What happened to the publishes this node received (shared with [`NodeMetrics`]).
+    pub publishes: Arc<PublishCounters>,
 }
 
 /// What the server knows about one client connection.
@@ -879,10 +879,10 @@ mod admin_auth_tests {
             max_peer_frame: 1 << 20,
             max_event_bytes: 1 << 10,
             request_timeout: Duration::from_secs(1),
-            protocol_errors: AtomicU64::new(0),
+            protocol_errors: Default::default(),
             tls: None,
             admin_token: token.map(|t| AdminToken::new(t.to_vec())),
-            tls_handshake_failures: AtomicU64::new(0),
+            tls_handshake_failures: Default::default(),
             overload_policy: OverloadPolicy::Reject,
             max_inflight_per_connection: 8,
             inflight_events: Arc::new(Semaphore::new(64)),

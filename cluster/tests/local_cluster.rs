@@ -163,6 +163,17 @@ fn publish_subscribe_redirect_dedup_and_bad_frames() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(node.protocol_errors(), before + 2);
+    // What the exporter publishes is the server's own count (the same counters, shared).
+    {
+        let counters = node.metrics().status().counters;
+        assert_eq!(counters.protocol_errors, node.protocol_errors());
+        // The publish the follower answered NotLeader above is an `other_error` outcome.
+        let f = cluster.nodes[(follower - 1) as usize].as_ref().unwrap();
+        let published = f.metrics().status().counters.publishes;
+        assert!(published.other_errors[0] >= 1, "{published:?}");
+        assert_eq!(published.other_errors, f.publish_counts().other_errors);
+        assert_eq!(published.acked, f.publish_counts().acked);
+    }
     // The good connection still works.
     let mut req = bytes::BytesMut::new();
     frame::put_status(&mut req, 42);

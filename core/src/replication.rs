@@ -83,6 +83,51 @@ pub struct ReplicationCounters {
     pub snapshots_received: u64,
     /// Log compactions done.
     pub compactions: u64,
+    /// Snapshots that could not be delivered to a follower (raft retries them).
+    #[serde(default)]
+    pub snapshot_send_failures: u64,
+    /// Client/peer connections closed for a protocol error (bad frame, failed TLS handshake, ...).
+    #[serde(default)]
+    pub protocol_errors: u64,
+    /// Failed TLS handshakes on the node's port (also counted in `protocol_errors`).
+    #[serde(default)]
+    pub tls_handshake_failures: u64,
+    /// Network publish requests the node answered, by outcome.
+    #[serde(default)]
+    pub publishes: PublishOutcomes,
+}
+
+/// Network publish requests a node answered, by outcome, each as `[requests, events]`. Every
+/// answered request is counted in exactly one outcome.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishOutcomes {
+    /// Acknowledged with offsets (committed).
+    pub acked: [u64; 2],
+    /// `Busy`: an in-flight limit was reached; nothing of the request was published.
+    pub rejected_inflight: [u64; 2],
+    /// `Busy`: a tier ring was full.
+    pub rejected_rings: [u64; 2],
+    /// `Busy` / `Unavailable`: raft refused the proposal.
+    pub rejected_raft: [u64; 2],
+    /// `Timeout`: not committed in time (may still commit).
+    pub timed_out: [u64; 2],
+    /// Anything else: not leader, no leader, storage failed, shutting down, bad request.
+    pub other_errors: [u64; 2],
+}
+
+impl PublishOutcomes {
+    /// Every outcome with its label value (`acked`, `rejected_inflight`, `rejected_rings`,
+    /// `rejected_raft`, `timed_out`, `other_error`) and `[requests, events]`.
+    pub fn by_outcome(&self) -> [(&'static str, [u64; 2]); 6] {
+        [
+            ("acked", self.acked),
+            ("rejected_inflight", self.rejected_inflight),
+            ("rejected_rings", self.rejected_rings),
+            ("rejected_raft", self.rejected_raft),
+            ("timed_out", self.timed_out),
+            ("other_error", self.other_errors),
+        ]
+    }
 }
 
 /// A node's replication state at one moment.
@@ -106,6 +151,13 @@ pub struct ClusterStatus {
     pub last_index: u64,
     /// Bytes the log takes on disk.
     pub log_bytes: u64,
+    /// First stream offset still retained (after compaction).
+    #[serde(default)]
+    pub stream_first_offset: u64,
+    /// Offset the next committed event will get; the last offset is `stream_next_offset - 1`
+    /// when `stream_next_offset > stream_first_offset` (else the stream holds nothing).
+    #[serde(default)]
+    pub stream_next_offset: u64,
     /// Proposals waiting for commit.
     pub proposals_pending: u64,
     /// Peers this node has a live connection to.
@@ -127,6 +179,8 @@ pub struct ReplicationHistograms {
     pub fsync_ns: Histogram<u64>,
     /// Propose → commit latency of each proposal.
     pub commit_ns: Histogram<u64>,
+    /// Duration of taking (compaction, backup) or installing each snapshot.
+    pub snapshot_ns: Histogram<u64>,
 }
 
 /// Implemented by a replicated node; read by exporters. Calls must be cheap and never block

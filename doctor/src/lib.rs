@@ -571,7 +571,18 @@ fn check_node(c: &mut Ctx<'_>) {
             }
         }
     }
-    // Disk.
+    // Disk. A failed log write or fsync is latched until restart (alert EventStreamStorageFailed
+    // fires on `== 1` without a `for`), so one scrape saying so is enough.
+    if c.now("eventstream_raft_storage_failed", &[]) >= Some(1.0) {
+        c.add(
+            "disk fsync",
+            Grade::Critical,
+            "log storage failed: this node accepts no writes".into(),
+            "eventstream_raft_storage_failed 1 (the reason is in /ready and the status)".into(),
+            "Free the disk or replace the volume, then restart the node: it truncates a torn tail and catches up from the leader.",
+            Some("EventStreamStorageFailed"),
+        );
+    }
     if let Some((q, n, _)) = p99(c.first, c.second, "eventstream_raft_fsync_duration_seconds") {
         let grade = if q > t.fsync_p99_seconds {
             Grade::Warning
@@ -886,6 +897,40 @@ mod tests {
             text.contains("Likely bottleneck: queues and drops"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_failed_log_storage_is_critical_on_that_node_only() {
+        let failed = |k: f64| {
+            format!(
+                "{}eventstream_raft_storage_failed 1\n",
+                healthy(k, 0.0, false)
+            )
+        };
+        let fine = |k: f64| {
+            format!(
+                "{}eventstream_raft_storage_failed 0\n",
+                healthy(k, 0.0, true)
+            )
+        };
+        let nodes = vec![
+            node("http://a:1", &fine(1.0), &fine(2.0)),
+            node("http://b:1", &failed(1.0), &failed(2.0)),
+        ];
+        let r = evaluate(&nodes, 1.0, Thresholds::default());
+        assert_eq!(r.overall, Grade::Critical);
+        let storage: Vec<_> = r
+            .findings
+            .iter()
+            .filter(|f| f.alert == Some("EventStreamStorageFailed"))
+            .collect();
+        assert_eq!(storage.len(), 1, "{:?}", r.findings);
+        assert_eq!(storage[0].endpoint.as_deref(), Some("http://b:1"));
+        assert_eq!(storage[0].grade, Grade::Critical);
+        assert!(storage[0]
+            .runbook
+            .as_deref()
+            .is_some_and(|u| u.ends_with("EventStreamStorageFailed.md")));
     }
 
     #[test]

@@ -48,3 +48,19 @@ fn doctor_thresholds_match_the_alert_rules() {
         );
     }
 }
+
+#[test]
+fn doctor_storage_check_matches_the_alert_rule() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../alerts/eventstream.rules.yml"
+    );
+    let rules = std::fs::read_to_string(path).expect("alerts/eventstream.rules.yml");
+    // The doctor grades `eventstream_raft_storage_failed >= 1` critical; the rule must test
+    // the same flag against 1.
+    let expr = rule_expr(&rules, "EventStreamStorageFailed");
+    assert!(
+        expr.contains("eventstream_raft_storage_failed") && has_threshold(&expr, 1.0),
+        "the rule says: {expr}"
+    );
+}

@@ -100,6 +100,14 @@ pub const RAFT_BUCKETS: [f64; 17] = [
     1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Bucket edges (seconds) of the raft snapshot duration histogram: taking or installing a
+/// snapshot costs from about a millisecond (small state) to tens of seconds (large state over a
+/// slow disk), so 1 ms .. 60 s in 1-2.5-5 steps.
+pub const SNAPSHOT_BUCKETS: [f64; 15] = [
+    1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
 /// Bucket edges (seconds) of the HTTP request duration histogram.
 pub const HTTP_BUCKETS: [f64; 17] = [
     50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
@@ -612,6 +620,78 @@ pub const RAFT_COMPACTIONS: MetricDef = def(
     "Raft log compactions done.",
     Cluster,
 );
+/// Snapshots that could not be delivered.
+pub const RAFT_SNAPSHOT_SEND_FAILURES: MetricDef = def(
+    "eventstream_raft_snapshot_send_failures_total",
+    Counter,
+    "snapshots",
+    &[],
+    "Raft snapshots that could not be sent to a follower (raft retries them).",
+    Cluster,
+);
+/// Duration of taking or installing a snapshot.
+pub const RAFT_SNAPSHOT_DURATION: MetricDef = def(
+    "eventstream_raft_snapshot_duration_seconds",
+    Histogram,
+    "seconds",
+    &[],
+    "Duration of each raft snapshot taken (compaction, backup) or installed from a leader, in seconds.",
+    Cluster,
+);
+/// First retained stream offset.
+pub const STREAM_FIRST_OFFSET: MetricDef = def(
+    "eventstream_stream_first_offset",
+    Gauge,
+    "offset",
+    &[],
+    "First offset still retained in the committed stream (after compaction); equals the next offset while the stream is empty.",
+    Cluster,
+);
+/// Last stream offset.
+pub const STREAM_LAST_OFFSET: MetricDef = def(
+    "eventstream_stream_last_offset",
+    Gauge,
+    "offset",
+    &[],
+    "Offset of the last event committed to the stream (next offset - 1), even if compaction has since removed it; -1 while nothing was ever committed. Retained events = last - first + 1.",
+    Cluster,
+);
+/// Connections closed for protocol errors.
+pub const PROTOCOL_ERRORS: MetricDef = def(
+    "eventstream_protocol_errors_total",
+    Counter,
+    "connections",
+    &[],
+    "Client and peer connections closed for a protocol error (malformed or truncated frame, failed TLS handshake).",
+    Cluster,
+);
+/// Failed TLS handshakes.
+pub const TLS_HANDSHAKE_FAILURES: MetricDef = def(
+    "eventstream_tls_handshake_failures_total",
+    Counter,
+    "connections",
+    &[],
+    "TLS handshakes on the node's port that failed or timed out.",
+    Cluster,
+);
+/// Network publish requests answered, by outcome.
+pub const PUBLISH_REQUESTS: MetricDef = def(
+    "eventstream_publish_requests_total",
+    Counter,
+    "requests",
+    &["outcome"],
+    "Network publish requests this node answered, by outcome (acked, rejected_inflight, rejected_rings, rejected_raft, timed_out, other_error).",
+    Cluster,
+);
+/// Events of network publish requests answered, by outcome.
+pub const PUBLISH_EVENTS: MetricDef = def(
+    "eventstream_publish_events_total",
+    Counter,
+    "events",
+    &["outcome"],
+    "Events in the network publish requests this node answered, by the request's outcome (same outcomes as eventstream_publish_requests_total).",
+    Cluster,
+);
 /// fsync duration of the raft log.
 pub const RAFT_FSYNC_DURATION: MetricDef = def(
     "eventstream_raft_fsync_duration_seconds",
@@ -688,8 +768,16 @@ pub const ALL: &[MetricDef] = &[
     RAFT_SNAPSHOTS_SENT,
     RAFT_SNAPSHOTS_RECEIVED,
     RAFT_COMPACTIONS,
+    RAFT_SNAPSHOT_SEND_FAILURES,
+    RAFT_SNAPSHOT_DURATION,
     RAFT_FSYNC_DURATION,
     RAFT_COMMIT_LATENCY,
+    STREAM_FIRST_OFFSET,
+    STREAM_LAST_OFFSET,
+    PROTOCOL_ERRORS,
+    TLS_HANDSHAKE_FAILURES,
+    PUBLISH_REQUESTS,
+    PUBLISH_EVENTS,
 ];
 
 /// The names the issue asked for, mapped to the names exported (for `docs/metrics.md`).
@@ -761,6 +849,21 @@ pub const ISSUE_NAMES: &[(&str, &str)] = &[
         "eventstream_http_request_duration_seconds{path}",
     ),
     ("HTTP in-flight", "eventstream_http_requests_in_flight"),
+    ("snapshots sent", "eventstream_raft_snapshots_sent_total"),
+    (
+        "snapshots received",
+        "eventstream_raft_snapshots_received_total",
+    ),
+    (
+        "snapshot duration",
+        "eventstream_raft_snapshot_duration_seconds",
+    ),
+    ("compactions", "eventstream_raft_compactions_total"),
+    ("log size in bytes", "eventstream_raft_log_bytes"),
+    ("first offset", "eventstream_stream_first_offset"),
+    ("last offset", "eventstream_stream_last_offset"),
+    ("member count", "eventstream_raft_members"),
+    ("learners", "eventstream_raft_learners"),
 ];
 
 /// Label names Prometheus attaches to targets; emitting them would clash on scrape.
@@ -880,7 +983,12 @@ mod tests {
 
     #[test]
     fn bucket_edges_increase_and_hold_alert_thresholds() {
-        for edges in [&LATENCY_BUCKETS[..], &RAFT_BUCKETS[..], &HTTP_BUCKETS[..]] {
+        for edges in [
+            &LATENCY_BUCKETS[..],
+            &RAFT_BUCKETS[..],
+            &HTTP_BUCKETS[..],
+            &SNAPSHOT_BUCKETS[..],
+        ] {
             assert!(edges.windows(2).all(|w| w[0] < w[1]));
         }
         for t in [1e-3, 100e-9, 10.0] {
@@ -889,6 +997,9 @@ mod tests {
         for t in [1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0] {
             assert!(RAFT_BUCKETS.contains(&t), "{t}");
         }
+        // The snapshot histogram spans 1 ms .. 60 s.
+        assert_eq!(SNAPSHOT_BUCKETS.first(), Some(&1e-3));
+        assert_eq!(SNAPSHOT_BUCKETS.last(), Some(&60.0));
     }
 
     #[test]

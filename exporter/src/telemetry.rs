@@ -17,7 +17,7 @@ use crate::config::BuildInfo;
 use crate::histogram::{fmt_f64, write_header, Buckets};
 use crate::process::{self, ProcessSample};
 use eventstream_core::hdrhistogram::Histogram;
-use eventstream_core::replication::{ClusterStatus, RaftRole, ReplicationSource};
+use eventstream_core::replication::{ClusterStatus, PublishOutcomes, RaftRole, ReplicationSource};
 use eventstream_core::{LatencySummary, Priority, Stats, StatsHandle, Tier};
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
@@ -86,6 +86,8 @@ pub struct ClusterSnapshot {
     pub fsync: Buckets,
     /// Propose → commit latency.
     pub commit: Buckets,
+    /// Snapshot take/install durations.
+    pub snapshot: Buckets,
 }
 
 /// One immutable published view: what `/metrics`, the JSON API and the page read.
@@ -305,6 +307,13 @@ struct ClusterSeries {
     snapshots_sent: Counter,
     snapshots_received: Counter,
     compactions: Counter,
+    snapshot_send_failures: Counter,
+    stream_first_offset: Gauge,
+    stream_last_offset: Gauge,
+    protocol_errors: Counter,
+    tls_handshake_failures: Counter,
+    /// `[requests, events]` per outcome, in `PublishOutcomes::by_outcome` order.
+    publishes: Vec<[Counter; 2]>,
 }
 
 impl ClusterSeries {
@@ -339,6 +348,21 @@ impl ClusterSeries {
             snapshots_sent: c(&RAFT_SNAPSHOTS_SENT),
             snapshots_received: c(&RAFT_SNAPSHOTS_RECEIVED),
             compactions: c(&RAFT_COMPACTIONS),
+            snapshot_send_failures: c(&RAFT_SNAPSHOT_SEND_FAILURES),
+            stream_first_offset: g(&STREAM_FIRST_OFFSET),
+            stream_last_offset: g(&STREAM_LAST_OFFSET),
+            protocol_errors: c(&PROTOCOL_ERRORS),
+            tls_handshake_failures: c(&TLS_HANDSHAKE_FAILURES),
+            publishes: PublishOutcomes::default()
+                .by_outcome()
+                .iter()
+                .map(|(outcome, _)| {
+                    [
+                        register_counter(r, &PUBLISH_REQUESTS, &[("outcome", outcome)]),
+                        register_counter(r, &PUBLISH_EVENTS, &[("outcome", outcome)]),
+                    ]
+                })
+                .collect(),
         }
     }
 
@@ -374,6 +398,26 @@ impl ClusterSeries {
         self.snapshots_sent.absolute(c.snapshots_sent);
         self.snapshots_received.absolute(c.snapshots_received);
         self.compactions.absolute(c.compactions);
+        self.snapshot_send_failures
+            .absolute(c.snapshot_send_failures);
+        self.stream_first_offset.set(s.stream_first_offset as f64);
+        self.stream_last_offset.set(stream_last_offset(s));
+        self.protocol_errors.absolute(c.protocol_errors);
+        self.tls_handshake_failures
+            .absolute(c.tls_handshake_failures);
+        for (series, (_, counts)) in self.publishes.iter().zip(c.publishes.by_outcome()) {
+            series[0].absolute(counts[0]);
+            series[1].absolute(counts[1]);
+        }
+    }
+}
+
+/// `eventstream_stream_last_offset`: the last committed offset (`next - 1`), or -1 while
+/// nothing was ever committed (offsets start at 0).
+fn stream_last_offset(s: &ClusterStatus) -> f64 {
+    match s.stream_next_offset.checked_sub(1) {
+        Some(last) => last as f64,
+        None => -1.0,
     }
 }
 
@@ -501,6 +545,7 @@ impl Telemetry {
                 ready: src.ready(),
                 fsync: Buckets::from_hdr(&h.fsync_ns, &catalog::RAFT_BUCKETS),
                 commit: Buckets::from_hdr(&h.commit_ns, &catalog::RAFT_BUCKETS),
+                snapshot: Buckets::from_hdr(&h.snapshot_ns, &catalog::SNAPSHOT_BUCKETS),
                 status,
             }
         });
@@ -620,6 +665,8 @@ impl Telemetry {
                 .write_prometheus(&mut out, &catalog::RAFT_FSYNC_DURATION);
             c.commit
                 .write_prometheus(&mut out, &catalog::RAFT_COMMIT_LATENCY);
+            c.snapshot
+                .write_prometheus(&mut out, &catalog::RAFT_SNAPSHOT_DURATION);
             // Per-peer lag: only the leader knows it, and peers come and go, so these series are
             // rendered from the snapshot instead of living forever in the recorder.
             if c.status.role == RaftRole::Leader {

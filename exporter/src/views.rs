@@ -327,6 +327,10 @@ pub struct RaftView {
     pub last_index: u64,
     /// Log bytes on disk.
     pub log_bytes: u64,
+    /// First offset still retained in the committed stream.
+    pub stream_first_offset: u64,
+    /// Offset of the last event committed to the stream (`null` before the first).
+    pub stream_last_offset: Option<u64>,
     /// Proposals waiting for commit.
     pub proposals_pending: u64,
     /// Live peer connections.
@@ -349,6 +353,8 @@ impl RaftView {
             first_index: s.first_index,
             last_index: s.last_index,
             log_bytes: s.log_bytes,
+            stream_first_offset: s.stream_first_offset,
+            stream_last_offset: s.stream_next_offset.checked_sub(1),
             proposals_pending: s.proposals_pending,
             peers_connected: s.peers_connected,
             counters: s.counters,

@@ -276,6 +276,60 @@ fn every_catalog_series_is_present_and_well_formed() {
     );
     check_histogram(
         &samples,
+        "eventstream_raft_snapshot_duration_seconds",
+        &catalog::SNAPSHOT_BUCKETS,
+        &[],
+    );
+    // The fake's snapshots: one of 3 ms, one of 40 s.
+    for (le, want) in [("0.001", 0.0), ("0.005", 1.0), ("30", 1.0), ("60", 2.0)] {
+        assert_eq!(
+            value(
+                &samples,
+                "eventstream_raft_snapshot_duration_seconds_bucket",
+                &[("le", le)]
+            ),
+            want,
+            "le={le}"
+        );
+    }
+    // Stream range [500, 1500): first 500, last 1499; the reliability counters as the fake set them.
+    assert_eq!(
+        value(&samples, "eventstream_stream_first_offset", &[]),
+        500.0
+    );
+    assert_eq!(
+        value(&samples, "eventstream_stream_last_offset", &[]),
+        1499.0
+    );
+    for (name, want) in [
+        ("eventstream_raft_snapshot_send_failures_total", 6.0),
+        ("eventstream_protocol_errors_total", 7.0),
+        ("eventstream_tls_handshake_failures_total", 3.0),
+    ] {
+        assert_eq!(value(&samples, name, &[]), want, "{name}");
+    }
+    for (outcome, requests, events) in [
+        ("acked", 90.0, 900.0),
+        ("rejected_inflight", 2.0, 20.0),
+        ("rejected_rings", 1.0, 5.0),
+        ("rejected_raft", 0.0, 0.0),
+        ("timed_out", 1.0, 10.0),
+        ("other_error", 4.0, 40.0),
+    ] {
+        let o = [("outcome", outcome)];
+        assert_eq!(
+            value(&samples, "eventstream_publish_requests_total", &o),
+            requests,
+            "{outcome}"
+        );
+        assert_eq!(
+            value(&samples, "eventstream_publish_events_total", &o),
+            events,
+            "{outcome}"
+        );
+    }
+    check_histogram(
+        &samples,
         "eventstream_http_request_duration_seconds",
         &catalog::HTTP_BUCKETS,
         &[("path", "/health")],
@@ -348,7 +402,15 @@ fn cluster_series_only_with_a_source_and_lag_only_on_the_leader() {
     let standalone =
         Telemetry::new(load.engine().stats_handle(), None, &Default::default(), 10).unwrap();
     let text = standalone.render_prometheus();
-    assert!(!text.contains("eventstream_raft_"), "{text}");
+    for cluster_only in [
+        "eventstream_raft_",
+        "eventstream_stream_",
+        "eventstream_publish_",
+        "eventstream_protocol_errors_total",
+        "eventstream_tls_handshake_failures_total",
+    ] {
+        assert!(!text.contains(cluster_only), "{cluster_only}: {text}");
+    }
 
     let cluster = Arc::new(FakeCluster::leader());
     let t = Telemetry::new(
@@ -366,6 +428,12 @@ fn cluster_series_only_with_a_source_and_lag_only_on_the_leader() {
         s.role = eventstream_core::replication::RaftRole::Candidate;
         s.leader_id = None;
         s.term = 8;
+        // A fresh node: nothing committed yet; the learner (node 4) was promoted to voter.
+        s.stream_first_offset = 0;
+        s.stream_next_offset = 0;
+        for m in &mut s.members {
+            m.learner = false;
+        }
     }
     t.publish();
     let (_, samples) = parse(&t.render_prometheus());
@@ -385,6 +453,10 @@ fn cluster_series_only_with_a_source_and_lag_only_on_the_leader() {
     assert_eq!(value(&samples, "eventstream_raft_has_leader", &[]), 0.0);
     assert_eq!(value(&samples, "eventstream_raft_is_leader", &[]), 0.0);
     assert_eq!(value(&samples, "eventstream_raft_term", &[]), 8.0);
+    assert_eq!(value(&samples, "eventstream_stream_first_offset", &[]), 0.0);
+    assert_eq!(value(&samples, "eventstream_stream_last_offset", &[]), -1.0);
+    assert_eq!(value(&samples, "eventstream_raft_members", &[]), 4.0);
+    assert_eq!(value(&samples, "eventstream_raft_learners", &[]), 0.0);
 }
 
 #[test]

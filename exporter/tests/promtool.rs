@@ -64,6 +64,8 @@ fn promtool_check_metrics_is_clean() {
         "eventstream_http_request_duration_seconds_bucket",
         "eventstream_raft_fsync_duration_seconds_bucket",
         "eventstream_raft_replication_lag_entries",
+        "eventstream_raft_snapshot_duration_seconds_bucket",
+        "eventstream_publish_requests_total{outcome=\"acked\"}",
     ] {
         assert!(text.contains(needle), "{needle}");
     }

@@ -137,6 +137,9 @@ fn status_page_renders_live_numbers_without_js_errors() {
     assert_eq!(dom.matches("(this node)</td>").count(), 1, "{}", context());
     assert!(dom.contains("<td>leader</td>"), "{}", context());
     assert!(element_text(&dom, "raft-summary").contains("term 7"));
+    // The fake's stream holds offsets 500 ..= 1499.
+    let summary = element_text(&dom, "raft-summary");
+    assert!(summary.contains("offsets 500–1,499"), "{summary}");
 
     let shot = artifacts_dir().join("status-page.png");
     let _ = std::fs::remove_file(&shot);

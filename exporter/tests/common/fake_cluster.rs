@@ -3,8 +3,8 @@
 use eventstream_core::hdrhistogram::Histogram;
 use eventstream_core::new_latency_histogram;
 use eventstream_core::replication::{
-    ClusterStatus, MemberStatus, RaftRole, ReplicationCounters, ReplicationHistograms,
-    ReplicationSource,
+    ClusterStatus, MemberStatus, PublishOutcomes, RaftRole, ReplicationCounters,
+    ReplicationHistograms, ReplicationSource,
 };
 use std::sync::Mutex;
 
@@ -15,6 +15,7 @@ pub struct FakeCluster {
     pub ready: Mutex<Result<(), String>>,
     pub fsync_ns: Mutex<Histogram<u64>>,
     pub commit_ns: Mutex<Histogram<u64>>,
+    pub snapshot_ns: Mutex<Histogram<u64>>,
 }
 
 fn member(id: u64, leader: bool, lag: u64) -> MemberStatus {
@@ -40,6 +41,9 @@ impl FakeCluster {
             commit.record(500_000 + i * 2_000).unwrap(); // 0.5 .. 2.5 ms
         }
         fsync.record(150_000_000).unwrap(); // one slow fsync: 150 ms
+        let mut snapshot = new_latency_histogram();
+        snapshot.record(3_000_000).unwrap(); // 3 ms
+        snapshot.record(40_000_000_000).unwrap(); // 40 s
         FakeCluster {
             status: Mutex::new(ClusterStatus {
                 node_id: 1,
@@ -51,6 +55,8 @@ impl FakeCluster {
                 first_index: 1,
                 last_index: 1000,
                 log_bytes: 1 << 20,
+                stream_first_offset: 500,
+                stream_next_offset: 1500,
                 proposals_pending: 2,
                 peers_connected: 3,
                 members: vec![
@@ -70,12 +76,24 @@ impl FakeCluster {
                     snapshots_sent: 1,
                     snapshots_received: 0,
                     compactions: 2,
+                    snapshot_send_failures: 6,
+                    protocol_errors: 7,
+                    tls_handshake_failures: 3,
+                    publishes: PublishOutcomes {
+                        acked: [90, 900],
+                        rejected_inflight: [2, 20],
+                        rejected_rings: [1, 5],
+                        rejected_raft: [0, 0],
+                        timed_out: [1, 10],
+                        other_errors: [4, 40],
+                    },
                 },
                 storage_failure: None,
             }),
             ready: Mutex::new(Ok(())),
             fsync_ns: Mutex::new(fsync),
             commit_ns: Mutex::new(commit),
+            snapshot_ns: Mutex::new(snapshot),
         }
     }
 }
@@ -89,6 +107,7 @@ impl ReplicationSource for FakeCluster {
         ReplicationHistograms {
             fsync_ns: self.fsync_ns.lock().unwrap().clone(),
             commit_ns: self.commit_ns.lock().unwrap().clone(),
+            snapshot_ns: self.snapshot_ns.lock().unwrap().clone(),
         }
     }
 
