@@ -505,6 +505,14 @@ async fn serve_client(
                     if let Some(o) = v.as_object_mut() {
                         let p = serde_json::to_value(ctx.publishes.snapshot()).map_err(invalid)?;
                         o.insert("publishes".into(), p);
+                        // The stream's retained range, read now (not the 50 ms status copy).
+                        o.insert(
+                            "stream".into(),
+                            serde_json::json!({
+                                "first_offset": ctx.stream.first_offset(),
+                                "next_offset": ctx.stream.next_offset(),
+                            }),
+                        );
                     }
                     let json = serde_json::to_vec(&v).map_err(invalid)?;
                     let mut b = BytesMut::new();
