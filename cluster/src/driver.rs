@@ -234,7 +234,12 @@ pub fn run(
             replica.tick();
             next_tick += cfg.tick;
             if next_tick < now {
-                // We fell behind (a slow fsync): do not burst ticks, that would fake timeouts.
+                // We fell behind (a slow fsync, a starved thread): do not burst ticks, that
+                // would fake timeouts.
+                let late = now - next_tick;
+                if late >= cfg.tick * 5 {
+                    tracing::debug!(late_ms = late.as_millis() as u64, "raft tick late");
+                }
                 next_tick = now + cfg.tick;
             }
         }
@@ -282,7 +287,17 @@ pub fn run(
         }
         if now >= next_compaction || replica.snapshot_wanted() {
             next_compaction = now + cfg.compaction_interval;
-            match replica.compact() {
+            let collecting = Instant::now();
+            let compacted = replica.compact();
+            // Retention and collecting the snapshot state run on this thread: a long one
+            // delays ticks and heartbeats (see "raft tick late").
+            if collecting.elapsed() >= cfg.tick {
+                tracing::debug!(
+                    took_ms = collecting.elapsed().as_millis() as u64,
+                    "retention + snapshot collection on the driver"
+                );
+            }
+            match compacted {
                 Ok(Some(job)) => {
                     // Encoding and writing a big snapshot takes long: on a thread of its own,
                     // so neither this loop nor the WAL thread's fsyncs wait for it. Only the
