@@ -69,6 +69,9 @@ pub struct ServerCtx {
     pub max_inflight_events: usize,
     /// What happened to the publishes this node received.
     pub publishes: PublishCounters,
+    /// Where inbound peer connections are served (`None`: on the accepting runtime). Kept
+    /// apart from client connections so that overload cannot delay raft's messages.
+    pub peer_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// What the server knows about one client connection.
@@ -257,7 +260,15 @@ async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
             }
             // Snapshots travel as one raft message: peers get the larger frame limit.
             reader.set_max_body(ctx.max_peer_frame);
-            serve_peer(from, reader, ctx).await
+            match &ctx.peer_runtime {
+                Some(rt) => {
+                    let ctx = ctx.clone();
+                    rt.spawn(async move { serve_peer(from, reader, &ctx).await })
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+                None => serve_peer(from, reader, ctx).await,
+            }
         }
         Role::Client => {
             let conn_state =
@@ -896,6 +907,7 @@ mod admin_auth_tests {
             inflight_events: Arc::new(Semaphore::new(64)),
             max_inflight_events: 64,
             publishes: Default::default(),
+            peer_runtime: None,
         }
     }
 
