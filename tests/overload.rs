@@ -1,10 +1,11 @@
 //! Producers faster than the cluster (the CI-sized run of `eventstream bench overload`; the
 //! multi-minute soak is `eventstream bench overload --duration 180`, see docs/reliability.md).
-//! Three node processes with small in-flight limits, 2x the measured capacity offered for
+//! Three node processes with small in-flight limits and a small retention limit (so that
+//! retention trims and compaction runs within the run), 2x the measured capacity offered for
 //! 20 s: the producers must get back-pressure (`Busy` at the in-flight limit), every request
-//! exactly one answer, every acknowledged event exactly once on every node at its offset,
-//! nothing refused stored, the leader's counters equal to what the clients saw, and no memory
-//! growth beyond the retained log.
+//! exactly one answer, every acknowledged event at or above a node's earliest retained offset
+//! exactly once on that node at its offset, the trimmed ones accounted for, nothing refused
+//! stored, the leader's counters equal to what the clients saw, and bounded memory.
 
 use std::process::Command;
 
@@ -24,6 +25,14 @@ fn twice_capacity_gets_back_pressure_with_exact_accounting_and_bounded_memory() 
             "2048",
             "--max-inflight-per-connection",
             "16",
+            "--retention-max-events",
+            "10000",
+            "--snapshot-entries",
+            "50",
+            "--log-keep-entries",
+            "20",
+            "--compaction-interval-ms",
+            "1000",
             "--json",
         ])
         .output()
@@ -56,14 +65,43 @@ fn twice_capacity_gets_back_pressure_with_exact_accounting_and_bounded_memory() 
     );
     let (offered, _) = pair("soak", "offered");
     assert!(offered > 0);
-    // Memory: what the node keeps beyond its (uncompacted) log stays small. The in-flight
-    // limits allow at most 2048 events of ~150 bytes queued; 64 MiB leaves room for allocator
-    // and runtime noise on a loaded machine.
-    let growth =
-        num("rss_max_kib") as i64 - num("rss_start_kib") as i64 - num("log_growth_kib") as i64;
+    // Retention: the stream's next offset counts every distinct acknowledged event plus
+    // stored indeterminate ones; once far more than the limit was acknowledged, every node
+    // trimmed, answers a subscription from 0 with `Compacted`, and the acknowledged events
+    // below its earliest offset are exactly the trimmed ones (no indeterminate requests) or
+    // at most all but the indeterminate ones.
+    let acked = pair("total", "acked").1;
+    assert_eq!(num("acked_distinct_events"), acked, "{r}");
+    assert_eq!(num("acked_offsets_invalid"), 0, "{r}");
     assert!(
-        growth < 64 << 10,
-        "RSS grew {growth} KiB beyond the retained log: {r}"
+        num("stored_not_acked") <= num("indeterminate_offered_events"),
+        "{r}"
     );
+    let nodes = r["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3, "{r}");
+    for n in nodes {
+        let earliest = n["earliest_offset"].as_u64().unwrap();
+        let trimmed = n["acked_trimmed"].as_u64().unwrap();
+        assert_eq!(n["acked_missing"].as_u64(), Some(0), "{n}");
+        assert_eq!(
+            n["compacted_from_zero"].as_bool(),
+            Some(earliest > 0),
+            "{n}"
+        );
+        assert!(trimmed <= earliest, "{n}");
+        if num("indeterminate_offered_events") == 0 {
+            assert_eq!(trimmed, earliest, "{n}");
+        }
+        if acked > 30_000 {
+            assert!(earliest > 0, "retention never trimmed: {n}");
+        }
+        // Memory: retention keeps ~10 000 events (~1.5 MB) plus the raft log tail and a
+        // served snapshot; the in-flight limits allow 2048 queued events. 128 MiB of growth
+        // leaves room for allocator arenas and runtime noise on a loaded machine (without
+        // retention the log alone would grow ~150 bytes per acknowledged event).
+        let growth =
+            n["rss_max_kib"].as_u64().unwrap() as i64 - n["rss_start_kib"].as_u64().unwrap() as i64;
+        assert!(growth < 128 << 10, "RSS grew {growth} KiB: {n}");
+    }
     assert!(out.status.success(), "{stderr}");
 }

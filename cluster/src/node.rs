@@ -74,6 +74,8 @@ pub struct Node {
     ctx: Arc<ServerCtx>,
     stats: StatsHandle,
     runtime: Option<tokio::runtime::Runtime>,
+    /// Peer connections (inbound and outbound) run here, apart from client connections.
+    peer_runtime: Option<tokio::runtime::Runtime>,
     driver: Option<JoinHandle<Result<(), ClusterError>>>,
     driver_tx: crossbeam_channel::Sender<DriverMsg>,
 }
@@ -182,8 +184,22 @@ impl Node {
                 what: "tokio runtime",
                 source: e,
             })?;
+        // Peer traffic (heartbeats, appends and their answers) on a runtime of its own, at
+        // the driver's priority: under overload the client connections kept the shared
+        // runtime so busy that a leader missed its followers' answers for an election timeout
+        // and stepped down (check quorum), see docs/reliability.md (Overload).
+        let peer_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("es-peer-{}", cfg.id))
+            .on_thread_start(|| driver::raise_thread_priority("peer I/O"))
+            .enable_all()
+            .build()
+            .map_err(|e| ClusterError::Spawn {
+                what: "peer runtime",
+                source: e,
+            })?;
         let peers = TcpPeers::start(
-            runtime.handle(),
+            peer_runtime.handle(),
             cfg.id,
             &members,
             cfg.peer_queue,
@@ -238,6 +254,7 @@ impl Node {
             inflight_events: Arc::new(tokio::sync::Semaphore::new(cfg.max_inflight_events)),
             max_inflight_events: cfg.max_inflight_events,
             publishes: metrics.publishes.clone(),
+            peer_runtime: Some(peer_runtime.handle().clone()),
         });
         listener
             .set_nonblocking(true)
@@ -261,6 +278,7 @@ impl Node {
             ctx,
             stats,
             runtime: Some(runtime),
+            peer_runtime: Some(peer_runtime),
             driver: Some(driver),
             driver_tx,
         })
@@ -388,6 +406,9 @@ impl Node {
 
     fn shutdown_inner(&mut self) {
         if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_millis(500));
+        }
+        if let Some(rt) = self.peer_runtime.take() {
             rt.shutdown_timeout(Duration::from_millis(500));
         }
         let _ = self.driver_tx.send(DriverMsg::Stop);

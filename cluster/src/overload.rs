@@ -1,19 +1,28 @@
 //! `eventstream bench overload`: producers faster than the cluster. Three real node processes;
 //! the benchmark measures the cluster's capacity (closed loop), then offers a multiple of it
 //! (open loop, `--factor`, default 2) for `--duration` seconds over several raw connections to
-//! the leader, samples every node's RSS each second, and checks exact accounting at the end:
+//! the leader, samples every node's RSS and the leader's term each second, and checks exact
+//! accounting at the end:
 //!
 //! * every request gets exactly one answer, and the client-side tallies add up:
 //!   `offered == acked + rejected (by kind) + indeterminate`;
-//! * every acknowledged event is in every node's stream exactly once, at its acknowledged
-//!   offset; no event of a request refused at the in-flight limit (nothing of it published) is
-//!   anywhere; nothing that was not offered is anywhere; every node holds the same stream;
-//! * the leader's own publish counters equal what the clients observed, kind by kind.
+//! * the leader's own publish counters equal what the clients observed, kind by kind;
+//! * the nodes run with retention (`--retention-max-events`, default 1 M), so each node keeps
+//!   only the newest events; below a node's earliest retained offset (as the node reports it,
+//!   in the `Compacted` answer to a subscription from offset 0) events are gone by design. Every
+//!   acknowledged event at or above it is in that node's stream exactly once, at its
+//!   acknowledged offset; the acknowledged offsets are distinct and below the stream's next
+//!   offset; every offset below the earliest that was not acknowledged is accounted for by an
+//!   indeterminate request (so with no indeterminate requests the trimmed events are exactly
+//!   the acknowledged ones below the earliest offset, and `next offset == acked events`); no
+//!   event of a request refused at the in-flight limit (or by raft) is anywhere; nothing that
+//!   was not offered is anywhere; all nodes hold the same events over their common range.
 //!
-//! Memory: the log is not compacted yet, so every node keeps what it committed (the raft log
-//! in memory, shared with the committed stream). The report therefore gives the RSS and the
-//! retained log size side by side, and the slope of RSS minus the retained log: overload
-//! queues that grew without bound would show there.
+//! Memory: RSS of every node is sampled each second. "Flat" (checked when the soak lasts at
+//! least [`FLAT_MIN_DURATION_S`] seconds) means, per node, over the second half of the soak
+//! (after warm-up, the retention limit being reached and the first compactions): a
+//! least-squares slope below [`FLAT_MAX_SLOPE_KIB_S`] and no peak above the first half's peak
+//! plus [`FLAT_MAX_NEW_PEAK_KIB`].
 
 use crate::config::OverloadPolicy;
 use crate::error::ClusterError;
@@ -62,6 +71,22 @@ pub struct OverloadBenchArgs {
     /// The nodes' `--max-inflight-per-connection` (default: the node default).
     #[arg(long)]
     pub max_inflight_per_connection: Option<usize>,
+    /// The nodes' `--retention-max-events`: each node keeps about this many of the newest
+    /// events (0 = no limit: memory then grows with the stream).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub retention_max_events: u64,
+    /// The nodes' `--retention-max-bytes` (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    pub retention_max_bytes: u64,
+    /// The nodes' `--snapshot-entries` (entries applied between compactions).
+    #[arg(long, default_value_t = 1_000)]
+    pub snapshot_entries: u64,
+    /// The nodes' `--log-keep-entries` (entries kept below the applied index at compaction).
+    #[arg(long, default_value_t = 500)]
+    pub log_keep_entries: u64,
+    /// The nodes' `--compaction-interval-ms`.
+    #[arg(long, default_value_t = 5_000)]
+    pub compaction_interval_ms: u64,
     /// The `eventstream` binary to run as nodes (default: this executable).
     #[arg(long)]
     pub binary: Option<PathBuf>,
@@ -97,11 +122,75 @@ pub struct Tally {
 /// Other errors the clients got, by code and message, with counts.
 pub type OtherErrors = std::collections::BTreeMap<String, u64>;
 
+/// Soaks at least this long (seconds) must keep every node's RSS flat to be valid.
+pub const FLAT_MIN_DURATION_S: u64 = 60;
+/// "Flat": the least-squares RSS slope over the second half of the soak stays below this
+/// (0.5 MiB/s, KiB/s). The unbounded log this replaced grew ~25 MiB/s at the same load; a
+/// leak of even 2% of that rate fails it, while the saw-tooth of compaction (snapshot encoded,
+/// old log dropped) averages out over 90 s.
+pub const FLAT_MAX_SLOPE_KIB_S: f64 = 512.0;
+/// "Flat": no RSS peak in the second half above the first half's peak plus this (KiB). The
+/// retention limit is reached within seconds, so the first half already holds the retained
+/// stream, the raft log tail and a served snapshot; a second-half peak beyond it is growth.
+pub const FLAT_MAX_NEW_PEAK_KIB: u64 = 64 << 10;
+
+/// One node's memory and stream at the end of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeReport {
+    /// Raft id.
+    pub id: u64,
+    /// Earliest retained offset, as the node reported it (`Compacted` to a subscription from
+    /// offset 0, or 0 when nothing was trimmed).
+    pub earliest_offset: u64,
+    /// The stream's next offset.
+    pub next_offset: u64,
+    /// Events read back (offsets `earliest..next`).
+    pub events_read: u64,
+    /// Acknowledged events below `earliest_offset` (trimmed by retention, by design).
+    pub acked_trimmed: u64,
+    /// Acknowledged events at or above `earliest_offset` not found exactly once at their
+    /// offset (must be 0).
+    pub acked_missing: u64,
+    /// Offsets below `earliest_offset` that no acknowledgement covers (must be covered by
+    /// indeterminate requests: 0 when there are none).
+    pub trimmed_not_acked: u64,
+    /// A subscription from offset 0 was answered `Compacted` (expected once anything was
+    /// trimmed).
+    pub compacted_from_zero: bool,
+    /// RSS at the first sample of the soak, KiB.
+    pub rss_start_kib: u64,
+    /// Largest RSS during the soak, KiB.
+    pub rss_max_kib: u64,
+    /// RSS at the last sample, KiB.
+    pub rss_end_kib: u64,
+    /// Largest RSS in the first half of the soak, KiB.
+    pub rss_max_first_half_kib: u64,
+    /// Largest RSS in the second half of the soak, KiB.
+    pub rss_max_second_half_kib: u64,
+    /// Least-squares slope of RSS over the whole soak, KiB/s.
+    pub rss_slope_kib_per_s: f64,
+    /// Least-squares slope of RSS over the second half of the soak, KiB/s.
+    pub rss_slope_second_half_kib_per_s: f64,
+    /// Second-half slope below [`FLAT_MAX_SLOPE_KIB_S`] and no new peak beyond
+    /// [`FLAT_MAX_NEW_PEAK_KIB`].
+    pub rss_flat: bool,
+    /// `(second, RSS KiB)` samples.
+    pub rss_samples: Vec<(u64, u64)>,
+}
+
 /// What `bench overload` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct OverloadReport {
     /// Overload policy of the nodes.
     pub policy: String,
+    /// The nodes' retention limit, events (0 = none).
+    pub retention_max_events: u64,
+    /// The nodes' retention limit, bytes (0 = none).
+    pub retention_max_bytes: u64,
+    /// The nodes' `snapshot_entries`.
+    pub snapshot_entries: u64,
+    /// The nodes' `log_keep_entries`.
+    pub log_keep_entries: u64,
     /// Measured capacity, events/s (closed loop).
     pub capacity_events_per_sec: f64,
     /// Offered rate targeted during the soak, events/s.
@@ -124,37 +213,53 @@ pub struct OverloadReport {
     pub node_counters_match: bool,
     /// offered == acked + every rejection kind + indeterminate, and nothing unanswered.
     pub accounting_exact: bool,
-    /// Acknowledged events found exactly once at their offset on every node.
+    /// Distinct acknowledged events (each has its own offset).
+    pub acked_distinct_events: u64,
+    /// Acknowledged offsets that were not distinct or not below the next offset (must be 0).
+    pub acked_offsets_invalid: u64,
+    /// Events of indeterminate requests (ring rejections, timeouts): each may or may not be
+    /// stored.
+    pub indeterminate_offered_events: u64,
+    /// The stream's next offset (the same on every node).
+    pub next_offset: u64,
+    /// `next_offset - acked_distinct_events`: stored events that were not acknowledged. Must
+    /// be at most `indeterminate_offered_events` (0 when that is 0).
+    pub stored_not_acked: u64,
+    /// Acknowledged events trimmed by retention on the node that trimmed least.
+    pub acked_trimmed_min: u64,
+    /// Acknowledged events at or above each node's earliest offset found exactly once at
+    /// their offset on that node.
     pub acked_found_on_every_node: bool,
-    /// Events of requests refused at an in-flight limit found in some stream (must be 0).
+    /// Events of requests refused at an in-flight limit or by raft found in some stream
+    /// (must be 0).
     pub refused_but_stored: u64,
-    /// Events found in a stream that were never offered or found twice (must be 0).
+    /// Events found in a stream that were never offered, found twice, or at another offset
+    /// than acknowledged (must be 0).
     pub unexpected_in_stream: u64,
-    /// Indeterminate events (timeouts, ring rejections) that were stored anyway.
+    /// Indeterminate events (timeouts, ring rejections) found in the retained stream.
     pub indeterminate_stored: u64,
-    /// Every node holds the same stream.
+    /// Every node holds the same events over the range all of them retain.
     pub nodes_agree: bool,
-    /// The leader at the end is not the one the producers were connected to (an election
-    /// under load: its publishes were answered `NotLeader`, counted in `other_errors`).
+    /// Offsets all nodes retain: `common_from..next_offset`.
+    pub common_from: u64,
+    /// The leader at the end is not the one the producers were connected to.
     pub leader_changed: bool,
-    /// Events in the stream.
-    pub stream_events: u64,
-    /// The leader's RSS at the start of the soak, KiB.
-    pub rss_start_kib: u64,
-    /// The leader's largest RSS during the soak, KiB.
-    pub rss_max_kib: u64,
-    /// The leader's RSS at the end of the soak, KiB.
-    pub rss_end_kib: u64,
-    /// Least-squares slope of the leader's RSS during the soak, KiB/s.
-    pub rss_slope_kib_per_s: f64,
-    /// Growth of the leader's retained (uncompacted) log during the soak, KiB.
-    pub log_growth_kib: u64,
-    /// Slope of the leader's RSS minus its retained log, KiB/s (≈ 0: nothing else grows).
-    pub rss_minus_log_slope_kib_per_s: f64,
-    /// Largest RSS of any node during the soak, KiB.
-    pub rss_max_any_node_kib: u64,
-    /// `(second, leader RSS KiB, leader log KiB)` samples.
-    pub samples: Vec<(u64, u64, u64)>,
+    /// Leader changes seen by the once-a-second status polls during the soak (a second with
+    /// no leader counts as a change when a leader reappears).
+    pub leader_changes: u64,
+    /// Highest term seen minus the term at the start of the soak.
+    pub term_increase: u64,
+    /// `(second, leader id or 0, term)` of each second of the soak.
+    pub leader_samples: Vec<(u64, u64, u64)>,
+    /// `(second, each node's role@term)` of each second of the soak (`?`: no status in 1 s).
+    pub role_samples: Vec<(u64, Vec<String>)>,
+    /// Each node's replication counters at the end (elections, send failures, compactions).
+    pub replication_counters: Vec<serde_json::Value>,
+    /// Per node: offsets, trimming, RSS.
+    pub nodes: Vec<NodeReport>,
+    /// Every node's RSS was flat (required, together with no leader change during the soak,
+    /// when the soak lasts at least [`FLAT_MIN_DURATION_S`] seconds).
+    pub rss_flat: bool,
     /// True when every check passed.
     pub valid: bool,
 }
@@ -414,18 +519,76 @@ fn tally(ledgers: &[Arc<Mutex<Ledger>>], batch: usize, soak_only: bool) -> Tally
     t
 }
 
-/// Reads node `addr`'s whole stream and checks it against the ledgers. Returns (events, hash,
-/// refused-but-stored, unexpected, indeterminate stored, acked missing).
-async fn check_stream(
-    addr: &str,
-    ledgers: &[Arc<Mutex<Ledger>>],
-    batch: usize,
-    end: u64,
-) -> Result<(u64, u64, u64, u64, u64, u64), ClusterError> {
+/// What reading one node's retained stream back found.
+#[derive(Debug, Default)]
+struct StreamCheck {
+    events: u64,
+    /// Hash of the events at offsets `>= common_from` (compared across nodes).
+    common_hash: u64,
+    refused: u64,
+    unexpected: u64,
+    indeterminate: u64,
+    acked_missing: u64,
+    acked_trimmed: u64,
+}
+
+/// Subscribes to `addr` from offset 0: `(earliest offset, answered Compacted)`. A node that
+/// trimmed answers `Compacted` with its earliest offset in the request-id field.
+async fn earliest_offset(addr: &str) -> Result<(u64, bool), ClusterError> {
     let s = connect_client(addr).await?;
     let (r, mut w) = s.into_split();
     let mut b = BytesMut::new();
     frame::put_subscribe(&mut b, &SubscribeBody::default());
+    let net = |e| ClusterError::Network {
+        peer: addr.into(),
+        source: e,
+    };
+    w.write_all(&b).await.map_err(net)?;
+    let mut reader = FrameReader::new(r, 64 << 20);
+    let f = tokio::time::timeout(Duration::from_secs(10), reader.next())
+        .await
+        .map_err(|_| ClusterError::Timeout(format!("no answer to a subscription on {addr}")))?
+        .map_err(net)?;
+    match f {
+        Some((Kind::Events, _)) => Ok((0, false)),
+        Some((Kind::Error, body)) => match frame::decode_error(&body) {
+            Ok(e) if e.code == ErrorCode::Compacted => Ok((e.req_id, true)),
+            Ok(e) => Err(ClusterError::Timeout(format!(
+                "subscription from 0 on {addr}: {:?}: {}",
+                e.code, e.message
+            ))),
+            Err(e) => Err(ClusterError::Timeout(format!(
+                "subscription from 0 on {addr}: bad error frame: {e}"
+            ))),
+        },
+        other => Err(ClusterError::Timeout(format!(
+            "subscription from 0 on {addr}: unexpected answer {:?}",
+            other.map(|f| f.0)
+        ))),
+    }
+}
+
+/// Reads node `addr`'s stream from `from` (its earliest retained offset) to `end` and checks
+/// it against the ledgers: acknowledged events below `from` are trimmed (counted), those at or
+/// above it must be there exactly once at their offset.
+async fn check_stream(
+    addr: &str,
+    ledgers: &[Arc<Mutex<Ledger>>],
+    batch: usize,
+    from: u64,
+    end: u64,
+    common_from: u64,
+) -> Result<StreamCheck, ClusterError> {
+    let s = connect_client(addr).await?;
+    let (r, mut w) = s.into_split();
+    let mut b = BytesMut::new();
+    frame::put_subscribe(
+        &mut b,
+        &SubscribeBody {
+            from_offset: from,
+            ..SubscribeBody::default()
+        },
+    );
     w.write_all(&b).await.map_err(|e| ClusterError::Network {
         peer: addr.into(),
         source: e,
@@ -436,8 +599,8 @@ async fn check_stream(
         .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()))
         .collect();
     let mut seen: Vec<Vec<u8>> = ls.iter().map(|l| vec![0u8; l.offsets.len()]).collect();
-    let (mut n, mut hash, mut refused, mut unexpected, mut indeterminate) = (0u64, 0u64, 0, 0, 0);
-    let mut next = 0u64;
+    let mut c = StreamCheck::default();
+    let mut next = from;
     while next < end {
         let f = tokio::time::timeout(Duration::from_secs(10), reader.next())
             .await
@@ -446,51 +609,72 @@ async fn check_stream(
                 peer: addr.into(),
                 source: e,
             })?;
-        let Some((Kind::Events, body)) = f else {
-            return Err(ClusterError::Timeout(format!(
-                "stream of {addr} ended at {next}"
-            )));
+        let body = match f {
+            Some((Kind::Events, body)) => body,
+            Some((Kind::Error, body)) => {
+                let why = frame::decode_error(&body)
+                    .map(|e| format!("{:?}: {}", e.code, e.message))
+                    .unwrap_or_else(|e| e.to_string());
+                return Err(ClusterError::Timeout(format!(
+                    "stream of {addr} ended at {next}: {why}"
+                )));
+            }
+            _ => {
+                return Err(ClusterError::Timeout(format!(
+                    "stream of {addr} ended at {next}"
+                )))
+            }
         };
         let evs = crate::codec::decode_offset_events(&body, 0)?;
         for (off, e) in evs {
             if off != next {
-                unexpected += 1;
+                c.unexpected += 1;
             }
             next = off + 1;
-            n += 1;
-            hash = hash.rotate_left(5) ^ (off.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ e.id.0);
+            c.events += 1;
+            if off >= common_from {
+                c.common_hash = c.common_hash.rotate_left(5)
+                    ^ (off.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ e.id.0);
+            }
             let conn = (e.id.0 >> 40) as usize;
             let seq = (e.id.0 & ((1 << 40) - 1)) as usize;
             if conn == 0 || conn > ls.len() || seq >= ls[conn - 1].offsets.len() {
-                unexpected += 1;
+                c.unexpected += 1;
                 continue;
             }
             let l = &ls[conn - 1];
             let k = &mut seen[conn - 1][seq];
             *k += 1;
             if *k > 1 {
-                unexpected += 1;
+                c.unexpected += 1;
             }
             match l.outcome[seq / batch] {
                 OUT_ACKED => {
                     if l.offsets[seq] != off {
-                        unexpected += 1;
+                        c.unexpected += 1;
                     }
                 }
-                OUT_INFLIGHT | OUT_RAFT => refused += 1,
-                _ => indeterminate += 1,
+                OUT_INFLIGHT | OUT_RAFT => c.refused += 1,
+                _ => c.indeterminate += 1,
             }
         }
     }
-    let mut missing = 0;
     for (l, s) in ls.iter().zip(&seen) {
-        for (seq, &c) in s.iter().enumerate() {
-            if l.outcome[seq / batch] == OUT_ACKED && c != 1 {
-                missing += 1;
+        for (seq, &n) in s.iter().enumerate() {
+            if l.outcome[seq / batch] != OUT_ACKED {
+                continue;
+            }
+            if l.offsets[seq] < from {
+                c.acked_trimmed += 1;
+                if n != 0 {
+                    c.unexpected += 1;
+                }
+            } else if n != 1 {
+                c.acked_missing += 1;
             }
         }
     }
-    Ok((n, hash, refused, unexpected, indeterminate, missing))
+    Ok(c)
 }
 
 fn extra_flags(a: &OverloadBenchArgs) -> Vec<String> {
@@ -503,6 +687,15 @@ fn extra_flags(a: &OverloadBenchArgs) -> Vec<String> {
         "--request-timeout-ms".into(),
         "10000".into(),
     ];
+    for (flag, n) in [
+        ("--retention-max-events", a.retention_max_events),
+        ("--retention-max-bytes", a.retention_max_bytes),
+        ("--snapshot-entries", a.snapshot_entries),
+        ("--log-keep-entries", a.log_keep_entries),
+        ("--compaction-interval-ms", a.compaction_interval_ms),
+    ] {
+        v.extend([flag.to_string(), n.to_string()]);
+    }
     if let Some(n) = a.max_inflight_events {
         v.extend(["--max-inflight-events".into(), n.to_string()]);
     }
@@ -586,12 +779,12 @@ async fn run_on(
         l.soak_from_req = l.outcome.len();
     }
 
-    // 2. Soak: open loop at factor × capacity; sample RSS and the retained log every second.
+    // 2. Soak: open loop at factor × capacity; sample every node's RSS and the leader each
+    // second.
     let target = capacity * a.factor;
     let per_conn = target / a.clients as f64;
     let stop = Arc::new(AtomicBool::new(false));
-    let pids: Vec<u32> = (1..=3).filter_map(|id| cluster.pid(id)).collect();
-    let leader_pid = cluster.pid(leader).ok_or(ClusterError::Closed)?;
+    let pids: Vec<Option<u32>> = (1..=3).map(|id| cluster.pid(id)).collect();
     let start = Instant::now();
     let tasks: Vec<_> = (0..a.clients)
         .map(|c| {
@@ -608,26 +801,47 @@ async fn run_on(
             ))
         })
         .collect();
-    let mut samples = Vec::new();
-    let mut rss_max_any = 0;
-    let mut log_start = None;
-    let mut log_end = 0;
-    for sec in 0..a.duration {
-        let rss = read_rss_kib(leader_pid).unwrap_or(0);
-        for &p in &pids {
-            rss_max_any = rss_max_any.max(read_rss_kib(p).unwrap_or(0));
+    let mut rss: Vec<Vec<(u64, u64)>> = vec![Vec::new(); pids.len()];
+    let mut leader_samples = Vec::new();
+    let mut role_samples = Vec::new();
+    let mut tick = 0;
+    while start.elapsed() < Duration::from_secs(a.duration) {
+        // Samples carry the time they were taken (a starved node answers its status late).
+        let sec = start.elapsed().as_secs();
+        for (i, p) in pids.iter().enumerate() {
+            if let Some(kib) = p.and_then(read_rss_kib) {
+                rss[i].push((sec, kib));
+            }
         }
-        let log_kib = raw_status(&addr)
-            .await
-            .ok()
-            .and_then(|v| v["log_bytes"].as_u64())
-            .unwrap_or(0)
-            / 1024;
-        log_start.get_or_insert(log_kib);
-        log_end = log_kib;
-        samples.push((sec, rss, log_kib));
-        let next = start + Duration::from_secs(sec + 1);
-        tokio::time::sleep_until(next.into()).await;
+        // The leader as the nodes see it: the node that says it leads, at the highest term.
+        // Each node's `role@term` (`?`: no status within 1 s) is kept as evidence.
+        let mut seen = (0u64, 0u64);
+        let mut roles = Vec::new();
+        for ep in cluster.endpoints() {
+            match tokio::time::timeout(Duration::from_secs(1), raw_status(ep)).await {
+                Ok(Ok(v)) => {
+                    let term = v["term"].as_u64().unwrap_or(0);
+                    let role = v["role"].as_str().unwrap_or("?");
+                    let leads = role == "leader";
+                    if term > seen.1 || (term == seen.1 && leads) {
+                        seen = (
+                            if leads {
+                                v["node_id"].as_u64().unwrap_or(0)
+                            } else {
+                                0
+                            },
+                            term,
+                        );
+                    }
+                    roles.push(format!("{role}@{term}"));
+                }
+                _ => roles.push("?".into()),
+            }
+        }
+        leader_samples.push((sec, seen.0, seen.1));
+        role_samples.push((sec, roles));
+        tick += 1;
+        tokio::time::sleep_until((start + Duration::from_secs(tick)).into()).await;
     }
     stop.store(true, Ordering::Relaxed);
     let soak_s = start.elapsed().as_secs_f64();
@@ -644,31 +858,136 @@ async fn run_on(
         .and_then(|v| serde_json::from_value(v["publishes"].clone()).ok())
         .unwrap_or_default();
     let healthy_leader = cluster.wait_healthy(Duration::from_secs(60)).await?;
-    let end = {
-        let mut end = 0;
-        for l in &ledgers {
-            let l = l.lock().unwrap_or_else(|p| p.into_inner());
-            end = end.max(
-                l.offsets
-                    .iter()
-                    .filter(|&&o| o != u64::MAX)
-                    .max()
-                    .map_or(0, |o| o + 1),
+    // Every node has applied everything (equal next offsets), and retention has run since the
+    // last append, so the earliest offsets stay put while the streams are read.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let next_offset = loop {
+        let mut nexts = Vec::new();
+        for ep in cluster.endpoints() {
+            nexts.push(
+                raw_status(ep)
+                    .await
+                    .ok()
+                    .and_then(|v| v["stream"]["next_offset"].as_u64()),
             );
         }
-        end
+        if let Some(Some(n)) = nexts.first().copied() {
+            if nexts.iter().all(|x| *x == Some(n)) {
+                break n;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(ClusterError::Timeout(format!(
+                "nodes did not agree on the stream's next offset: {nexts:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let mut results = Vec::new();
-    for ep in cluster.endpoints() {
-        results.push(check_stream(ep, &ledgers, batch, end).await?);
+    tokio::time::sleep(Duration::from_millis(2 * a.compaction_interval_ms + 500)).await;
+
+    // Acknowledged offsets: distinct and below the next offset.
+    let mut acked_distinct = 0u64;
+    let mut acked_invalid = 0u64;
+    let mut indeterminate_offered = 0u64;
+    {
+        let mut bits = vec![0u64; (next_offset as usize).div_ceil(64)];
+        for l in &ledgers {
+            let l = l.lock().unwrap_or_else(|p| p.into_inner());
+            for (seq, &o) in l.offsets.iter().enumerate() {
+                match l.outcome[seq / batch] {
+                    OUT_ACKED => {}
+                    OUT_RINGS | OUT_TIMEOUT | OUT_OTHER | OUT_NONE => {
+                        indeterminate_offered += 1;
+                        continue;
+                    }
+                    _ => continue,
+                }
+                let (w, bit) = ((o / 64) as usize, 1u64 << (o % 64));
+                if o >= next_offset || bits[w] & bit != 0 {
+                    acked_invalid += 1;
+                } else {
+                    bits[w] |= bit;
+                    acked_distinct += 1;
+                }
+            }
+        }
     }
-    let nodes_agree = results
+
+    let mut counters = Vec::new();
+    for ep in cluster.endpoints() {
+        counters.push(
+            raw_status(ep)
+                .await
+                .map(|v| v["counters"].clone())
+                .unwrap_or_default(),
+        );
+    }
+    let mut earliest = Vec::new();
+    for ep in cluster.endpoints() {
+        earliest.push(earliest_offset(ep).await?);
+    }
+    let common_from = earliest.iter().map(|e| e.0).max().unwrap_or(0);
+    let mut checks = Vec::new();
+    for (ep, &(from, _)) in cluster.endpoints().iter().zip(&earliest) {
+        checks.push(check_stream(ep, &ledgers, batch, from, next_offset, common_from).await?);
+    }
+    let nodes_agree = checks
         .windows(2)
-        .all(|w| (w[0].0, w[0].1) == (w[1].0, w[1].1));
-    let refused: u64 = results.iter().map(|r| r.2).sum();
-    let unexpected: u64 = results.iter().map(|r| r.3).sum();
-    let indeterminate = results.first().map_or(0, |r| r.4);
-    let missing: u64 = results.iter().map(|r| r.5).sum();
+        .all(|w| w[0].common_hash == w[1].common_hash)
+        && checks
+            .iter()
+            .zip(&earliest)
+            .all(|(c, e)| c.events == next_offset - e.0);
+    let refused: u64 = checks.iter().map(|r| r.refused).sum();
+    let unexpected: u64 = checks.iter().map(|r| r.unexpected).sum();
+    let indeterminate = checks.iter().map(|r| r.indeterminate).max().unwrap_or(0);
+    let missing: u64 = checks.iter().map(|r| r.acked_missing).sum();
+    let stored_not_acked = next_offset.saturating_sub(acked_distinct);
+
+    let half = a.duration / 2;
+    let nodes: Vec<NodeReport> = checks
+        .iter()
+        .zip(&earliest)
+        .zip(&rss)
+        .enumerate()
+        .map(|(i, ((c, &(from, compacted)), samples))| {
+            let pts = |it: &mut dyn Iterator<Item = &(u64, u64)>| -> Vec<(f64, f64)> {
+                it.map(|s| (s.0 as f64, s.1 as f64)).collect()
+            };
+            let max_where = |f: &dyn Fn(u64) -> bool| {
+                samples
+                    .iter()
+                    .filter(|s| f(s.0))
+                    .map(|s| s.1)
+                    .max()
+                    .unwrap_or(0)
+            };
+            let slope2 = slope(&pts(&mut samples.iter().filter(|s| s.0 >= half)));
+            let max1 = max_where(&|t| t < half);
+            let max2 = max_where(&|t| t >= half);
+            NodeReport {
+                id: i as u64 + 1,
+                earliest_offset: from,
+                next_offset,
+                events_read: c.events,
+                acked_trimmed: c.acked_trimmed,
+                acked_missing: c.acked_missing,
+                trimmed_not_acked: from.saturating_sub(c.acked_trimmed),
+                compacted_from_zero: compacted,
+                rss_start_kib: samples.first().map_or(0, |s| s.1),
+                rss_max_kib: samples.iter().map(|s| s.1).max().unwrap_or(0),
+                rss_end_kib: samples.last().map_or(0, |s| s.1),
+                rss_max_first_half_kib: max1,
+                rss_max_second_half_kib: max2,
+                rss_slope_kib_per_s: slope(&pts(&mut samples.iter())),
+                rss_slope_second_half_kib_per_s: slope2,
+                rss_flat: samples.len() >= 4
+                    && slope2 < FLAT_MAX_SLOPE_KIB_S
+                    && max2 <= max1 + FLAT_MAX_NEW_PEAK_KIB,
+                rss_samples: samples.clone(),
+            }
+        })
+        .collect();
 
     let sum = |t: &Tally| {
         let mut s = [0u64; 2];
@@ -694,20 +1013,46 @@ async fn run_on(
         && node.rejected_raft == total.rejected_raft
         && node.timed_out == total.timed_out
         && node.other_errors == total.other_errors;
-    let pts: Vec<(f64, f64)> = samples.iter().map(|s| (s.0 as f64, s.1 as f64)).collect();
-    let pts_minus: Vec<(f64, f64)> = samples
-        .iter()
-        .map(|s| (s.0 as f64, s.1 as f64 - s.2 as f64))
-        .collect();
+    // Offsets nobody acknowledged (below the earliest or read back as indeterminate) can only
+    // belong to indeterminate requests.
+    let trimmed_ok = nodes.iter().zip(&checks).all(|(n, c)| {
+        n.trimmed_not_acked + c.indeterminate <= indeterminate_offered
+            && n.compacted_from_zero == (n.earliest_offset > 0)
+    });
+    let mut leader_changes = 0;
+    let mut last_leader = leader;
+    for &(_, l, _) in &leader_samples {
+        if l != 0 && l != last_leader {
+            leader_changes += 1;
+        }
+        if l != 0 {
+            last_leader = l;
+        }
+    }
+    let term0 = leader_samples.first().map_or(0, |s| s.2);
+    let term_max = leader_samples.iter().map(|s| s.2).max().unwrap_or(0);
+    let rss_flat = nodes.iter().all(|n| n.rss_flat);
     let valid = accounting_exact
         && node_counters_match
         && missing == 0
+        && acked_invalid == 0
         && refused == 0
         && unexpected == 0
         && nodes_agree
-        && soak.acked[1] > 0;
+        && trimmed_ok
+        && stored_not_acked <= indeterminate_offered
+        && acked_distinct == total.acked[1]
+        && soak.acked[1] > 0
+        && nodes.len() == 3
+        // A leader change sends the producers' whole second half to `NotLeader` (they do not
+        // follow it): flat RSS then says nothing about memory under load.
+        && (a.duration < FLAT_MIN_DURATION_S || (rss_flat && leader_changes == 0));
     Ok(OverloadReport {
         policy: format!("{:?}", a.policy).to_lowercase(),
+        retention_max_events: a.retention_max_events,
+        retention_max_bytes: a.retention_max_bytes,
+        snapshot_entries: a.snapshot_entries,
+        log_keep_entries: a.log_keep_entries,
         capacity_events_per_sec: capacity,
         target_offered_events_per_sec: target,
         offered_events_per_sec: soak.offered[1] as f64 / soak_s,
@@ -728,21 +1073,26 @@ async fn run_on(
         node_counters: node,
         node_counters_match,
         accounting_exact,
+        acked_distinct_events: acked_distinct,
+        acked_offsets_invalid: acked_invalid,
+        indeterminate_offered_events: indeterminate_offered,
+        next_offset,
+        stored_not_acked,
+        acked_trimmed_min: nodes.iter().map(|n| n.acked_trimmed).min().unwrap_or(0),
         acked_found_on_every_node: missing == 0,
         refused_but_stored: refused,
         unexpected_in_stream: unexpected,
         indeterminate_stored: indeterminate,
         nodes_agree,
+        common_from,
         leader_changed: healthy_leader != leader,
-        stream_events: results.first().map_or(0, |r| r.0),
-        rss_start_kib: samples.first().map_or(0, |s| s.1),
-        rss_max_kib: samples.iter().map(|s| s.1).max().unwrap_or(0),
-        rss_end_kib: samples.last().map_or(0, |s| s.1),
-        rss_slope_kib_per_s: slope(&pts),
-        log_growth_kib: log_end.saturating_sub(log_start.unwrap_or(0)),
-        rss_minus_log_slope_kib_per_s: slope(&pts_minus),
-        rss_max_any_node_kib: rss_max_any,
-        samples,
+        leader_changes,
+        term_increase: term_max - term0,
+        leader_samples,
+        role_samples,
+        replication_counters: counters,
+        nodes,
+        rss_flat,
         valid,
     })
 }
@@ -750,6 +1100,10 @@ async fn run_on(
 /// Prints the report as a table.
 pub fn print(r: &OverloadReport) {
     println!("policy                 {}", r.policy);
+    println!(
+        "retention              {} events, {} bytes (0 = none); snapshot every {} entries, keep {}",
+        r.retention_max_events, r.retention_max_bytes, r.snapshot_entries, r.log_keep_entries
+    );
     println!(
         "capacity               {:.0} events/s",
         r.capacity_events_per_sec
@@ -768,23 +1122,33 @@ pub fn print(r: &OverloadReport) {
         t.offered, t.acked, t.rejected_inflight, t.rejected_rings, t.rejected_raft, t.timed_out, t.other_errors, t.unanswered
     );
     println!(
-        "accounting exact {}  node counters match {}  acked on every node {}  nodes agree {}  leader changed {}",
-        r.accounting_exact, r.node_counters_match, r.acked_found_on_every_node, r.nodes_agree, r.leader_changed
+        "accounting exact {}  node counters match {}  acked on every node {}  nodes agree {}",
+        r.accounting_exact, r.node_counters_match, r.acked_found_on_every_node, r.nodes_agree
     );
     println!(
-        "refused but stored {}  unexpected {}  indeterminate stored {}  stream {}",
-        r.refused_but_stored, r.unexpected_in_stream, r.indeterminate_stored, r.stream_events
+        "stream next offset {}  acked distinct {}  stored not acked {} (indeterminate offered {})  acked offsets invalid {}",
+        r.next_offset, r.acked_distinct_events, r.stored_not_acked, r.indeterminate_offered_events, r.acked_offsets_invalid
     );
     println!(
-        "leader RSS KiB start {} max {} end {} slope {:.1} KiB/s; log growth {} KiB; RSS - log slope {:.1} KiB/s; max any node {} KiB",
-        r.rss_start_kib,
-        r.rss_max_kib,
-        r.rss_end_kib,
-        r.rss_slope_kib_per_s,
-        r.log_growth_kib,
-        r.rss_minus_log_slope_kib_per_s,
-        r.rss_max_any_node_kib
+        "refused but stored {}  unexpected {}  indeterminate stored {}  common range {}..{}",
+        r.refused_but_stored,
+        r.unexpected_in_stream,
+        r.indeterminate_stored,
+        r.common_from,
+        r.next_offset
     );
+    println!(
+        "leader changed {}  leader changes during soak {}  term increase {}",
+        r.leader_changed, r.leader_changes, r.term_increase
+    );
+    for n in &r.nodes {
+        println!(
+            "node {}: earliest {} (Compacted from 0: {}) read {} acked trimmed {} missing {}; RSS KiB start {} max {} end {} (max 1st half {}, 2nd half {}); slope {:.1} KiB/s, 2nd half {:.1} KiB/s; flat {}",
+            n.id, n.earliest_offset, n.compacted_from_zero, n.events_read, n.acked_trimmed, n.acked_missing,
+            n.rss_start_kib, n.rss_max_kib, n.rss_end_kib, n.rss_max_first_half_kib, n.rss_max_second_half_kib,
+            n.rss_slope_kib_per_s, n.rss_slope_second_half_kib_per_s, n.rss_flat
+        );
+    }
     for (k, v) in &r.other_errors {
         println!("other error x{v}: {k}");
     }

@@ -1023,6 +1023,17 @@ impl Replica {
 
     fn on_soft_state(&mut self, new_role: StateRole, leader: u64) {
         if new_role != self.role {
+            // Leader -> follower at an unchanged term is raft's check-quorum step-down (no
+            // answer from a quorum within an election timeout); with a higher term another
+            // node campaigned (it missed heartbeats for an election timeout).
+            tracing::info!(
+                id = self.id(),
+                from = ?self.role,
+                to = ?new_role,
+                term = self.raw.raft.term,
+                leader,
+                "raft role changed"
+            );
             if new_role == StateRole::Candidate {
                 self.metrics.elections.fetch_add(1, Ordering::Relaxed);
             }

@@ -69,6 +69,9 @@ pub struct ServerCtx {
     pub max_inflight_events: usize,
     /// What happened to the publishes this node received (shared with [`NodeMetrics`]).
     pub publishes: Arc<PublishCounters>,
+    /// Where inbound peer connections are served (`None`: on the accepting runtime). Kept
+    /// apart from client connections so that overload cannot delay raft's messages.
+    pub peer_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// What the server knows about one client connection.
@@ -257,7 +260,15 @@ async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
             }
             // Snapshots travel as one raft message: peers get the larger frame limit.
             reader.set_max_body(ctx.max_peer_frame);
-            serve_peer(from, reader, ctx).await
+            match &ctx.peer_runtime {
+                Some(rt) => {
+                    let ctx = ctx.clone();
+                    rt.spawn(async move { serve_peer(from, reader, &ctx).await })
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+                None => serve_peer(from, reader, ctx).await,
+            }
         }
         Role::Client => {
             let conn_state =
@@ -505,6 +516,14 @@ async fn serve_client(
                     if let Some(o) = v.as_object_mut() {
                         let p = serde_json::to_value(ctx.publishes.snapshot()).map_err(invalid)?;
                         o.insert("publishes".into(), p);
+                        // The stream's retained range, read now (not the 50 ms status copy).
+                        o.insert(
+                            "stream".into(),
+                            serde_json::json!({
+                                "first_offset": ctx.stream.first_offset(),
+                                "next_offset": ctx.stream.next_offset(),
+                            }),
+                        );
                     }
                     let json = serde_json::to_vec(&v).map_err(invalid)?;
                     let mut b = BytesMut::new();
@@ -888,6 +907,7 @@ mod admin_auth_tests {
             inflight_events: Arc::new(Semaphore::new(64)),
             max_inflight_events: 64,
             publishes: Default::default(),
+            peer_runtime: None,
         }
     }
 
