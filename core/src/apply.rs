@@ -22,6 +22,8 @@ pub struct Applier {
     /// The last topic dispatched and its handlers: consecutive batches are usually of the same
     /// topic, and a 24-byte compare is cheaper than hashing the name.
     last_route: Option<(crate::event::Topic, std::ops::Range<usize>)>,
+    /// The dedup decisions of the batch being applied (kept to reuse its allocation).
+    decisions: Vec<Decision>,
 }
 
 /// What [`Applier::apply`] did with one batch.
@@ -46,6 +48,7 @@ impl Applier {
             dispatcher,
             stats: LocalStats::new(slot, stats_flush),
             last_route: None,
+            decisions: Vec::new(),
         }
     }
 
@@ -73,11 +76,15 @@ impl Applier {
         // Dedup in place: fresh events are compacted to the front of `batch` (a swap only once
         // a duplicate has been seen, so the common all-fresh batch moves nothing) and the
         // duplicates left at the end are dropped by `truncate`. Order among fresh events is kept.
+        // The whole batch is checked first (`check_batch` overlaps the window's cache misses
+        // across events: in the closed-loop pipeline, where ring slots evict the window's
+        // lines, that measured faster than `check` per event), then compacted by the decisions.
+        self.dedup
+            .check_batch(batch, |e| (e.id.0, e.ingest_ns), &mut self.decisions);
         let mut fresh = 0;
-        for i in 0..batch.len() {
-            let event = &batch[i];
-            c.by_priority[event.priority.index()] += 1;
-            match self.dedup.check(event.id.0, event.ingest_ns) {
+        for (i, &decision) in self.decisions.iter().enumerate() {
+            c.by_priority[batch[i].priority.index()] += 1;
+            match decision {
                 Decision::Fresh => {
                     if fresh != i {
                         batch.swap(fresh, i);

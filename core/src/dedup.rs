@@ -51,6 +51,12 @@ impl IdSet {
         ((id ^ self.seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits)) as usize
     }
 
+    /// Asks the CPU to start loading `id`'s home slot; no effect on the set's content.
+    #[inline(always)]
+    fn prefetch(&self, id: u64) {
+        prefetch_slot(&self.slots[self.home(id)]);
+    }
+
     /// Inserts `id` (non-zero); false if it was already present.
     #[inline(always)]
     fn insert(&mut self, id: u64) -> bool {
@@ -106,6 +112,27 @@ impl IdSet {
         self.slots[hole] = Self::EMPTY;
     }
 }
+
+/// A hint to the CPU to bring the line holding `slot` into L1; a no-op where we have no
+/// prefetch instruction.
+#[inline(always)]
+fn prefetch_slot(slot: &u64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is only a hint — it never faults and changes no memory or program
+        // state — and SSE (which provides it) is part of the x86_64 baseline. The pointer comes
+        // from a live reference in any case.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((slot as *const u64).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = slot;
+}
+
+/// How many items ahead [`DedupWindow::check_batch`] prefetches: far enough that a line
+/// arrives from L2/L3 before its item is checked (a check is a few ns), near enough that the
+/// prefetched lines (two per item) fit the core's outstanding-miss buffers.
+const PREFETCH_AHEAD: usize = 8;
 
 /// A bounded window of recently seen event ids.
 #[derive(Clone)]
@@ -225,6 +252,63 @@ impl DedupWindow {
         }
         self.len += 1;
         Decision::Fresh
+    }
+
+    /// [`check`](Self::check) for every item of a batch, in order: `out` is cleared and gets
+    /// one decision per item, exactly the decisions successive `check` calls would give.
+    ///
+    /// What it adds is memory-level parallelism: while item `i` is checked, the home line of
+    /// item `i + PREFETCH_AHEAD` and the line of the id that insert will evict are already
+    /// being loaded, so the cache misses of a batch overlap instead of being paid one after
+    /// another. Prefetches are hints only; they change no state.
+    ///
+    /// Measured: in isolation (`cargo bench -p eventstream-benches --bench dedup`, group
+    /// `dedup_batch_64`) the table stays hot in L2 and a plain `check` loop is as fast or
+    /// faster; in the closed-loop pipeline, where ring slots compete for the worker's cache,
+    /// the [`Applier`](crate::Applier) using it ran faster (README, issue 2 rows).
+    #[inline]
+    pub fn check_batch<T>(
+        &mut self,
+        items: &[T],
+        key: impl Fn(&T) -> (u64, u64),
+        out: &mut Vec<Decision>,
+    ) {
+        out.clear();
+        if self.window == 0 {
+            out.resize(items.len(), Decision::Fresh);
+            return;
+        }
+        out.reserve(items.len());
+        for (ahead, item) in items.iter().take(PREFETCH_AHEAD).enumerate() {
+            self.prefetch(key(item).0, ahead);
+        }
+        for (i, item) in items.iter().enumerate() {
+            if let Some(next) = items.get(i + PREFETCH_AHEAD) {
+                self.prefetch(key(next).0, PREFETCH_AHEAD);
+            }
+            let (id, ts) = key(item);
+            out.push(self.check(id, ts));
+        }
+    }
+
+    /// Prefetches what checking `id` will touch if it is checked after `ahead` more fresh
+    /// inserts: its home line, and (window full) the line of the id that insert will evict.
+    /// A guess that turns out wrong (duplicates or age-expiry in between) costs one wasted load.
+    #[inline(always)]
+    fn prefetch(&self, id: u64, ahead: usize) {
+        if id != 0 {
+            self.set.prefetch(id);
+        }
+        if self.len == self.window {
+            let mut k = self.head + ahead;
+            if k >= self.window {
+                k %= self.window;
+            }
+            let leaving = self.order[k];
+            if leaving != 0 {
+                self.set.prefetch(leaving);
+            }
+        }
     }
 
     /// Ids currently remembered.
@@ -366,6 +450,43 @@ mod tests {
                 let live = set.slots.iter().filter(|&&v| v != IdSet::EMPTY).count();
                 prop_assert_eq!(live, model.len());
             }
+        }
+
+        /// `check_batch` decides exactly as successive `check` calls, for any split of the
+        /// stream into batches, with and without an age limit (ids repeat, wrap the window,
+        /// include 0, and timestamps go backwards as well as forwards).
+        #[test]
+        fn check_batch_matches_sequential_check(
+            window in 0usize..40,
+            aged in any::<bool>(),
+            items in proptest::collection::vec(
+                (prop_oneof![0u64..60, any::<u64>(), (0u64..4).prop_map(|k| k << 40)], 0u64..5_000),
+                0..400,
+            ),
+            cuts in proptest::collection::vec(1usize..40, 1..20),
+        ) {
+            let c = DedupConfig {
+                window,
+                max_age: aged.then(|| Duration::from_nanos(700)),
+            };
+            let mut seq = DedupWindow::new(c);
+            let mut bat = DedupWindow::new(c);
+            let mut out = Vec::new();
+            let mut rest = &items[..];
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (batch, tail) = rest.split_at((*cut).min(rest.len()));
+                rest = tail;
+                bat.check_batch(batch, |&(id, ts)| (id, ts), &mut out);
+                prop_assert_eq!(out.len(), batch.len());
+                for (&(id, ts), &d) in batch.iter().zip(&out) {
+                    prop_assert_eq!(d, seq.check(id, ts), "id {}", id);
+                }
+                prop_assert_eq!(bat.len(), seq.len());
+            }
+            prop_assert!(bat.entries().eq(seq.entries()));
         }
 
         /// Two windows fed the same sequence decide the same (replicas agree).
