@@ -549,8 +549,13 @@ impl Held {
 }
 
 fn propose(replica: &mut Replica, entry: &mut Pending, held: &mut Held) {
-    let cap = entry.data.capacity();
-    let data = std::mem::replace(&mut entry.data, Vec::with_capacity(cap));
+    // raft keeps the proposed Vec's allocation (as the entry's `Bytes`) for as long as the
+    // entry is in the log or the committed stream retains its events. Handing over the assembly
+    // buffer itself would pin its high-water capacity (up to `max_entry_bytes`) per entry, even
+    // for a 10 KB entry: the leader's memory then grew with every entry retention kept. So the
+    // entry gets an exact-size copy and the assembly buffer is reused.
+    let data = entry.data.as_slice().to_vec();
+    entry.data.clear();
     if replica.transferring() && held.bytes + data.len() <= HELD_MAX_BYTES {
         held.bytes += data.len();
         held.entries.push((data, std::mem::take(&mut entry.ids)));
