@@ -223,7 +223,7 @@ impl ClientTlsArgs {
     }
 }
 
-fn split_endpoints(s: &[String]) -> Vec<String> {
+pub(crate) fn split_endpoints(s: &[String]) -> Vec<String> {
     s.iter()
         .flat_map(|e| e.split(','))
         .map(|e| e.trim().to_owned())
@@ -231,7 +231,7 @@ fn split_endpoints(s: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ClusterError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ClusterError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -871,7 +871,7 @@ pub struct FailoverBenchResult {
     pub seconds: f64,
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -3,7 +3,7 @@
 //! restarts). The binary only parses and delegates.
 
 use crate::admin::{MemberList, PROMOTE_MAX_LAG};
-use crate::cli::ClientTlsArgs;
+use crate::cli::{percentile, runtime, split_endpoints, ClientTlsArgs};
 use crate::client::{status_with, Client, ClientConfig};
 use crate::config::parse_member;
 use crate::error::ClusterError;
@@ -38,25 +38,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-fn split_endpoints(s: &[String]) -> Vec<String> {
-    s.iter()
-        .flat_map(|e| e.split(','))
-        .map(|e| e.trim().to_owned())
-        .filter(|e| !e.is_empty())
-        .collect()
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, ClusterError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| ClusterError::Spawn {
-            what: "tokio runtime",
-            source: e,
-        })
 }
 
 fn client(
@@ -423,14 +404,6 @@ pub struct RestartBenchResult {
     pub failed_requests: u64,
     /// Wall time, s.
     pub seconds: f64,
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
 }
 
 /// Longest gap between consecutive instants of `acks` (sorted) in `[from, to]`, counting from
