@@ -879,23 +879,33 @@ pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
+/// The data directory of a benchmark's cluster: `given`, or a temporary one under the current
+/// directory (removed when the returned guard drops).
+pub(crate) fn bench_dir(
+    given: Option<&std::path::Path>,
+    prefix: &str,
+) -> Result<(Option<tempfile::TempDir>, PathBuf), ClusterError> {
+    let (tmp, dir) = match given {
+        Some(d) => (None, d.to_path_buf()),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir_in(std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir()))
+                .map_err(|e| ClusterError::io("bench data dir", e))?;
+            let d = t.path().to_path_buf();
+            (Some(t), d)
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| ClusterError::io(&dir, e))?;
+    Ok((tmp, dir))
+}
+
 /// Runs `bench failover` with `exe` as the node binary.
 pub fn run_bench_failover(
     a: FailoverBenchArgs,
     exe: &std::path::Path,
 ) -> Result<FailoverBenchResult, ClusterError> {
-    let tmp;
-    let dir = match &a.data_dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix("eventstream-failover-")
-                .tempdir_in(std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir()))
-                .map_err(|e| ClusterError::io("bench data dir", e))?;
-            tmp.path().to_path_buf()
-        }
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| ClusterError::io(&dir, e))?;
+    let (_tmp, dir) = bench_dir(a.data_dir.as_deref(), "eventstream-failover-")?;
     let rt = runtime()?;
     rt.block_on(failover(a, exe, &dir))
 }

@@ -425,18 +425,7 @@ pub fn run_bench_restart(
     a: RestartBenchArgs,
     exe: &std::path::Path,
 ) -> Result<RestartBenchResult, ClusterError> {
-    let tmp;
-    let dir = match &a.data_dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix("eventstream-restart-")
-                .tempdir_in(std::env::current_dir().unwrap_or_else(|_| std::env::temp_dir()))
-                .map_err(|e| ClusterError::io("bench data dir", e))?;
-            tmp.path().to_path_buf()
-        }
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| ClusterError::io(&dir, e))?;
+    let (_tmp, dir) = crate::cli::bench_dir(a.data_dir.as_deref(), "eventstream-restart-")?;
     runtime()?.block_on(restart_bench(a, exe, &dir))
 }
 
