@@ -8,20 +8,51 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Picks `n` free loopback ports (bind to :0, read, release). Another process could take one
-/// in between; callers use fresh ports per run.
+/// `n` distinct free ports on 127.0.0.1 for nodes to bind later. They are picked *below* the
+/// kernel's ephemeral range (`ip_local_port_range`): a port the kernel handed out for `:0` could
+/// be handed out again, as the source port of some outbound connection, before the node binds
+/// it, and the node would then fail to start. Each pick is checked by binding it.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, ClusterError> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ClusterError::Network {
-            peer: "127.0.0.1:0".into(),
-            source: e,
-        })?;
-    Ok(ls
-        .iter()
-        .map(|l| l.local_addr().expect("bound").port())
-        .collect())
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PICKS: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000u16, ephemeral_low.max(12_000));
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 32)
+        ^ PICKS
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..n * 1000 {
+        if ports.len() == n {
+            break;
+        }
+        // xorshift64*: spreads concurrent test processes over the range.
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let port = lo + (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as u16 % (hi - lo);
+        if ports.contains(&port) {
+            continue;
+        }
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+            ports.push(port);
+        }
+    }
+    if ports.len() < n {
+        return Err(ClusterError::Network {
+            peer: format!("127.0.0.1:{lo}-{hi}"),
+            source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free ports found"),
+        });
+    }
+    Ok(ports)
 }
 
 /// Real node processes.

@@ -76,15 +76,10 @@ impl Drop for Scratch {
     }
 }
 
-/// `n` distinct free loopback ports (all bound at once, then released).
+/// `n` distinct free loopback ports, outside the kernel's ephemeral range (see
+/// [`eventstream_cluster::procs::free_ports`]).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    eventstream_cluster::procs::free_ports(n).expect("free loopback ports")
 }
 
 /// Polls `probe` every `every` until it returns `Some`, or panics after `timeout` naming `what`
