@@ -378,6 +378,9 @@ impl NodeConfig {
         rc.max_size_per_msg = self.max_msg_bytes;
         rc.max_inflight_msgs = self.max_inflight_msgs;
         rc.max_uncommitted_size = self.max_uncommitted_bytes;
+        // Two of the largest entries per Ready: big enough that applying keeps up, small
+        // enough that one iteration of the driver stays short.
+        rc.max_apply_bytes_per_ready = 2 * self.max_entry_bytes as u64;
         rc.segment_bytes = self.segment_bytes;
         rc.retention = crate::stream::Retention {
             max_events: self.retention_max_events,

@@ -157,6 +157,9 @@ pub fn raise_thread_priority(what: &str) {
     }
 }
 
+/// A driver iteration at least this long is logged (debug) with its phases.
+const SLOW_ITERATION: Duration = Duration::from_millis(50);
+
 /// Runs the driver until [`DriverMsg::Stop`], a closed channel, or a storage failure.
 pub fn run(
     mut replica: Replica,
@@ -205,7 +208,13 @@ pub fn run(
         }
     }
     let result = loop {
-        let timeout = next_tick.saturating_duration_since(Instant::now());
+        let timeout = if replica.has_ready() {
+            // More committed entries than one Ready applies: go on after a look at the
+            // channels.
+            Duration::ZERO
+        } else {
+            next_tick.saturating_duration_since(Instant::now())
+        };
         // Wait on both channels: raft messages first (they unblock commits), proposals next.
         crossbeam_channel::select! {
             recv(msgs) -> m => match m {
@@ -222,6 +231,9 @@ pub fn run(
             },
             default(timeout) => {}
         }
+        // Phases of one iteration, for the "slow driver iteration" debug line: a stall here
+        // delays heartbeats, and a leader that misses them under check_quorum steps down.
+        let woke = Instant::now();
         for _ in 0..100_000 {
             if failed.is_some() {
                 break;
@@ -244,6 +256,7 @@ pub fn run(
             // status, fail every waiting publish (none of them was acknowledged).
             break Err(e);
         }
+        let msgs_done = Instant::now();
         let mut drained = 0usize;
         while let Ok(p) = proposals.try_recv() {
             if !entry.data.is_empty() && entry.data.len() + p.block.len() > cfg.max_entry_bytes {
@@ -260,6 +273,7 @@ pub fn run(
             propose(&mut replica, &mut entry, &mut held);
         }
         let now = Instant::now();
+        let proposals_done = now;
         if now >= next_tick {
             replica.tick();
             next_tick += cfg.tick;
@@ -306,6 +320,7 @@ pub fn run(
         if let Err(e) = r {
             break Err(e);
         }
+        let ready_done = Instant::now();
         replica.leave_joint_if_needed();
         if replica.take_members_changed() {
             net.set_members(&replica.members());
@@ -368,6 +383,24 @@ pub fn run(
         if now >= next_status {
             replica.publish_status();
             next_status = now + Duration::from_millis(50);
+        }
+        let end = Instant::now();
+        if end - woke >= SLOW_ITERATION {
+            let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
+            tracing::debug!(
+                total_ms = ms(end - woke),
+                msgs_ms = ms(msgs_done - woke),
+                proposals_ms = ms(proposals_done - msgs_done),
+                ready_ms = ms(ready_done - proposals_done),
+                rest_ms = ms(end - ready_done),
+                ready_raft_ms = ms(replica.last_ready.ready),
+                ready_snapshot_ms = ms(replica.last_ready.snapshot),
+                ready_apply_ms = ms(replica.last_ready.apply),
+                ready_applied_entries = replica.last_ready.applied_entries,
+                ready_store_ms = ms(replica.last_ready.store),
+                ready_advance_ms = ms(replica.last_ready.advance),
+                "slow driver iteration"
+            );
         }
         if stop {
             break Ok(());

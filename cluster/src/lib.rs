@@ -34,6 +34,8 @@
 //! * [`member_cli`] — `member add|remove|list`, `leader transfer`, `bench restart`.
 //! * [`join`] — starting a node that joins a running cluster.
 //! * [`admin`] — membership changes and leader transfer (requests, replies, wire codecs).
+//! * [`reclaim`] — frees compacted log entries and trimmed chunks on a background thread, so
+//!   the driver never stalls in `munmap`.
 //! * [`NodeMetrics`] — implements core's `ReplicationSource` for exporters.
 //! * [`cli`] — the `node` / `publish` / `subscribe` / `status` / `bench replication` /
 //!   `bench failover` commands; [`overload`] — `bench overload` (2× capacity, RSS, exact
@@ -60,6 +62,7 @@ pub mod net;
 pub mod node;
 pub mod overload;
 pub mod procs;
+pub mod reclaim;
 pub mod replica;
 pub mod server;
 pub mod snapshot;

@@ -47,7 +47,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Raft and storage settings of one replica.
 #[derive(Debug, Clone)]
@@ -72,6 +72,12 @@ pub struct ReplicaConfig {
     pub max_inflight_msgs: usize,
     /// Uncommitted bytes the leader accepts before refusing proposals.
     pub max_uncommitted_size: u64,
+    /// Committed entry bytes handed to the state machine per Ready (raft-rs
+    /// `max_committed_size_per_ready`; at least one entry). Applying is the longest part of a
+    /// driver iteration: unbounded, a backlog of commits was applied in one go (50–155 ms
+    /// under overload), delaying ticks and heartbeats; bounded, the rest waits for the next
+    /// iteration a moment later.
+    pub max_apply_bytes_per_ready: u64,
     /// Log segment size before rotation.
     pub segment_bytes: u64,
     /// How much of the stream to keep.
@@ -81,6 +87,24 @@ pub struct ReplicaConfig {
     /// Entries kept in the log below the applied index at compaction (≥ 1), so a follower only
     /// slightly behind catches up from the log instead of by snapshot.
     pub log_keep_entries: u64,
+}
+
+/// Where one Ready of [`Replica::handle_ready_async`] spent its time: logged by the driver
+/// when an iteration is slow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadyPhases {
+    /// `RawNode::ready` and sending the leader's messages.
+    pub ready: Duration,
+    /// Installing a snapshot from the leader.
+    pub snapshot: Duration,
+    /// Applying committed entries (dedup, stream, dispatch, acknowledgements).
+    pub apply: Duration,
+    /// Committed entries applied.
+    pub applied_entries: usize,
+    /// Appending new entries to the in-memory log and queueing the persist job.
+    pub store: Duration,
+    /// `advance_append_async`.
+    pub advance: Duration,
 }
 
 impl ReplicaConfig {
@@ -96,6 +120,7 @@ impl ReplicaConfig {
             max_size_per_msg: 4 << 20,
             max_inflight_msgs: 64,
             max_uncommitted_size: 256 << 20,
+            max_apply_bytes_per_ready: 2 << 20,
             segment_bytes: 64 << 20,
             retention: Retention::default(),
             snapshot_entries: 20_000,
@@ -368,6 +393,8 @@ fn entries_after_snapshot(
 
 /// A replica: consensus + log + state machine.
 pub struct Replica {
+    /// Where the last asynchronous Ready spent its time (see [`ReadyPhases`]).
+    pub last_ready: ReadyPhases,
     raw: RawNode<SnapStorage>,
     /// `None` once moved to a WAL thread ([`Replica::take_wal`], asynchronous persistence).
     wal: Option<Wal>,
@@ -518,6 +545,7 @@ impl Replica {
             max_size_per_msg: cfg.max_size_per_msg,
             max_inflight_msgs: cfg.max_inflight_msgs,
             max_uncommitted_size: cfg.max_uncommitted_size,
+            max_committed_size_per_ready: cfg.max_apply_bytes_per_ready,
             check_quorum: true,
             pre_vote: true,
             ..raft::Config::default()
@@ -560,6 +588,7 @@ impl Replica {
             snapshot_entries: cfg.snapshot_entries.max(1),
             log_keep_entries: cfg.log_keep_entries.max(1),
             snapshot_unpersisted: None,
+            last_ready: ReadyPhases::default(),
             compaction_in_flight: false,
             data_dir: cfg.data_dir.clone(),
         };
@@ -682,6 +711,12 @@ impl Replica {
 
     /// The start every Ready shares, sync or async: take it, note soft-state changes, send the
     /// leader's messages at once (before persisting). `None` without a Ready.
+    /// True when raft has work for the next [`handle_ready`](Self::handle_ready) (for example
+    /// committed entries beyond one Ready's apply limit): the driver then does not wait.
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
     fn begin_ready(
         &mut self,
         send: &mut dyn FnMut(Vec<Message>),
@@ -835,9 +870,12 @@ impl Replica {
         send: &mut dyn FnMut(Vec<Message>),
         persist: &mut dyn FnMut(PersistJob),
     ) -> Result<bool, ClusterError> {
+        let t0 = Instant::now();
+        self.last_ready = ReadyPhases::default();
         let Some(mut ready) = self.begin_ready(send)? else {
             return Ok(false);
         };
+        let t_begin = Instant::now();
         let snapshot = if ready.snapshot().is_empty() {
             None
         } else {
@@ -846,7 +884,11 @@ impl Replica {
             Some(snap)
         };
         let snapshot_index = snapshot.as_ref().map(|s| s.get_metadata().index);
-        self.apply(ready.take_committed_entries());
+        let t_snapshot = Instant::now();
+        let committed = ready.take_committed_entries();
+        let applied_entries = committed.len();
+        self.apply(committed);
+        let t_apply = Instant::now();
         let entries = ready.take_entries();
         let hs = ready.hs().cloned();
         {
@@ -869,8 +911,18 @@ impl Replica {
             hard_state: hs,
             messages: ready.take_persisted_messages(),
         });
+        let t_store = Instant::now();
         let number = ready.number();
         self.raw.advance_append_async(ready);
+        let t_end = Instant::now();
+        self.last_ready = ReadyPhases {
+            ready: t_begin - t0,
+            snapshot: t_snapshot - t_begin,
+            apply: t_apply - t_snapshot,
+            applied_entries,
+            store: t_store - t_apply,
+            advance: t_end - t_store,
+        };
         if let Some(snap) = self.snapshot_unpersisted {
             // raft refuses an applied index above its persisted one: report the snapshot as
             // applied once the WAL thread has made it durable (see on_persisted).
@@ -993,17 +1045,40 @@ impl Replica {
         self.compaction_in_flight = false;
         self.log_bytes = done.log_bytes;
         let store = self.raw.mut_store();
+        let freeing = Instant::now();
         if done.index > store.snapshot_index() {
-            store.snapshot = raft_snapshot(done.snapshot.clone(), done.index, done.term, done.conf);
+            let old = std::mem::replace(
+                &mut store.snapshot,
+                raft_snapshot(done.snapshot.clone(), done.index, done.term, done.conf),
+            );
+            // The previous snapshot is as big as the retained stream.
+            crate::reclaim::drop_later(old);
         }
         // Always keep the last entry: an empty MemStorage would report its first index from
         // its own (stale) snapshot metadata.
         let last = store.mem.last_index()?;
         let upto = done.log_upto.min(last.saturating_sub(1));
-        if upto >= store.mem.first_index()? {
+        let first = store.mem.first_index()?;
+        if upto >= first {
             let term = store.mem.term(upto)?;
+            // Hold the payloads of the entries compacted away (cheap clones: shared `Bytes`),
+            // so that compacting only drops references and the memory is freed on the
+            // reclaim thread: hundreds of MB freed here stalled the driver for long enough to
+            // miss heartbeats.
+            let doomed =
+                store
+                    .mem
+                    .entries(first, upto + 1, None, GetEntriesContext::empty(false))?;
             store.mem.wl().compact(upto + 1)?;
             store.compacted = (upto, term);
+            crate::reclaim::drop_later(doomed);
+        }
+        let freeing = freeing.elapsed();
+        if freeing >= Duration::from_millis(20) {
+            tracing::debug!(
+                took_ms = freeing.as_millis() as u64,
+                "dropping the compacted log on the driver"
+            );
         }
         self.metrics.compactions.fetch_add(1, Ordering::Relaxed);
         self.metrics

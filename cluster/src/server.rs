@@ -151,6 +151,24 @@ pub struct PublishCountsSnapshot {
     pub other_errors: [u64; 2],
 }
 
+impl PublishCountsSnapshot {
+    /// Adds `other` field by field (counters of several nodes).
+    pub fn add(&mut self, other: &PublishCountsSnapshot) {
+        for (a, b) in [
+            (&mut self.requests, &other.requests),
+            (&mut self.acked, &other.acked),
+            (&mut self.rejected_inflight, &other.rejected_inflight),
+            (&mut self.rejected_rings, &other.rejected_rings),
+            (&mut self.rejected_raft, &other.rejected_raft),
+            (&mut self.timed_out, &other.timed_out),
+            (&mut self.other_errors, &other.other_errors),
+        ] {
+            a[0] += b[0];
+            a[1] += b[1];
+        }
+    }
+}
+
 impl PublishCounters {
     fn add(c: &[AtomicU64; 2], events: usize) {
         c[0].fetch_add(1, Ordering::Relaxed);

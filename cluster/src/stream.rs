@@ -209,6 +209,7 @@ impl CommittedStream {
         let next = self.next_offset();
         let mut inner = self.write_inner();
         let before = inner.first;
+        let mut trimmed = Vec::new();
         while let Some(c) = inner.chunks.front() {
             let events = next - c.first;
             let over_events = policy.max_events > 0 && events > policy.max_events;
@@ -221,11 +222,19 @@ impl CommittedStream {
             let c = inner.chunks.pop_front().expect("front exists");
             inner.bytes -= c.data.len() as u64;
             inner.first = c.end();
+            trimmed.push(c);
         }
         if inner.chunks.is_empty() {
             inner.first = next;
         }
-        inner.first - before
+        let dropped = inner.first - before;
+        drop(inner);
+        // Trimmed chunks can hold hundreds of MB: freed neither under the lock readers and
+        // the applier wait on, nor on the calling (driver) thread.
+        if !trimmed.is_empty() {
+            crate::reclaim::drop_later(trimmed);
+        }
+        dropped
     }
 
     /// The retained events as snapshot chunks, with `(first_offset, next_offset)`. Cheap: the
