@@ -23,6 +23,7 @@ fn reclaimer() -> Option<&'static Mutex<Sender<Garbage>>> {
         std::thread::Builder::new()
             .name("es-reclaim".into())
             .spawn(move || {
+                crate::driver::lower_thread_priority("reclaim");
                 while let Ok(g) = rx.recv() {
                     drop(g);
                 }
