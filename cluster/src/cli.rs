@@ -591,8 +591,12 @@ pub struct ReplicationBenchResult {
     /// In-process only: every node's committed stream holds exactly the acknowledged events,
     /// in the same order.
     pub verified: Option<bool>,
+    /// In-process only: the leader's propose → commit p50 (ms), from its histogram.
+    pub leader_propose_commit_p50_ms: Option<f64>,
     /// In-process only: the leader's propose → commit p99 (ms), from its histogram.
     pub leader_propose_commit_p99_ms: Option<f64>,
+    /// In-process only: worst node's fsync p50 (ms).
+    pub fsync_p50_ms: Option<f64>,
     /// In-process only: worst node's fsync p99 (ms).
     pub fsync_p99_ms: Option<f64>,
 }
@@ -654,15 +658,17 @@ pub fn run_bench_replication(
     let verified = cluster
         .as_ref()
         .map(|c| verify_local(c, result.events, Duration::from_secs(30)));
-    let (mut commit_p99, mut fsync_p99) = (None, None);
+    let (mut commit_p50, mut commit_p99, mut fsync_p50, mut fsync_p99) = (None, None, None, None);
     if let Some(c) = &cluster {
         for n in c.nodes.iter().flatten() {
             let h = n.metrics().histograms();
             if n.metrics().is_leader() {
+                commit_p50 = Some(ms(&h.commit_ns, 0.5));
                 commit_p99 = Some(ms(&h.commit_ns, 0.99));
             }
-            let f = ms(&h.fsync_ns, 0.99);
-            fsync_p99 = Some(fsync_p99.map_or(f, |x: f64| x.max(f)));
+            let worst = |acc: Option<f64>, f: f64| Some(acc.map_or(f, |x: f64| x.max(f)));
+            fsync_p50 = worst(fsync_p50, ms(&h.fsync_ns, 0.5));
+            fsync_p99 = worst(fsync_p99, ms(&h.fsync_ns, 0.99));
         }
     }
     if let Some(c) = cluster {
@@ -670,7 +676,9 @@ pub fn run_bench_replication(
     }
     Ok(ReplicationBenchResult {
         verified,
+        leader_propose_commit_p50_ms: commit_p50,
         leader_propose_commit_p99_ms: commit_p99,
+        fsync_p50_ms: fsync_p50,
         fsync_p99_ms: fsync_p99,
         ..result
     })
@@ -819,7 +827,9 @@ async fn drive_load(
         batch: a.batch,
         payload_bytes: a.payload_bytes,
         verified: None,
+        leader_propose_commit_p50_ms: None,
         leader_propose_commit_p99_ms: None,
+        fsync_p50_ms: None,
         fsync_p99_ms: None,
     })
 }
