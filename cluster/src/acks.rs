@@ -297,7 +297,10 @@ mod tests {
                 })
             })
             .collect();
-        let rxs: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let rxs: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
         assert_eq!(r.pending(), 360, "40 of 400 cancelled");
         let applied: Vec<(u64, u64)> = rxs.iter().map(|(id, _)| (*id, id + 1)).collect();
         r.resolve(&applied);

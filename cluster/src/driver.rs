@@ -473,7 +473,6 @@ fn on_msg(
             messages,
             log_bytes,
         } => {
-            tracing::debug!(target: "TEMP", number, "D persisted");
             replica.on_persisted(number);
             replica.set_log_bytes(log_bytes);
             for m in messages {
@@ -537,7 +536,6 @@ fn wal_loop(
             next = jobs.try_recv().ok();
         }
         if let Some(number) = number {
-            tracing::debug!(target: "TEMP", number, "WAL sync start");
             match wal.sync() {
                 Ok(took) => {
                     if let Some(t) = took {
@@ -621,7 +619,6 @@ fn propose(replica: &mut Replica, entry: &mut Pending, held: &mut Held) {
     // for a 10 KB entry: the leader's memory then grew with every entry retention kept. So the
     // entry gets an exact-size copy and the assembly buffer is reused.
     let data = entry.data.as_slice().to_vec();
-    tracing::debug!(target: "TEMP", bytes = data.len(), "D propose");
     entry.data.clear();
     if replica.transferring() && held.bytes + data.len() <= HELD_MAX_BYTES {
         held.bytes += data.len();

@@ -663,12 +663,6 @@ impl Replica {
 
     /// Feeds a message from a peer. Messages for other nodes or stale terms are ignored by raft.
     pub fn step(&mut self, m: Message) {
-        if m.get_msg_type() == MessageType::MsgAppend && !m.entries.is_empty() {
-            tracing::debug!(target: "TEMP", me = self.raw.raft.id, idx = m.entries.last().map(|e| e.index).unwrap_or(0), "D step append");
-        }
-        if m.get_msg_type() == MessageType::MsgAppendResponse {
-            tracing::debug!(target: "TEMP", me = self.raw.raft.id, from = m.from, idx = m.index, "D step resp");
-        }
         if matches!(
             m.get_msg_type(),
             MessageType::MsgHeartbeat | MessageType::MsgAppend
@@ -893,12 +887,6 @@ impl Replica {
         let t_snapshot = Instant::now();
         let committed = ready.take_committed_entries();
         let applied_entries = committed.len();
-        if let Some(e) = committed.last() {
-            tracing::debug!(target: "TEMP", me = self.raw.raft.id, idx = e.index, n = committed.len(), "D apply");
-        }
-        if !ready.entries().is_empty() {
-            tracing::debug!(target: "TEMP", me = self.raw.raft.id, idx = ready.entries().last().map(|e| e.index).unwrap_or(0), number = ready.number(), "D persist job");
-        }
         self.apply(committed);
         let t_apply = Instant::now();
         let entries = ready.take_entries();

@@ -321,12 +321,6 @@ async fn serve_peer(
             )));
         }
         let msg = frame::decode_raft_message(&body).map_err(invalid)?;
-        if msg.get_msg_type() == raft::eraftpb::MessageType::MsgAppend && !msg.entries.is_empty() {
-            tracing::debug!(target: "TEMP", me = ctx.id, idx = msg.entries.last().map(|e| e.index).unwrap_or(0), "R append");
-        }
-        if msg.get_msg_type() == raft::eraftpb::MessageType::MsgAppendResponse {
-            tracing::debug!(target: "TEMP", me = ctx.id, from = msg.from, idx = msg.index, "R resp");
-        }
         if msg.to != ctx.id || msg.from != from {
             return Err(invalid(format!(
                 "raft message {}→{} on the connection of peer {from} to node {}",

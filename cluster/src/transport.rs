@@ -220,11 +220,6 @@ async fn peer_writer(
                     Err(e) => tracing::error!(error = %e, "cannot encode raft message"),
                 }
             }
-            for m in &batch {
-                if m.get_msg_type() == raft::eraftpb::MessageType::MsgAppend && !m.entries.is_empty() {
-                    tracing::debug!(target: "TEMP", to = m.to, idx = m.entries.last().map(|e| e.index).unwrap_or(0), n = batch.len(), bytes = buf.len(), "W write");
-                }
-            }
             let written = match stream.write_all(&buf).await {
                 Ok(()) => stream.flush().await,
                 Err(e) => Err(e),
@@ -238,11 +233,6 @@ async fn peer_writer(
                 metrics.set_connected(peer.id, false);
                 let _ = driver.send(DriverMsg::Unreachable(peer.id));
                 break;
-            }
-            for m in &batch {
-                if m.get_msg_type() == raft::eraftpb::MessageType::MsgAppend && !m.entries.is_empty() {
-                    tracing::debug!(target: "TEMP", to = m.to, idx = m.entries.last().map(|e| e.index).unwrap_or(0), "W written");
-                }
             }
             report_snapshots(&driver, peer.id, &batch, true);
         }
