@@ -143,6 +143,10 @@ impl PeerSender for TcpPeers {
     }
 }
 
+/// A peer writer stops adding messages to one write once this many bytes are encoded (one
+/// message may exceed it: a snapshot, or an append of up to `max_msg_bytes`).
+const WRITE_BATCH_BYTES: usize = 4 << 20;
+
 async fn peer_writer(
     my_id: u64,
     peer: Member,
@@ -203,22 +207,27 @@ async fn peer_writer(
                 metrics.set_connected(peer.id, false);
                 return;
             };
+            // Encode as messages are taken and stop at WRITE_BATCH_BYTES. (The size check
+            // used to look at the buffer before anything was encoded into it, so under
+            // overload one batch took up to 4096 queued appends of up to 1 MiB each: hundreds
+            // of MB encoded in one go on the single peer I/O thread, which meanwhile read
+            // nothing from any peer, and a buffer whose capacity stayed that large.)
             buf.clear();
-            let mut batch = vec![first];
-            while buf.len() < (4 << 20) {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-                if batch.len() >= 4096 {
-                    break;
-                }
+            if buf.capacity() > 4 * WRITE_BATCH_BYTES {
+                buf = BytesMut::with_capacity(WRITE_BATCH_BYTES);
             }
-            for m in &batch {
+            let mut batch = Vec::new();
+            let mut next = Some(first);
+            while let Some(m) = next {
                 match m.write_to_bytes() {
                     Ok(body) => frame::put_frame(&mut buf, Kind::Raft, &body),
                     Err(e) => tracing::error!(error = %e, "cannot encode raft message"),
                 }
+                batch.push(m);
+                if buf.len() >= WRITE_BATCH_BYTES || batch.len() >= 4096 {
+                    break;
+                }
+                next = rx.try_recv().ok();
             }
             let written = match stream.write_all(&buf).await {
                 Ok(()) => stream.flush().await,
