@@ -68,47 +68,25 @@ const OFFSET_UNSET: u64 = u64::MAX - 1;
 type Slots = Vec<(Arc<Waiter>, u32)>;
 type IdMap = HashMap<u64, Slots, BuildHasherDefault<IdHasher>>;
 
-/// A change to the table, queued by a client-connection thread.
-enum Op {
-    Register(Vec<u64>, Arc<Waiter>),
-    Cancel(u64, Vec<u64>),
-}
-
 /// Pending publishes by event id.
 ///
-/// Client-connection threads never take the table's lock: [`register`](Self::register) and
-/// [`cancel`](Self::cancel) queue an [`Op`], and whoever next reads the table (the raft driver
-/// in [`resolve`](Self::resolve), or a failure path) applies the queued ops first, in order.
-/// Why: the driver used to wait 30–55 ms for this lock under overload, while its holder, a
-/// connection thread, waited for a core. Invariant: a registration is queued before its events
-/// are published to the tier rings, and the events reach the driver only through the rings
-/// and the proposal channel, so the op is always applied before the events' ids can resolve.
+/// One lock, shared by connection threads (`register`, `cancel`) and the raft driver
+/// (`resolve`). Tried and reverted: queueing registrations for the driver to apply, so the
+/// driver never waits for the lock. Under 2× overload that moved ~600 k map inserts per second
+/// onto the driver and made its apply phase slower (75–133 ms iterations, a leader change)
+/// than the lock waits it removed; those waits came from a lock holder starved of CPU, which
+/// running background threads at nice +10 fixed (docs/reliability.md, Overload).
+#[derive(Default)]
 pub struct AckRegistry {
     by_id: Mutex<IdMap>,
-    ops_tx: crossbeam_channel::Sender<Op>,
-    ops_rx: crossbeam_channel::Receiver<Op>,
     len: AtomicUsize,
     next_token: AtomicU64,
-}
-
-impl Default for AckRegistry {
-    fn default() -> Self {
-        let (ops_tx, ops_rx) = crossbeam_channel::unbounded();
-        AckRegistry {
-            by_id: Mutex::default(),
-            ops_tx,
-            ops_rx,
-            len: AtomicUsize::new(0),
-            next_token: AtomicU64::new(0),
-        }
-    }
 }
 
 impl std::fmt::Debug for AckRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AckRegistry")
             .field("pending_ids", &self.len.load(Ordering::Relaxed))
-            .field("queued_ops", &self.ops_rx.len())
             .finish()
     }
 }
@@ -125,39 +103,7 @@ impl AckRegistry {
 
     /// Ids with someone waiting.
     pub fn pending(&self) -> usize {
-        if !self.ops_rx.is_empty() {
-            let mut map = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
-            self.apply_ops(&mut map);
-        }
         self.len.load(Ordering::Relaxed)
-    }
-
-    /// The table with every queued op applied (the caller holds the lock).
-    fn apply_ops(&self, map: &mut IdMap) {
-        while let Ok(op) = self.ops_rx.try_recv() {
-            match op {
-                Op::Register(ids, w) => {
-                    for (i, id) in ids.iter().enumerate() {
-                        let slots = map.entry(*id).or_default();
-                        if slots.is_empty() {
-                            self.len.fetch_add(1, Ordering::Relaxed);
-                        }
-                        slots.push((w.clone(), i as u32));
-                    }
-                }
-                Op::Cancel(token, ids) => {
-                    for id in ids {
-                        if let Some(slots) = map.get_mut(&id) {
-                            slots.retain(|(w, _)| w.token != token);
-                            if slots.is_empty() {
-                                map.remove(&id);
-                                self.len.fetch_sub(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                }
-            }
-        }
     }
 
     /// Waits for the offsets of `ids` (in that order).
@@ -174,22 +120,26 @@ impl AckRegistry {
         });
         if ids.is_empty() {
             w.fill_empty();
-        } else {
-            // The receiver lives as long as `self`: the send cannot fail.
-            let _ = self.ops_tx.send(Op::Register(ids.to_vec(), w));
+        }
+        let mut map = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, id) in ids.iter().enumerate() {
+            let slots = map.entry(*id).or_default();
+            if slots.is_empty() {
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+            slots.push((w.clone(), i as u32));
         }
         (Ticket(token), rx)
     }
 
     /// Reports applied `(id, offset)` pairs.
     pub fn resolve(&self, applied: &[(u64, u64)]) {
-        if self.len.load(Ordering::Relaxed) == 0 && self.ops_rx.is_empty() {
+        if self.pending() == 0 {
             return;
         }
         let mut done = Vec::new();
         {
             let mut map = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
-            self.apply_ops(&mut map);
             for (id, off) in applied {
                 if let Some(slots) = map.remove(id) {
                     self.len.fetch_sub(1, Ordering::Relaxed);
@@ -209,7 +159,6 @@ impl AckRegistry {
         let mut failed = Vec::new();
         {
             let mut map = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
-            self.apply_ops(&mut map);
             for id in ids {
                 if let Some(slots) = map.remove(&id) {
                     self.len.fetch_sub(1, Ordering::Relaxed);
@@ -226,7 +175,6 @@ impl AckRegistry {
     pub fn fail_all(&self, err: AckError) {
         let all: Vec<Slots> = {
             let mut map = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
-            self.apply_ops(&mut map);
             self.len.store(0, Ordering::Relaxed);
             map.drain().map(|(_, v)| v).collect()
         };
@@ -237,8 +185,16 @@ impl AckRegistry {
 
     /// Forgets a request that nobody waits for any more (timed out, or refused by the rings).
     pub fn cancel(&self, ticket: Ticket, ids: &[u64]) {
-        // The receiver lives as long as `self`: the send cannot fail.
-        let _ = self.ops_tx.send(Op::Cancel(ticket.0, ids.to_vec()));
+        let mut map = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            if let Some(slots) = map.get_mut(id) {
+                slots.retain(|(w, _)| w.token != ticket.0);
+                if slots.is_empty() {
+                    map.remove(id);
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
     }
 }
 
