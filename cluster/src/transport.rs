@@ -4,8 +4,15 @@
 //!   or a peer without a connection fails the send (counted; heartbeats counted separately) and
 //!   raft is told the peer is unreachable, which throttles replication to probes.
 //! * A writer task per peer connects with exponential backoff (20 ms → 1 s), says hello, then
-//!   batches every queued message into one write. While disconnected, queued messages are
-//!   dropped and counted (raft retransmits).
+//!   batches queued messages into one write (up to 4 MiB). While disconnected, queued messages
+//!   are dropped and counted (raft retransmits).
+//! * Two queues per peer: *bulk* (appends carrying entries, snapshots) and *control*
+//!   (heartbeats, votes, responses, empty appends). The writer always takes control messages
+//!   first. Why: under overload a follower's queue held up to `max_inflight_msgs` full appends
+//!   (tens of MB) ahead of the next heartbeat; a follower that fell behind for a moment then
+//!   heard nothing else for longer than an election timeout, and the leader (check quorum)
+//!   stepped down with no stalled thread anywhere. raft tolerates the reordering (heartbeats
+//!   carry `min(commit, match)`; appends are checked by index and term).
 //! * Inbound peer connections are accepted by the node's listener (see `server`).
 //! * With TLS on, the writer completes a handshake (verifying the peer against `tls_ca` and
 //!   its member address, presenting this node's certificate) before the hello; a failed
@@ -30,7 +37,7 @@ use tokio::sync::mpsc;
 /// The driver's handle on the peer writers.
 #[derive(Debug)]
 pub struct TcpPeers {
-    queues: HashMap<u64, mpsc::Sender<Message>>,
+    queues: HashMap<u64, PeerQueues>,
     /// Address each writer task dials (a member re-added with a new address gets a new task).
     addrs: HashMap<u64, String>,
     metrics: Arc<NodeMetrics>,
@@ -69,8 +76,13 @@ impl TcpPeers {
     }
 
     fn spawn_writer(&mut self, m: &Member) {
-        let (tx, rx) = mpsc::channel(self.queue);
-        self.queues.insert(m.id, tx);
+        let (control, control_rx) = mpsc::channel(self.queue);
+        let (bulk, bulk_rx) = mpsc::channel(self.queue);
+        self.queues.insert(m.id, PeerQueues { control, bulk });
+        let rx = PeerRx {
+            control: control_rx,
+            bulk: bulk_rx,
+        };
         self.addrs.insert(m.id, m.addr.clone());
         self.rt.spawn(peer_writer(
             self.my_id,
@@ -80,6 +92,47 @@ impl TcpPeers {
             self.driver.clone(),
             self.tls.clone(),
         ));
+    }
+}
+
+/// The driver's ends of one peer's queues.
+#[derive(Debug)]
+struct PeerQueues {
+    control: mpsc::Sender<Message>,
+    bulk: mpsc::Sender<Message>,
+}
+
+/// Bulk: a message whose size is its entries or snapshot. Everything else is control.
+fn is_bulk(m: &Message) -> bool {
+    match m.get_msg_type() {
+        MessageType::MsgSnapshot => true,
+        MessageType::MsgAppend => !m.entries.is_empty(),
+        _ => false,
+    }
+}
+
+/// The writer's ends of one peer's queues.
+struct PeerRx {
+    control: mpsc::Receiver<Message>,
+    bulk: mpsc::Receiver<Message>,
+}
+
+impl PeerRx {
+    /// The next message, control first; `None` once the driver dropped the queues.
+    async fn recv(&mut self) -> Option<Message> {
+        tokio::select! {
+            biased;
+            m = self.control.recv() => m,
+            m = self.bulk.recv() => m,
+        }
+    }
+
+    /// A queued message without waiting, control first.
+    fn try_recv(&mut self) -> Option<Message> {
+        self.control
+            .try_recv()
+            .ok()
+            .or_else(|| self.bulk.try_recv().ok())
     }
 }
 
@@ -112,6 +165,7 @@ impl PeerSender for TcpPeers {
             count_failure(&self.metrics, &msg);
             return false;
         }
+        let q = if is_bulk(&msg) { &q.bulk } else { &q.control };
         match q.try_send(msg) {
             Ok(()) => true,
             Err(e) => {
@@ -150,7 +204,7 @@ const WRITE_BATCH_BYTES: usize = 4 << 20;
 async fn peer_writer(
     my_id: u64,
     peer: Member,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: PeerRx,
     metrics: Arc<NodeMetrics>,
     driver: Sender<DriverMsg>,
     tls: Option<Arc<NodeTls>>,
@@ -227,7 +281,7 @@ async fn peer_writer(
                 if buf.len() >= WRITE_BATCH_BYTES || batch.len() >= 4096 {
                     break;
                 }
-                next = rx.try_recv().ok();
+                next = rx.try_recv();
             }
             let written = match stream.write_all(&buf).await {
                 Ok(()) => stream.flush().await,
@@ -245,5 +299,55 @@ async fn peer_writer(
             }
             report_snapshots(&driver, peer.id, &batch, true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::Entry;
+
+    fn msg(t: MessageType, entries: usize) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        m.to = 2;
+        m.set_entries(
+            (0..entries)
+                .map(|_| Entry::default())
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        m
+    }
+
+    #[test]
+    fn appends_with_entries_and_snapshots_are_bulk_the_rest_control() {
+        assert!(is_bulk(&msg(MessageType::MsgAppend, 3)));
+        assert!(is_bulk(&msg(MessageType::MsgSnapshot, 0)));
+        assert!(!is_bulk(&msg(MessageType::MsgAppend, 0)));
+        assert!(!is_bulk(&msg(MessageType::MsgHeartbeat, 0)));
+        assert!(!is_bulk(&msg(MessageType::MsgAppendResponse, 0)));
+        assert!(!is_bulk(&msg(MessageType::MsgRequestPreVote, 0)));
+    }
+
+    #[tokio::test]
+    async fn the_writer_takes_control_messages_before_queued_bulk() {
+        let (control, control_rx) = mpsc::channel(16);
+        let (bulk, bulk_rx) = mpsc::channel(16);
+        let mut rx = PeerRx {
+            control: control_rx,
+            bulk: bulk_rx,
+        };
+        for _ in 0..3 {
+            bulk.try_send(msg(MessageType::MsgAppend, 1)).unwrap();
+        }
+        control.try_send(msg(MessageType::MsgHeartbeat, 0)).unwrap();
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first.get_msg_type(), MessageType::MsgHeartbeat);
+        let rest: Vec<_> = std::iter::from_fn(|| rx.try_recv()).collect();
+        assert_eq!(rest.len(), 3);
+        assert!(rest.iter().all(is_bulk));
+        drop((control, bulk));
+        assert!(rx.recv().await.is_none(), "closed queues end the writer");
     }
 }
