@@ -6,8 +6,8 @@
 //! * A writer task per peer connects with exponential backoff (20 ms → 1 s), says hello, then
 //!   batches queued messages into one write (up to 4 MiB). While disconnected, queued messages
 //!   are dropped and counted (raft retransmits).
-//! * Two queues per peer: *bulk* (appends carrying entries, snapshots) and *control*
-//!   (heartbeats, votes, responses, empty appends). The writer always takes control messages
+//! * Two queues per peer: *bulk* (appends, snapshots, `TimeoutNow`: the log stream, kept in
+//!   order) and *control* (heartbeats, votes, responses). The writer always takes control messages
 //!   first. Why: under overload a follower's queue held up to `max_inflight_msgs` full appends
 //!   (tens of MB) ahead of the next heartbeat; a follower that fell behind for a moment then
 //!   heard nothing else for longer than an election timeout, and the leader (check quorum)
@@ -102,13 +102,16 @@ struct PeerQueues {
     bulk: mpsc::Sender<Message>,
 }
 
-/// Bulk: a message whose size is its entries or snapshot. Everything else is control.
+/// Bulk: the leader's log stream to this peer — appends (with entries or without: an empty
+/// append that overtook the entries before it would be rejected for a log gap and send the
+/// follower back to probing), snapshots, and `TimeoutNow`, which must not overtake the appends
+/// that caught the transfer target up. Everything else (heartbeats, votes, responses) is
+/// control.
 fn is_bulk(m: &Message) -> bool {
-    match m.get_msg_type() {
-        MessageType::MsgSnapshot => true,
-        MessageType::MsgAppend => !m.entries.is_empty(),
-        _ => false,
-    }
+    matches!(
+        m.get_msg_type(),
+        MessageType::MsgAppend | MessageType::MsgSnapshot | MessageType::MsgTimeoutNow
+    )
 }
 
 /// The writer's ends of one peer's queues.
@@ -321,10 +324,14 @@ mod tests {
     }
 
     #[test]
-    fn appends_with_entries_and_snapshots_are_bulk_the_rest_control() {
+    fn the_log_stream_is_bulk_the_rest_control() {
         assert!(is_bulk(&msg(MessageType::MsgAppend, 3)));
         assert!(is_bulk(&msg(MessageType::MsgSnapshot, 0)));
-        assert!(!is_bulk(&msg(MessageType::MsgAppend, 0)));
+        assert!(
+            is_bulk(&msg(MessageType::MsgAppend, 0)),
+            "empty appends stay in order"
+        );
+        assert!(is_bulk(&msg(MessageType::MsgTimeoutNow, 0)));
         assert!(!is_bulk(&msg(MessageType::MsgHeartbeat, 0)));
         assert!(!is_bulk(&msg(MessageType::MsgAppendResponse, 0)));
         assert!(!is_bulk(&msg(MessageType::MsgRequestPreVote, 0)));
