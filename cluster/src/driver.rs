@@ -143,22 +143,29 @@ const RAFT_THREAD_NICE: libc::c_int = -10;
 /// enough for a follower's 300-600 ms election timeout to run out: heartbeats are sent only
 /// by this loop. At nice -10 CFS gives the thread ~9x the weight of a nice-0 thread.
 pub fn raise_thread_priority(what: &str) {
+    set_thread_nice(what, RAFT_THREAD_NICE);
+}
+
+/// Sets the calling thread's nice value, best-effort: on failure (no root or CAP_SYS_NICE to
+/// raise it) the thread keeps the default and says so at debug level.
+fn set_thread_nice(what: &str, nice: libc::c_int) {
     // SAFETY: gettid and setpriority take no pointers; they act on the calling thread only.
     let r = unsafe {
         let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, RAFT_THREAD_NICE)
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
     };
     if r != 0 {
         tracing::debug!(
             thread = what,
+            nice,
             error = %std::io::Error::last_os_error(),
-            "cannot raise thread priority; it keeps the default"
+            "cannot change thread priority; it keeps the default"
         );
     }
 }
 
 /// Nice value of background threads: snapshot encoding, freeing compacted memory.
-pub const BACKGROUND_THREAD_NICE: i32 = 10;
+pub const BACKGROUND_THREAD_NICE: libc::c_int = 10;
 
 /// Gives the calling background thread (snapshot encoding, reclaim) a lower CPU share than
 /// the request path, best-effort. Why: `bench overload` saw the leader's driver wait 30-55 ms
@@ -166,22 +173,7 @@ pub const BACKGROUND_THREAD_NICE: i32 = 10;
 /// and wrote ~140 MB; the lock's holder (a client connection thread at the default priority)
 /// was waiting for a core the background work held.
 pub fn lower_thread_priority(what: &str) {
-    // SAFETY: gettid and setpriority take no pointers; they act on the calling thread only.
-    let r = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(
-            libc::PRIO_PROCESS,
-            tid as libc::id_t,
-            BACKGROUND_THREAD_NICE,
-        )
-    };
-    if r != 0 {
-        tracing::debug!(
-            thread = what,
-            error = %std::io::Error::last_os_error(),
-            "cannot lower thread priority; it keeps the default"
-        );
-    }
+    set_thread_nice(what, BACKGROUND_THREAD_NICE);
 }
 
 /// A driver iteration at least this long is logged (debug) with its phases.
