@@ -17,10 +17,9 @@ use crate::acks::{AckRegistry, OFFSET_UNKNOWN};
 use crate::codec;
 use crate::snapshot::SnapshotData;
 use crate::stream::CommittedStream;
-use eventstream_core::{Applier, Decision, DedupConfig, DedupWindow, Event};
+use eventstream_core::{Applier, DedupConfig, DedupWindow, Event, Tagged};
 use raft::eraftpb::{Entry, EntryType};
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::sync::Arc;
 
 /// A hasher for event ids (already well mixed, or sequential): one multiply.
@@ -41,47 +40,6 @@ impl Hasher for IdHasher {
     }
 }
 
-/// Offsets of the most recent fresh ids, so a deduplicated retry can be acknowledged with the
-/// offset the event really has. Bounded like the dedup window.
-#[derive(Debug)]
-struct OffsetIndex {
-    cap: usize,
-    order: VecDeque<u64>,
-    map: HashMap<u64, u64, BuildHasherDefault<IdHasher>>,
-}
-
-impl OffsetIndex {
-    fn new(cap: usize) -> Self {
-        OffsetIndex {
-            cap,
-            order: VecDeque::with_capacity(cap.min(1 << 20)),
-            map: HashMap::with_capacity_and_hasher(cap.min(1 << 20), Default::default()),
-        }
-    }
-    fn insert(&mut self, id: u64, offset: u64) {
-        if self.cap == 0 {
-            return;
-        }
-        if self.order.len() == self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
-            }
-        }
-        self.order.push_back(id);
-        self.map.insert(id, offset);
-    }
-    fn get(&self, id: u64) -> Option<u64> {
-        self.map.get(&id).copied()
-    }
-    /// `(id, offset)`, oldest first.
-    fn export(&self) -> Vec<(u64, u64)> {
-        self.order
-            .iter()
-            .filter_map(|id| self.map.get(id).map(|o| (*id, *o)))
-            .collect()
-    }
-}
-
 /// What applying one entry did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EntryOutcome {
@@ -98,8 +56,9 @@ pub struct EntryOutcome {
 pub struct StateMachine {
     applier: Applier,
     dedup: DedupConfig,
+    /// Dedup decisions, each fresh id tagged with its stream offset: a deduplicated retry is
+    /// acknowledged with the offset its event really has.
     decisions: DedupWindow,
-    offsets: OffsetIndex,
     stream: Arc<CommittedStream>,
     acks: Arc<AckRegistry>,
     applied: u64,
@@ -120,8 +79,7 @@ impl StateMachine {
         StateMachine {
             applier,
             dedup,
-            decisions: DedupWindow::new(dedup),
-            offsets: OffsetIndex::new(dedup.window),
+            decisions: DedupWindow::new_tagged(dedup),
             stream,
             acks,
             applied: 0,
@@ -162,7 +120,7 @@ impl StateMachine {
         s.dedup_window = self.dedup.window as u64;
         s.dedup_max_age_ns = self.dedup.max_age.map_or(0, |d| d.as_nanos() as u64);
         s.dedup = self.decisions.entries().collect();
-        s.offsets = self.offsets.export();
+        s.offsets = self.decisions.tags().collect();
     }
 
     /// Replaces the whole state with a snapshot's (a leader's snapshot installed, or the
@@ -171,11 +129,12 @@ impl StateMachine {
     /// order, so with the same configuration every decision after it is identical to the
     /// snapshotting node's.
     pub fn restore(&mut self, s: &SnapshotData) {
-        self.decisions = DedupWindow::restore(self.dedup, s.dedup.iter().copied());
-        self.offsets = OffsetIndex::new(self.dedup.window);
-        for &(id, off) in &s.offsets {
-            self.offsets.insert(id, off);
-        }
+        self.decisions = DedupWindow::restore_tagged(
+            self.dedup,
+            s.dedup.iter().copied(),
+            s.offsets.iter().copied(),
+            OFFSET_UNKNOWN,
+        );
         self.stream
             .reset(s.first_offset, s.next_offset, s.chunks.clone());
         self.applied = s.index;
@@ -213,16 +172,14 @@ impl StateMachine {
         self.resolved.clear();
         self.fresh.clear();
         for (ev, pos) in self.events.drain(..).zip(self.positions.iter()) {
-            match self.decisions.check(ev.id.0, ev.ingest_ns) {
-                Decision::Fresh => {
-                    self.offsets.insert(ev.id.0, next);
+            match self.decisions.check_tagged(ev.id.0, ev.ingest_ns, next) {
+                Tagged::Fresh => {
                     self.resolved.push((ev.id.0, next));
                     next += 1;
                     fresh_pos.push(*pos);
                     self.fresh.push(ev);
                 }
-                Decision::Duplicate => {
-                    let off = self.offsets.get(ev.id.0).unwrap_or(OFFSET_UNKNOWN);
+                Tagged::Duplicate(off) => {
                     self.resolved.push((ev.id.0, off));
                     out.duplicates += 1;
                 }
@@ -321,7 +278,10 @@ mod tests {
                 prop_assert_eq!(original.apply(&e), restored.apply(&e));
             }
             prop_assert_eq!(stream_of(&restored), stream_of(&original));
-            prop_assert_eq!(restored.offsets.export(), original.offsets.export());
+            prop_assert_eq!(
+                restored.decisions.tags().collect::<Vec<_>>(),
+                original.decisions.tags().collect::<Vec<_>>()
+            );
             prop_assert_eq!(
                 restored.decisions.entries().collect::<Vec<_>>(),
                 original.decisions.entries().collect::<Vec<_>>()

@@ -4,6 +4,8 @@
 //!
 //! # Invariants
 //! * `order` holds the ids of the window, oldest first; `set` holds exactly the same ids.
+//! * A tagged window (`new_tagged`) keeps one `u64` per id beside it in the set (a cluster
+//!   node's stream offset); the tag moves with its id and leaves with it.
 //! * At most `window` ids are held; every structure is allocated once, at construction, and the
 //!   id set never rehashes (load factor ≤ 1/2, deletion without tombstones).
 //! * With `max_age`, the clock is the largest event timestamp seen so far (not the wall clock),
@@ -17,6 +19,8 @@ use crate::config::DedupConfig;
 #[derive(Clone)]
 struct IdSet {
     slots: Box<[u64]>,
+    /// Tags parallel to `slots` (empty for an untagged set).
+    tags: Box<[u64]>,
     mask: usize,
     bits: u32,
     /// Random per set, XORed into ids before hashing: ids arrive from the network in a cluster,
@@ -50,7 +54,7 @@ fn prefaulted(mut table: Box<[u64]>) -> Box<[u64]> {
 impl IdSet {
     const EMPTY: u64 = 0;
 
-    fn with_capacity(min_slots: usize) -> Self {
+    fn with_capacity(min_slots: usize, tagged: bool) -> Self {
         let n = min_slots.next_power_of_two().max(16);
         use std::hash::{BuildHasher, Hasher};
         let random = std::collections::hash_map::RandomState::new()
@@ -58,6 +62,11 @@ impl IdSet {
             .finish();
         IdSet {
             slots: prefaulted(vec![Self::EMPTY; n].into_boxed_slice()),
+            tags: if tagged {
+                prefaulted(vec![0; n].into_boxed_slice())
+            } else {
+                Box::new([])
+            },
             mask: n - 1,
             bits: n.trailing_zeros(),
             seed: random,
@@ -89,6 +98,22 @@ impl IdSet {
             if cur == Self::EMPTY {
                 self.slots[i] = id;
                 return true;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// The slot holding `id` (non-zero), if present.
+    #[inline(always)]
+    fn find(&self, id: u64) -> Option<usize> {
+        let mut i = self.home(id);
+        loop {
+            let cur = self.slots[i];
+            if cur == id {
+                return Some(i);
+            }
+            if cur == Self::EMPTY {
+                return None;
             }
             i = (i + 1) & self.mask;
         }
@@ -126,6 +151,9 @@ impl IdSet {
             };
             if !stays {
                 self.slots[hole] = cur;
+                if !self.tags.is_empty() {
+                    self.tags[hole] = self.tags[j];
+                }
                 hole = j;
             }
         }
@@ -169,6 +197,8 @@ pub struct DedupWindow {
     set: IdSet,
     /// Id 0 cannot live in `set` (it marks empty slots); it is tracked here instead.
     has_zero: bool,
+    /// Id 0's tag (tagged windows).
+    zero_tag: u64,
     newest_ts: u64,
 }
 
@@ -180,6 +210,15 @@ impl std::fmt::Debug for DedupWindow {
             .field("len", &self.len)
             .finish()
     }
+}
+
+/// What a tagged window decided about one event (see [`DedupWindow::check_tagged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tagged {
+    /// First sighting within the window: its tag is now the one given.
+    Fresh,
+    /// Seen within the window: the tag given when it was fresh.
+    Duplicate(u64),
 }
 
 /// What the window decided about one event.
@@ -194,6 +233,17 @@ pub enum Decision {
 impl DedupWindow {
     /// A window per `config`; `window == 0` makes every event fresh.
     pub fn new(config: DedupConfig) -> Self {
+        Self::build(config, false)
+    }
+
+    /// A window that also keeps a `u64` tag per id, for [`check_tagged`](Self::check_tagged):
+    /// a cluster node tags each fresh id with its stream offset, so a retried publish is
+    /// acknowledged with the offset its event really has, without a second map.
+    pub fn new_tagged(config: DedupConfig) -> Self {
+        Self::build(config, true)
+    }
+
+    fn build(config: DedupConfig, tagged: bool) -> Self {
         let window = config.window;
         DedupWindow {
             window,
@@ -207,8 +257,9 @@ impl DedupWindow {
             head: 0,
             len: 0,
             // Load factor at most 1/2: short probe runs, no tombstones, never resized.
-            set: IdSet::with_capacity(if window == 0 { 0 } else { window * 2 }),
+            set: IdSet::with_capacity(if window == 0 { 0 } else { window * 2 }, tagged),
             has_zero: false,
+            zero_tag: 0,
             newest_ts: 0,
         }
     }
@@ -249,13 +300,7 @@ impl DedupWindow {
         if self.window == 0 {
             return Decision::Fresh;
         }
-        if let Some(max_age) = self.max_age_ns {
-            self.newest_ts = self.newest_ts.max(ts_ns);
-            let horizon = self.newest_ts.saturating_sub(max_age);
-            while self.len > 0 && self.stamps[self.head] < horizon {
-                self.pop_oldest();
-            }
-        }
+        self.expire(ts_ns);
         if !self.set_insert(id) {
             return Decision::Duplicate;
         }
@@ -272,6 +317,71 @@ impl DedupWindow {
         }
         self.len += 1;
         Decision::Fresh
+    }
+
+    /// Like [`check`](Self::check) — the same decisions for the same sequence — and a fresh id
+    /// is tagged with `tag`, which a later duplicate of it returns.
+    ///
+    /// # Panics
+    /// On a window not built with [`new_tagged`](Self::new_tagged) (a programming error).
+    #[inline]
+    pub fn check_tagged(&mut self, id: u64, ts_ns: u64, tag: u64) -> Tagged {
+        assert!(
+            self.window == 0 || !self.set.tags.is_empty(),
+            "check_tagged on an untagged window"
+        );
+        // Age expiry first, as `check` does (repeating it there is a no-op), so an id that just
+        // expired is not reported as a duplicate.
+        self.expire(ts_ns);
+        if let Some(t) = self.tag_of(id) {
+            return Tagged::Duplicate(t);
+        }
+        if self.check(id, ts_ns) == Decision::Fresh {
+            self.set_tag(id, tag);
+        }
+        Tagged::Fresh
+    }
+
+    /// The tag of `id` if it is in a tagged window.
+    pub fn tag_of(&self, id: u64) -> Option<u64> {
+        if self.window == 0 || self.set.tags.is_empty() {
+            return None;
+        }
+        if id == 0 {
+            return self.has_zero.then_some(self.zero_tag);
+        }
+        self.set.find(id).map(|i| self.set.tags[i])
+    }
+
+    /// Re-tags `id` if it is in a tagged window (restoring a snapshot).
+    pub fn set_tag(&mut self, id: u64, tag: u64) {
+        if self.window == 0 || self.set.tags.is_empty() {
+            return;
+        }
+        if id == 0 {
+            if self.has_zero {
+                self.zero_tag = tag;
+            }
+        } else if let Some(i) = self.set.find(id) {
+            self.set.tags[i] = tag;
+        }
+    }
+
+    /// `(id, tag)` of every id in a tagged window, oldest first (empty if untagged).
+    pub fn tags(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.entries()
+            .filter_map(|(id, _)| self.tag_of(id).map(|t| (id, t)))
+    }
+
+    #[inline(always)]
+    fn expire(&mut self, ts_ns: u64) {
+        if let Some(max_age) = self.max_age_ns {
+            self.newest_ts = self.newest_ts.max(ts_ns);
+            let horizon = self.newest_ts.saturating_sub(max_age);
+            while self.len > 0 && self.stamps[self.head] < horizon {
+                self.pop_oldest();
+            }
+        }
     }
 
     /// [`check`](Self::check) for every item of a batch, in order: `out` is cleared and gets
@@ -360,12 +470,53 @@ impl DedupWindow {
         })
     }
 
-    /// Rebuilds a window from [`entries`](Self::entries) (oldest first). Replaying them through
-    /// `check` gives exactly the state that produced them.
+    /// Rebuilds a window from [`entries`](Self::entries) (oldest first): exactly those ids, in
+    /// that order. They are inserted without age expiry — replaying them through `check` would
+    /// expire an id that the original kept behind a younger head — and the age clock restarts
+    /// at their largest timestamp. (The original's clock may be ahead of that, when its newest
+    /// event was a duplicate or has left the window; the snapshot format does not carry it.)
     pub fn restore(config: DedupConfig, entries: impl IntoIterator<Item = (u64, u64)>) -> Self {
-        let mut w = DedupWindow::new(config);
+        Self::restore_into(DedupWindow::new(config), entries)
+    }
+
+    fn restore_into(mut w: DedupWindow, entries: impl IntoIterator<Item = (u64, u64)>) -> Self {
+        if w.window == 0 {
+            return w;
+        }
         for (id, ts) in entries {
-            w.check(id, ts);
+            if !w.set_insert(id) {
+                continue;
+            }
+            if w.len == w.window {
+                w.pop_oldest();
+            }
+            let tail = (w.head + w.len) % w.window;
+            w.order[tail] = id;
+            if w.max_age_ns.is_some() {
+                w.stamps[tail] = ts;
+                w.newest_ts = w.newest_ts.max(ts);
+            }
+            w.len += 1;
+        }
+        w
+    }
+
+    /// [`restore`](Self::restore) into a tagged window, then tags its ids from `tags` (what
+    /// [`tags`](Self::tags) exported; pairs for ids not in the window are skipped). An id
+    /// `tags` does not mention gets `missing`.
+    pub fn restore_tagged(
+        config: DedupConfig,
+        entries: impl IntoIterator<Item = (u64, u64)>,
+        tags: impl IntoIterator<Item = (u64, u64)>,
+        missing: u64,
+    ) -> Self {
+        let mut w = Self::restore_into(DedupWindow::new_tagged(config), entries);
+        if w.window > 0 {
+            w.set.tags.fill(missing);
+            w.zero_tag = missing;
+        }
+        for (id, tag) in tags {
+            w.set_tag(id, tag);
         }
         w
     }
@@ -451,7 +602,7 @@ mod tests {
         /// home slot, wrapping probe runs), exercising backward-shift deletion.
         #[test]
         fn id_set_matches_hashset(ops in proptest::collection::vec((any::<bool>(), 1u64..40), 0..400)) {
-            let mut set = IdSet::with_capacity(16);
+            let mut set = IdSet::with_capacity(16, false);
             let mut model = HashSet::new();
             for (insert, k) in ops {
                 // Spread keys over few home groups: low bits vary, high bits from a small set.
@@ -507,6 +658,46 @@ mod tests {
                 prop_assert_eq!(bat.len(), seq.len());
             }
             prop_assert!(bat.entries().eq(seq.entries()));
+        }
+
+        /// A tagged window against a model of `(id, tag)` pairs: the same decisions as `check`
+        /// (also with an age limit), a duplicate returns the tag its id got when fresh (tags
+        /// follow their ids through backward-shift deletion: the ids collide on purpose), and a
+        /// restore from `entries` + `tags` continues identically.
+        #[test]
+        fn tagged_window_returns_the_tag_given_when_fresh(
+            window in 1usize..16,
+            aged in any::<bool>(),
+            items in proptest::collection::vec(
+                (prop_oneof![0u64..24, any::<u64>(), (0u64..4).prop_map(|k| k << 40)], 0u64..3_000),
+                0..300,
+            ),
+            split in 0usize..300,
+        ) {
+            let c = DedupConfig { window, max_age: aged.then(|| Duration::from_nanos(700)) };
+            let mut tagged = DedupWindow::new_tagged(c);
+            let mut plain = DedupWindow::new(c);
+            let mut tags: std::collections::HashMap<u64, u64> = Default::default();
+            let split = split.min(items.len());
+            for (n, &(id, ts)) in items[..split].iter().enumerate() {
+                let d = tagged.check_tagged(id, ts, n as u64);
+                match (plain.check(id, ts), d) {
+                    (Decision::Fresh, Tagged::Fresh) => { tags.insert(id, n as u64); }
+                    (Decision::Duplicate, Tagged::Duplicate(t)) => prop_assert_eq!(Some(&t), tags.get(&id)),
+                    (p, t) => prop_assert!(false, "check said {:?}, check_tagged {:?}", p, t),
+                }
+            }
+            let mut restored = DedupWindow::restore_tagged(c, tagged.entries().collect::<Vec<_>>(), tagged.tags().collect::<Vec<_>>(), u64::MAX);
+            prop_assert!(restored.entries().eq(tagged.entries()));
+            prop_assert!(restored.tags().eq(tagged.tags()));
+            if aged {
+                // The age clock is not carried (see `restore`): decisions may differ.
+                return Ok(());
+            }
+            for (n, &(id, ts)) in items[split..].iter().enumerate() {
+                let tag = (split + n) as u64;
+                prop_assert_eq!(restored.check_tagged(id, ts, tag), tagged.check_tagged(id, ts, tag));
+            }
         }
 
         /// Two windows fed the same sequence decide the same (replicas agree).

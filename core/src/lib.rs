@@ -43,7 +43,7 @@ pub use config::{
     DedupConfig, EngineConfig, IdleStrategy, TierConfig, TiersConfig, MAX_DEDUP_WINDOW,
     MAX_RING_CAPACITY, MAX_WORKERS,
 };
-pub use dedup::{Decision, DedupWindow};
+pub use dedup::{Decision, DedupWindow, Tagged};
 pub use dispatch::{DispatchOutcome, Dispatcher, Handler, HandlerError};
 pub use engine::{Engine, EngineBuilder, StageContext, StageFactory};
 pub use error::{BatchOutcome, Error, PublishError, Published};
