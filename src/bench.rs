@@ -3,6 +3,7 @@
 //! intended send time, so it is corrected for coordinated omission). `--compare` runs the same
 //! work built plainly on crossbeam-channel in the same process, right after, for a ratio.
 
+use crate::hiccups::{GapMeter, GapReport};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
@@ -28,6 +29,8 @@ pub enum BenchCommand {
     Restart(crate::cluster_cmd::RestartBenchArgs),
     /// Producers at 2x the cluster's capacity: back-pressure, RSS, exact accounting.
     Overload(eventstream_cluster::overload::OverloadBenchArgs),
+    /// The machine's own floor under tail latency: time taken from a pinned spinning thread.
+    Hiccups(crate::hiccups::HiccupArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -89,6 +92,11 @@ struct PipelineReport {
     /// Batches the workers handed to their stage: `processed / worker_batches` is the mean
     /// batch, which shows how close the worker is to saturation (1 = it keeps up event by event).
     worker_batches: u64,
+    /// Open loop only: time the producers were not running (gaps of more than 5 µs between
+    /// two clock reads of their schedule loop; see `bench hiccups`). Events due during a stall
+    /// wait for it, so a p99 below the typical stall needs stalls under 1 % of the time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    producer_stalls: Option<GapReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     baseline_crossbeam: Option<BaselineReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,9 +114,14 @@ struct BaselineReport {
 
 static PAYLOAD: [u8; 65_536] = [0x5a; 65_536];
 
+/// A gap longer than this in the open-loop producer's schedule loop (one iteration is well
+/// under 1 µs, a publish of a full batch a few µs) is time it was not running.
+const STALL_THRESHOLD_NS: u64 = 5_000;
+
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Pipeline(args) => pipeline(args),
+        BenchCommand::Hiccups(args) => crate::hiccups::run(args),
         BenchCommand::Replication(args) => crate::cluster_cmd::bench_replication(args),
         BenchCommand::Failover(args) => crate::cluster_cmd::bench_failover(args),
         BenchCommand::Restart(args) => crate::cluster_cmd::bench_restart(args),
@@ -239,6 +252,7 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
             };
             let mut sent = 0u64;
             let mut rejected = 0u64;
+            let mut stalls = None;
             if rate == 0 {
                 while sent < n {
                     let k = (n - sent).min(batch as u64);
@@ -251,8 +265,10 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
             } else {
                 let interval = 1e9 / rate as f64;
                 let due_at = |i: u64| t0 + (i as f64 * interval) as u64;
+                let mut meter = GapMeter::new(STALL_THRESHOLD_NS, clock::now_ns());
                 while sent < n {
                     let now = clock::now_ns();
+                    meter.observe(now);
                     if now < due_at(sent) {
                         std::hint::spin_loop();
                         continue;
@@ -267,8 +283,11 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
                     sent += k;
                     progress.0.fetch_add(k, Ordering::Relaxed);
                 }
+                let end = clock::now_ns();
+                meter.observe(end);
+                stalls = Some(meter.report(end.saturating_sub(t0)));
             }
-            rejected
+            (rejected, stalls)
         }));
     }
     ready.wait();
@@ -278,8 +297,16 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
     t0_shared.store(clock::now_ns() + 100_000, Ordering::Relaxed);
     go.wait();
     let mut rejected = 0;
+    let mut producer_stalls: Option<GapReport> = None;
     for h in handles {
-        rejected += h.join().map_err(|_| anyhow::anyhow!("producer panicked"))?;
+        let (r, stalls) = h.join().map_err(|_| anyhow::anyhow!("producer panicked"))?;
+        rejected += r;
+        // With several producers, report the one that lost the most time.
+        if let Some(s) = stalls {
+            if producer_stalls.is_none_or(|p| s.stalled_ms > p.stalled_ms) {
+                producer_stalls = Some(s);
+            }
+        }
     }
     let stats = engine.shutdown().context("shutting down")?;
     let seconds = start.elapsed().as_secs_f64();
@@ -309,6 +336,7 @@ fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
         dedup_hits: stats.dedup_hits,
         processed: stats.processed,
         worker_batches: stats.workers.iter().map(|w| w.batches).sum(),
+        producer_stalls,
         baseline_crossbeam: None,
         speedup_vs_crossbeam: None,
     };
@@ -400,6 +428,12 @@ fn print_table(r: &PipelineReport) {
         r.worker_batches,
         r.processed as f64 / r.worker_batches.max(1) as f64
     );
+    if let Some(s) = &r.producer_stalls {
+        println!(
+            "  producer stalls {} gaps > 5 µs, {:.1} ms in all ({:.2} % of the run), longest {:.0} µs",
+            s.gaps, s.stalled_ms, s.stalled_pct, s.max_gap_us
+        );
+    }
     if let (Some(b), Some(x)) = (&r.baseline_crossbeam, r.speedup_vs_crossbeam) {
         println!(
             "  crossbeam-channel baseline: {:.0} events/s (p50 {} ns, p99 {} ns) -> eventstream is {:.2}x",

@@ -6,6 +6,7 @@ mod chaos_cmd;
 mod cluster_cmd;
 mod demo;
 mod doctor_cmd;
+mod hiccups;
 
 use clap::{Parser, Subcommand};
 

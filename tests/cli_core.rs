@@ -75,8 +75,38 @@ fn bench_pipeline_open_loop_and_crossbeam_comparison() {
     assert!(v["seconds"].as_f64().unwrap() >= 0.19, "{v}");
     assert!(v["baseline_crossbeam"]["events_per_sec"].as_f64().unwrap() > 0.0);
     assert!(v["speedup_vs_crossbeam"].as_f64().unwrap() > 0.0);
+    // The producer reports the time it was not running, within the run's length.
+    let stalls = &v["producer_stalls"];
+    let stalled_ms = stalls["stalled_ms"].as_f64().unwrap();
+    assert!(
+        stalled_ms >= 0.0 && stalled_ms <= v["seconds"].as_f64().unwrap() * 1e3,
+        "{v}"
+    );
+    assert!(stalls["gaps"].as_u64().unwrap() >= stalls["gaps_over_100us"].as_u64().unwrap());
     // Progress goes to stderr, never into the JSON on stdout.
     assert!(String::from_utf8_lossy(&out.stdout).lines().count() == 1);
+}
+
+#[test]
+fn bench_hiccups_reports_every_allowed_core() {
+    let out = eventstream()
+        .args(["bench", "hiccups", "--seconds", "0.2", "--json"])
+        .output()
+        .unwrap();
+    let v = json_of(&out);
+    let cores = v["cores"].as_array().unwrap();
+    assert!(!cores.is_empty(), "{v}");
+    for c in cores {
+        let pct = c["stalled_pct"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&pct), "{v}");
+        assert!(c["max_gap_us"].as_f64().unwrap() <= 0.2e6 + 1e5, "{v}");
+    }
+    let out = eventstream()
+        .args(["bench", "hiccups", "--seconds", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--seconds"));
 }
 
 #[test]
