@@ -40,6 +40,9 @@ impl Hasher for IdHasher {
     }
 }
 
+/// How many events ahead the apply loop prefetches the dedup window's lines.
+const PREFETCH_DISTANCE: usize = 8;
+
 /// What applying one entry did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EntryOutcome {
@@ -64,7 +67,6 @@ pub struct StateMachine {
     applied: u64,
     events: Vec<Event>,
     positions: Vec<u32>,
-    fresh: Vec<Event>,
     resolved: Vec<(u64, u64)>,
 }
 
@@ -85,7 +87,6 @@ impl StateMachine {
             applied: 0,
             events: Vec::new(),
             positions: Vec::new(),
-            fresh: Vec::new(),
             resolved: Vec::new(),
         }
     }
@@ -170,21 +171,35 @@ impl StateMachine {
         let mut fresh_pos = Vec::with_capacity(self.events.len());
         let mut next = self.stream.next_offset();
         self.resolved.clear();
-        self.fresh.clear();
-        for (ev, pos) in self.events.drain(..).zip(self.positions.iter()) {
-            match self.decisions.check_tagged(ev.id.0, ev.ingest_ns, next) {
+        // Fresh events are compacted to the front of `events` in place (a swap only after a
+        // duplicate), the duplicates truncated: moving every event out into a second vector
+        // showed in profiles of the leader's driver (80-byte copies through the stack).
+        let mut kept = 0;
+        for i in 0..self.events.len() {
+            // The window's tables are several MB (the default window is 2^18 ids): start the
+            // cache misses of a later event now so they overlap (measured below in the
+            // README's replication rows).
+            if let Some(later) = self.events.get(i + PREFETCH_DISTANCE) {
+                self.decisions.prefetch_ahead(later.id.0, PREFETCH_DISTANCE);
+            }
+            let (id, ts) = (self.events[i].id.0, self.events[i].ingest_ns);
+            match self.decisions.check_tagged(id, ts, next) {
                 Tagged::Fresh => {
-                    self.resolved.push((ev.id.0, next));
+                    self.resolved.push((id, next));
                     next += 1;
-                    fresh_pos.push(*pos);
-                    self.fresh.push(ev);
+                    fresh_pos.push(self.positions[i]);
+                    if kept != i {
+                        self.events.swap(kept, i);
+                    }
+                    kept += 1;
                 }
                 Tagged::Duplicate(off) => {
-                    self.resolved.push((ev.id.0, off));
+                    self.resolved.push((id, off));
                     out.duplicates += 1;
                 }
             }
         }
+        self.events.truncate(kept);
         out.fresh = fresh_pos.len();
         self.stream.append(entry.data.clone(), fresh_pos);
         if dispatch {
@@ -193,10 +208,10 @@ impl StateMachine {
             // Latency of this node's own stage, from the moment the entry is applied here: the
             // events' `ingest_ns` comes from the publishing node's clock (another process).
             self.applier
-                .apply_received_at(&mut self.fresh, eventstream_core::clock::now_ns());
+                .apply_received_at(&mut self.events, eventstream_core::clock::now_ns());
             self.acks.resolve(&self.resolved);
         }
-        self.fresh.clear();
+        self.events.clear();
         out
     }
 

@@ -83,7 +83,11 @@ impl IdSet {
     /// Asks the CPU to start loading `id`'s home slot; no effect on the set's content.
     #[inline(always)]
     fn prefetch(&self, id: u64) {
-        prefetch_slot(&self.slots[self.home(id)]);
+        let home = self.home(id);
+        prefetch_slot(&self.slots[home]);
+        if let Some(tag) = self.tags.get(home) {
+            prefetch_slot(tag);
+        }
     }
 
     /// Inserts `id` (non-zero); false if it was already present.
@@ -418,6 +422,17 @@ impl DedupWindow {
             }
             let (id, ts) = key(item);
             out.push(self.check(id, ts));
+        }
+    }
+
+    /// A hint for callers that check ids one by one in a loop of their own (a cluster node's
+    /// apply, which assigns offsets as it goes): start loading what checking `id` will touch
+    /// after `ahead` more fresh inserts, as [`check_batch`](Self::check_batch) does. Changes
+    /// nothing; a wrong guess costs a wasted load.
+    #[inline]
+    pub fn prefetch_ahead(&self, id: u64, ahead: usize) {
+        if self.window > 0 {
+            self.prefetch(id, ahead);
         }
     }
 
