@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// Offset reported for a duplicate whose original offset is no longer remembered (it was
-/// accepted once, earlier, but has left the offset index).
+/// Offset reported for a duplicate whose original offset is not known (an id restored from a
+/// snapshot that did not carry its offset).
 pub const OFFSET_UNKNOWN: u64 = u64::MAX;
 
 /// Why a waiting publish failed.
