@@ -177,7 +177,10 @@ pub fn lower_thread_priority(what: &str) {
 }
 
 /// A driver iteration at least this long is logged (debug) with its phases.
-const SLOW_ITERATION: Duration = Duration::from_millis(50);
+const SLOW_ITERATION: Duration = Duration::from_millis(10);
+
+/// A WAL write + fsync at least this long is logged (at debug level).
+const SLOW_LOG_WRITE: Duration = Duration::from_millis(10);
 
 /// Runs the driver until [`DriverMsg::Stop`], a closed channel, or a storage failure.
 pub fn run(
@@ -528,10 +531,20 @@ fn wal_loop(
             next = jobs.try_recv().ok();
         }
         if let Some(number) = number {
+            let started = Instant::now();
             match wal.sync() {
                 Ok(took) => {
                     if let Some(t) = took {
                         metrics.record_fsync(t.as_nanos() as u64);
+                    }
+                    let total = started.elapsed();
+                    if total >= SLOW_LOG_WRITE {
+                        // Every acknowledgement waits for this: a slow one is a latency spike.
+                        tracing::debug!(
+                            total_ms = total.as_micros() as f64 / 1000.0,
+                            fsync_ms = took.unwrap_or_default().as_micros() as f64 / 1000.0,
+                            "slow log write"
+                        );
                     }
                     let msg = DriverMsg::Persisted {
                         number,
