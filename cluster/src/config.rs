@@ -78,14 +78,24 @@ pub struct NodeConfig {
     /// Retention: keep at most this many events in the stream (0 = no limit).
     pub retention_max_events: u64,
     /// Retention: keep at most this many bytes of event data in the stream (0 = no limit).
+    /// The stream is held in memory and every snapshot carries it: set this (and
+    /// `snapshot_bytes`) to bound a node's memory under sustained load (k8s/config does).
     pub retention_max_bytes: u64,
     /// Retention: drop events applied more than this many seconds ago (0 = no limit).
     pub retention_max_age_secs: u64,
     /// Entries applied since the last snapshot before the next snapshot + log compaction.
     pub snapshot_entries: u64,
+    /// Bytes of entries applied since the last snapshot before the next one, whichever of
+    /// this and `snapshot_entries` comes first (0 = count only). The in-memory log holds
+    /// everything since the last compaction, and at high load an entry is up to
+    /// `max_entry_bytes`, so a count alone does not bound memory.
+    pub snapshot_bytes: u64,
     /// Entries kept in the log below the applied index at compaction, so a follower slightly
     /// behind catches up from the log instead of by snapshot (≥ 1).
     pub log_keep_entries: u64,
+    /// At most this many bytes of those entries are kept (at least one entry is; 0 = count
+    /// only).
+    pub log_keep_bytes: u64,
     /// How often retention and compaction run, milliseconds.
     pub compaction_interval_ms: u64,
     /// Largest frame accepted on a peer connection (snapshots travel as one raft message).
@@ -157,7 +167,9 @@ impl Default for NodeConfig {
             retention_max_bytes: 0,
             retention_max_age_secs: 0,
             snapshot_entries: 20_000,
+            snapshot_bytes: 0,
             log_keep_entries: 5_000,
+            log_keep_bytes: 0,
             compaction_interval_ms: 5_000,
             max_peer_frame_bytes: 1 << 30,
             overload_policy: OverloadPolicy::Reject,
@@ -329,7 +341,11 @@ impl NodeConfig {
             100 * 365 * 86_400,
         )?;
         range("snapshot_entries", self.snapshot_entries, 1, 1 << 40)?;
+        if self.snapshot_bytes != 0 {
+            range("snapshot_bytes", self.snapshot_bytes, 1 << 20, 1 << 40)?;
+        }
         range("log_keep_entries", self.log_keep_entries, 1, 1 << 40)?;
+        range("log_keep_bytes", self.log_keep_bytes, 0, 1 << 40)?;
         range(
             "compaction_interval_ms",
             self.compaction_interval_ms,
@@ -389,6 +405,8 @@ impl NodeConfig {
         };
         rc.snapshot_entries = self.snapshot_entries;
         rc.log_keep_entries = self.log_keep_entries;
+        rc.snapshot_bytes = self.snapshot_bytes;
+        rc.log_keep_bytes = self.log_keep_bytes;
         rc
     }
 
@@ -474,6 +492,20 @@ mod tests {
             }),
             "snapshot_entries"
         );
+        // 0 turns the byte trigger off; a tiny one would snapshot on every compaction check.
+        assert_eq!(
+            field(NodeConfig {
+                snapshot_bytes: 4096,
+                ..ok()
+            }),
+            "snapshot_bytes"
+        );
+        assert!(NodeConfig {
+            snapshot_bytes: 0,
+            ..ok()
+        }
+        .validate()
+        .is_ok());
         assert_eq!(
             field(NodeConfig {
                 max_peer_frame_bytes: 1 << 20,
@@ -489,5 +521,18 @@ mod tests {
         let c: NodeConfig = toml::from_str(text).unwrap();
         assert_eq!(c.id, 1);
         assert!(toml::from_str::<NodeConfig>("idd = 1").is_err());
+    }
+
+    #[test]
+    fn the_shipped_kubernetes_config_is_valid_and_bounds_memory() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../k8s/config/eventstream.toml");
+        let mut c = NodeConfig::from_toml_file(&path).unwrap();
+        // The pod's entrypoint passes --id.
+        c.id = 2;
+        c.validate().unwrap();
+        assert!(c.retention_max_bytes > 0 && c.snapshot_bytes > 0 && c.log_keep_bytes > 0);
+        // Peak memory stays well under the pod's 2 GiB limit (docs/cluster.md, "Memory").
+        assert!(2 * c.retention_max_bytes + c.snapshot_bytes <= 1 << 30);
     }
 }

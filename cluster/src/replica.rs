@@ -87,6 +87,12 @@ pub struct ReplicaConfig {
     /// Entries kept in the log below the applied index at compaction (≥ 1), so a follower only
     /// slightly behind catches up from the log instead of by snapshot.
     pub log_keep_entries: u64,
+    /// Bytes of entries applied since the last snapshot before the next one (whichever of this
+    /// and `snapshot_entries` comes first; 0 = count only).
+    pub snapshot_bytes: u64,
+    /// At most this many bytes of the `log_keep_entries` are kept (at least one entry is;
+    /// 0 = count only).
+    pub log_keep_bytes: u64,
 }
 
 /// Where one Ready of [`Replica::handle_ready_async`] spent its time: logged by the driver
@@ -125,6 +131,8 @@ impl ReplicaConfig {
             retention: Retention::default(),
             snapshot_entries: 20_000,
             log_keep_entries: 5_000,
+            snapshot_bytes: 0,
+            log_keep_bytes: 0,
         }
     }
 }
@@ -324,6 +332,28 @@ impl PreparedCompaction {
     }
 }
 
+/// The index up to which a compaction drops the log: at most `keep_entries` entries up to
+/// `applied` stay, and of those at most `keep_bytes` bytes by the `(index, bytes)` sizes of
+/// applied entries in `sizes` (oldest first) — but the entry at `applied` always stays. Entries
+/// older than `sizes` covers (replayed at restart) are held to the count only.
+fn keep_cut(sizes: &VecDeque<(u64, u64)>, applied: u64, keep_entries: u64, keep_bytes: u64) -> u64 {
+    let by_count = applied.saturating_sub(keep_entries);
+    let mut kept = 0u64;
+    for &(index, bytes) in sizes.iter().rev() {
+        if index > applied {
+            continue;
+        }
+        if index <= by_count {
+            break;
+        }
+        kept += bytes;
+        if kept > keep_bytes && index < applied {
+            return index;
+        }
+    }
+    by_count
+}
+
 fn raft_snapshot(data: Bytes, index: u64, term: u64, conf: ConfState) -> Snapshot {
     let mut snap = Snapshot {
         data,
@@ -420,6 +450,13 @@ pub struct Replica {
     retention: Retention,
     snapshot_entries: u64,
     log_keep_entries: u64,
+    snapshot_bytes: u64,
+    log_keep_bytes: u64,
+    /// `(index, data bytes)` of the entries applied since the last compaction's cut, oldest
+    /// first: what the byte limits of compaction are computed from.
+    applied_sizes: VecDeque<(u64, u64)>,
+    /// Data bytes applied since the last snapshot was started.
+    applied_bytes_since_snapshot: u64,
     /// Asynchronous persistence: `(ready number, applied index)` of an installed snapshot the
     /// WAL thread has not made durable yet.
     snapshot_unpersisted: Option<(u64, u64)>,
@@ -587,6 +624,16 @@ impl Replica {
             retention: cfg.retention,
             snapshot_entries: cfg.snapshot_entries.max(1),
             log_keep_entries: cfg.log_keep_entries.max(1),
+            snapshot_bytes: match cfg.snapshot_bytes {
+                0 => u64::MAX,
+                n => n,
+            },
+            log_keep_bytes: match cfg.log_keep_bytes {
+                0 => u64::MAX,
+                n => n,
+            },
+            applied_sizes: VecDeque::new(),
+            applied_bytes_since_snapshot: 0,
             snapshot_unpersisted: None,
             last_ready: ReadyPhases::default(),
             compaction_in_flight: false,
@@ -1005,16 +1052,33 @@ impl Replica {
             return Ok(None);
         }
         let fresh_wanted = self.snapshot_wanted();
-        if !fresh_wanted && applied < snap_index + self.snapshot_entries {
+        if !fresh_wanted
+            && applied < snap_index + self.snapshot_entries
+            && self.applied_bytes_since_snapshot < self.snapshot_bytes
+        {
             return Ok(None);
         }
         self.raw
             .store()
             .fresh_wanted
             .store(false, Ordering::Relaxed);
+        let log_upto = keep_cut(
+            &self.applied_sizes,
+            applied,
+            self.log_keep_entries,
+            self.log_keep_bytes,
+        );
+        while self
+            .applied_sizes
+            .front()
+            .is_some_and(|&(index, _)| index <= log_upto)
+        {
+            self.applied_sizes.pop_front();
+        }
+        self.applied_bytes_since_snapshot = 0;
         let job = Compaction {
             data: self.snapshot_data()?,
-            log_upto: applied.saturating_sub(self.log_keep_entries),
+            log_upto,
             dir: self.data_dir.clone(),
             started: Instant::now(),
         };
@@ -1148,6 +1212,8 @@ impl Replica {
             if self.sm.apply(e).proposal {
                 proposals += 1;
             }
+            self.applied_sizes.push_back((e.index, e.data.len() as u64));
+            self.applied_bytes_since_snapshot += e.data.len() as u64;
             if e.get_entry_type() != raft::eraftpb::EntryType::EntryNormal {
                 self.apply_conf_entry(e);
             }
@@ -1260,5 +1326,35 @@ fn member_of(m: &SnapshotMember) -> Member {
         id: m.id,
         addr: m.addr.clone(),
         http_addr: m.http_addr.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_cut;
+    use std::collections::VecDeque;
+
+    #[test]
+    fn compaction_keeps_entries_by_count_and_by_bytes_and_always_the_applied_one() {
+        // Entries 1..=10 of 100 bytes each, all applied.
+        let sizes: VecDeque<(u64, u64)> = (1..=10).map(|i| (i, 100)).collect();
+        // Count only: keep 3 → drop up to 7.
+        assert_eq!(keep_cut(&sizes, 10, 3, u64::MAX), 7);
+        // Bytes bind first: 250 bytes keep entries 9 and 10.
+        assert_eq!(keep_cut(&sizes, 10, 5, 250), 8);
+        // Exactly at the limit keeps the entry.
+        assert_eq!(keep_cut(&sizes, 10, 5, 300), 7);
+        // The applied entry stays even when it alone is over the limit.
+        assert_eq!(keep_cut(&sizes, 10, 5, 0), 9);
+        let big: VecDeque<(u64, u64)> = [(9, 10), (10, 1_000)].into();
+        assert_eq!(keep_cut(&big, 10, 5, 10), 9);
+        // Sizes newer than `applied` are ignored.
+        assert_eq!(keep_cut(&sizes, 6, 2, 150), 5);
+        // Entries older than the known sizes (replayed at restart) are held to the count.
+        let recent: VecDeque<(u64, u64)> = [(9, 1), (10, 1)].into();
+        assert_eq!(keep_cut(&recent, 10, 5, 1_000), 5);
+        assert_eq!(keep_cut(&VecDeque::new(), 10, 5, 0), 5);
+        // Fewer entries than the count: nothing to drop.
+        assert_eq!(keep_cut(&sizes, 3, 5, u64::MAX), 0);
     }
 }

@@ -408,9 +408,21 @@ pub fn file_checksum(src: &[u8]) -> Option<u32> {
 }
 
 /// Writes `bytes` to `path` and fsyncs the file (no rename: the caller renames it into place).
+///
+/// A few MB at a time, each flushed before the next: a snapshot can be hundreds of MB, and
+/// written in one piece its writeback filled the disk queue, so every node's log fsyncs (the
+/// acknowledgement path) waited behind it. In `bench replication` at 585 k events/s with
+/// 285 MB snapshots on all three nodes, commit p99 was 290–430 ms written in one piece and
+/// 70–220 ms in 4 MB pieces (4 and 3 runs; ~5 ms without snapshots).
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ClusterError> {
+    const CHUNK: usize = 4 << 20;
     let mut f = File::create(path).map_err(|e| ClusterError::io(path, e))?;
-    f.write_all(bytes).map_err(|e| ClusterError::io(path, e))?;
+    for chunk in bytes.chunks(CHUNK) {
+        f.write_all(chunk).map_err(|e| ClusterError::io(path, e))?;
+        if chunk.len() == CHUNK {
+            f.sync_data().map_err(|e| ClusterError::io(path, e))?;
+        }
+    }
     f.sync_all().map_err(|e| ClusterError::io(path, e))
 }
 

@@ -714,6 +714,56 @@ fn far_behind_follower_catches_up_by_snapshot(async_persist: bool, seed: u64) {
     sim.assert_converged(&expect);
 }
 
+/// Compaction by bytes: with the entry count out of reach, `snapshot_bytes` of applied entry
+/// data still triggers snapshots and `log_keep_bytes` bounds what stays in the log; with both
+/// off, nothing is compacted.
+fn compaction_by_bytes(tune: fn(&mut ReplicaConfig), seed: u64) -> (u64, u64) {
+    let mut sim = Sim::with(3, seed, tune);
+    sim.compact_every = 7;
+    let leader = sim.run_until_leader(None);
+    let mut expect = HashSet::new();
+    for b in 0..40u64 {
+        let ids: Vec<u64> = (100 + b * 5..105 + b * 5).collect();
+        expect.extend(ids.iter().copied());
+        sim.propose_events(leader, &ids);
+        sim.run(3);
+    }
+    sim.run(30);
+    sim.assert_converged(&expect);
+    let leader = sim.leader().unwrap();
+    (sim.r(leader).first_index(), sim.r(leader).snapshot_index())
+}
+
+#[test]
+fn snapshot_bytes_triggers_compaction_and_log_keep_bytes_bounds_the_log() {
+    fn by_bytes(cfg: &mut ReplicaConfig) {
+        cfg.snapshot_entries = 1 << 40;
+        cfg.log_keep_entries = 1 << 40;
+        // Each entry here carries one 5-event block (a few hundred bytes).
+        cfg.snapshot_bytes = 2_000;
+        cfg.log_keep_bytes = 1_000;
+    }
+    fn count_only(cfg: &mut ReplicaConfig) {
+        cfg.snapshot_entries = 1 << 40;
+        cfg.log_keep_entries = 1 << 40;
+    }
+    let (first_index, snapshot_index) = compaction_by_bytes(by_bytes, 31);
+    assert!(
+        snapshot_index > 10,
+        "snapshots were taken (at {snapshot_index})"
+    );
+    assert!(
+        first_index > 10,
+        "the log was compacted (first index {first_index})"
+    );
+    let (first_index, snapshot_index) = compaction_by_bytes(count_only, 31);
+    assert_eq!(snapshot_index, 0, "no byte trigger: no snapshot");
+    assert!(
+        first_index <= 2,
+        "nothing compacted (first index {first_index})"
+    );
+}
+
 #[test]
 fn far_behind_follower_catches_up_by_snapshot_sync_persist() {
     far_behind_follower_catches_up_by_snapshot(false, 21);
