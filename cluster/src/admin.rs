@@ -48,6 +48,10 @@ pub enum AdminRequest {
         to: Option<u64>,
         /// Give up after this long.
         timeout: Duration,
+        /// Only if this node leads: a request that reaches another leader (a client follows
+        /// `NotLeader` redirects) is refused and changes nothing. What `leader transfer
+        /// --if-leader` (the Kubernetes preStop hook) needs: "move leadership off *this* pod".
+        only_if_leader: Option<u64>,
     },
 }
 
@@ -170,13 +174,18 @@ pub fn put_request(buf: &mut BytesMut, req_id: u64, req: &AdminRequest) {
         AdminRequest::ListMembers => frame::put_frame_with(buf, Kind::MemberList, |b| {
             b.put_u64_le(req_id);
         }),
-        AdminRequest::TransferLeader { to, timeout } => {
-            frame::put_frame_with(buf, Kind::LeaderTransfer, |b| {
-                b.put_u64_le(req_id);
-                b.put_u64_le(to.unwrap_or(0));
-                b.put_u32_le(timeout.as_millis().min(u32::MAX as u128) as u32);
-            })
-        }
+        AdminRequest::TransferLeader {
+            to,
+            timeout,
+            only_if_leader,
+        } => frame::put_frame_with(buf, Kind::LeaderTransfer, |b| {
+            b.put_u64_le(req_id);
+            b.put_u64_le(to.unwrap_or(0));
+            b.put_u32_le(timeout.as_millis().min(u32::MAX as u128) as u32);
+            if let Some(id) = only_if_leader {
+                b.put_u64_le(*id);
+            }
+        }),
     }
 }
 
@@ -218,9 +227,16 @@ pub fn decode_request(kind: Kind, body: &[u8]) -> Result<(u64, AdminRequest), De
         Kind::LeaderTransfer => {
             let to = r.u64()?;
             let ms = r.u32()?;
+            // Optional, so requests of earlier clients (without it) still decode.
+            let only_if_leader = if r.remaining() >= 8 {
+                Some(r.u64()?).filter(|&id| id != 0)
+            } else {
+                None
+            };
             AdminRequest::TransferLeader {
                 to: (to != 0).then_some(to),
                 timeout: Duration::from_millis(u64::from(ms.max(1))),
+                only_if_leader,
             }
         }
         other => return Err(DecodeError::Kind(other as u8)),
@@ -266,10 +282,12 @@ mod tests {
             AdminRequest::TransferLeader {
                 to: Some(3),
                 timeout: Duration::from_secs(5),
+                only_if_leader: None,
             },
             AdminRequest::TransferLeader {
                 to: None,
                 timeout: Duration::from_millis(300),
+                only_if_leader: Some(2),
             },
         ];
         for (i, req) in reqs.iter().enumerate() {

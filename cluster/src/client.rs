@@ -587,8 +587,23 @@ impl Client {
         to: Option<u64>,
         timeout: Duration,
     ) -> Result<(u64, u64), ClusterError> {
+        self.transfer_leader_from(None, to, timeout).await
+    }
+
+    /// Like [`transfer_leader`](Self::transfer_leader), but only if node `only_if_leader` is
+    /// the leader; otherwise the leader answers `Refused` and nothing changes.
+    pub async fn transfer_leader_from(
+        &self,
+        only_if_leader: Option<u64>,
+        to: Option<u64>,
+        timeout: Duration,
+    ) -> Result<(u64, u64), ClusterError> {
         match self
-            .admin(&crate::admin::AdminRequest::TransferLeader { to, timeout })
+            .admin(&crate::admin::AdminRequest::TransferLeader {
+                to,
+                timeout,
+                only_if_leader,
+            })
             .await?
         {
             crate::admin::AdminReply::Transferred { leader_id, term } => Ok((leader_id, term)),

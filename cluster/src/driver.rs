@@ -664,7 +664,23 @@ impl AdminState {
                 };
                 reply.send(r);
             }
-            AdminRequest::TransferLeader { to, timeout } => {
+            AdminRequest::TransferLeader {
+                to,
+                timeout,
+                only_if_leader,
+            } => {
+                if let Some(id) = only_if_leader.filter(|&id| id != replica.id()) {
+                    if replica.role() == raft::StateRole::Leader {
+                        reply.send(Err(AdminError::new(
+                            ErrorCode::Refused,
+                            format!(
+                                "node {id} is not the leader (leader: {}); nothing to do",
+                                replica.id()
+                            ),
+                        )));
+                        return;
+                    }
+                }
                 if self.transfer.is_some() || !self.conf.is_empty() {
                     reply.send(Err(AdminError::new(
                         ErrorCode::ConfChangeInProgress,

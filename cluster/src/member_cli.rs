@@ -340,12 +340,25 @@ pub fn run_leader(cmd: LeaderCommand) -> Result<(), ClusterError> {
             );
             return Ok(());
         }
-        let c = client(&[first], a.timeout, &a.tls)?;
-        let (leader, term) = rt.block_on(when_settled(|| c.transfer_leader(a.to, a.timeout)))?;
-        println!(
-            "leadership moved from {} to {leader} (term {term})",
-            st.node_id
-        );
+        // The status above may be up to 50 ms old: the request itself is conditional, so a
+        // node that has just lost leadership does not have it moved off the new leader.
+        let c = client(std::slice::from_ref(&first), a.timeout, &a.tls)?;
+        let moved = rt.block_on(when_settled(|| {
+            c.transfer_leader_from(Some(st.node_id), a.to, a.timeout)
+        }));
+        match moved {
+            Ok((leader, term)) => println!(
+                "leadership moved from {} to {leader} (term {term})",
+                st.node_id
+            ),
+            Err(ClusterError::Server {
+                code: crate::frame::ErrorCode::Refused,
+                message,
+            }) if message.contains("nothing to do") => {
+                println!("node {} at {first}: {message}", st.node_id)
+            }
+            Err(e) => return Err(e),
+        }
         return Ok(());
     }
     let c = client(&eps, a.timeout, &a.tls)?;

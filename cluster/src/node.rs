@@ -324,7 +324,11 @@ impl Node {
             return Ok(None);
         }
         match self.admin(
-            crate::admin::AdminRequest::TransferLeader { to: None, timeout },
+            crate::admin::AdminRequest::TransferLeader {
+                to: None,
+                timeout,
+                only_if_leader: None,
+            },
             timeout + Duration::from_millis(500),
         )? {
             crate::admin::AdminReply::Transferred { leader_id, term } => {

@@ -236,6 +236,54 @@ fn stopped_follower_restarts_and_catches_up() {
     cluster.shutdown();
 }
 
+/// `leader transfer --if-leader` sends a conditional transfer: asked about a follower (whose
+/// status may still say leader for a moment), the request is redirected to the real leader,
+/// which refuses it and keeps leading; asked about the leader, it moves leadership.
+#[test]
+fn conditional_leader_transfer_acts_only_on_the_named_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start(dir.path());
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .expect("leader");
+    let follower = if leader == 1 { 2 } else { 1 };
+    let eps = cluster.endpoints();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let at_follower = Client::new(ClientConfig::new(
+            vec![eps[(follower - 1) as usize].clone()],
+        ))
+        .unwrap();
+        let err = at_follower
+            .transfer_leader_from(Some(follower), None, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        match err {
+            eventstream_cluster::ClusterError::Server { code, message } => {
+                assert_eq!(code, ErrorCode::Refused);
+                assert!(message.contains("nothing to do"), "{message}");
+            }
+            other => panic!("expected Refused, got {other}"),
+        }
+        assert_eq!(
+            cluster.wait_for_leader(Duration::from_secs(1)),
+            Some(leader)
+        );
+        let at_leader =
+            Client::new(ClientConfig::new(vec![eps[(leader - 1) as usize].clone()])).unwrap();
+        let (new_leader, _) = at_leader
+            .transfer_leader_from(Some(leader), None, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_ne!(new_leader, leader);
+    });
+    cluster.shutdown();
+}
+
 #[test]
 fn demo_load_runs_against_a_local_cluster_and_dedups_its_retries() {
     let dir = tempfile::tempdir().unwrap();
