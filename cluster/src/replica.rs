@@ -20,11 +20,15 @@
 //!
 //! Snapshots and compaction (see [`crate::snapshot`] for the format):
 //! * [`Replica::compact`] (the driver calls it every `compaction_interval_ms`) trims the stream
-//!   by the retention policy and, once `snapshot_entries` entries were applied since the last
-//!   snapshot, collects the state machine at the applied index `A`; the WAL's owner encodes
-//!   it, saves `state.snapshot` and deletes whole segments below `A - log_keep_entries`; then
-//!   [`Replica::finish_compaction`] serves the snapshot to raft ([`SnapStorage`]) and drops the
-//!   same entries from memory (slightly behind followers still catch up from the log).
+//!   by the retention policy and, once `snapshot_entries` entries (or `snapshot_bytes` of
+//!   entry data) were applied since the last snapshot, collects the state machine at the
+//!   applied index `A`; the WAL's owner encodes it, saves `state.snapshot` and deletes whole
+//!   segments below the cut (`A - log_keep_entries`, raised to keep at most `log_keep_bytes`);
+//!   then [`Replica::finish_compaction`] serves the snapshot to raft ([`SnapStorage`]) and drops
+//!   the same entries from memory (slightly behind followers still catch up from the log).
+//!   With no snapshot due it still drops in-memory entries below the cut; the WAL keeps them.
+//! * Invariant: the served snapshot reaches the in-memory log (`snapshot + 1 >= first index`)
+//!   or raft is told it is temporarily unavailable and a fresh one is taken at once.
 //! * A Ready carrying a leader's snapshot: it is decoded (a bad one stops the node: it came
 //!   from a leader running this code), applied to the storage and the state machine, and made
 //!   durable (snapshot file + WAL record) before raft is told it is persisted.
@@ -91,7 +95,8 @@ pub struct ReplicaConfig {
     /// and `snapshot_entries` comes first; 0 = count only).
     pub snapshot_bytes: u64,
     /// At most this many bytes of the `log_keep_entries` are kept (at least one entry is;
-    /// 0 = count only).
+    /// 0 = count only). The in-memory log is trimmed to it at every [`Replica::compact`]
+    /// check, snapshot or not (the WAL keeps the entries until a snapshot covers them).
     pub log_keep_bytes: u64,
 }
 
@@ -231,7 +236,14 @@ impl Storage for SnapStorage {
             // raft-rs on `to` refuses a snapshot whose configuration lacks it.
             self.fresh_wanted.store(true, Ordering::Relaxed);
         }
-        if idx == 0 || idx < request_index || !knows_to {
+        // The in-memory log may have been trimmed past the served snapshot (`log_keep_bytes`
+        // between snapshots): a follower installing it could not continue from the log.
+        let first = self.mem.first_index()?;
+        let reaches_log = idx + 1 >= first;
+        if !reaches_log {
+            self.fresh_wanted.store(true, Ordering::Relaxed);
+        }
+        if idx == 0 || idx < request_index || !knows_to || !reaches_log {
             // raft asks again later (the next compaction makes a newer one).
             return Err(raft::Error::Store(
                 raft::StorageError::SnapshotTemporarilyUnavailable,
@@ -1056,6 +1068,19 @@ impl Replica {
             && applied < snap_index + self.snapshot_entries
             && self.applied_bytes_since_snapshot < self.snapshot_bytes
         {
+            // No snapshot due: still keep the in-memory log within `log_keep_bytes`. The WAL
+            // keeps every entry since the last snapshot (restarts replay it); a follower that
+            // needs a dropped entry gets a fresh snapshot (`SnapStorage::snapshot`).
+            if self.log_keep_bytes != u64::MAX {
+                let cut = keep_cut(
+                    &self.applied_sizes,
+                    applied,
+                    self.log_keep_entries,
+                    self.log_keep_bytes,
+                );
+                self.forget_applied_sizes(cut);
+                self.drop_memory_log(cut)?;
+            }
             return Ok(None);
         }
         self.raw
@@ -1068,13 +1093,7 @@ impl Replica {
             self.log_keep_entries,
             self.log_keep_bytes,
         );
-        while self
-            .applied_sizes
-            .front()
-            .is_some_and(|&(index, _)| index <= log_upto)
-        {
-            self.applied_sizes.pop_front();
-        }
+        self.forget_applied_sizes(log_upto);
         self.applied_bytes_since_snapshot = 0;
         let job = Compaction {
             data: self.snapshot_data()?,
@@ -1118,25 +1137,7 @@ impl Replica {
             // The previous snapshot is as big as the retained stream.
             crate::reclaim::drop_later(old);
         }
-        // Always keep the last entry: an empty MemStorage would report its first index from
-        // its own (stale) snapshot metadata.
-        let last = store.mem.last_index()?;
-        let upto = done.log_upto.min(last.saturating_sub(1));
-        let first = store.mem.first_index()?;
-        if upto >= first {
-            let term = store.mem.term(upto)?;
-            // Hold the payloads of the entries compacted away (cheap clones: shared `Bytes`),
-            // so that compacting only drops references and the memory is freed on the
-            // reclaim thread: hundreds of MB freed here stalled the driver for long enough to
-            // miss heartbeats.
-            let doomed =
-                store
-                    .mem
-                    .entries(first, upto + 1, None, GetEntriesContext::empty(false))?;
-            store.mem.wl().compact(upto + 1)?;
-            store.compacted = (upto, term);
-            crate::reclaim::drop_later(doomed);
-        }
+        let upto = self.drop_memory_log(done.log_upto)?;
         let freeing = freeing.elapsed();
         if freeing >= Duration::from_millis(20) {
             tracing::debug!(
@@ -1158,6 +1159,42 @@ impl Replica {
             "snapshot taken, log compacted"
         );
         Ok(())
+    }
+
+    /// Drops the in-memory log's entries up to `upto` (never the last entry: an empty
+    /// MemStorage would report its first index from its own stale snapshot metadata). Returns
+    /// the index actually dropped up to.
+    fn drop_memory_log(&mut self, upto: u64) -> Result<u64, ClusterError> {
+        let store = self.raw.mut_store();
+        let last = store.mem.last_index()?;
+        let upto = upto.min(last.saturating_sub(1));
+        let first = store.mem.first_index()?;
+        if upto >= first {
+            let term = store.mem.term(upto)?;
+            // Hold the payloads of the entries compacted away (cheap clones: shared `Bytes`),
+            // so that compacting only drops references and the memory is freed on the
+            // reclaim thread: hundreds of MB freed here stalled the driver for long enough to
+            // miss heartbeats.
+            let doomed =
+                store
+                    .mem
+                    .entries(first, upto + 1, None, GetEntriesContext::empty(false))?;
+            store.mem.wl().compact(upto + 1)?;
+            store.compacted = (upto, term);
+            crate::reclaim::drop_later(doomed);
+        }
+        Ok(upto)
+    }
+
+    /// Forgets the sizes of applied entries up to `upto` (they are being compacted).
+    fn forget_applied_sizes(&mut self, upto: u64) {
+        while self
+            .applied_sizes
+            .front()
+            .is_some_and(|&(index, _)| index <= upto)
+        {
+            self.applied_sizes.pop_front();
+        }
     }
 
     fn on_soft_state(&mut self, new_role: StateRole, leader: u64) {

@@ -764,6 +764,60 @@ fn snapshot_bytes_triggers_compaction_and_log_keep_bytes_bounds_the_log() {
     );
 }
 
+/// Between snapshots the in-memory log is trimmed to `log_keep_bytes` without taking one (the
+/// WAL keeps the entries). A follower that needs a trimmed entry makes the leader take a
+/// fresh snapshot on demand — the older one would not reach the log — and converges.
+fn memory_trimmed_log_serves_a_far_behind_follower(async_persist: bool, seed: u64) {
+    fn trim_only(cfg: &mut ReplicaConfig) {
+        cfg.snapshot_entries = 1 << 40;
+        cfg.log_keep_entries = 1 << 40;
+        cfg.log_keep_bytes = 1_000;
+    }
+    let mut sim = Sim::with(3, seed, trim_only);
+    sim.async_persist = async_persist;
+    sim.compact_every = 7;
+    let leader = sim.run_until_leader(None);
+    let follower = if leader == 1 { 2 } else { 1 };
+    sim.propose_events(leader, &[1, 2, 3]);
+    sim.run(20);
+    sim.isolate(follower);
+    let mut expect: HashSet<u64> = (1..=3).collect();
+    for b in 0..40u64 {
+        let ids: Vec<u64> = (100 + b * 5..105 + b * 5).collect();
+        expect.extend(ids.iter().copied());
+        sim.propose_events(leader, &ids);
+        sim.run(3);
+    }
+    sim.run(30);
+    let first_index = sim.r(leader).first_index();
+    assert!(
+        first_index > 10,
+        "the leader trimmed its log (first index {first_index})"
+    );
+    assert_eq!(
+        sim.r(leader).snapshot_index(),
+        0,
+        "trimmed without a snapshot"
+    );
+    sim.cut.clear();
+    sim.run(300);
+    assert!(
+        sim.snapshots_delivered >= 1,
+        "caught up by a snapshot taken on demand"
+    );
+    sim.assert_converged(&expect);
+}
+
+#[test]
+fn memory_trimmed_log_serves_a_far_behind_follower_sync_persist() {
+    memory_trimmed_log_serves_a_far_behind_follower(false, 41);
+}
+
+#[test]
+fn memory_trimmed_log_serves_a_far_behind_follower_async_persist() {
+    memory_trimmed_log_serves_a_far_behind_follower(true, 42);
+}
+
 #[test]
 fn far_behind_follower_catches_up_by_snapshot_sync_persist() {
     far_behind_follower_catches_up_by_snapshot(false, 21);
