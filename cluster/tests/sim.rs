@@ -621,6 +621,40 @@ fn random_schedule_with(
     }
 }
 
+/// Proposes 40 batches of 5 fresh ids (100..300) on `leader`, running the sim between them
+/// and 30 steps after; returns the ids.
+fn propose_40_batches(sim: &mut Sim, leader: u64) -> HashSet<u64> {
+    let mut ids_proposed = HashSet::new();
+    for b in 0..40u64 {
+        let ids: Vec<u64> = (100 + b * 5..105 + b * 5).collect();
+        ids_proposed.extend(ids.iter().copied());
+        sim.propose_events(leader, &ids);
+        sim.run(3);
+    }
+    sim.run(30);
+    ids_proposed
+}
+
+/// A 3-node sim tuned by `tune` whose leader commits ids 1..=3 with everyone, then 40 batches
+/// while one follower is cut off: `(sim, leader, follower, every id proposed)`.
+fn follower_cut_off_during_load(
+    tune: fn(&mut ReplicaConfig),
+    async_persist: bool,
+    seed: u64,
+) -> (Sim, u64, u64, HashSet<u64>) {
+    let mut sim = Sim::with(3, seed, tune);
+    sim.async_persist = async_persist;
+    sim.compact_every = 7;
+    let leader = sim.run_until_leader(None);
+    let follower = if leader == 1 { 2 } else { 1 };
+    sim.propose_events(leader, &[1, 2, 3]);
+    sim.run(20);
+    sim.isolate(follower);
+    let mut expect: HashSet<u64> = (1..=3).collect();
+    expect.extend(propose_40_batches(&mut sim, leader));
+    (sim, leader, follower, expect)
+}
+
 fn compacting(cfg: &mut ReplicaConfig) {
     cfg.snapshot_entries = 5;
     cfg.log_keep_entries = 2;
@@ -642,22 +676,8 @@ fn ids_from(sim: &Sim, id: u64, from: u64) -> Vec<(u64, u64)> {
 /// the snapshot-installed node as leader: a retry of ids from the window is a duplicate there
 /// and is acknowledged with the original offsets (the offset index travels in the snapshot).
 fn far_behind_follower_catches_up_by_snapshot(async_persist: bool, seed: u64) {
-    let mut sim = Sim::with(3, seed, compacting);
-    sim.async_persist = async_persist;
-    sim.compact_every = 7;
-    let leader = sim.run_until_leader(None);
-    let follower = if leader == 1 { 2 } else { 1 };
-    sim.propose_events(leader, &[1, 2, 3]);
-    sim.run(20);
-    sim.isolate(follower);
-    let mut expect: HashSet<u64> = (1..=3).collect();
-    for b in 0..40u64 {
-        let ids: Vec<u64> = (100 + b * 5..105 + b * 5).collect();
-        expect.extend(ids.iter().copied());
-        sim.propose_events(leader, &ids);
-        sim.run(3);
-    }
-    sim.run(30);
+    let (mut sim, leader, follower, mut expect) =
+        follower_cut_off_during_load(compacting, async_persist, seed);
     let first_index = sim.r(leader).first_index();
     assert!(
         first_index > 10,
@@ -721,14 +741,7 @@ fn compaction_by_bytes(tune: fn(&mut ReplicaConfig), seed: u64) -> (u64, u64) {
     let mut sim = Sim::with(3, seed, tune);
     sim.compact_every = 7;
     let leader = sim.run_until_leader(None);
-    let mut expect = HashSet::new();
-    for b in 0..40u64 {
-        let ids: Vec<u64> = (100 + b * 5..105 + b * 5).collect();
-        expect.extend(ids.iter().copied());
-        sim.propose_events(leader, &ids);
-        sim.run(3);
-    }
-    sim.run(30);
+    let expect = propose_40_batches(&mut sim, leader);
     sim.assert_converged(&expect);
     let leader = sim.leader().unwrap();
     (sim.r(leader).first_index(), sim.r(leader).snapshot_index())
@@ -773,22 +786,8 @@ fn memory_trimmed_log_serves_a_far_behind_follower(async_persist: bool, seed: u6
         cfg.log_keep_entries = 1 << 40;
         cfg.log_keep_bytes = 1_000;
     }
-    let mut sim = Sim::with(3, seed, trim_only);
-    sim.async_persist = async_persist;
-    sim.compact_every = 7;
-    let leader = sim.run_until_leader(None);
-    let follower = if leader == 1 { 2 } else { 1 };
-    sim.propose_events(leader, &[1, 2, 3]);
-    sim.run(20);
-    sim.isolate(follower);
-    let mut expect: HashSet<u64> = (1..=3).collect();
-    for b in 0..40u64 {
-        let ids: Vec<u64> = (100 + b * 5..105 + b * 5).collect();
-        expect.extend(ids.iter().copied());
-        sim.propose_events(leader, &ids);
-        sim.run(3);
-    }
-    sim.run(30);
+    let (mut sim, leader, _follower, expect) =
+        follower_cut_off_during_load(trim_only, async_persist, seed);
     let first_index = sim.r(leader).first_index();
     assert!(
         first_index > 10,
