@@ -8,7 +8,7 @@ use crate::event::Topic;
 use crate::lane::{Lane, Publisher};
 use crate::stats::{ApplierSlot, Stats, StatsHandle, TierSource};
 use crate::sync::{AtomicU8, AtomicUsize, Ordering};
-use crate::worker::{Stage, Worker, DRAINING, RUNNING, STOPPING};
+use crate::worker::{signal_stop, Stage, Worker, DRAINING, RUNNING, STOPPING};
 use crossbeam_utils::CachePadded;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -294,15 +294,7 @@ impl Engine {
             return Ok(self.stats.stats());
         }
         self.finished = true;
-        for lane in &self.lanes {
-            for ring in &lane.rings {
-                ring.close();
-            }
-        }
-        self.state.store(mode, Ordering::Release);
-        for lane in &self.lanes {
-            lane.force_wake();
-        }
+        signal_stop(&self.lanes, &self.state, mode);
         let mut result = Ok(());
         for (i, w) in self.workers.drain(..).enumerate() {
             if w.join().is_err() && result.is_ok() {

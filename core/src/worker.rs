@@ -48,6 +48,24 @@ pub(crate) const DRAINING: u8 = 1;
 /// Exit after the current batch.
 pub(crate) const STOPPING: u8 = 2;
 
+/// Tells the workers of `lanes` to finish in `mode` ([`DRAINING`] or [`STOPPING`]): closes every
+/// ring (no claim succeeds any more, so each ring's final tail is fixed), publishes `mode`, then
+/// wakes every worker unconditionally, parked or about to park.
+pub(crate) fn signal_stop(lanes: &[Arc<Lane>], state: &AtomicU8, mode: u8) {
+    for lane in lanes {
+        for ring in &lane.rings {
+            ring.close();
+        }
+    }
+    // Release: pairs with the worker's Acquire load of `state` at the top of its loop, so a
+    // worker that sees `mode` also sees its rings closed (`drained` relies on it). A parked
+    // worker gets the same through `force_wake`'s unpark, which happens after this store.
+    state.store(mode, Ordering::Release);
+    for lane in lanes {
+        lane.force_wake();
+    }
+}
+
 pub(crate) struct Worker {
     pub(crate) lane: Arc<Lane>,
     pub(crate) consumers: [Consumer<Event>; 3],
