@@ -191,6 +191,10 @@ impl EngineBuilder {
                     index: i,
                     reason: e.to_string(),
                 })?;
+            // Before any publisher of the lane exists. (Under `--cfg loom` the lane holds a
+            // loom thread handle, and the engine's std threads are never model-checked: the loom
+            // models of `lane.rs` register their worker the same way.)
+            #[cfg(not(loom))]
             lane.set_worker(handle.thread().clone());
             workers.push(handle);
         }

@@ -4,10 +4,20 @@
 //! * Each lane has exactly one worker, the only consumer of its three rings. Every publisher is
 //!   bound to one lane, so the events of one publisher in one tier reach handlers in publish
 //!   order (FIFO per publisher per tier).
-//! * Sleeping handshake: the worker stores `sleeping = true` (SeqCst) and then re-reads every
-//!   ring's claimed tail (SeqCst) before parking; a publisher claims (SeqCst CAS) and then reads
-//!   `sleeping` (SeqCst). In the single total order of these operations one side sees the other,
-//!   so an accepted event never waits for the park timeout.
+//! * Sleeping handshake: the worker sets `sleeping = true` (a SeqCst swap) and then re-reads
+//!   every ring's claimed tail (SeqCst) before parking; a publisher claims (SeqCst CAS) and then
+//!   reads `sleeping` (SeqCst). In the single total order of these operations one side sees the
+//!   other: either the worker's re-check sees the claim and it does not park, or the publisher
+//!   sees `sleeping`, takes the wake-up by swapping it to `false` and unparks the worker. So an
+//!   accepted event never waits for the park timeout (barring a publisher that is itself stalled
+//!   between its claim and its check). Only the publisher whose swap took the flag unparks; the
+//!   worker clears the flag when it wakes. Shutdown unparks unconditionally.
+//! * The handshake is model-checked by loom (`loom_tests` below) through the real
+//!   `prepare_sleep` / park / `woke` of the worker loop and the real publish paths, with
+//!   `sleeping`, the worker handle and park/unpark taken from `crate::sync`. Under loom a park has
+//!   no timeout, so a lost wake-up is reported as a deadlock. loom does not model the total order
+//!   of SeqCst accesses, so each side marks the point where it relies on it with
+//!   `sync::seq_cst_order_point` (a SeqCst fence under loom, nothing otherwise).
 //! * Publish-side counters are written only on the overflow and closed paths.
 
 use crate::clock;
@@ -16,7 +26,7 @@ use crate::error::{BatchOutcome, PublishError, Published};
 use crate::event::{Event, EventId};
 use crate::ring::{Consumer, PushError, Ring};
 use crate::stats::{TierCounters, TierSource};
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{thread, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::tier::{OverflowPolicy, Tier, TierMap};
 use crossbeam_utils::CachePadded;
 use std::cell::Cell;
@@ -35,7 +45,8 @@ pub(crate) struct Lane {
     policies: [OverflowPolicy; 3],
     tier_map: TierMap,
     sleeping: CachePadded<AtomicBool>,
-    worker: OnceLock<std::thread::Thread>,
+    /// The lane's worker, set once (`set_worker`).
+    worker: OnceLock<thread::Thread>,
     waiting_publishers: CachePadded<AtomicUsize>,
     space: Mutex<()>,
     space_freed: Condvar,
@@ -66,14 +77,25 @@ impl Lane {
         (Arc::new(lane), [c0, c1, c2])
     }
 
-    pub(crate) fn set_worker(&self, thread: std::thread::Thread) {
-        let _ = self.worker.set(thread);
+    /// Registers the lane's worker thread, before any publisher of the lane exists.
+    // Under loom only the models call it (the engine's std threads are not model-checked).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn set_worker(&self, worker: thread::Thread) {
+        let _ = self.worker.set(worker);
     }
 
-    /// Publisher side of the sleeping handshake (see module docs).
+    /// Publisher side of the sleeping handshake (see module docs); called after every claim.
     #[inline(always)]
     fn wake_worker(&self) {
-        // SeqCst: after our SeqCst claim CAS; pairs with the worker's SeqCst store in `prepare_sleep`.
+        // SeqCst load: after our SeqCst claim CAS on a ring's tail (`Ring::push` / `claim`); pairs
+        // with the worker's SeqCst swap to `true` in `prepare_sleep`, which precedes its SeqCst
+        // re-read of that tail (`Ring::claimed`). If the worker's re-read missed our claim, this
+        // load comes after its swap in the total order and sees `true` (or a later `false`
+        // written by another waker, who unparks, or by the awake worker itself).
+        // The plain load keeps the busy path to a read of a line the worker seldom writes.
+        // SeqCst swap: takes the wake-up; a read-modify-write reads the latest value in
+        // `sleeping`'s modification order, so of several publishers exactly one unparks.
+        crate::sync::seq_cst_order_point();
         if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
             if let Some(t) = self.worker.get() {
                 t.unpark();
@@ -81,22 +103,47 @@ impl Lane {
         }
     }
 
-    /// Worker side: announce sleep, then report whether any ring got a claim past `heads`.
+    /// True if some ring has claimed the worker's next position (`heads`) or a later one.
+    pub(crate) fn claims_past(&self, heads: [u64; 3]) -> bool {
+        self.rings.iter().zip(heads).any(|(r, h)| r.claimed() > h)
+    }
+
+    /// Worker side: announce sleep, then re-check every ring; true if the worker may park (no
+    /// ring got a claim past `heads`).
     pub(crate) fn prepare_sleep(&self, heads: [u64; 3]) -> bool {
-        self.sleeping.store(true, Ordering::SeqCst);
-        let pending = self.rings.iter().zip(heads).any(|(r, h)| r.claimed() > h);
+        // SeqCst: pairs with the publishers' SeqCst load of `sleeping` in `wake_worker`, which
+        // follows their SeqCst claim CAS; it precedes (in the total order, being SeqCst too) the
+        // SeqCst loads of the tails in `claims_past` just below. A swap rather than a store (the
+        // same `xchg` on x86; the result is always `false`): loom orders a plain store only after
+        // the writes this thread has seen, a read-modify-write after the latest one. With a
+        // store, loom would let a publisher whose earlier swap this thread never read see its
+        // own stale `false` after this store: a false deadlock that the real memory model (a
+        // total modification order per location) excludes.
+        self.sleeping.swap(true, Ordering::SeqCst);
+        crate::sync::seq_cst_order_point();
+        let pending = self.claims_past(heads);
         if pending {
+            // Relaxed: not parking; the only later access that matters is this thread's next
+            // SeqCst swap (coherence orders them). A publisher that saw `true` meanwhile unparks,
+            // which leaves a token: the next park returns at once, a harmless spurious wake.
             self.sleeping.store(false, Ordering::Relaxed);
         }
         !pending
     }
 
+    /// Worker side, after a park returned.
     pub(crate) fn woke(&self) {
+        // Relaxed: clears the flag so publishers stop trying to wake an awake worker; orders
+        // nothing (the unpark itself orders a waker's writes before this thread's return from
+        // park), and this thread's next SeqCst swap in `prepare_sleep` follows it by coherence.
         self.sleeping.store(false, Ordering::Relaxed);
     }
 
     /// Wakes every sleeping worker unconditionally (shutdown).
     pub(crate) fn force_wake(&self) {
+        // SeqCst: orders nothing the wake-up relies on (the unconditional unpark's token makes the
+        // worker's current or next park return, and unpark -> park orders the engine's state
+        // store before the worker's next load of it).
         self.sleeping.store(false, Ordering::SeqCst);
         if let Some(t) = self.worker.get() {
             t.unpark();
@@ -405,5 +452,198 @@ impl Publisher {
         drop(drain);
         outcome.rejected = rejected;
         outcome
+    }
+}
+
+/// Model checks of the sleeping handshake: a real [`Worker`](crate::worker::Worker) loop (poll,
+/// `prepare_sleep`, park, `woke`) on a real lane against real publishers and the real
+/// shutdown signal. Under loom a park returns only when the thread is unparked, so a wake-up the
+/// handshake loses leaves the model's main thread blocked on a delivery that never comes, with
+/// the worker parked: loom reports a deadlock.
+///
+/// loom 0.7 drops a pending unpark token when the thread yields (as the worker does while a
+/// claimed slot is being written). That can only turn a spurious early return of `park` into a
+/// block, never hide a lost wake-up; the models pass with it.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::config::{IdleStrategy, TierConfig, TiersConfig};
+    use crate::event::Priority;
+    use crate::stats::ApplierSlot;
+    use crate::sync::AtomicU8;
+    use crate::worker::{signal_stop, Stage, Worker, DRAINING, RUNNING};
+    use loom::sync::mpsc;
+
+    /// Hands the id of every event the worker takes to the model's main thread.
+    struct Forward(mpsc::Sender<u64>);
+
+    impl Stage for Forward {
+        fn process(&mut self, _tier: Tier, batch: &mut Vec<Event>) {
+            for e in batch.drain(..) {
+                self.0.send(e.id.0).expect("the model outlives its worker");
+            }
+        }
+    }
+
+    /// Rings of two slots (never full here: `Reject` would show it), and a worker that parks
+    /// on its first empty poll, so every step of going to sleep races the publishers.
+    fn config() -> EngineConfig {
+        let tier = TierConfig {
+            capacity: 2,
+            overflow: OverflowPolicy::Reject,
+        };
+        EngineConfig {
+            tiers: TiersConfig {
+                realtime: tier,
+                transactional: tier,
+                batch: tier,
+            },
+            idle: IdleStrategy::SpinThenPark {
+                spin_iters: 0,
+                yield_iters: 0,
+                park_timeout_us: 10_000_000,
+            },
+            max_batch: 4,
+            pin_workers: false,
+            ..EngineConfig::default()
+        }
+    }
+
+    struct Model {
+        lane: Arc<Lane>,
+        state: Arc<CachePadded<AtomicU8>>,
+        worker: loom::thread::JoinHandle<()>,
+        delivered: mpsc::Receiver<u64>,
+    }
+
+    /// A lane and its worker thread, registered as the engine registers it: before any
+    /// publisher of the lane exists.
+    fn start() -> Model {
+        let config = config();
+        let (lane, consumers) = Lane::new(&config);
+        let (tx, delivered) = mpsc::channel();
+        let state = Arc::new(CachePadded::new(AtomicU8::new(RUNNING)));
+        let slot = Arc::new(ApplierSlot::new("worker-0".into()));
+        let worker = Worker::new(
+            &config,
+            lane.clone(),
+            consumers,
+            Box::new(Forward(tx)),
+            state.clone(),
+            slot,
+            None,
+        );
+        let worker = loom::thread::spawn(move || worker.run());
+        lane.set_worker(worker.thread().clone());
+        Model {
+            lane,
+            state,
+            worker,
+            delivered,
+        }
+    }
+
+    impl Model {
+        /// Graceful shutdown as the engine does it; the worker must exit.
+        fn shutdown(self) -> mpsc::Receiver<u64> {
+            signal_stop(std::slice::from_ref(&self.lane), &self.state, DRAINING);
+            self.worker.join().expect("worker panicked");
+            self.delivered
+        }
+    }
+
+    /// An event with its own id: generated ids come from a process-wide counter that a model
+    /// must not share between its executions.
+    fn event(id: u64, priority: Priority) -> Event {
+        Event::new("t", priority, &b""[..]).with_id(id)
+    }
+
+    /// One publisher and the worker: the publish lands before the worker's first poll, between
+    /// the poll and the sleeping store, between the store and the re-check, between the re-check
+    /// and the park, or during the park; in every case the event is delivered without a timeout.
+    #[test]
+    fn one_publisher_wakes_the_worker() {
+        loom::model(|| {
+            let m = start();
+            let publisher = Publisher::new(m.lane.clone());
+            assert_eq!(
+                publisher.publish(event(1, Priority::High)),
+                Ok(Published::Accepted)
+            );
+            assert_eq!(m.delivered.recv(), Ok(1));
+            m.shutdown();
+        });
+    }
+
+    /// A second publish races the worker going back to sleep after the first wake-up: its
+    /// clearing of the flag against the publisher's swap, its re-poll and next re-check, with
+    /// the unpark token of the first wake possibly still unconsumed.
+    #[test]
+    fn publish_races_the_worker_going_back_to_sleep() {
+        loom::model(|| {
+            let m = start();
+            let publisher = Publisher::new(m.lane.clone());
+            for id in [1, 2] {
+                assert_eq!(
+                    publisher.publish(event(id, Priority::High)),
+                    Ok(Published::Accepted)
+                );
+                assert_eq!(m.delivered.recv(), Ok(id));
+            }
+            m.shutdown();
+        });
+    }
+
+    /// Two publishers on two threads, into different rings of the lane (one by `publish`, one by
+    /// the batch path), race each other and the worker's sleep: exactly one takes each wake-up,
+    /// and both events are delivered.
+    #[test]
+    fn two_publishers_wake_the_worker() {
+        loom::model(|| {
+            let m = start();
+            let lane = m.lane.clone();
+            let single =
+                loom::thread::spawn(move || Publisher::new(lane).publish(event(1, Priority::High)));
+            let lane = m.lane.clone();
+            let batch = loom::thread::spawn(move || {
+                let mut events = vec![event(2, Priority::Low)];
+                Publisher::new(lane).publish_batch(&mut events).accepted
+            });
+            let mut got = [m.delivered.recv().unwrap(), m.delivered.recv().unwrap()];
+            got.sort_unstable();
+            assert_eq!(got, [1, 2]);
+            assert_eq!(single.join().unwrap(), Ok(Published::Accepted));
+            assert_eq!(batch.join().unwrap(), 1);
+            m.shutdown();
+        });
+    }
+
+    /// Shutdown with nothing published wakes the worker wherever it is in going to sleep, and it
+    /// exits.
+    #[test]
+    fn shutdown_wakes_a_sleeping_worker() {
+        loom::model(|| {
+            let m = start();
+            let delivered = m.shutdown();
+            assert!(delivered.try_recv().is_err());
+        });
+    }
+
+    /// Shutdown racing a publish: the event is either refused as closed or accepted, and then
+    /// delivered before the worker exits.
+    #[test]
+    fn shutdown_racing_a_publish_delivers_what_was_accepted() {
+        loom::model(|| {
+            let m = start();
+            let lane = m.lane.clone();
+            let publisher =
+                loom::thread::spawn(move || Publisher::new(lane).publish(event(1, Priority::High)));
+            let delivered = m.shutdown();
+            match publisher.join().unwrap() {
+                Ok(Published::Accepted) => assert_eq!(delivered.try_recv(), Ok(1)),
+                Err(PublishError::Closed(_)) => assert!(delivered.try_recv().is_err()),
+                other => panic!("unexpected publish outcome {other:?}"),
+            }
+        });
     }
 }

@@ -23,8 +23,9 @@
 //!   closed tail — which is how shutdown drains *every* accepted value without making producers
 //!   pay for a separate "in flight" counter.
 //! * Claims use a `SeqCst` CAS on `tail` (the same `lock cmpxchg` on x86 as a relaxed one). With
-//!   the worker's `SeqCst` store of its sleeping flag followed by a `SeqCst` load of `tail`
-//!   ([`Ring::claimed`]), this is the Dekker pattern that makes sleeping workers miss no wake-up.
+//!   the worker's `SeqCst` write (a swap) of its sleeping flag followed by a `SeqCst` load of
+//!   `tail` ([`Ring::claimed`]), this is the Dekker pattern that makes sleeping workers miss no
+//!   wake-up (model-checked in `lane.rs`).
 //!
 //! `push` hands the value back when the ring is full, like crossbeam's `ArrayQueue::push`.
 
@@ -197,7 +198,7 @@ impl<T> Ring<T> {
             if seq == tail {
                 // The slot hand-over is ordered by `seq`; `tail` arbitrates which producer owns
                 // the position. SeqCst on success pairs with the worker's SeqCst sleeping-flag
-                // store and `claimed` load (see the module docs).
+                // swap and `claimed` load (see the module docs).
                 match self.tail.compare_exchange_weak(
                     tail,
                     tail + 1,

@@ -7,7 +7,7 @@ use crate::event::Event;
 use crate::lane::Lane;
 use crate::ring::Consumer;
 use crate::stats::ApplierSlot;
-use crate::sync::{AtomicU8, Ordering};
+use crate::sync::{thread, AtomicU8, Ordering};
 use crate::tier::Tier;
 use crossbeam_utils::CachePadded;
 use std::sync::Arc;
@@ -175,7 +175,7 @@ impl Worker {
                     // Idle for a while (~10 ms): publish the statistics.
                     self.stage.on_sleep();
                 }
-                std::hint::spin_loop()
+                crate::sync::spin_hint()
             }
             IdleStrategy::SpinThenPark {
                 spin_iters,
@@ -183,17 +183,21 @@ impl Worker {
                 park_timeout_us,
             } => {
                 if polls <= spin_iters as u64 {
-                    std::hint::spin_loop();
+                    crate::sync::spin_hint();
                 } else if polls <= spin_iters as u64 + yield_iters as u64 || state != RUNNING {
                     // While draining, claimed-but-unwritten slots are about to appear: never park.
-                    std::thread::yield_now();
+                    thread::yield_now();
                 } else {
                     if polls == spin_iters as u64 + yield_iters as u64 + 1 {
                         self.stage.on_sleep();
                     }
                     if self.lane.prepare_sleep(self.heads()) {
-                        std::thread::park_timeout(Duration::from_micros(park_timeout_us));
+                        thread::park_timeout(Duration::from_micros(park_timeout_us));
                         self.lane.woke();
+                    } else {
+                        // A claim came in, possibly not written yet: poll again shortly (under
+                        // loom a yield, which lets the publisher finish writing it).
+                        crate::sync::spin_hint();
                     }
                 }
             }
