@@ -11,9 +11,11 @@
 //!   sees `sleeping`, takes the wake-up by swapping it to `false` and unparks the worker. So an
 //!   accepted event never waits for the park timeout (barring a publisher that is itself stalled
 //!   between its claim and its check). Only the publisher whose swap took the flag unparks; the
-//!   worker clears the flag when it wakes. Shutdown unparks unconditionally.
+//!   worker swaps it back to `false` when it wakes, and that swap tells it whether a publisher
+//!   woke it (`false` seen) or the park ended on its own (`true` seen: a timeout, a spurious
+//!   return, or a stale unpark token). Shutdown unparks unconditionally.
 //! * The handshake is model-checked by loom (`loom_tests` below) through the real
-//!   `prepare_sleep` / park / `woke` of the worker loop and the real publish paths, with
+//!   `prepare_sleep` / park / `end_sleep` of the worker loop and the real publish paths, with
 //!   `sleeping`, the worker handle and park/unpark taken from `crate::sync`. Under loom a park has
 //!   no timeout, so a lost wake-up is reported as a deadlock. loom does not model the total order
 //!   of SeqCst accesses, so each side marks the point where it relies on it with
@@ -93,8 +95,9 @@ impl Lane {
         // load comes after its swap in the total order and sees `true` (or a later `false`
         // written by another waker, who unparks, or by the awake worker itself).
         // The plain load keeps the busy path to a read of a line the worker seldom writes.
-        // SeqCst swap: takes the wake-up; a read-modify-write reads the latest value in
-        // `sleeping`'s modification order, so of several publishers exactly one unparks.
+        // SeqCst swap: takes the wake-up, so of several publishers exactly one unparks; it is a
+        // read-modify-write, so it reads the latest value in `sleeping`'s modification order and
+        // pairs with the worker's swap in `end_sleep` the same way (one of the two sees `true`).
         crate::sync::seq_cst_order_point();
         if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
             if let Some(t) = self.worker.get() {
@@ -131,19 +134,23 @@ impl Lane {
         !pending
     }
 
-    /// Worker side, after a park returned.
-    pub(crate) fn woke(&self) {
-        // Relaxed: clears the flag so publishers stop trying to wake an awake worker; orders
-        // nothing (the unpark itself orders a waker's writes before this thread's return from
-        // park), and this thread's next SeqCst swap in `prepare_sleep` follows it by coherence.
-        self.sleeping.store(false, Ordering::Relaxed);
+    /// Worker side, after a park returned: clears `sleeping`; true if a publisher (or shutdown)
+    /// woke the worker, i.e. had already swapped the flag to `false`. False means the park ended
+    /// on its own: the timeout, a spurious return, or a stale token of an earlier wake-up.
+    pub(crate) fn end_sleep(&self) -> bool {
+        // Relaxed: a read-modify-write reads the latest value in `sleeping`'s modification order
+        // whatever its ordering, so of this swap and a publisher's SeqCst swap in `wake_worker`
+        // exactly one sees `true`; no other memory is published or acquired through it (the
+        // unpark itself orders the publisher's writes before this thread's return from park).
+        !self.sleeping.swap(false, Ordering::Relaxed)
     }
 
     /// Wakes every sleeping worker unconditionally (shutdown).
     pub(crate) fn force_wake(&self) {
         // SeqCst: orders nothing the wake-up relies on (the unconditional unpark's token makes the
         // worker's current or next park return, and unpark -> park orders the engine's state
-        // store before the worker's next load of it).
+        // store before the worker's next load of it); `false` makes the worker's `end_sleep`
+        // count this as a wake-up, not a timeout.
         self.sleeping.store(false, Ordering::SeqCst);
         if let Some(t) = self.worker.get() {
             t.unpark();
@@ -456,7 +463,7 @@ impl Publisher {
 }
 
 /// Model checks of the sleeping handshake: a real [`Worker`](crate::worker::Worker) loop (poll,
-/// `prepare_sleep`, park, `woke`) on a real lane against real publishers and the real
+/// `prepare_sleep`, park, `end_sleep`) on a real lane against real publishers and the real
 /// shutdown signal. Under loom a park returns only when the thread is unparked, so a wake-up the
 /// handshake loses leaves the model's main thread blocked on a delivery that never comes, with
 /// the worker parked: loom reports a deadlock.
@@ -576,8 +583,8 @@ mod loom_tests {
     }
 
     /// A second publish races the worker going back to sleep after the first wake-up: its
-    /// clearing of the flag against the publisher's swap, its re-poll and next re-check, with
-    /// the unpark token of the first wake possibly still unconsumed.
+    /// `end_sleep` swap against the publisher's, its re-poll and next re-check, with the unpark
+    /// token of the first wake possibly still unconsumed.
     #[test]
     fn publish_races_the_worker_going_back_to_sleep() {
         loom::model(|| {

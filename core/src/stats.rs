@@ -7,6 +7,9 @@
 //! histogram by merging into the slot's mutex-protected copy every `stats_flush_ms`. Readers
 //! ([`StatsHandle::stats`]) sum the slots and merge the histograms, off the hot path.
 //!
+//! Engine workers also count how their parks end ([`ParkCounts`]) and store the totals into the
+//! same slot after each park — a slow path (a park is a system call), never per event.
+//!
 //! Publish-side counters (ring full, drops, rejections) are touched only on the overflow path.
 //! Push and pop totals come straight from the rings' own positions, and depth is `tail - head`.
 
@@ -60,6 +63,10 @@ pub struct ApplierSlot {
     handler_errors: AtomicU64,
     by_priority: [AtomicU64; 4],
     batches: AtomicU64,
+    /// The owning worker's [`ParkCounts`] (zero for appliers outside an engine's workers).
+    parks: AtomicU64,
+    parks_timed_out_with_work: AtomicU64,
+    longest_timed_out_park_ns: AtomicU64,
     alive: AtomicBool,
     /// Core the owning worker is pinned to, `usize::MAX` if none.
     core: AtomicUsize,
@@ -77,6 +84,9 @@ impl ApplierSlot {
             handler_errors: AtomicU64::new(0),
             by_priority: Default::default(),
             batches: AtomicU64::new(0),
+            parks: AtomicU64::new(0),
+            parks_timed_out_with_work: AtomicU64::new(0),
+            longest_timed_out_park_ns: AtomicU64::new(0),
             alive: AtomicBool::new(true),
             core: AtomicUsize::new(usize::MAX),
             histogram: Mutex::new(new_latency_histogram()),
@@ -98,6 +108,30 @@ impl ApplierSlot {
         }
     }
 
+    /// The owning worker's park totals, as last published.
+    fn parks(&self) -> ParkCounts {
+        // Relaxed loads: totals (and a maximum) that only grow, written by one thread; as in
+        // `counters`, a snapshot may mix two adjacent parks.
+        ParkCounts {
+            parks: self.parks.load(Ordering::Relaxed),
+            timed_out_with_work: self.parks_timed_out_with_work.load(Ordering::Relaxed),
+            longest_timed_out_ns: self.longest_timed_out_park_ns.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Publishes the owning worker's park totals (after each park; the worker is the only writer).
+    pub(crate) fn publish_parks(&self, p: &ParkCounts) {
+        // Relaxed stores of running totals by the single writer: pair with the Relaxed loads in
+        // `parks`; readers need no ordering with anything else.
+        self.parks.store(p.parks, Ordering::Relaxed);
+        if p.timed_out_with_work != 0 {
+            self.parks_timed_out_with_work
+                .store(p.timed_out_with_work, Ordering::Relaxed);
+            self.longest_timed_out_park_ns
+                .store(p.longest_timed_out_ns, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn set_alive(&self, alive: bool) {
         self.alive.store(alive, Ordering::Release);
     }
@@ -106,6 +140,18 @@ impl ApplierSlot {
         self.core
             .store(core.unwrap_or(usize::MAX), Ordering::Relaxed);
     }
+}
+
+/// How one engine worker's parks ended: its local running totals, published into its slot.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ParkCounts {
+    /// Parks that returned (however they ended).
+    pub(crate) parks: u64,
+    /// Parks that ended by their timeout, not by a wake-up, although an event was published
+    /// into the worker's lane during the park (see [`WorkerStatus::parks_timed_out_with_work`]).
+    pub(crate) timed_out_with_work: u64,
+    /// The longest of those, in nanoseconds.
+    pub(crate) longest_timed_out_ns: u64,
 }
 
 /// What an applier counts locally between flushes.
@@ -276,6 +322,21 @@ pub struct WorkerStatus {
     pub core: Option<usize>,
     /// Batches handled.
     pub batches: u64,
+    /// Times this worker parked (idle with `SpinThenPark`) and the park returned, however it
+    /// ended. Zero for appliers that are not engine workers.
+    pub parks: u64,
+    /// Parks that ended by their timeout rather than by a wake-up although an event had been
+    /// published into this worker's lane during the park: no publisher had taken the wake-up
+    /// (the sleeping flag was still set when the worker woke), the park lasted the whole
+    /// `park_timeout_us`, and a ring of the lane had a claimed slot the worker had not read.
+    /// A park that times out on an idle lane is normal and not counted. Each counted park is an
+    /// event that waited up to the park timeout: a lost wake-up, or a publisher stalled (e.g.
+    /// preempted) between claiming its slot and checking the flag, or — for a park that ends
+    /// within nanoseconds of the claim — a near-tie between the timeout and that check.
+    pub parks_timed_out_with_work: u64,
+    /// The longest of the parks counted in `parks_timed_out_with_work`, in nanoseconds, from
+    /// just before the park to just after it returned (0 if none).
+    pub longest_timed_out_park_ns: u64,
 }
 
 /// A point-in-time snapshot of everything the engine counts.
@@ -317,6 +378,12 @@ pub struct Stats {
     pub configured_workers: usize,
     /// Workers and external appliers.
     pub workers: Vec<WorkerStatus>,
+    /// Sum over the workers of [`WorkerStatus::parks_timed_out_with_work`]: parks that ended by
+    /// timeout although an event had been published into the worker's lane during the park. A
+    /// benchmark that sees it non-zero had events wait for the park timeout.
+    pub parks_timed_out_with_work: u64,
+    /// Maximum over the workers of [`WorkerStatus::longest_timed_out_park_ns`] (0 if none).
+    pub longest_timed_out_park_ns: u64,
 }
 
 impl Stats {
@@ -445,6 +512,8 @@ impl StatsHandle {
             }
         }
         let mut total = ApplierCounters::default();
+        let mut parks_timed_out_with_work = 0;
+        let mut longest_timed_out_park_ns = 0;
         let mut workers = Vec::new();
         for slot in self.slots() {
             let c = slot.counters();
@@ -456,12 +525,18 @@ impl StatsHandle {
             for (t, v) in total.by_priority.iter_mut().zip(c.by_priority) {
                 *t += v;
             }
+            let p = slot.parks();
+            parks_timed_out_with_work += p.timed_out_with_work;
+            longest_timed_out_park_ns = longest_timed_out_park_ns.max(p.longest_timed_out_ns);
             let core = slot.core.load(Ordering::Relaxed);
             workers.push(WorkerStatus {
                 name: slot.name.clone(),
                 alive: slot.alive.load(Ordering::Acquire),
                 core: (core != usize::MAX).then_some(core),
                 batches: c.batches,
+                parks: p.parks,
+                parks_timed_out_with_work: p.timed_out_with_work,
+                longest_timed_out_park_ns: p.longest_timed_out_ns,
             });
         }
         let histogram = self.latency_histogram();
@@ -488,6 +563,8 @@ impl StatsHandle {
             latency: LatencySummary::of(&histogram),
             configured_workers: self.inner.lanes.len(),
             workers,
+            parks_timed_out_with_work,
+            longest_timed_out_park_ns,
         };
         (stats, histogram)
     }

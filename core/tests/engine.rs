@@ -1,7 +1,8 @@
 //! Integration tests of the embedded engine through its public API.
 
 use eventstream_core::{
-    Engine, EngineConfig, Error, Event, OverflowPolicy, Priority, PublishError, Published, Tier,
+    Engine, EngineConfig, Error, Event, IdleStrategy, OverflowPolicy, Priority, PublishError,
+    Published, Tier,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -498,4 +499,45 @@ fn invalid_configuration_is_refused_with_the_field_named() {
         Error::InvalidConfig { field, .. } => assert_eq!(field, "tiers.transactional.capacity"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_parked_worker_is_woken_by_a_publish_not_by_its_park_timeout() {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    let engine = Engine::builder()
+        .configure(|c| {
+            c.pin_workers = false;
+            c.idle = IdleStrategy::SpinThenPark {
+                spin_iters: 100,
+                yield_iters: 1,
+                park_timeout_us: TIMEOUT.as_micros() as u64,
+            };
+        })
+        .on_any(move |batch: &[Event]| {
+            for _ in batch {
+                tx.lock().unwrap().send(std::time::Instant::now()).unwrap();
+            }
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let publisher = engine.publisher();
+    for i in 1..=3u64 {
+        // Long enough for the worker to spin, yield and park.
+        std::thread::sleep(Duration::from_millis(50));
+        let sent = std::time::Instant::now();
+        let published = publisher.publish(Event::new("x", Priority::High, &b""[..]).with_id(i));
+        assert_eq!(published, Ok(Published::Accepted));
+        let handled = rx
+            .recv_timeout(TIMEOUT / 2)
+            .expect("a parked worker was not woken");
+        assert!(handled - sent < TIMEOUT / 2);
+    }
+    let stats = engine.shutdown().unwrap();
+    assert_eq!(stats.processed, 3);
+    assert!(stats.workers[0].parks >= 1, "{:?}", stats.workers);
+    assert_eq!(stats.parks_timed_out_with_work, 0);
+    assert_eq!(stats.longest_timed_out_park_ns, 0);
 }
