@@ -22,8 +22,8 @@ Checked:
     same content;
   - Dockerfile: the runtime USER uid:gid equals runAsUser/runAsGroup, and the binary it copies
     is the path the StatefulSet runs;
-  - node ConfigMap: eventstream.toml is TOML whose keys are all fields of the binary's
-    NodeConfig (cluster/src/config.rs), without `id` (prepended per pod); data_dir, http_port,
+  - node ConfigMap: eventstream.toml is TOML whose keys (and section keys) are all settings of
+    the binary's NodeConfig (node/src/config.rs), without `id` (prepended per pod); data_dir, http.port,
     listen port and the `peers` list agree with the StatefulSet (one entry per replica, id =
     ordinal + 1, peer DNS through the headless Service); node-ids is present and read.
 """
@@ -256,10 +256,8 @@ class Checker:
             self.problems.append(f"eventstream.toml is not valid TOML: {err}")
             return
         self.require("id" not in config, "eventstream.toml sets `id`; the entrypoint prepends each pod's id")
-        fields = node_config_fields()
-        if fields:
-            unknown = sorted(set(config) - fields)
-            self.require(not unknown, f"eventstream.toml keys {unknown} are not NodeConfig fields ({NODE_CONFIG.relative_to(ROOT)})")
+        unknown = unknown_keys(config, "NodeConfig", node_config_sections())
+        self.require(not unknown, f"eventstream.toml keys {unknown} are not NodeConfig settings ({NODE_CONFIG.relative_to(ROOT)})")
         spec = sts["spec"]
         container = spec["template"]["spec"]["containers"][0]
         ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
@@ -267,7 +265,8 @@ class Checker:
         claim = spec["volumeClaimTemplates"][0]["metadata"]["name"]
         self.require(config.get("data_dir") == mounts.get(claim),
                      f"data_dir {config.get('data_dir')!r} is not the data volume's mount path {mounts.get(claim)!r}")
-        self.require(config.get("http_port") == ports.get("http"), f"http_port {config.get('http_port')} != container port http {ports.get('http')}")
+        http_port = config.get("http", {}).get("port")
+        self.require(http_port == ports.get("http"), f"http.port {http_port} != container port http {ports.get('http')}")
         listen_port = int(str(config.get("listen", ":0")).rsplit(":", 1)[1])
         self.require(listen_port == ports.get("peer"), f"listen port {listen_port} != container port peer {ports.get('peer')}")
         service = spec["serviceName"]
@@ -280,15 +279,34 @@ class Checker:
                      "the entrypoint does not read /etc/eventstream/eventstream.toml and /etc/eventstream/node-ids")
 
 
-NODE_CONFIG = ROOT / "cluster" / "src" / "config.rs"
+NODE_CONFIG = ROOT / "node" / "src" / "config.rs"
 
 
-def node_config_fields() -> set:
-    """Field names of `pub struct NodeConfig` in the cluster crate (empty if not found)."""
-    if not NODE_CONFIG.is_file():
-        return set()
-    match = re.search(r"pub struct NodeConfig \{(.*?)\n\}", NODE_CONFIG.read_text(), re.S)
-    return set(re.findall(r"^\s*pub (\w+):", match.group(1), re.M)) if match else set()
+def node_config_sections() -> dict:
+    """Every `settings!` struct of the node crate's configuration: name -> {field: type}."""
+    text = NODE_CONFIG.read_text()  # a missing file is a failure, not a skipped check
+    structs = {}
+    for name, body in re.findall(r"settings! \{.*?pub struct (\w+) \{(.*?)\n    \}\n\}", text, re.S):
+        structs[name] = dict(re.findall(r"^\s*pub (\w+): ([^=]+?) =", body, re.M))
+    if "NodeConfig" not in structs or len(structs) < 2:
+        raise SystemExit(f"check.py: cannot find the settings of NodeConfig in {NODE_CONFIG}")
+    return structs
+
+
+def unknown_keys(table: dict, struct: str, structs: dict, prefix: str = "") -> list:
+    """Keys of `table` that are not settings of `struct` (sections checked recursively)."""
+    fields = structs[struct]
+    out = []
+    for key, value in table.items():
+        ty = fields.get(key, "").strip()
+        if not ty:
+            out.append(prefix + key)
+        elif ty in structs:
+            if isinstance(value, dict):
+                out += unknown_keys(value, ty, structs, f"{prefix}{key}.")
+            else:
+                out.append(prefix + key)
+    return out
 
 
 def spec_name(sts, ordinal: int) -> str:

@@ -4,7 +4,7 @@
 #   scripts/check-ops.sh            run every check; exit 1 if any fails
 #
 # Environment:
-#   SCHEMAS_DIR   CRD JSON schemas (default: <repo>/../shared/schemas)
+#   SCHEMAS_DIR   CRD JSON schemas (default: <repo>/k8s/schemas, committed with their source)
 #   KEEP_TMP=1    keep the scratch directory (built manifests, logs) and print its path
 #
 # Installs what it needs when missing (as root): Debian packages prometheus (promtool),
@@ -17,7 +17,7 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SCHEMAS_DIR="${SCHEMAS_DIR:-$ROOT/../shared/schemas}"
+SCHEMAS_DIR="${SCHEMAS_DIR:-$ROOT/k8s/schemas}"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 CHECK_JSONSCHEMA_VERSION="0.39.0"
 PYYAML_VERSION="6.0.3"

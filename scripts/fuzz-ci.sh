@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI fuzzing: every target of eventstream-fuzz (peer frames + raft message parse, client
 # protocol messages and event blocks, log records, log replay from segment files, TOML
-# configuration, node command-line flags) for a bounded time each. A target fails on a panic
+# configuration, setting overrides as flags and variables give them) for a bounded time each. A target fails on a panic
 # or on a single allocation larger than 64 x input + 64 KiB (an allocation sized by an
 # unchecked length); the failing input is saved under target/fuzz-artifacts/ and the command
 # to reproduce it is printed.

@@ -1,12 +1,7 @@
-//! `eventstream`: the command-line binary. Thin by design — it parses flags and composes the
-//! library crates (core, exporter, cluster); all logic lives in them.
+//! `eventstream`: the command-line binary. It owns every flag and command (`cmd/`) and
+//! composes the library crates; the logic lives in them.
 
-mod bench;
-mod chaos_cmd;
-mod cluster_cmd;
-mod demo;
-mod doctor_cmd;
-mod hiccups;
+mod cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -20,32 +15,32 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the engine with synthetic producers and print a live one-line summary every second.
-    Demo(demo::DemoArgs),
+    /// Run a 3-node cluster in this process with synthetic load and print a live summary.
+    Demo(cmd::demo::DemoArgs),
     /// Benchmarks that print results (and `--json` for scripts).
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(cmd::bench::BenchCommand),
     /// Jepsen-style fault injection against real node processes, checked by a history checker.
-    Chaos(chaos_cmd::ChaosArgs),
+    Chaos(cmd::chaos::ChaosArgs),
     /// Graded health report of one node or all (latency, queues, replication, disk, ...).
-    Doctor(doctor_cmd::DoctorArgs),
+    Doctor(cmd::doctor::DoctorArgs),
     /// Run one cluster node (flags, a TOML file via --config, EVENTSTREAM_* variables).
-    Node(cluster_cmd::NodeArgs),
+    Node(cmd::node::NodeArgs),
     /// Publish events to a cluster; prints one offset per event after commit.
-    Publish(cluster_cmd::PublishArgs),
+    Publish(cmd::client::PublishArgs),
     /// Read a cluster's committed stream from an offset.
-    Subscribe(cluster_cmd::SubscribeArgs),
+    Subscribe(cmd::client::SubscribeArgs),
     /// Status of cluster endpoints as a table (or --json).
-    Status(cluster_cmd::StatusArgs),
+    Status(cmd::client::StatusArgs),
     /// Cluster membership: add (learner → catch up → voter), remove, list.
     #[command(subcommand)]
-    Member(cluster_cmd::MemberCommand),
+    Member(cmd::member::MemberCommand),
     /// Leadership: transfer to another voter.
     #[command(subcommand)]
-    Leader(cluster_cmd::LeaderCommand),
+    Leader(cmd::member::LeaderCommand),
     /// Backups: save a node's snapshot, verify a file, seed a new cluster from one.
     #[command(subcommand)]
-    Snapshot(cluster_cmd::SnapshotCommand),
+    Snapshot(cmd::snapshot::SnapshotCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,22 +53,22 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo(args) => demo::run(args),
-        Command::Bench(cmd) => bench::run(cmd),
-        Command::Chaos(args) => std::process::exit(chaos_cmd::run(args)?),
-        Command::Doctor(args) => match doctor_cmd::run(args) {
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Bench(c) => cmd::bench::run(c),
+        Command::Chaos(args) => std::process::exit(cmd::chaos::run(args)?),
+        Command::Doctor(args) => match cmd::doctor::run(args) {
             Ok(code) => std::process::exit(code),
             Err(e) => {
                 eprintln!("Error: {e:#}");
-                std::process::exit(doctor_cmd::EXIT_NO_REPORT)
+                std::process::exit(cmd::doctor::EXIT_NO_REPORT)
             }
         },
-        Command::Node(args) => cluster_cmd::node(args),
-        Command::Publish(args) => cluster_cmd::publish(args),
-        Command::Subscribe(args) => cluster_cmd::subscribe(args),
-        Command::Status(args) => cluster_cmd::status(args),
-        Command::Member(cmd) => cluster_cmd::member(cmd),
-        Command::Leader(cmd) => cluster_cmd::leader(cmd),
-        Command::Snapshot(cmd) => cluster_cmd::snapshot(cmd),
+        Command::Node(args) => cmd::node::run(args),
+        Command::Publish(args) => cmd::client::publish(args),
+        Command::Subscribe(args) => cmd::client::subscribe(args),
+        Command::Status(args) => cmd::client::status(args),
+        Command::Member(c) => cmd::member::member(c),
+        Command::Leader(c) => cmd::member::leader(c),
+        Command::Snapshot(c) => cmd::snapshot::run(c),
     }
 }

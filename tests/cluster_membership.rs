@@ -5,13 +5,13 @@
 //! requests answered with clear errors on a connection that stays usable.
 
 use bytes::{Bytes, BytesMut};
-use eventstream_cluster::admin::{self, AdminRequest, MemberList};
-use eventstream_cluster::cli::verify_acked;
-use eventstream_cluster::frame::{self, ErrorCode, Kind, Role};
-use eventstream_cluster::procs::ProcessCluster;
-use eventstream_cluster::{Client, ClientConfig, ClusterError};
+use eventstream_client::{Client, ClientConfig, ClientError};
 use eventstream_core::replication::RaftRole;
 use eventstream_core::{Event, Priority};
+use eventstream_proto::admin::{self, AdminRequest, MemberList};
+use eventstream_proto::frame::{self, ErrorCode, Kind, Role};
+use eventstream_testkit::verify_acked;
+use eventstream_testkit::ProcessCluster;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -21,27 +21,7 @@ use std::time::Duration;
 
 const EXE: &str = env!("CARGO_BIN_EXE_eventstream");
 
-struct Scratch(std::path::PathBuf);
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p =
-            std::env::temp_dir().join(format!("eventstream-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use eventstream_testkit::Scratch;
 
 fn es(args: &[&str]) -> Output {
     let out = Command::new(EXE)
@@ -116,11 +96,11 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
     // Aggressive compaction: the nodes that join find the log's start compacted away and are
     // caught up by a snapshot taken after their addition.
     let compaction: Vec<String> = [
-        "--snapshot-entries",
+        "--storage-snapshot-entries",
         "100",
-        "--log-keep-entries",
+        "--storage-log-keep-entries",
         "10",
-        "--compaction-interval-ms",
+        "--storage-compaction-interval-ms",
         "100",
     ]
     .iter()
@@ -147,7 +127,7 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
     let load = spawn_load(&rt, all_eps.clone(), stop.clone(), acked.clone());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !rt
-        .block_on(cluster.statuses())
+        .block_on(cluster.statuses(Duration::from_millis(500)))
         .iter()
         .filter_map(|(_, s)| s.as_ref())
         .any(|s| s.role == RaftRole::Leader && s.first_index > 1)
@@ -282,7 +262,11 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
         .into_iter()
         .map(|(_, a)| a)
         .collect();
-    let (lost, dup, diverged) = rt.block_on(verify_acked(&eps, &acked)).unwrap();
+    let eventstream_testkit::Verified {
+        lost,
+        duplicated: dup,
+        diverged,
+    } = rt.block_on(verify_acked(&eps, &acked)).unwrap();
     assert_eq!((lost, dup, diverged), (0, 0, 0));
     // The new members restart from their own logs (conf changes re-applied from the log).
     let (id, _) = cluster.live_endpoints()[3].clone();
@@ -307,7 +291,7 @@ fn leader_transfer_cli_sigterm_hand_off_and_bad_requests() {
         .unwrap();
     let eps = live(&cluster);
     let term = |c: &ProcessCluster, rt: &tokio::runtime::Runtime, id: u64| {
-        rt.block_on(c.statuses())
+        rt.block_on(c.statuses(Duration::from_millis(500)))
             .into_iter()
             .find(|(i, _)| *i == id)
             .and_then(|(_, s)| s)
@@ -368,7 +352,7 @@ fn leader_transfer_cli_sigterm_hand_off_and_bad_requests() {
     let new_leader = rt
         .block_on(async {
             loop {
-                for (id, s) in cluster.statuses().await {
+                for (id, s) in cluster.statuses(Duration::from_millis(500)).await {
                     if let Some(s) = s.filter(|s| s.role == RaftRole::Leader) {
                         return Some((id, s.term));
                     }
@@ -390,10 +374,10 @@ fn leader_transfer_cli_sigterm_hand_off_and_bad_requests() {
     rt.block_on(cluster.wait_healthy(Duration::from_secs(30)))
         .unwrap();
     let acked = acked.lock().unwrap().clone();
-    let (lost, dup, diverged) = rt
-        .block_on(verify_acked(cluster.endpoints(), &acked))
+    let v = rt
+        .block_on(verify_acked(&cluster.endpoints(), &acked))
         .unwrap();
-    assert_eq!((lost, dup, diverged), (0, 0, 0));
+    assert_eq!(v, eventstream_testkit::Verified::default());
 
     // Bad requests: clear errors, non-zero exit.
     let err = es_err(&["member", "remove", "9", "--endpoints", &eps]);
@@ -410,7 +394,7 @@ fn leader_transfer_cli_sigterm_hand_off_and_bad_requests() {
     rt.block_on(async {
         let c = Client::new(ClientConfig::new(cluster.endpoints().to_vec())).unwrap();
         match c.member_remove(9).await {
-            Err(ClusterError::Server { code, .. }) => assert_eq!(code, ErrorCode::UnknownMember),
+            Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::UnknownMember),
             other => panic!("{other:?}"),
         }
         assert_eq!(c.member_list().await.unwrap().members.len(), 3);

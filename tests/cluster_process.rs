@@ -3,38 +3,17 @@
 //! its acknowledged offset, in the same order on every node. Also the CLI around a cluster.
 
 use bytes::Bytes;
-use eventstream_cluster::cli::verify_acked;
-use eventstream_cluster::procs::ProcessCluster;
-use eventstream_cluster::{Client, ClientConfig};
+use eventstream_client::{Client, ClientConfig};
 use eventstream_core::{Event, Priority};
+use eventstream_testkit::verify_acked;
+use eventstream_testkit::ProcessCluster;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 const EXE: &str = env!("CARGO_BIN_EXE_eventstream");
 
-/// A scratch directory removed on drop (the root package has no tempfile dependency).
-struct Scratch(std::path::PathBuf);
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p =
-            std::env::temp_dir().join(format!("eventstream-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use eventstream_testkit::Scratch;
 
 async fn publish_some(client: &Client, n: usize, acked: &mut Vec<(u64, u64)>) {
     for b in 0..n {
@@ -87,7 +66,11 @@ fn kill_leader_restart_and_every_acknowledged_event_survives_once_in_order() {
         cluster.wait_healthy(Duration::from_secs(30)).await.unwrap();
         publish_some(&client, 5, &mut acked).await;
         assert_eq!(acked.len(), 1250);
-        let (lost, dup, diverged) = verify_acked(&eps, &acked).await.unwrap();
+        let eventstream_testkit::Verified {
+            lost,
+            duplicated: dup,
+            diverged,
+        } = verify_acked(&eps, &acked).await.unwrap();
         assert_eq!((lost, dup, diverged), (0, 0, 0));
     });
 

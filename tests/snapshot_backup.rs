@@ -8,38 +8,17 @@
 //!   available offset; a node killed and restarted after compaction starts from its snapshot.
 
 use bytes::Bytes;
-use eventstream_cluster::frame::SubscribeBody;
-use eventstream_cluster::procs::{free_ports, ProcessCluster};
-use eventstream_cluster::{Client, ClientConfig, ClusterError};
+use eventstream_client::{Client, ClientConfig, ClientError};
 use eventstream_core::{Event, Priority};
+use eventstream_proto::frame::SubscribeBody;
+use eventstream_testkit::{free_ports, ProcessCluster};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_eventstream");
 
-/// A scratch directory removed on drop (the root package has no tempfile dependency).
-struct Scratch(std::path::PathBuf);
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p =
-            std::env::temp_dir().join(format!("eventstream-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use eventstream_testkit::Scratch;
 
 /// Runs `eventstream ARGS...`.
 fn es(args: &[&str]) -> Output {
@@ -108,16 +87,16 @@ fn backup_of_a_loaded_cluster_restores_into_a_fresh_cluster() {
     std::fs::create_dir_all(&old_dir).unwrap();
     // Compaction on, so the source nodes serve snapshots while they are also compacting.
     let tuning: Vec<String> = [
-        "--snapshot-entries",
+        "--storage-snapshot-entries",
         "100",
-        "--log-keep-entries",
+        "--storage-log-keep-entries",
         "20",
-        "--compaction-interval-ms",
+        "--storage-compaction-interval-ms",
         "300",
     ]
     .map(String::from)
     .to_vec();
-    let old = ProcessCluster::start(Path::new(EXE), 3, &old_dir, &tuning).unwrap();
+    let mut old = ProcessCluster::start(Path::new(EXE), 3, &old_dir, &tuning).unwrap();
     let eps = old.endpoints().to_vec();
     let rt = runtime();
     let leader = rt
@@ -220,7 +199,8 @@ fn backup_of_a_loaded_cluster_restores_into_a_fresh_cluster() {
         assert!(out.contains("restored"), "{out}");
     }
     let restore_took = started.elapsed();
-    let new = ProcessCluster::start_with_ports(Path::new(EXE), &ports, &new_dir, &[]).unwrap();
+    let mut new =
+        ProcessCluster::start_at(Path::new(EXE), &ports.addrs(), &new_dir, &[], None).unwrap();
     let new_eps = new.endpoints().to_vec();
     rt.block_on(new.wait_healthy(Duration::from_secs(30)))
         .unwrap();
@@ -255,11 +235,11 @@ fn retention_compacts_and_subscribers_get_the_earliest_offset() {
     let flags: Vec<String> = [
         "--retention-max-events",
         "1000",
-        "--snapshot-entries",
+        "--storage-snapshot-entries",
         "20",
-        "--log-keep-entries",
+        "--storage-log-keep-entries",
         "5",
-        "--compaction-interval-ms",
+        "--storage-compaction-interval-ms",
         "200",
     ]
     .map(String::from)
@@ -321,7 +301,7 @@ fn retention_compacts_and_subscribers_get_the_earliest_offset() {
 
     // Kill a node after compaction; it restarts from its snapshot + log and serves again.
     let status = rt
-        .block_on(eventstream_cluster::client::status_of(
+        .block_on(eventstream_client::status_of(
             &eps[2],
             Duration::from_secs(2),
         ))
@@ -333,7 +313,7 @@ fn retention_compacts_and_subscribers_get_the_earliest_offset() {
     rt.block_on(cluster.wait_healthy(Duration::from_secs(30)))
         .unwrap();
     let after = rt
-        .block_on(eventstream_cluster::client::status_of(
+        .block_on(eventstream_client::status_of(
             &eps[2],
             Duration::from_secs(2),
         ))
@@ -343,7 +323,7 @@ fn retention_compacts_and_subscribers_get_the_earliest_offset() {
     let c3 = Client::new(ClientConfig::new(vec![eps[2].clone()])).unwrap();
     let mut sub = c3.subscribe(SubscribeBody::default());
     match rt.block_on(sub.next_timeout(Duration::from_secs(10))) {
-        Err(ClusterError::Compacted {
+        Err(ClientError::Compacted {
             requested,
             earliest,
         }) => {

@@ -10,11 +10,11 @@
 //!   with the reason — while the other two keep committing.
 
 use bytes::{Bytes, BytesMut};
-use eventstream_cluster::cli::verify_acked;
-use eventstream_cluster::frame::{self, ErrorCode, Kind};
-use eventstream_cluster::procs::ProcessCluster;
-use eventstream_cluster::{Client, ClientConfig};
+use eventstream_client::{Client, ClientConfig};
 use eventstream_core::{Event, Priority};
+use eventstream_proto::frame::{self, ErrorCode, Kind};
+use eventstream_testkit::verify_acked;
+use eventstream_testkit::ProcessCluster;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -93,7 +93,11 @@ fn corrupt_and_torn_tail_is_truncated_and_the_node_rejoins() {
         cluster.restart(leader).unwrap();
         cluster.wait_healthy(Duration::from_secs(60)).await.unwrap();
         publish_some(&client, 10, &mut acked).await;
-        let (lost, dup, diverged) = verify_acked(&eps, &acked).await.unwrap();
+        let eventstream_testkit::Verified {
+            lost,
+            duplicated: dup,
+            diverged,
+        } = verify_acked(&eps, &acked).await.unwrap();
         assert_eq!((lost, dup, diverged), (0, 0, 0));
     });
     let log = std::fs::read_to_string(dir.path().join(format!(
@@ -162,7 +166,7 @@ fn full_disk_stops_writes_on_that_node_and_says_why() {
         }
     }
     let _unmount = Unmount(mnt.clone());
-    let http = eventstream_cluster::procs::free_ports(1).unwrap()[0];
+    let http = eventstream_testkit::free_ports(1).unwrap()[0];
     // Node 3 (restarted with an HTTP port) has the tmpfs as its data directory.
     let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &[]).unwrap();
     let eps = cluster.endpoints().to_vec();
@@ -209,7 +213,7 @@ fn full_disk_stops_writes_on_that_node_and_says_why() {
         "{metrics}"
     );
     let st = rt
-        .block_on(eventstream_cluster::client::status_of(
+        .block_on(eventstream_client::status_of(
             &eps[2],
             Duration::from_secs(5),
         ))
@@ -252,7 +256,11 @@ fn full_disk_stops_writes_on_that_node_and_says_why() {
         .filter(|&id| id != 3)
         .map(|id| eps[(id - 1) as usize].clone())
         .collect();
-    let (lost, dup, diverged) = rt.block_on(verify_acked(&healthy, &acked)).unwrap();
+    let eventstream_testkit::Verified {
+        lost,
+        duplicated: dup,
+        diverged,
+    } = rt.block_on(verify_acked(&healthy, &acked)).unwrap();
     assert_eq!((lost, dup, diverged), (0, 0, 0), "leader {leader}");
     drop(cluster);
 }

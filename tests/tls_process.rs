@@ -3,9 +3,9 @@
 //! and `EVENTSTREAM_*` variables. Bad TLS or token settings stop `eventstream node` at start-up
 //! with the setting named.
 
-use eventstream_cluster::procs::{free_ports, ProcessCluster};
-use eventstream_cluster::tls::ClientTls;
-use eventstream_cluster::ClientConfig;
+use eventstream_client::tls::ClientTls;
+use eventstream_client::ClientConfig;
+use eventstream_testkit::{free_ports, ProcessCluster};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -86,7 +86,7 @@ fn node_refuses_to_start_with_bad_tls_or_token_settings() {
     let cases: [(Vec<String>, &str); 3] = [
         (
             vec!["--admin-token-file".into(), p("empty-token")],
-            "admin_token_file",
+            "admin.token_file",
         ),
         (
             vec![
@@ -97,9 +97,9 @@ fn node_refuses_to_start_with_bad_tls_or_token_settings() {
                 "--tls-ca".into(),
                 p("ca.pem"),
             ],
-            "tls_cert",
+            "tls.cert",
         ),
-        (vec!["--tls-cert".into(), p("node.pem")], "tls_key"),
+        (vec!["--tls-cert".into(), p("node.pem")], "tls.key"),
     ];
     for (extra, field) in cases {
         let mut args: Vec<&str> = base.to_vec();
@@ -128,7 +128,7 @@ fn tls_process_cluster_with_cli_clients() {
         "--tls-client-auth",
         "--admin-token-file",
         &p("token"),
-        "--tick-ms",
+        "--raft-tick-ms",
         "10",
     ]
     .iter()

@@ -23,23 +23,15 @@ pub enum ChaosError {
         #[source]
         source: std::io::Error,
     },
-    /// Starting a node process failed.
-    #[error("cannot start node {id} ({exe}): {source}")]
-    Spawn {
-        /// Raft id of the node.
-        id: u64,
-        /// The binary.
-        exe: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
     /// A socket operation of the harness (proxy listener, runtime) failed.
     #[error("network setup: {0}")]
     Network(#[source] std::io::Error),
-    /// The cluster library failed (client construction, free ports).
+    /// A client could not be built.
     #[error(transparent)]
-    Cluster(#[from] eventstream_cluster::ClusterError),
+    Client(#[from] eventstream_client::ClientError),
+    /// The node processes, their ports or their directory failed.
+    #[error(transparent)]
+    Nodes(#[from] eventstream_testkit::TestkitError),
     /// The cluster never elected a leader everyone follows, so the run cannot start.
     #[error("no leader after {waited_ms} ms (last statuses: {last})")]
     NoLeader {

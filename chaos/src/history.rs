@@ -10,8 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 /// The acknowledged offset of a duplicate whose original offset the node no longer remembers
-/// (see `eventstream_cluster::acks::OFFSET_UNKNOWN`).
-pub const OFFSET_UNKNOWN: u64 = u64::MAX;
+/// (the protocol's `OFFSET_UNKNOWN`).
+pub use eventstream_proto::frame::OFFSET_UNKNOWN;
 
 /// The kinds of fault the nemesis injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -14,8 +14,9 @@
 //!   offsets that hold another event, and ids nobody published.
 //! * [`proxy::Proxies`] — one TCP proxy per directed peer link (node *i* reaches node *j* only
 //!   through the proxy for `(i, j)`), so links can be cut and healed: a partition.
-//! * [`cluster::NodeSet`] — the node processes: spawn, `kill -9`, `SIGSTOP` / `SIGCONT`,
-//!   restart on the same data directory, status polling, leader discovery.
+//! * the node processes are an `eventstream_testkit::ProcessCluster` whose peer links are
+//!   routed through the proxies: spawn, `kill -9`, `SIGSTOP` / `SIGCONT`, restart on the same
+//!   data directory, status polling, leader discovery.
 //! * [`nemesis::Nemesis`] — the fault schedule, from a seeded PRNG ([`nemesis::SplitMix64`]):
 //!   kill the leader, kill a follower, pause a node, partition a minority, partition the leader
 //!   away, restart everything.
@@ -25,7 +26,6 @@
 #![warn(missing_docs)]
 
 pub mod checker;
-pub mod cluster;
 pub mod error;
 pub mod history;
 pub mod nemesis;

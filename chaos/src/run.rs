@@ -13,7 +13,6 @@
 //! (an unrecovered cycle, an incomplete final read) rather than hanging the run.
 
 use crate::checker::{check, CheckReport};
-use crate::cluster::NodeSet;
 use crate::error::ChaosError;
 use crate::history::{
     ConsumerLog, Delivery, FaultKind, FaultRecord, FinalRead, History, PublishOutcome,
@@ -22,10 +21,12 @@ use crate::history::{
 use crate::nemesis::Nemesis;
 use crate::proxy::Proxies;
 use bytes::{Bytes, BytesMut};
-use eventstream_cluster::frame::{self, Kind, Role, SubscribeBody};
-use eventstream_cluster::net::FrameReader;
-use eventstream_cluster::{codec, Client, ClientConfig};
+use eventstream_client::net::FrameReader;
+use eventstream_client::{Client, ClientConfig};
 use eventstream_core::{Event, Priority};
+use eventstream_proto::codec;
+use eventstream_proto::frame::{self, Kind, Role, SubscribeBody};
+use eventstream_testkit::ProcessCluster;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -207,19 +208,27 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
     let started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let real: Vec<SocketAddr> = eventstream_cluster::procs::free_ports(cfg.nodes)?
-        .into_iter()
-        .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+    let ports = eventstream_testkit::free_ports(cfg.nodes)?;
+    let real: Vec<SocketAddr> = ports
+        .iter()
+        .map(|&p| SocketAddr::from(([127, 0, 0, 1], p)))
         .collect();
     let proxies = Proxies::start(&real).await?;
-    let extra = vec!["--request-timeout-ms".to_owned(), "2000".to_owned()];
-    let mut nodes = NodeSet::start(&cfg.binary, dir, &real, &proxies, &extra)?;
+    let extra = vec!["--limits-request-timeout-ms".to_owned(), "2000".to_owned()];
+    let routes: std::collections::BTreeMap<(u64, u64), String> = (1..=cfg.nodes as u64)
+        .flat_map(|i| (1..=cfg.nodes as u64).map(move |j| (i, j)))
+        .filter(|(i, j)| i != j)
+        .map(|(i, j)| ((i, j), proxies.addr(i, j).to_string()))
+        .collect();
+    let route: eventstream_testkit::Route = Arc::new(move |i, j| routes[&(i, j)].clone());
+    let mut nodes =
+        ProcessCluster::start_at(&cfg.binary, &ports.addrs(), dir, &extra, Some(route))?;
     let all: Vec<u64> = (1..=cfg.nodes as u64).collect();
     let first_leader_wait = Duration::from_secs(30);
     if let Err(last) = nodes.wait_agreed_leader(&all, first_leader_wait).await {
         return Err(ChaosError::NoLeader {
             waited_ms: first_leader_wait.as_millis() as u64,
-            last,
+            last: last.to_string(),
         });
     }
 
@@ -238,7 +247,13 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
     let consumer_tasks: Vec<_> = all
         .iter()
         .zip(&consumer_logs)
-        .map(|(&node, log)| tokio::spawn(consume(nodes.addr(node), log.clone(), stop_rx.clone())))
+        .map(|(&node, log)| {
+            tokio::spawn(consume(
+                real[(node - 1) as usize],
+                log.clone(),
+                stop_rx.clone(),
+            ))
+        })
         .collect();
 
     // Producers.
@@ -289,7 +304,7 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
         match kind {
             FaultKind::KillLeader | FaultKind::KillFollower | FaultKind::RestartAll => {
                 for &t in &targets {
-                    nodes.kill9(t);
+                    nodes.kill(t);
                 }
             }
             FaultKind::Pause => {
@@ -398,7 +413,11 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
     for t in producer_tasks {
         let _ = t.await;
     }
-    let quiescence_error = nodes.wait_quiescent(Duration::from_secs(30)).await.err();
+    let quiescence_error = nodes
+        .wait_quiescent(Duration::from_secs(30))
+        .await
+        .err()
+        .map(|e| e.to_string());
 
     // Read every node's stream back.
     let publishes = std::mem::take(&mut *publishes.lock().unwrap_or_else(|e| e.into_inner()));
@@ -412,7 +431,7 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
         .unwrap_or(0);
     let mut reads = tokio::task::JoinSet::new();
     for &id in &all {
-        let addr = nodes.addr(id);
+        let addr = real[(id - 1) as usize];
         reads.spawn(async move { final_read(id, addr, min_len).await });
     }
     let mut final_reads = Vec::new();

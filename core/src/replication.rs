@@ -6,12 +6,13 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 /// A raft role as seen by one node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RaftRole {
     /// Accepts proposals.
     Leader,
-    /// Replicates from the leader.
+    /// Replicates from the leader (what a node is before it hears of one).
+    #[default]
     Follower,
     /// Campaigning.
     Candidate,
@@ -131,7 +132,7 @@ impl PublishOutcomes {
 }
 
 /// A node's replication state at one moment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// This node's raft id.
     pub node_id: u64,

@@ -10,7 +10,6 @@
 //! Exit status: 0 clean, 1 a finding (panic or oversized allocation; the input is saved and
 //! the command to reproduce it printed), 2 usage error.
 
-use clap::Parser;
 use eventstream_fuzz::{run_one, targets, CountingAlloc, Fuzzer};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,38 +17,90 @@ use std::time::Duration;
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
-/// Bounded-time fuzzing of eventstream's decoders and configuration parsers.
-#[derive(Debug, Parser)]
-#[command(name = "eventstream-fuzz")]
+const USAGE: &str = "\
+eventstream-fuzz: bounded-time fuzzing of eventstream's decoders and configuration parsers
+
+Options:
+  --target NAME       target name, or `all` (see --list) [default: all]
+  --seconds N         seconds per target [default: 15]
+  --seed N            seed (default: from the clock; always printed, so any run can be replayed)
+  --max-len N         largest input, bytes [default: 4096]
+  --artifacts DIR     where failing inputs are saved [default: target/fuzz-artifacts]
+  --reproduce FILE    run one saved input against --target and report
+  --list              list the targets
+  --json              one JSON object per target on stdout
+  -h, --help          print this help";
+
+/// The runner's flags (a dev tool with a handful of options: parsed by hand, so the fuzz
+/// crate needs no argument-parsing library).
+#[derive(Debug)]
 struct Args {
-    /// Target name, or `all` (see --list).
-    #[arg(long, default_value = "all")]
     target: String,
-    /// Seconds per target.
-    #[arg(long, default_value_t = 15)]
     seconds: u64,
-    /// Seed (default: from the clock; always printed, so any run can be replayed).
-    #[arg(long)]
     seed: Option<u64>,
-    /// Largest input, bytes.
-    #[arg(long, default_value_t = 4096)]
     max_len: usize,
-    /// Where failing inputs are saved.
-    #[arg(long, default_value = "target/fuzz-artifacts")]
     artifacts: PathBuf,
-    /// Run one saved input against --target and report.
-    #[arg(long)]
     reproduce: Option<PathBuf>,
-    /// List the targets.
-    #[arg(long)]
     list: bool,
-    /// One JSON object per target on stdout.
-    #[arg(long)]
     json: bool,
 }
 
+impl Args {
+    fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
+        let mut a = Args {
+            target: "all".into(),
+            seconds: 15,
+            seed: None,
+            max_len: 4096,
+            artifacts: PathBuf::from("target/fuzz-artifacts"),
+            reproduce: None,
+            list: false,
+            json: false,
+        };
+        while let Some(flag) = argv.next() {
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (flag.clone(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| argv.next())
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            let number = |v: String| {
+                v.parse::<u64>()
+                    .map_err(|e| format!("{name}: `{v}` is not a number ({e})"))
+            };
+            match name.as_str() {
+                "--target" => a.target = value()?,
+                "--seconds" => a.seconds = number(value()?)?,
+                "--seed" => a.seed = Some(number(value()?)?),
+                "--max-len" => a.max_len = number(value()?)? as usize,
+                "--artifacts" => a.artifacts = PathBuf::from(value()?),
+                "--reproduce" => a.reproduce = Some(PathBuf::from(value()?)),
+                "--list" => a.list = true,
+                "--json" => a.json = true,
+                "-h" | "--help" => return Err(String::new()),
+                other => return Err(format!("unknown option `{other}`")),
+            }
+        }
+        Ok(a)
+    }
+}
+
 fn main() {
-    let args = Args::parse();
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(why) if why.is_empty() => {
+            println!("{USAGE}");
+            return;
+        }
+        Err(why) => {
+            eprintln!("eventstream-fuzz: {why}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let mut all = targets::all();
     if args.list {
         for t in &all {

@@ -4,12 +4,13 @@
 
 use crate::{Outcome, Rng, Target};
 use bytes::{Bytes, BytesMut};
-use clap::Parser;
-use eventstream_cluster::cli::NodeArgs;
-use eventstream_cluster::frame::{self, ErrorBody, ErrorCode, Kind, Role, SubscribeBody};
-use eventstream_cluster::wal::{self, Record, RECORD_HEADER};
-use eventstream_cluster::{codec, NodeConfig, Wal};
 use eventstream_core::{Event, Priority};
+use eventstream_node::config::{Kind as SettingKind, Source};
+use eventstream_node::NodeConfig;
+use eventstream_proto::codec;
+use eventstream_proto::frame::{self, ErrorBody, ErrorCode, Kind, Role, SubscribeBody};
+use eventstream_storage::wal::{self, Record, RECORD_HEADER};
+use eventstream_storage::Wal;
 use protobuf::{Message as _, ProtobufEnum};
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType};
 
@@ -21,7 +22,7 @@ pub fn all() -> Vec<Box<dyn Target>> {
         Box::new(WalRecords),
         Box::new(WalReplay::new()),
         Box::new(ConfigToml),
-        Box::new(CliFlags),
+        Box::new(ConfigOverrides),
     ]
 }
 
@@ -159,10 +160,10 @@ impl Target for PeerFrames {
                         }
                         Kind::Raft => {
                             let src = Bytes::copy_from_slice(body);
-                            let r = frame::decode_raft_message(&src);
+                            let r = eventstream_node::decode_raft_message(&src);
                             if let Ok(m) = &r {
                                 let again = m.write_to_bytes().expect("a parsed message encodes");
-                                let m2 = frame::decode_raft_message(&Bytes::from(again))
+                                let m2 = eventstream_node::decode_raft_message(&Bytes::from(again))
                                     .expect("a re-encoded message parses");
                                 assert_eq!(&m2, m, "raft message round trip");
                             }
@@ -576,12 +577,15 @@ impl Target for WalReplay {
 
 // ---- configuration ----------------------------------------------------------------------------
 
-const FIELDS: [(&str, &[&str]); 14] = [
+/// `(section, key, values)`: the first value is valid, the others are mostly not.
+const FIELDS: [(&str, &str, &[&str]); 14] = [
     (
+        "",
         "id",
         &["1", "0", "3", "-1", "18446744073709551615", "\"x\""],
     ),
     (
+        "",
         "peers",
         &[
             "[\"1=127.0.0.1:7000\", \"2=127.0.0.1:7001\", \"3=127.0.0.1:7002\"]",
@@ -592,19 +596,53 @@ const FIELDS: [(&str, &[&str]); 14] = [
             "[\"x\"]",
         ],
     ),
-    ("listen", &["\"0.0.0.0:7000\"", "\"nope\""]),
-    ("data_dir", &["\"/tmp/x\"", "\"\""]),
-    ("http_port", &["9090", "0", "70000"]),
-    ("tick_ms", &["20", "0", "100000", "\"fast\""]),
-    ("election_ticks", &["15", "0", "2", "1001"]),
-    ("heartbeat_ticks", &["3", "0", "15"]),
-    ("max_entry_bytes", &["1048576", "0", "1e9"]),
-    ("max_frame_bytes", &["16777216", "1", "4294967296"]),
-    ("ring_capacity", &["65536", "3", "0", "1099511627776"]),
-    ("dedup_window", &["262144", "0"]),
-    ("io_threads", &["2", "0", "1024"]),
-    ("async_persist", &["true", "false", "1"]),
+    ("", "listen", &["\"0.0.0.0:7000\"", "\"nope\""]),
+    ("", "data_dir", &["\"/tmp/x\"", "\"\""]),
+    ("http", "port", &["9090", "0", "70000"]),
+    ("raft", "tick_ms", &["20", "0", "100000", "\"fast\""]),
+    ("raft", "election_ticks", &["15", "0", "2", "1001"]),
+    ("raft", "heartbeat_ticks", &["3", "0", "15"]),
+    ("raft", "max_entry_bytes", &["1048576", "0", "1e9"]),
+    (
+        "limits",
+        "max_frame_bytes",
+        &["16777216", "1", "4294967296"],
+    ),
+    (
+        "engine",
+        "ring_capacity",
+        &["65536", "3", "0", "1099511627776"],
+    ),
+    ("engine", "dedup_window", &["262144", "0"]),
+    ("engine", "io_threads", &["2", "0", "1024"]),
+    ("raft", "async_persist", &["true", "false", "1"]),
 ];
+
+/// The accepted configuration is checked the same way whatever it came from: validation names
+/// a field when it fails, and the derived raft settings and the TOML round trip work when it
+/// passes.
+fn check_config(cfg: &NodeConfig) -> Outcome {
+    let again = cfg.to_toml();
+    assert_eq!(
+        toml::from_str::<NodeConfig>(&again).expect("a configuration parses again"),
+        *cfg,
+        "configuration round trip"
+    );
+    match cfg.validate() {
+        Ok(members) => {
+            let _ = cfg.replica_config(&members);
+            let _ = cfg.tick();
+            Outcome::Accepted
+        }
+        Err(e) => {
+            assert!(
+                e.to_string().contains('`'),
+                "the error names the field: {e}"
+            );
+            Outcome::Rejected
+        }
+    }
+}
 
 /// TOML text → `NodeConfig` (serde, unknown fields refused) → `validate()` → the derived raft
 /// settings; a parsed configuration must survive a TOML round trip unchanged.
@@ -617,11 +655,12 @@ impl Target for ConfigToml {
     }
 
     fn generate(&mut self, rng: &mut Rng) -> Vec<u8> {
-        let mut s = String::new();
         // At most one field gets an unusual (often invalid) value: validation is then reached
         // with one bad field at a time, as its errors name exactly one.
         let odd = rng.below(FIELDS.len() * 2);
-        for (i, (name, values)) in FIELDS.iter().enumerate() {
+        let mut top = String::new();
+        let mut sections: Vec<(&str, String)> = Vec::new();
+        for (i, (section, name, values)) in FIELDS.iter().enumerate() {
             if rng.one_in(3) && *name != "id" && *name != "peers" {
                 continue;
             }
@@ -630,124 +669,99 @@ impl Target for ConfigToml {
             } else {
                 values[0]
             };
-            s.push_str(&format!("{name} = {v}\n"));
+            let line = format!("{name} = {v}\n");
+            if section.is_empty() {
+                top.push_str(&line);
+            } else if let Some((_, body)) = sections.iter_mut().find(|(s, _)| s == section) {
+                body.push_str(&line);
+            } else {
+                sections.push((section, line));
+            }
         }
         if rng.one_in(8) {
-            s.push_str("unknown_field = 1\n");
+            top.push_str("unknown_field = 1\n");
         }
-        s.into_bytes()
+        for (section, body) in sections {
+            top.push_str(&format!("[{section}]\n{body}"));
+        }
+        top.into_bytes()
     }
 
     fn run(&mut self, input: &[u8]) -> Outcome {
         let text = String::from_utf8_lossy(input);
-        let Ok(cfg) = toml::from_str::<NodeConfig>(&text) else {
-            return Outcome::Rejected;
-        };
-        let again = toml::to_string(&cfg).expect("a parsed configuration serializes");
-        assert_eq!(
-            toml::from_str::<NodeConfig>(&again).expect("and parses again"),
-            cfg,
-            "configuration round trip"
-        );
-        match cfg.validate() {
-            Ok(members) => {
-                let _ = cfg.replica_config(&members);
-                let _ = cfg.tick();
-                Outcome::Accepted
-            }
-            Err(e) => {
-                assert!(
-                    e.to_string().contains('`'),
-                    "the error names the field: {e}"
-                );
-                Outcome::Rejected
-            }
+        match toml::from_str::<NodeConfig>(&text) {
+            Ok(cfg) => check_config(&cfg),
+            Err(_) => Outcome::Rejected,
         }
     }
 }
 
-#[derive(Debug, Parser)]
-#[command(name = "eventstream-node")]
-struct NodeCli {
-    #[command(flatten)]
-    args: NodeArgs,
-}
-
-const FLAGS: [(&str, &[&str]); 8] = [
-    ("--id", &["1", "0", "x", "-5"]),
-    (
-        "--peers",
-        &[
-            "1=127.0.0.1:7000,2=127.0.0.1:7001,3=127.0.0.1:7002",
-            "1=a:1",
-            "",
-            ",,",
-        ],
-    ),
-    ("--listen", &["127.0.0.1:7000", ""]),
-    ("--data-dir", &["/tmp/x", ""]),
-    ("--http-port", &["9090", "65536"]),
-    ("--tick-ms", &["20", "0"]),
-    ("--request-timeout-ms", &["5000", "0"]),
-    ("--bogus", &["1"]),
-];
-
-/// The `node` command-line flags (clap, as the binary parses them), then the merged
-/// configuration's validation. Arguments are separated by NUL bytes in the input.
+/// `(setting key, value)` overrides as flags and `EVENTSTREAM_*` variables carry them, applied
+/// by `NodeConfig::merge` to a small base file: an override of an unknown key, a value of the
+/// wrong kind or out of range is an error naming the setting; whatever merges is checked as a
+/// parsed file is. Input: `key=value` pairs separated by NUL bytes.
 #[derive(Debug)]
-pub struct CliFlags;
+pub struct ConfigOverrides;
 
-impl Target for CliFlags {
+const BASE: &str = "id = 1\npeers = [\"1=127.0.0.1:7000\"]\n";
+
+impl Target for ConfigOverrides {
     fn name(&self) -> &'static str {
-        "cli-flags"
+        "config-overrides"
     }
 
     fn generate(&mut self, rng: &mut Rng) -> Vec<u8> {
-        let mut args: Vec<String> = Vec::new();
-        let odd = rng.below(FLAGS.len() * 2);
-        for (i, (flag, values)) in FLAGS.iter().enumerate() {
-            let flag = *flag;
-            if flag == "--bogus" && !rng.one_in(8) {
-                continue;
-            }
-            if flag != "--id" && flag != "--peers" && rng.one_in(2) {
-                continue;
-            }
-            let v = if i == odd {
-                values[rng.below(values.len())]
-            } else {
-                values[0]
+        let settings = NodeConfig::settings();
+        let mut pairs: Vec<String> = Vec::new();
+        for _ in 0..rng.below(4) {
+            let s = &settings[rng.below(settings.len())];
+            let v = match s.kind {
+                SettingKind::Int => {
+                    ["20", "0", "-1", "x", "18446744073709551615", "65536"][rng.below(6)]
+                }
+                SettingKind::Bool => ["true", "false", "maybe", ""][rng.below(4)],
+                SettingKind::List => ["1=127.0.0.1:7000", "1=a:1,2=b:2", ",,", ""][rng.below(4)],
+                SettingKind::Str | SettingKind::Section(_) => {
+                    ["127.0.0.1:7000", "", "block", "/tmp/x"][rng.below(4)]
+                }
             };
-            if rng.one_in(3) {
-                args.push(format!("{flag}={v}"));
-            } else {
-                args.push(flag.into());
-                args.push(v.into());
+            // Files named by overrides are never read here: TLS and token paths are skipped.
+            if s.key.starts_with("tls.") || s.key.starts_with("admin.") {
+                continue;
             }
+            pairs.push(format!("{}={v}", s.key));
         }
-        args.join("\0").into_bytes()
+        if rng.one_in(8) {
+            pairs.push("raft.nope=1".into());
+        }
+        pairs.join("\0").into_bytes()
     }
 
     fn run(&mut self, input: &[u8]) -> Outcome {
         let text = String::from_utf8_lossy(input);
-        let argv = std::iter::once("eventstream-node").chain(text.split('\0'));
-        match NodeCli::try_parse_from(argv) {
-            Ok(mut cli) => {
-                // Never read a file named by fuzzed bytes (it could be /dev/zero).
-                cli.args.config = None;
-                match cli.args.to_config() {
-                    Ok(_) => Outcome::Accepted,
-                    Err(e) => {
-                        assert!(
-                            e.to_string().contains('`'),
-                            "the error names the field: {e}"
-                        );
-                        Outcome::Rejected
-                    }
-                }
+        let mut overrides = Vec::new();
+        for (i, pair) in text.split('\0').filter(|p| !p.is_empty()).enumerate() {
+            let Some((k, v)) = pair.split_once('=') else {
+                return Outcome::Rejected;
+            };
+            // Never read a file named by fuzzed bytes (it could be /dev/zero).
+            if k.starts_with("tls.") || k.starts_with("admin.") {
+                return Outcome::Rejected;
             }
+            let source = if i % 2 == 0 {
+                Source::Env
+            } else {
+                Source::Flag
+            };
+            overrides.push((k.to_owned(), v.to_owned(), source));
+        }
+        match NodeConfig::merge(Some(BASE), &overrides) {
+            Ok(cfg) => check_config(&cfg),
             Err(e) => {
-                let _ = e.render().to_string();
+                assert!(
+                    e.to_string().contains('`'),
+                    "the error names the setting: {e}"
+                );
                 Outcome::Rejected
             }
         }

@@ -6,7 +6,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset of these helpers.
 
 use bytes::Bytes;
-use eventstream_cluster::{Client, ClientConfig};
+use eventstream_client::{Client, ClientConfig};
 use eventstream_core::{Event, Priority};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,41 +45,12 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
     found
 }
 
-/// A scratch directory, removed on drop unless the test is failing (then its path is printed so
-/// the node and Prometheus logs can be read).
-pub struct Scratch(PathBuf);
-
-impl Scratch {
-    pub fn new(tag: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p =
-            std::env::temp_dir().join(format!("eventstream-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("kept {} for inspection (logs)", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
+pub use eventstream_testkit::Scratch;
 
 /// `n` distinct free loopback ports, outside the kernel's ephemeral range (see
-/// [`eventstream_cluster::procs::free_ports`]).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    eventstream_cluster::procs::free_ports(n).expect("free loopback ports")
+/// [`eventstream_testkit::free_ports`]).
+pub fn free_ports(n: usize) -> eventstream_testkit::Ports {
+    eventstream_testkit::free_ports(n).expect("free loopback ports")
 }
 
 /// Polls `probe` every `every` until it returns `Some`, or panics after `timeout` naming `what`

@@ -1,0 +1,1277 @@
+//! `bench overload`: producers faster than the cluster. Three real node processes;
+//! the benchmark measures the cluster's capacity (closed loop), then offers a multiple of it
+//! (open loop, `--factor`, default 2) for `--duration` seconds over several raw connections to
+//! the leader (a producer follows a leader change: it drains its connection, finds the new
+//! leader and goes on), samples every node's RSS, the leader's term and the acknowledged count
+//! each second, and checks exact accounting at the end:
+//!
+//! * every request gets exactly one answer, and the client-side tallies add up:
+//!   `offered == acked + rejected (by kind) + indeterminate`;
+//! * the nodes' own publish counters, summed over the nodes, equal what the clients observed,
+//!   kind by kind;
+//! * the nodes run with retention (`--retention-max-events`, default 1 M), so each node keeps
+//!   only the newest events; below a node's earliest retained offset (as the node reports it,
+//!   in the `Compacted` answer to a subscription from offset 0) events are gone by design. Every
+//!   acknowledged event at or above it is in that node's stream exactly once, at its
+//!   acknowledged offset; the acknowledged offsets are distinct and below the stream's next
+//!   offset; every offset below the earliest that was not acknowledged is accounted for by an
+//!   indeterminate request (so with no indeterminate requests the trimmed events are exactly
+//!   the acknowledged ones below the earliest offset, and `next offset == acked events`); no
+//!   event of a request refused at the in-flight limit (or by raft) is anywhere; nothing that
+//!   was not offered is anywhere; all nodes hold the same events over their common range.
+//!
+//! Memory: RSS of every node is sampled each second. "Flat" (checked when the soak lasts at
+//! least [`FLAT_MIN_DURATION_S`] seconds) means, per node, over the second half of the soak
+//! (after warm-up, the retention limit being reached and the first compactions): a
+//! least-squares slope below [`FLAT_MAX_SLOPE_KIB_S`] and no peak above the first half's peak
+//! plus [`FLAT_MAX_NEW_PEAK_KIB`]; and the load went on (the second half acknowledged at
+//! least half as many events as the first), so that flat means flat under load.
+
+use crate::error::BenchError;
+use bytes::{Bytes, BytesMut};
+use eventstream_client::net::FrameReader;
+use eventstream_core::{Event, Priority};
+use eventstream_node::config::OverloadPolicy;
+use eventstream_node::PublishCountsSnapshot;
+use eventstream_proto::frame::{self, ErrorCode, Kind, SubscribeBody};
+use eventstream_testkit::ProcessCluster;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Options of `bench overload`.
+#[derive(Debug, Clone)]
+pub struct OverloadOptions {
+    /// Seconds of overload (the soak); the capacity measurement comes before it.
+    pub duration: u64,
+    /// Seconds of the closed-loop capacity measurement.
+    pub capacity_seconds: u64,
+    /// Offered load as a multiple of the measured capacity.
+    pub factor: f64,
+    /// Producer connections (all to the leader).
+    pub clients: usize,
+    /// Events per publish request.
+    pub batch: usize,
+    /// Payload bytes per event.
+    pub payload_bytes: usize,
+    /// The nodes' overload policy (`reject` or `block`).
+    pub policy: OverloadPolicy,
+    /// The nodes' `limits.max_inflight_events` (default: the node default).
+    pub max_inflight_events: Option<usize>,
+    /// The nodes' `limits.max_inflight_per_connection` (default: the node default).
+    pub max_inflight_per_connection: Option<usize>,
+    /// The nodes' `retention.max_events`: each node keeps about this many of the newest
+    /// events (0 = no limit: memory then grows with the stream).
+    pub retention_max_events: u64,
+    /// The nodes' `retention.max_bytes` (0 = no limit).
+    pub retention_max_bytes: u64,
+    /// The nodes' `storage.snapshot_entries` (entries applied between compactions).
+    pub snapshot_entries: u64,
+    /// The nodes' `storage.log_keep_entries` (entries kept below the applied index at compaction).
+    pub log_keep_entries: u64,
+    /// The nodes' `storage.compaction_interval_ms`.
+    pub compaction_interval_ms: u64,
+    /// The `eventstream` binary to run as nodes (default: this executable).
+    pub binary: Option<PathBuf>,
+    /// Keep the nodes' data directories and logs.
+    pub keep: bool,
+}
+
+impl Default for OverloadOptions {
+    fn default() -> Self {
+        OverloadOptions {
+            duration: 180,
+            capacity_seconds: 5,
+            factor: 2.0,
+            clients: 8,
+            batch: 20,
+            payload_bytes: 100,
+            policy: "reject".parse().expect("static default"),
+            max_inflight_events: None,
+            max_inflight_per_connection: None,
+            retention_max_events: 1_000_000,
+            retention_max_bytes: 0,
+            snapshot_entries: 1_000,
+            log_keep_entries: 500,
+            compaction_interval_ms: 5_000,
+            binary: None,
+            keep: false,
+        }
+    }
+}
+
+/// One answer kind as the clients counted it: `[requests, events]`.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Tally {
+    /// Requests written to the socket.
+    pub offered: [u64; 2],
+    /// `PublishOk`.
+    pub acked: [u64; 2],
+    /// `Busy` at an in-flight limit (nothing published).
+    pub rejected_inflight: [u64; 2],
+    /// `Busy` from full tier rings (possibly partly published: indeterminate).
+    pub rejected_rings: [u64; 2],
+    /// `Busy`/`Unavailable` after raft refused the proposal (not published).
+    pub rejected_raft: [u64; 2],
+    /// `Timeout` (indeterminate).
+    pub timed_out: [u64; 2],
+    /// Any other error.
+    pub other_errors: [u64; 2],
+    /// Requests that never got an answer (must be 0).
+    pub unanswered: [u64; 2],
+}
+
+/// Other errors the clients got, by code and message, with counts.
+pub type OtherErrors = std::collections::BTreeMap<String, u64>;
+
+/// Soaks at least this long (seconds) must keep every node's RSS flat to be valid.
+pub const FLAT_MIN_DURATION_S: u64 = 60;
+/// "Flat": the least-squares RSS slope over the second half of the soak stays below this
+/// (0.5 MiB/s, KiB/s). The unbounded log this replaced grew ~25 MiB/s at the same load; a
+/// leak of even 2% of that rate fails it, while the saw-tooth of compaction (snapshot encoded,
+/// old log dropped) averages out over 90 s.
+pub const FLAT_MAX_SLOPE_KIB_S: f64 = 512.0;
+/// "Flat": no RSS peak in the second half above the first half's peak plus this (KiB). The
+/// retention limit is reached within seconds, so the first half already holds the retained
+/// stream, the raft log tail and a served snapshot; a second-half peak beyond it is growth.
+pub const FLAT_MAX_NEW_PEAK_KIB: u64 = 64 << 10;
+
+/// One node's memory and stream at the end of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeReport {
+    /// Raft id.
+    pub id: u64,
+    /// Earliest retained offset, as the node reported it (`Compacted` to a subscription from
+    /// offset 0, or 0 when nothing was trimmed).
+    pub earliest_offset: u64,
+    /// The stream's next offset.
+    pub next_offset: u64,
+    /// Events read back (offsets `earliest..next`).
+    pub events_read: u64,
+    /// Acknowledged events below `earliest_offset` (trimmed by retention, by design).
+    pub acked_trimmed: u64,
+    /// Acknowledged events at or above `earliest_offset` not found exactly once at their
+    /// offset (must be 0).
+    pub acked_missing: u64,
+    /// Offsets below `earliest_offset` that no acknowledgement covers (must be covered by
+    /// indeterminate requests: 0 when there are none).
+    pub trimmed_not_acked: u64,
+    /// A subscription from offset 0 was answered `Compacted` (expected once anything was
+    /// trimmed).
+    pub compacted_from_zero: bool,
+    /// RSS at the first sample of the soak, KiB.
+    pub rss_start_kib: u64,
+    /// Largest RSS during the soak, KiB.
+    pub rss_max_kib: u64,
+    /// RSS at the last sample, KiB.
+    pub rss_end_kib: u64,
+    /// Largest RSS in the first half of the soak, KiB.
+    pub rss_max_first_half_kib: u64,
+    /// Largest RSS in the second half of the soak, KiB.
+    pub rss_max_second_half_kib: u64,
+    /// Least-squares slope of RSS over the whole soak, KiB/s.
+    pub rss_slope_kib_per_s: f64,
+    /// Least-squares slope of RSS over the second half of the soak, KiB/s.
+    pub rss_slope_second_half_kib_per_s: f64,
+    /// Second-half slope below [`FLAT_MAX_SLOPE_KIB_S`] and no new peak beyond
+    /// [`FLAT_MAX_NEW_PEAK_KIB`].
+    pub rss_flat: bool,
+    /// `(second, RSS KiB)` samples.
+    pub rss_samples: Vec<(u64, u64)>,
+}
+
+/// What `bench overload` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverloadReport {
+    /// Overload policy of the nodes.
+    pub policy: String,
+    /// The nodes' retention limit, events (0 = none).
+    pub retention_max_events: u64,
+    /// The nodes' retention limit, bytes (0 = none).
+    pub retention_max_bytes: u64,
+    /// The nodes' `snapshot_entries`.
+    pub snapshot_entries: u64,
+    /// The nodes' `log_keep_entries`.
+    pub log_keep_entries: u64,
+    /// Measured capacity, events/s (closed loop).
+    pub capacity_events_per_sec: f64,
+    /// Offered rate targeted during the soak, events/s.
+    pub target_offered_events_per_sec: f64,
+    /// Offered rate achieved (written to the sockets), events/s.
+    pub offered_events_per_sec: f64,
+    /// Acknowledged rate during the soak, events/s.
+    pub acked_events_per_sec: f64,
+    /// Soak seconds.
+    pub duration_s: f64,
+    /// Client-side tallies of the soak (`[requests, events]`).
+    pub soak: Tally,
+    /// Client-side tallies of the whole run (capacity phase + soak).
+    pub total: Tally,
+    /// Requests answered with other errors (not leader, no leader, ...), by message.
+    pub other_errors: OtherErrors,
+    /// The nodes' own counters, summed over the nodes (whole run).
+    pub node_counters: PublishCountsSnapshot,
+    /// The nodes' summed counters equal the clients' tallies, kind by kind.
+    pub node_counters_match: bool,
+    /// offered == acked + every rejection kind + indeterminate, and nothing unanswered.
+    pub accounting_exact: bool,
+    /// Distinct acknowledged events (each has its own offset).
+    pub acked_distinct_events: u64,
+    /// Acknowledged offsets that were not distinct or not below the next offset (must be 0).
+    pub acked_offsets_invalid: u64,
+    /// Events of indeterminate requests (ring rejections, timeouts): each may or may not be
+    /// stored.
+    pub indeterminate_offered_events: u64,
+    /// The stream's next offset (the same on every node).
+    pub next_offset: u64,
+    /// `next_offset - acked_distinct_events`: stored events that were not acknowledged. Must
+    /// be at most `indeterminate_offered_events` (0 when that is 0).
+    pub stored_not_acked: u64,
+    /// Acknowledged events trimmed by retention on the node that trimmed least.
+    pub acked_trimmed_min: u64,
+    /// Acknowledged events at or above each node's earliest offset found exactly once at
+    /// their offset on that node.
+    pub acked_found_on_every_node: bool,
+    /// Events of requests refused at an in-flight limit or by raft found in some stream
+    /// (must be 0).
+    pub refused_but_stored: u64,
+    /// Events found in a stream that were never offered, found twice, or at another offset
+    /// than acknowledged (must be 0).
+    pub unexpected_in_stream: u64,
+    /// Indeterminate events (timeouts, ring rejections) found in the retained stream.
+    pub indeterminate_stored: u64,
+    /// Every node holds the same events over the range all of them retain.
+    pub nodes_agree: bool,
+    /// Offsets all nodes retain: `common_from..next_offset`.
+    pub common_from: u64,
+    /// The leader at the end is not the one the producers were connected to.
+    pub leader_changed: bool,
+    /// Leader changes seen by the once-a-second status polls during the soak (a second with
+    /// no leader counts as a change when a leader reappears).
+    pub leader_changes: u64,
+    /// Highest term seen minus the term at the start of the soak.
+    pub term_increase: u64,
+    /// `(second, leader id or 0, term)` of each second of the soak.
+    pub leader_samples: Vec<(u64, u64, u64)>,
+    /// `(second, each node's role@term)` of each second of the soak (`?`: no status in 1 s).
+    pub role_samples: Vec<(u64, Vec<String>)>,
+    /// `(second, events acknowledged so far)` of each second of the soak (whole run).
+    pub acked_samples: Vec<(u64, u64)>,
+    /// Events acknowledged in the first half of the soak (from the run's start).
+    pub first_half_acked_events: u64,
+    /// Events acknowledged in the second half of the soak.
+    pub second_half_acked_events: u64,
+    /// The second half acknowledged at least half as many events as the first (required for
+    /// a valid soak: flat RSS without load means nothing).
+    pub load_sustained: bool,
+    /// Each node's replication counters at the end (elections, send failures, compactions).
+    pub replication_counters: Vec<serde_json::Value>,
+    /// Per node: offsets, trimming, RSS.
+    pub nodes: Vec<NodeReport>,
+    /// Every node's RSS was flat (required, together with no leader change during the soak,
+    /// when the soak lasts at least [`FLAT_MIN_DURATION_S`] seconds).
+    pub rss_flat: bool,
+    /// True when every check passed.
+    pub valid: bool,
+}
+
+const OUT_NONE: u8 = 0;
+const OUT_ACKED: u8 = 1;
+const OUT_INFLIGHT: u8 = 2;
+const OUT_RINGS: u8 = 3;
+const OUT_RAFT: u8 = 4;
+const OUT_TIMEOUT: u8 = 5;
+const OUT_OTHER: u8 = 6;
+
+/// One producer connection's record: per request its outcome, per event its offset.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Requests answered with other errors, by code and message.
+    other: std::collections::BTreeMap<String, u64>,
+    outcome: Vec<u8>,
+    offsets: Vec<u64>,
+    soak_from_req: usize,
+}
+
+fn event_id(conn: usize, seq: u64) -> u64 {
+    ((conn as u64 + 1) << 40) | seq
+}
+
+fn read_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let num: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let den: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den
+    }
+}
+
+async fn connect_client(addr: &str) -> Result<TcpStream, BenchError> {
+    let s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| BenchError::Network {
+            peer: addr.into(),
+            source: e,
+        })?;
+    let _ = s.set_nodelay(true);
+    let mut s = s;
+    let mut b = BytesMut::new();
+    frame::put_frame(
+        &mut b,
+        Kind::Hello,
+        &frame::encode_hello(frame::Role::Client),
+    );
+    s.write_all(&b).await.map_err(|e| BenchError::Network {
+        peer: addr.into(),
+        source: e,
+    })?;
+    Ok(s)
+}
+
+/// The status JSON of a node, with its `publishes` counters.
+async fn raw_status(addr: &str) -> Result<serde_json::Value, BenchError> {
+    let s = connect_client(addr).await?;
+    let (r, mut w) = s.into_split();
+    let mut b = BytesMut::new();
+    frame::put_status(&mut b, 1);
+    let net = |e| BenchError::Network {
+        peer: addr.into(),
+        source: e,
+    };
+    w.write_all(&b).await.map_err(net)?;
+    let mut reader = FrameReader::new(r, 64 << 20);
+    let f = tokio::time::timeout(Duration::from_secs(5), reader.next())
+        .await
+        .map_err(|_| BenchError::Timeout(format!("status of {addr}")))?
+        .map_err(net)?;
+    match f {
+        Some((Kind::StatusOk, body)) if body.len() >= 8 => serde_json::from_slice(&body[8..])
+            .map_err(|e| BenchError::Timeout(format!("status of {addr}: {e}"))),
+        _ => Err(BenchError::Timeout(format!("no status from {addr}"))),
+    }
+}
+
+/// The leader as the nodes report it: the address of a node whose status says it leads,
+/// polled until `timeout`.
+async fn find_leader(endpoints: &[String], timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        for ep in endpoints {
+            if let Ok(Ok(v)) = tokio::time::timeout(Duration::from_secs(1), raw_status(ep)).await {
+                if v["role"].as_str() == Some("leader") {
+                    return Some(ep.clone());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// How one producer sends: `rate` events/s (0 = closed loop with `window` requests
+/// outstanding).
+#[derive(Debug, Clone)]
+struct ProducerPlan {
+    batch: usize,
+    payload: Bytes,
+    rate: f64,
+    window: usize,
+    /// How long to wait for outstanding answers when a connection ends.
+    drain: Duration,
+}
+
+/// Runs one producer until `stop`: a connection to the leader, and after a leader change
+/// (`NotLeader`, or `Unavailable` without a leader) a new connection to the new leader, the
+/// way a real producer follows redirects. Each connection's outstanding requests are drained
+/// (every one answered) before the next starts; `acked` counts acknowledged events as they
+/// arrive (the soak samples it each second).
+async fn producer(
+    conn: usize,
+    endpoints: Arc<Vec<String>>,
+    mut addr: String,
+    ledger: Arc<Mutex<Ledger>>,
+    plan: ProducerPlan,
+    stop: Arc<AtomicBool>,
+    acked: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(), BenchError> {
+    loop {
+        let lost = producer_connection(conn, &addr, &ledger, &plan, &stop, &acked).await?;
+        if !lost || stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match find_leader(&endpoints, Duration::from_secs(30)).await {
+            Some(l) => addr = l,
+            None => {
+                return Err(BenchError::Timeout(
+                    "no leader within 30 s of a leader change".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// One connection of [`producer`]. Returns true when it ended because the node is no longer
+/// the leader.
+async fn producer_connection(
+    conn: usize,
+    addr: &str,
+    ledger: &Arc<Mutex<Ledger>>,
+    plan: &ProducerPlan,
+    stop: &AtomicBool,
+    acked: &Arc<std::sync::atomic::AtomicU64>,
+) -> Result<bool, BenchError> {
+    let batch = plan.batch;
+    let s = connect_client(addr).await?;
+    let (r, mut w) = s.into_split();
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let outstanding = Arc::new(tokio::sync::Semaphore::new(plan.window.max(1)));
+    let lost = Arc::new(AtomicBool::new(false));
+    let reader_ledger = ledger.clone();
+    let reader_out = outstanding.clone();
+    let reader_lost = lost.clone();
+    let reader_acked = acked.clone();
+    let reader = tokio::spawn(async move {
+        let mut reader = FrameReader::new(r, 64 << 20);
+        let mut pending = std::collections::BTreeSet::new();
+        let mut closed = false;
+        loop {
+            // Learn about every request written so far before matching answers.
+            while let Ok(req) = sent_rx.try_recv() {
+                pending.insert(req);
+            }
+            if closed && pending.is_empty() {
+                return;
+            }
+            let next = tokio::select! {
+                f = reader.next() => f,
+                req = sent_rx.recv(), if !closed => {
+                    match req {
+                        Some(req) => { pending.insert(req); }
+                        None => closed = true,
+                    }
+                    continue;
+                }
+            };
+            let Ok(Some((kind, body))) = next else {
+                return;
+            };
+            let (req, outcome, offsets) = match kind {
+                Kind::PublishOk => match frame::decode_publish_ok(&body) {
+                    Ok((req, offsets)) => (req as usize, OUT_ACKED, offsets),
+                    Err(_) => return,
+                },
+                Kind::Error => match frame::decode_error(&body) {
+                    Ok(e) => {
+                        let o = match e.code {
+                            ErrorCode::Busy if e.message.contains("in flight") => OUT_INFLIGHT,
+                            ErrorCode::Busy if e.message.contains("tier rings") => OUT_RINGS,
+                            // Raft refused the proposal: `Busy`, or `Unavailable` when
+                            // there is no leader (the node counts both as rejected_raft).
+                            ErrorCode::Busy | ErrorCode::Unavailable
+                                if e.message.contains("proposal dropped") =>
+                            {
+                                OUT_RAFT
+                            }
+                            ErrorCode::Timeout => OUT_TIMEOUT,
+                            _ => OUT_OTHER,
+                        };
+                        if matches!(e.code, ErrorCode::NotLeader | ErrorCode::Unavailable)
+                            && o == OUT_OTHER
+                        {
+                            // Stop sending here; the writer moves to the new leader once
+                            // everything outstanding is answered.
+                            reader_lost.store(true, Ordering::Relaxed);
+                        }
+                        if o == OUT_OTHER {
+                            let mut l = reader_ledger.lock().unwrap_or_else(|p| p.into_inner());
+                            *l.other
+                                .entry(format!("{:?}: {}", e.code, e.message))
+                                .or_default() += 1;
+                        }
+                        (e.req_id as usize, o, Vec::new())
+                    }
+                    Err(_) => return,
+                },
+                _ => return,
+            };
+            while let Ok(r) = sent_rx.try_recv() {
+                pending.insert(r);
+            }
+            if !pending.remove(&req) {
+                continue; // not ours (cannot happen: one answer per request)
+            }
+            {
+                let mut l = reader_ledger.lock().unwrap_or_else(|p| p.into_inner());
+                l.outcome[req] = outcome;
+                if outcome == OUT_ACKED {
+                    for (i, o) in offsets.iter().enumerate().take(batch) {
+                        l.offsets[req * batch + i] = *o;
+                    }
+                    reader_acked.fetch_add(batch as u64, Ordering::Relaxed);
+                }
+            }
+            reader_out.add_permits(1);
+        }
+    });
+    let start = Instant::now();
+    let mut req = {
+        let l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        l.outcome.len()
+    };
+    let first_req = req;
+    let mut buf = BytesMut::new();
+    while !stop.load(Ordering::Relaxed) && !lost.load(Ordering::Relaxed) {
+        if plan.rate > 0.0 {
+            let due = (start.elapsed().as_secs_f64() * plan.rate / batch as f64) as usize;
+            if req - first_req >= due {
+                tokio::time::sleep(Duration::from_micros(500)).await;
+                continue;
+            }
+        } else {
+            // Wakes up now and then to notice `lost` while every request is outstanding.
+            match tokio::time::timeout(Duration::from_millis(100), outstanding.acquire()).await {
+                Ok(Ok(p)) => p.forget(),
+                Ok(Err(_)) => break,
+                Err(_) => continue,
+            }
+        }
+        let events: Vec<Event> = (0..batch)
+            .map(|i| {
+                Event::new("load", Priority::High, plan.payload.clone())
+                    .with_id(event_id(conn, (req * batch + i) as u64))
+            })
+            .collect();
+        {
+            let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+            l.outcome.push(OUT_NONE);
+            l.offsets.extend(std::iter::repeat_n(u64::MAX, batch));
+        }
+        buf.clear();
+        frame::put_publish(&mut buf, req as u64, &events);
+        // Registered before it is written: the answer may arrive before `write_all` returns.
+        let _ = sent_tx.send(req);
+        req += 1;
+        if w.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+    drop(sent_tx);
+    let _ = tokio::time::timeout(plan.drain, reader).await;
+    Ok(lost.load(Ordering::Relaxed))
+}
+
+fn tally(ledgers: &[Arc<Mutex<Ledger>>], batch: usize, soak_only: bool) -> Tally {
+    let mut t = Tally::default();
+    for l in ledgers {
+        let l = l.lock().unwrap_or_else(|p| p.into_inner());
+        let from = if soak_only { l.soak_from_req } else { 0 };
+        for &o in &l.outcome[from..] {
+            let slot = match o {
+                OUT_ACKED => &mut t.acked,
+                OUT_INFLIGHT => &mut t.rejected_inflight,
+                OUT_RINGS => &mut t.rejected_rings,
+                OUT_RAFT => &mut t.rejected_raft,
+                OUT_TIMEOUT => &mut t.timed_out,
+                OUT_OTHER => &mut t.other_errors,
+                _ => &mut t.unanswered,
+            };
+            slot[0] += 1;
+            slot[1] += batch as u64;
+            t.offered[0] += 1;
+            t.offered[1] += batch as u64;
+        }
+    }
+    t
+}
+
+/// What reading one node's retained stream back found.
+#[derive(Debug, Default)]
+struct StreamCheck {
+    events: u64,
+    /// Hash of the events at offsets `>= common_from` (compared across nodes).
+    common_hash: u64,
+    refused: u64,
+    unexpected: u64,
+    indeterminate: u64,
+    acked_missing: u64,
+    acked_trimmed: u64,
+}
+
+/// Subscribes to `addr` from offset 0: `(earliest offset, answered Compacted)`. A node that
+/// trimmed answers `Compacted` with its earliest offset in the request-id field.
+async fn earliest_offset(addr: &str) -> Result<(u64, bool), BenchError> {
+    let s = connect_client(addr).await?;
+    let (r, mut w) = s.into_split();
+    let mut b = BytesMut::new();
+    frame::put_subscribe(&mut b, &SubscribeBody::default());
+    let net = |e| BenchError::Network {
+        peer: addr.into(),
+        source: e,
+    };
+    w.write_all(&b).await.map_err(net)?;
+    let mut reader = FrameReader::new(r, 64 << 20);
+    let f = tokio::time::timeout(Duration::from_secs(10), reader.next())
+        .await
+        .map_err(|_| BenchError::Timeout(format!("no answer to a subscription on {addr}")))?
+        .map_err(net)?;
+    match f {
+        Some((Kind::Events, _)) => Ok((0, false)),
+        Some((Kind::Error, body)) => match frame::decode_error(&body) {
+            Ok(e) if e.code == ErrorCode::Compacted => Ok((e.req_id, true)),
+            Ok(e) => Err(BenchError::Timeout(format!(
+                "subscription from 0 on {addr}: {:?}: {}",
+                e.code, e.message
+            ))),
+            Err(e) => Err(BenchError::Timeout(format!(
+                "subscription from 0 on {addr}: bad error frame: {e}"
+            ))),
+        },
+        other => Err(BenchError::Timeout(format!(
+            "subscription from 0 on {addr}: unexpected answer {:?}",
+            other.map(|f| f.0)
+        ))),
+    }
+}
+
+/// Reads node `addr`'s stream from `from` (its earliest retained offset) to `end` and checks
+/// it against the ledgers: acknowledged events below `from` are trimmed (counted), those at or
+/// above it must be there exactly once at their offset.
+async fn check_stream(
+    addr: &str,
+    ledgers: &[Arc<Mutex<Ledger>>],
+    batch: usize,
+    from: u64,
+    end: u64,
+    common_from: u64,
+) -> Result<StreamCheck, BenchError> {
+    let s = connect_client(addr).await?;
+    let (r, mut w) = s.into_split();
+    let mut b = BytesMut::new();
+    frame::put_subscribe(
+        &mut b,
+        &SubscribeBody {
+            from_offset: from,
+            ..SubscribeBody::default()
+        },
+    );
+    w.write_all(&b).await.map_err(|e| BenchError::Network {
+        peer: addr.into(),
+        source: e,
+    })?;
+    let mut reader = FrameReader::new(r, 64 << 20);
+    let ls: Vec<_> = ledgers
+        .iter()
+        .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()))
+        .collect();
+    let mut seen: Vec<Vec<u8>> = ls.iter().map(|l| vec![0u8; l.offsets.len()]).collect();
+    let mut c = StreamCheck::default();
+    let mut next = from;
+    while next < end {
+        let f = tokio::time::timeout(Duration::from_secs(10), reader.next())
+            .await
+            .map_err(|_| BenchError::Timeout(format!("stream of {addr} stopped at {next}")))?
+            .map_err(|e| BenchError::Network {
+                peer: addr.into(),
+                source: e,
+            })?;
+        let body = match f {
+            Some((Kind::Events, body)) => body,
+            Some((Kind::Error, body)) => {
+                let why = frame::decode_error(&body)
+                    .map(|e| format!("{:?}: {}", e.code, e.message))
+                    .unwrap_or_else(|e| e.to_string());
+                return Err(BenchError::Timeout(format!(
+                    "stream of {addr} ended at {next}: {why}"
+                )));
+            }
+            _ => {
+                return Err(BenchError::Timeout(format!(
+                    "stream of {addr} ended at {next}"
+                )))
+            }
+        };
+        let evs = eventstream_proto::codec::decode_offset_events(&body, 0)?;
+        for (off, e) in evs {
+            if off != next {
+                c.unexpected += 1;
+            }
+            next = off + 1;
+            c.events += 1;
+            if off >= common_from {
+                c.common_hash = c.common_hash.rotate_left(5)
+                    ^ (off.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ e.id.0);
+            }
+            let conn = (e.id.0 >> 40) as usize;
+            let seq = (e.id.0 & ((1 << 40) - 1)) as usize;
+            if conn == 0 || conn > ls.len() || seq >= ls[conn - 1].offsets.len() {
+                c.unexpected += 1;
+                continue;
+            }
+            let l = &ls[conn - 1];
+            let k = &mut seen[conn - 1][seq];
+            *k += 1;
+            if *k > 1 {
+                c.unexpected += 1;
+            }
+            match l.outcome[seq / batch] {
+                OUT_ACKED => {
+                    if l.offsets[seq] != off {
+                        c.unexpected += 1;
+                    }
+                }
+                OUT_INFLIGHT | OUT_RAFT => c.refused += 1,
+                _ => c.indeterminate += 1,
+            }
+        }
+    }
+    for (l, s) in ls.iter().zip(&seen) {
+        for (seq, &n) in s.iter().enumerate() {
+            if l.outcome[seq / batch] != OUT_ACKED {
+                continue;
+            }
+            if l.offsets[seq] < from {
+                c.acked_trimmed += 1;
+                if n != 0 {
+                    c.unexpected += 1;
+                }
+            } else if n != 1 {
+                c.acked_missing += 1;
+            }
+        }
+    }
+    Ok(c)
+}
+
+fn extra_flags(a: &OverloadOptions) -> Vec<String> {
+    let mut v = vec![
+        "--limits-overload-policy".into(),
+        match a.policy {
+            OverloadPolicy::Reject => "reject".into(),
+            OverloadPolicy::Block => "block".into(),
+        },
+        "--limits-request-timeout-ms".into(),
+        "10000".into(),
+    ];
+    for (flag, n) in [
+        ("--retention-max-events", a.retention_max_events),
+        ("--retention-max-bytes", a.retention_max_bytes),
+        ("--storage-snapshot-entries", a.snapshot_entries),
+        ("--storage-log-keep-entries", a.log_keep_entries),
+        ("--storage-compaction-interval-ms", a.compaction_interval_ms),
+    ] {
+        v.extend([flag.to_string(), n.to_string()]);
+    }
+    if let Some(n) = a.max_inflight_events {
+        v.extend(["--limits-max-inflight-events".into(), n.to_string()]);
+    }
+    if let Some(n) = a.max_inflight_per_connection {
+        v.extend(["--limits-max-inflight-per-connection".into(), n.to_string()]);
+    }
+    v
+}
+
+/// Runs the benchmark; the report says whether every check passed (`valid`).
+pub fn run(a: &OverloadOptions) -> Result<OverloadReport, BenchError> {
+    let exe = match &a.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().map_err(|e| BenchError::Spawn {
+            what: "finding the eventstream binary",
+            source: e,
+        })?,
+    };
+    let dir = eventstream_testkit::Scratch::try_new("overload")?;
+    let rt = eventstream_testkit::runtime(2)?;
+    let mut cluster = ProcessCluster::start(&exe, 3, dir.path(), &extra_flags(a))?;
+    let report = rt.block_on(run_on(a, &mut cluster));
+    drop(cluster);
+    if a.keep {
+        let kept = dir.keep();
+        eprintln!("kept {}", kept.display());
+    }
+    report
+}
+
+async fn run_on(
+    a: &OverloadOptions,
+    cluster: &mut ProcessCluster,
+) -> Result<OverloadReport, BenchError> {
+    let batch = a.batch.max(1);
+    let leader = cluster.wait_healthy(Duration::from_secs(30)).await?;
+    let endpoints = Arc::new(cluster.endpoints().to_vec());
+    let addr = endpoints[(leader - 1) as usize].clone();
+    let payload = Bytes::from(vec![b'x'; a.payload_bytes]);
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ledgers: Vec<Arc<Mutex<Ledger>>> = (0..a.clients)
+        .map(|_| Arc::new(Mutex::new(Ledger::default())))
+        .collect();
+    let drain = Duration::from_secs(15);
+
+    // 1. Capacity: closed loop, a few requests outstanding per connection.
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..a.clients)
+        .map(|c| {
+            tokio::spawn(producer(
+                c,
+                endpoints.clone(),
+                addr.clone(),
+                ledgers[c].clone(),
+                ProducerPlan {
+                    batch,
+                    payload: payload.clone(),
+                    rate: 0.0,
+                    window: 4,
+                    drain,
+                },
+                stop.clone(),
+                acked.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(a.capacity_seconds.max(1))).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let cap_t = tally(&ledgers, batch, false);
+    let capacity = cap_t.acked[1] as f64 / t0.elapsed().as_secs_f64();
+    for l in &ledgers {
+        let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
+        l.soak_from_req = l.outcome.len();
+    }
+
+    // 2. Soak: open loop at factor × capacity; sample every node's RSS and the leader each
+    // second.
+    let target = capacity * a.factor;
+    let per_conn = target / a.clients as f64;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pids: Vec<Option<u32>> = (1..=3).map(|id| cluster.pid(id)).collect();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..a.clients)
+        .map(|c| {
+            tokio::spawn(producer(
+                c,
+                endpoints.clone(),
+                addr.clone(),
+                ledgers[c].clone(),
+                ProducerPlan {
+                    batch,
+                    payload: payload.clone(),
+                    rate: per_conn,
+                    window: 1,
+                    drain,
+                },
+                stop.clone(),
+                acked.clone(),
+            ))
+        })
+        .collect();
+    let mut rss: Vec<Vec<(u64, u64)>> = vec![Vec::new(); pids.len()];
+    let mut leader_samples = Vec::new();
+    let mut role_samples = Vec::new();
+    let mut acked_samples = Vec::new();
+    let mut tick = 0;
+    while start.elapsed() < Duration::from_secs(a.duration) {
+        // Samples carry the time they were taken (a starved node answers its status late).
+        let sec = start.elapsed().as_secs();
+        for (i, p) in pids.iter().enumerate() {
+            if let Some(kib) = p.and_then(read_rss_kib) {
+                rss[i].push((sec, kib));
+            }
+        }
+        // The leader as the nodes see it: the node that says it leads, at the highest term.
+        // Each node's `role@term` (`?`: no status within 1 s) is kept as evidence.
+        let mut seen = (0u64, 0u64);
+        let mut roles = Vec::new();
+        for ep in cluster.endpoints() {
+            match tokio::time::timeout(Duration::from_secs(1), raw_status(&ep)).await {
+                Ok(Ok(v)) => {
+                    let term = v["term"].as_u64().unwrap_or(0);
+                    let role = v["role"].as_str().unwrap_or("?");
+                    let leads = role == "leader";
+                    if term > seen.1 || (term == seen.1 && leads) {
+                        seen = (
+                            if leads {
+                                v["node_id"].as_u64().unwrap_or(0)
+                            } else {
+                                0
+                            },
+                            term,
+                        );
+                    }
+                    roles.push(format!("{role}@{term}"));
+                }
+                _ => roles.push("?".into()),
+            }
+        }
+        leader_samples.push((sec, seen.0, seen.1));
+        role_samples.push((sec, roles));
+        acked_samples.push((sec, acked.load(Ordering::Relaxed)));
+        tick += 1;
+        tokio::time::sleep_until((start + Duration::from_secs(tick)).into()).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let soak_s = start.elapsed().as_secs_f64();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let soak = tally(&ledgers, batch, true);
+    let total = tally(&ledgers, batch, false);
+
+    // 3. Node counters (summed over the nodes: after a leader change the producers' requests
+    // went to more than one) and read-back.
+    let mut node = PublishCountsSnapshot::default();
+    for ep in cluster.endpoints() {
+        let c: PublishCountsSnapshot = raw_status(&ep)
+            .await
+            .ok()
+            .and_then(|v| serde_json::from_value(v["publishes"].clone()).ok())
+            .ok_or_else(|| BenchError::Timeout(format!("no publish counters from {ep}")))?;
+        node.add(&c);
+    }
+    let healthy_leader = cluster.wait_healthy(Duration::from_secs(60)).await?;
+    // Every node has applied everything (equal next offsets), and retention has run since the
+    // last append, so the earliest offsets stay put while the streams are read.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let next_offset = loop {
+        let mut nexts = Vec::new();
+        for ep in cluster.endpoints() {
+            nexts.push(
+                raw_status(&ep)
+                    .await
+                    .ok()
+                    .and_then(|v| v["stream"]["next_offset"].as_u64()),
+            );
+        }
+        if let Some(Some(n)) = nexts.first().copied() {
+            if nexts.iter().all(|x| *x == Some(n)) {
+                break n;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout(format!(
+                "nodes did not agree on the stream's next offset: {nexts:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(2 * a.compaction_interval_ms + 500)).await;
+
+    // Acknowledged offsets: distinct and below the next offset.
+    let mut acked_distinct = 0u64;
+    let mut acked_invalid = 0u64;
+    let mut indeterminate_offered = 0u64;
+    {
+        let mut bits = vec![0u64; (next_offset as usize).div_ceil(64)];
+        for l in &ledgers {
+            let l = l.lock().unwrap_or_else(|p| p.into_inner());
+            for (seq, &o) in l.offsets.iter().enumerate() {
+                match l.outcome[seq / batch] {
+                    OUT_ACKED => {}
+                    OUT_RINGS | OUT_TIMEOUT | OUT_OTHER | OUT_NONE => {
+                        indeterminate_offered += 1;
+                        continue;
+                    }
+                    _ => continue,
+                }
+                let (w, bit) = ((o / 64) as usize, 1u64 << (o % 64));
+                if o >= next_offset || bits[w] & bit != 0 {
+                    acked_invalid += 1;
+                } else {
+                    bits[w] |= bit;
+                    acked_distinct += 1;
+                }
+            }
+        }
+    }
+
+    let mut counters = Vec::new();
+    for ep in cluster.endpoints() {
+        counters.push(
+            raw_status(&ep)
+                .await
+                .map(|v| v["counters"].clone())
+                .unwrap_or_default(),
+        );
+    }
+    let mut earliest = Vec::new();
+    for ep in cluster.endpoints() {
+        earliest.push(earliest_offset(&ep).await?);
+    }
+    let common_from = earliest.iter().map(|e| e.0).max().unwrap_or(0);
+    let mut checks = Vec::new();
+    for (ep, &(from, _)) in cluster.endpoints().iter().zip(&earliest) {
+        checks.push(check_stream(ep, &ledgers, batch, from, next_offset, common_from).await?);
+    }
+    let nodes_agree = checks
+        .windows(2)
+        .all(|w| w[0].common_hash == w[1].common_hash)
+        && checks
+            .iter()
+            .zip(&earliest)
+            .all(|(c, e)| c.events == next_offset - e.0);
+    let refused: u64 = checks.iter().map(|r| r.refused).sum();
+    let unexpected: u64 = checks.iter().map(|r| r.unexpected).sum();
+    let indeterminate = checks.iter().map(|r| r.indeterminate).max().unwrap_or(0);
+    let missing: u64 = checks.iter().map(|r| r.acked_missing).sum();
+    let stored_not_acked = next_offset.saturating_sub(acked_distinct);
+
+    let half = a.duration / 2;
+    let nodes: Vec<NodeReport> = checks
+        .iter()
+        .zip(&earliest)
+        .zip(&rss)
+        .enumerate()
+        .map(|(i, ((c, &(from, compacted)), samples))| {
+            let pts = |it: &mut dyn Iterator<Item = &(u64, u64)>| -> Vec<(f64, f64)> {
+                it.map(|s| (s.0 as f64, s.1 as f64)).collect()
+            };
+            let max_where = |f: &dyn Fn(u64) -> bool| {
+                samples
+                    .iter()
+                    .filter(|s| f(s.0))
+                    .map(|s| s.1)
+                    .max()
+                    .unwrap_or(0)
+            };
+            let slope2 = slope(&pts(&mut samples.iter().filter(|s| s.0 >= half)));
+            let max1 = max_where(&|t| t < half);
+            let max2 = max_where(&|t| t >= half);
+            NodeReport {
+                id: i as u64 + 1,
+                earliest_offset: from,
+                next_offset,
+                events_read: c.events,
+                acked_trimmed: c.acked_trimmed,
+                acked_missing: c.acked_missing,
+                trimmed_not_acked: from.saturating_sub(c.acked_trimmed),
+                compacted_from_zero: compacted,
+                rss_start_kib: samples.first().map_or(0, |s| s.1),
+                rss_max_kib: samples.iter().map(|s| s.1).max().unwrap_or(0),
+                rss_end_kib: samples.last().map_or(0, |s| s.1),
+                rss_max_first_half_kib: max1,
+                rss_max_second_half_kib: max2,
+                rss_slope_kib_per_s: slope(&pts(&mut samples.iter())),
+                rss_slope_second_half_kib_per_s: slope2,
+                rss_flat: samples.len() >= 4
+                    && slope2 < FLAT_MAX_SLOPE_KIB_S
+                    && max2 <= max1 + FLAT_MAX_NEW_PEAK_KIB,
+                rss_samples: samples.clone(),
+            }
+        })
+        .collect();
+
+    let sum = |t: &Tally| {
+        let mut s = [0u64; 2];
+        for k in [
+            t.acked,
+            t.rejected_inflight,
+            t.rejected_rings,
+            t.rejected_raft,
+            t.timed_out,
+            t.other_errors,
+            t.unanswered,
+        ] {
+            s[0] += k[0];
+            s[1] += k[1];
+        }
+        s
+    };
+    let accounting_exact = sum(&total) == total.offered && total.unanswered == [0, 0];
+    let node_counters_match = node.requests == total.offered
+        && node.acked == total.acked
+        && node.rejected_inflight == total.rejected_inflight
+        && node.rejected_rings == total.rejected_rings
+        && node.rejected_raft == total.rejected_raft
+        && node.timed_out == total.timed_out
+        && node.other_errors == total.other_errors;
+    // Offsets nobody acknowledged (below the earliest or read back as indeterminate) can only
+    // belong to indeterminate requests.
+    let trimmed_ok = nodes.iter().zip(&checks).all(|(n, c)| {
+        n.trimmed_not_acked + c.indeterminate <= indeterminate_offered
+            && n.compacted_from_zero == (n.earliest_offset > 0)
+    });
+    let mut leader_changes = 0;
+    let mut last_leader = leader;
+    for &(_, l, _) in &leader_samples {
+        if l != 0 && l != last_leader {
+            leader_changes += 1;
+        }
+        if l != 0 {
+            last_leader = l;
+        }
+    }
+    let term0 = leader_samples.first().map_or(0, |s| s.2);
+    let term_max = leader_samples.iter().map(|s| s.2).max().unwrap_or(0);
+    let rss_flat = nodes.iter().all(|n| n.rss_flat);
+    // Flat RSS says something about memory under load only if the load went on: the second
+    // half of the soak acknowledged at least half as many events as the first.
+    let acked_at = |t: u64| {
+        acked_samples
+            .iter()
+            .take_while(|s| s.0 <= t)
+            .last()
+            .map_or(0, |s| s.1)
+    };
+    let first_half_acked = acked_at(half);
+    let second_half_acked = acked_samples.last().map_or(0, |s| s.1) - first_half_acked;
+    let load_sustained = second_half_acked * 2 >= first_half_acked && second_half_acked > 0;
+    let valid = accounting_exact
+        && node_counters_match
+        && missing == 0
+        && acked_invalid == 0
+        && refused == 0
+        && unexpected == 0
+        && nodes_agree
+        && trimmed_ok
+        && stored_not_acked <= indeterminate_offered
+        && acked_distinct == total.acked[1]
+        && soak.acked[1] > 0
+        && nodes.len() == 3
+        // The producers follow a leader change, so a change is reported, not fatal; but the
+        // load must have gone on for flat RSS to mean anything.
+        && (a.duration < FLAT_MIN_DURATION_S || (rss_flat && load_sustained));
+    Ok(OverloadReport {
+        policy: format!("{:?}", a.policy).to_lowercase(),
+        retention_max_events: a.retention_max_events,
+        retention_max_bytes: a.retention_max_bytes,
+        snapshot_entries: a.snapshot_entries,
+        log_keep_entries: a.log_keep_entries,
+        capacity_events_per_sec: capacity,
+        target_offered_events_per_sec: target,
+        offered_events_per_sec: soak.offered[1] as f64 / soak_s,
+        acked_events_per_sec: soak.acked[1] as f64 / soak_s,
+        duration_s: soak_s,
+        soak,
+        total,
+        other_errors: {
+            let mut m = OtherErrors::new();
+            for l in &ledgers {
+                let l = l.lock().unwrap_or_else(|p| p.into_inner());
+                for (k, v) in &l.other {
+                    *m.entry(k.clone()).or_default() += v;
+                }
+            }
+            m
+        },
+        node_counters: node,
+        node_counters_match,
+        accounting_exact,
+        acked_distinct_events: acked_distinct,
+        acked_offsets_invalid: acked_invalid,
+        indeterminate_offered_events: indeterminate_offered,
+        next_offset,
+        stored_not_acked,
+        acked_trimmed_min: nodes.iter().map(|n| n.acked_trimmed).min().unwrap_or(0),
+        acked_found_on_every_node: missing == 0,
+        refused_but_stored: refused,
+        unexpected_in_stream: unexpected,
+        indeterminate_stored: indeterminate,
+        nodes_agree,
+        common_from,
+        leader_changed: healthy_leader != leader,
+        leader_changes,
+        term_increase: term_max - term0,
+        leader_samples,
+        role_samples,
+        acked_samples,
+        first_half_acked_events: first_half_acked,
+        second_half_acked_events: second_half_acked,
+        load_sustained,
+        replication_counters: counters,
+        nodes,
+        rss_flat,
+        valid,
+    })
+}
+
+/// Prints the report as a table.
+impl std::fmt::Display for OverloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self;
+        writeln!(f, "policy                 {}", r.policy)?;
+        writeln!(
+                f,
+        "retention              {} events, {} bytes (0 = none); snapshot every {} entries, keep {}",
+        r.retention_max_events, r.retention_max_bytes, r.snapshot_entries, r.log_keep_entries
+    )?;
+        writeln!(
+            f,
+            "capacity               {:.0} events/s",
+            r.capacity_events_per_sec
+        )?;
+        writeln!(
+            f,
+            "offered                {:.0} events/s (target {:.0})",
+            r.offered_events_per_sec, r.target_offered_events_per_sec
+        )?;
+        writeln!(
+            f,
+            "acked                  {:.0} events/s",
+            r.acked_events_per_sec
+        )?;
+        let t = &r.soak;
+        writeln!(
+                f,
+        "soak [requests,events] offered {:?} acked {:?} rejected: in-flight {:?} rings {:?} raft {:?}; timed out {:?}; other {:?}; unanswered {:?}",
+        t.offered, t.acked, t.rejected_inflight, t.rejected_rings, t.rejected_raft, t.timed_out, t.other_errors, t.unanswered
+    )?;
+        writeln!(
+            f,
+            "accounting exact {}  node counters match {}  acked on every node {}  nodes agree {}",
+            r.accounting_exact, r.node_counters_match, r.acked_found_on_every_node, r.nodes_agree
+        )?;
+        writeln!(
+                f,
+        "stream next offset {}  acked distinct {}  stored not acked {} (indeterminate offered {})  acked offsets invalid {}",
+        r.next_offset, r.acked_distinct_events, r.stored_not_acked, r.indeterminate_offered_events, r.acked_offsets_invalid
+    )?;
+        writeln!(
+            f,
+            "refused but stored {}  unexpected {}  indeterminate stored {}  common range {}..{}",
+            r.refused_but_stored,
+            r.unexpected_in_stream,
+            r.indeterminate_stored,
+            r.common_from,
+            r.next_offset
+        )?;
+        writeln!(
+            f,
+            "leader changed {}  leader changes during soak {}  term increase {}",
+            r.leader_changed, r.leader_changes, r.term_increase
+        )?;
+        for n in &r.nodes {
+            writeln!(
+                f,
+            "node {}: earliest {} (Compacted from 0: {}) read {} acked trimmed {} missing {}; RSS KiB start {} max {} end {} (max 1st half {}, 2nd half {}); slope {:.1} KiB/s, 2nd half {:.1} KiB/s; flat {}",
+            n.id, n.earliest_offset, n.compacted_from_zero, n.events_read, n.acked_trimmed, n.acked_missing,
+            n.rss_start_kib, n.rss_max_kib, n.rss_end_kib, n.rss_max_first_half_kib, n.rss_max_second_half_kib,
+            n.rss_slope_kib_per_s, n.rss_slope_second_half_kib_per_s, n.rss_flat
+        )?;
+        }
+        for (k, v) in &r.other_errors {
+            writeln!(f, "other error x{v}: {k}")?;
+        }
+        writeln!(f, "valid                  {}", r.valid)?;
+        Ok(())
+    }
+}

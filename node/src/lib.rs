@@ -1,0 +1,58 @@
+//! # eventstream-node
+//!
+//! A member of a 3- or 5-node eventstream cluster: raft consensus (raft-rs) over a durable,
+//! fsynced log, a TCP peer transport, and the client listener.
+//!
+//! The shape: `publish → tier ring (core Engine) → ProposalStage → raft driver (batched
+//! proposals, quorum commit + fsync) → StateMachine (dedup → offsets → committed stream →
+//! core Applier dispatch) → acknowledgements`. There is one pipeline: a node embeds a core
+//! [`eventstream_core::Engine`] whose stage proposes instead of applying.
+//!
+//! Main types:
+//! * [`Node`] — a running member: engine (its [`ProposalStage`] proposes), driver thread,
+//!   TCP transport and client listener; [`NodeConfig`] validates every setting and names the
+//!   bad one.
+//! * [`LocalCluster`] — N nodes in one process on loopback (the demo, benchmarks, tests).
+//! * [`Replica`] — RawNode + WAL + [`StateMachine`], no threads or sockets: what the
+//!   deterministic simulation drives and what the driver thread owns.
+//! * [`StateMachine`] — applies committed entries: dedup (core `DedupWindow`), stream offsets,
+//!   dispatch through core's `Applier`, publish acknowledgements.
+//! * [`CommittedStream`] — the offset-addressed stream subscribers read, identical on every
+//!   node; retention trims it from the front.
+//! * [`AckRegistry`] — publishes waiting (by event id) for their offsets.
+//! * [`NodeMetrics`] — implements core's `ReplicationSource` for exporters.
+//! * [`NodeError`] — the crate's one error type.
+//!
+//! The wire format lives in `eventstream-proto`, the log and snapshot formats in
+//! `eventstream-storage`, the client in `eventstream-client`. See `docs/cluster.md` for
+//! threads, storage format, configuration and benchmarks.
+#![warn(missing_docs)]
+
+mod acks;
+pub mod backup;
+pub mod config;
+mod driver;
+mod error;
+mod join;
+mod metrics;
+mod node;
+mod reclaim;
+pub mod replica;
+mod server;
+mod state;
+mod stream;
+mod tls;
+mod transport;
+
+pub use acks::{AckError, AckRegistry};
+pub use config::NodeConfig;
+pub use driver::raise_thread_priority;
+pub use error::NodeError;
+pub use eventstream_proto::Member;
+pub use metrics::NodeMetrics;
+pub use node::{LocalCluster, Node, ProposalStage};
+pub use replica::{Replica, ReplicaConfig};
+pub use server::PublishCountsSnapshot;
+pub use state::StateMachine;
+pub use stream::{CommittedStream, Retention};
+pub use transport::decode_raft_message;

@@ -1,0 +1,975 @@
+//! The node's listener: one TCP port for peers and clients. The first frame (`Hello`) says
+//! which. Every connection is its own task; a protocol error (garbage, an oversized or unknown
+//! frame) closes that connection only.
+//!
+//! With TLS on (see [`crate::tls`]) the handshake comes before the `Hello`; a failed handshake
+//! (plain bytes, an untrusted certificate) is a protocol error of that connection. A peer
+//! `Hello` needs a certificate valid for that member; a client `Hello` may carry the admin
+//! bearer token, which sets [`ConnState::authorized`] for [`require_admin`].
+
+use crate::acks::{AckError, AckRegistry};
+use crate::config::OverloadPolicy;
+use crate::driver::{DriverMsg, Proposal};
+use crate::metrics::NodeMetrics;
+use crate::stream::CommittedStream;
+use crate::tls::{NodeTls, PeerCert};
+use bytes::BytesMut;
+use eventstream_client::net::{invalid, FrameReader};
+use eventstream_client::tls::{self, AdminToken, ConnReader, ConnWriter};
+use eventstream_core::replication::ReplicationSource;
+use eventstream_core::{Engine, Event};
+use eventstream_proto::codec;
+use eventstream_proto::frame::{self, ErrorBody, ErrorCode, Kind, Role};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+/// What connection tasks share.
+#[derive(Debug)]
+pub struct ServerCtx {
+    /// This node's id.
+    pub id: u64,
+    /// Replication state (leader, members).
+    pub metrics: Arc<NodeMetrics>,
+    /// The embedded engine (publish goes through its tier rings).
+    pub engine: Arc<Engine>,
+    /// Waiting publishes.
+    pub acks: Arc<AckRegistry>,
+    /// The committed stream.
+    pub stream: Arc<CommittedStream>,
+    /// The driver's inbox (raft messages from peers).
+    pub driver: crossbeam_channel::Sender<DriverMsg>,
+    /// Largest frame body.
+    pub max_frame: usize,
+    /// Largest frame body on a peer connection (a snapshot is one raft message).
+    pub max_peer_frame: usize,
+    /// Largest event payload.
+    pub max_event_bytes: usize,
+    /// Publish commit timeout.
+    pub request_timeout: Duration,
+    /// Connections closed for protocol errors (shared with [`NodeMetrics`], which exports it).
+    pub protocol_errors: Arc<AtomicU64>,
+    /// TLS for this node's port (`None`: plain TCP).
+    pub tls: Option<Arc<NodeTls>>,
+    /// Bearer token mutating admin operations require (`None`: they are open).
+    pub admin_token: Option<AdminToken>,
+    /// Failed TLS handshakes (also counted in `protocol_errors`; shared with [`NodeMetrics`]).
+    pub tls_handshake_failures: Arc<AtomicU64>,
+    /// What a publish gets when an in-flight limit is reached.
+    pub overload_policy: OverloadPolicy,
+    /// Publish requests one connection may have in flight.
+    pub max_inflight_per_connection: usize,
+    /// Events in flight over all connections: one permit per event, held until the answer is
+    /// queued for the connection's writer.
+    pub inflight_events: Arc<Semaphore>,
+    /// The number of permits `inflight_events` was created with.
+    pub max_inflight_events: usize,
+    /// What happened to the publishes this node received (shared with [`NodeMetrics`]).
+    pub publishes: Arc<PublishCounters>,
+    /// Where inbound peer connections are served (`None`: on the accepting runtime). Kept
+    /// apart from client connections so that overload cannot delay raft's messages.
+    pub peer_runtime: Option<tokio::runtime::Handle>,
+}
+
+/// What the server knows about one client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnState {
+    /// May run mutating admin operations: the node has no admin token, or the client's
+    /// `Hello` carried the right one.
+    pub authorized: bool,
+    /// The client presented a certificate that chains to `tls_ca` (mutual TLS).
+    pub client_cert: bool,
+}
+
+impl ConnState {
+    /// The state of a client connection whose `Hello` carried `presented` (compared in
+    /// constant time with the node's token).
+    pub fn for_client(
+        presented: Option<&[u8]>,
+        expected: Option<&AdminToken>,
+        cert: &PeerCert,
+    ) -> Self {
+        let authorized = match expected {
+            None => true,
+            Some(t) => presented.is_some_and(|p| t.matches(p)),
+        };
+        ConnState {
+            authorized,
+            client_cert: cert.0.is_some(),
+        }
+    }
+}
+
+/// Call first in every mutating admin handler (member add/remove, leader transfer, snapshot):
+/// `Err` is the `Unauthorized` error frame to send back for `req_id` (the connection stays
+/// open; read-only requests keep working).
+pub fn require_admin(conn: &ConnState, ctx: &ServerCtx, req_id: u64) -> Result<(), BytesMut> {
+    if conn.authorized {
+        return Ok(());
+    }
+    Err(error_frame(
+        req_id,
+        ErrorCode::Unauthorized,
+        ctx,
+        "admin operation refused: this node requires an admin bearer token \
+         (client: --token or EVENTSTREAM_TOKEN; node: admin_token_file)",
+    ))
+}
+
+/// Publish requests (and their events) this node received and how each was answered. Every
+/// request is counted once in `requests` and once in exactly one outcome.
+#[derive(Debug, Default)]
+pub struct PublishCounters {
+    requests: [AtomicU64; 2],
+    acked: [AtomicU64; 2],
+    rejected_inflight: [AtomicU64; 2],
+    rejected_rings: [AtomicU64; 2],
+    rejected_raft: [AtomicU64; 2],
+    timed_out: [AtomicU64; 2],
+    other_errors: [AtomicU64; 2],
+}
+
+/// A snapshot of [`PublishCounters`]: `[requests, events]` per outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishCountsSnapshot {
+    /// Publish requests received.
+    pub requests: [u64; 2],
+    /// Acknowledged with offsets (committed).
+    pub acked: [u64; 2],
+    /// `Busy`: an in-flight limit was reached; nothing of the request was published.
+    pub rejected_inflight: [u64; 2],
+    /// `Busy`: a tier ring was full (events before the full ring may have been published).
+    pub rejected_rings: [u64; 2],
+    /// `Busy` / `Unavailable`: raft refused the proposal (uncommitted limit, no leader).
+    pub rejected_raft: [u64; 2],
+    /// `Timeout`: not committed in time (may still commit).
+    pub timed_out: [u64; 2],
+    /// Anything else: not leader, no leader, storage failed, shutting down, bad request.
+    pub other_errors: [u64; 2],
+}
+
+impl PublishCountsSnapshot {
+    /// Adds `other` field by field (counters of several nodes).
+    pub fn add(&mut self, other: &PublishCountsSnapshot) {
+        for (a, b) in [
+            (&mut self.requests, &other.requests),
+            (&mut self.acked, &other.acked),
+            (&mut self.rejected_inflight, &other.rejected_inflight),
+            (&mut self.rejected_rings, &other.rejected_rings),
+            (&mut self.rejected_raft, &other.rejected_raft),
+            (&mut self.timed_out, &other.timed_out),
+            (&mut self.other_errors, &other.other_errors),
+        ] {
+            a[0] += b[0];
+            a[1] += b[1];
+        }
+    }
+}
+
+impl PublishCounters {
+    fn add(c: &[AtomicU64; 2], events: usize) {
+        c[0].fetch_add(1, Ordering::Relaxed);
+        c[1].fetch_add(events as u64, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> PublishCountsSnapshot {
+        let l = |c: &[AtomicU64; 2]| [c[0].load(Ordering::Relaxed), c[1].load(Ordering::Relaxed)];
+        PublishCountsSnapshot {
+            requests: l(&self.requests),
+            acked: l(&self.acked),
+            rejected_inflight: l(&self.rejected_inflight),
+            rejected_rings: l(&self.rejected_rings),
+            rejected_raft: l(&self.rejected_raft),
+            timed_out: l(&self.timed_out),
+            other_errors: l(&self.other_errors),
+        }
+    }
+}
+
+/// Accepts connections until the runtime stops.
+pub async fn serve(listener: TcpListener, ctx: Arc<ServerCtx>) {
+    loop {
+        match listener.accept().await {
+            Ok((sock, peer)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle(sock, &ctx).await {
+                        // A malformed frame, or a stream cut inside a frame.
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                        ) {
+                            ctx.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(%peer, error = %e, "protocol error; connection closed");
+                        } else {
+                            tracing::debug!(%peer, error = %e, "connection ended");
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
+    let _ = sock.set_nodelay(true);
+    // One deadline for the TLS handshake and the Hello.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (r, mut w, cert) = match &ctx.tls {
+        None => {
+            let (r, w) = tls::plain(sock);
+            (r, w, PeerCert::default())
+        }
+        Some(t) => match tokio::time::timeout_at(deadline, t.accept(sock)).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                ctx.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+            Err(_) => {
+                ctx.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake"));
+            }
+        },
+    };
+    let mut reader = FrameReader::new(r, ctx.max_frame);
+    let hello = async {
+        let hello = tokio::time::timeout_at(deadline, reader.next())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))??;
+        let Some((kind, body)) = hello else {
+            return Ok(None);
+        };
+        if kind != Kind::Hello {
+            return Err(invalid(format!("first frame must be Hello, got {kind:?}")));
+        }
+        frame::decode_hello_with_token(&body)
+            .map_err(invalid)
+            .map(Some)
+    }
+    .await;
+    let hello = match hello {
+        Ok(None) => return Ok(()),
+        Ok(Some(h)) => h,
+        Err(e) => {
+            if e.kind() == io::ErrorKind::InvalidData {
+                // Say why before closing: whoever connected may not speak this protocol
+                // (version) at all, but a client of another version can still read the error.
+                let _ = w.write_all(&protocol_error_frame(0, ctx, &e)).await;
+                let _ = w.flush().await;
+                let _ = w.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
+    match hello.role {
+        Role::Peer { from } => {
+            if let (Some(t), Some(m)) = (&ctx.tls, ctx.metrics.member(from)) {
+                t.check_peer(&cert, &m.addr)
+                    .map_err(|e| invalid(format!("peer {from}: {e}")))?;
+            }
+            // Snapshots travel as one raft message: peers get the larger frame limit.
+            reader.set_max_body(ctx.max_peer_frame);
+            match &ctx.peer_runtime {
+                Some(rt) => {
+                    let ctx = ctx.clone();
+                    rt.spawn(async move { serve_peer(from, reader, &ctx).await })
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+                None => serve_peer(from, reader, ctx).await,
+            }
+        }
+        Role::Client => {
+            let conn_state =
+                ConnState::for_client(hello.token.as_deref(), ctx.admin_token.as_ref(), &cert);
+            serve_client(reader, w, ctx, conn_state).await
+        }
+    }
+}
+
+/// The last frame on a connection closed for a protocol error.
+fn protocol_error_frame(req_id: u64, ctx: &ServerCtx, e: &io::Error) -> BytesMut {
+    error_frame(
+        req_id,
+        ErrorCode::BadRequest,
+        ctx,
+        format!("protocol error: {e}; closing this connection"),
+    )
+}
+
+async fn serve_peer(
+    from: u64,
+    mut reader: FrameReader<ConnReader>,
+    ctx: &Arc<ServerCtx>,
+) -> io::Result<()> {
+    if ctx.metrics.member(from).is_none() || from == ctx.id {
+        return Err(invalid(format!("hello from unknown peer {from}")));
+    }
+    while let Some((kind, body)) = reader.next().await? {
+        if kind != Kind::Raft {
+            return Err(invalid(format!(
+                "unexpected {kind:?} frame on a peer connection"
+            )));
+        }
+        let msg = crate::transport::decode_raft_message(&body).map_err(invalid)?;
+        if msg.to != ctx.id || msg.from != from {
+            return Err(invalid(format!(
+                "raft message {}→{} on the connection of peer {from} to node {}",
+                msg.from, msg.to, ctx.id
+            )));
+        }
+        if ctx.driver.send(DriverMsg::Raft(Box::new(msg))).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+async fn writer_task(mut w: ConnWriter, mut rx: mpsc::Receiver<BytesMut>) {
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&first);
+        while buf.len() < (1 << 20) {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        // TLS holds records until flushed; a no-op on plain TCP.
+        if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+fn error_frame(
+    req_id: u64,
+    code: ErrorCode,
+    ctx: &ServerCtx,
+    message: impl Into<String>,
+) -> BytesMut {
+    let leader = ctx.metrics.leader_id();
+    let leader_addr = ctx
+        .metrics
+        .member(leader)
+        .map(|m| m.addr.clone())
+        .unwrap_or_default();
+    let mut b = BytesMut::new();
+    frame::put_error(
+        &mut b,
+        &ErrorBody {
+            req_id,
+            code,
+            leader_id: leader,
+            leader_addr,
+            message: message.into(),
+        },
+    );
+    b
+}
+
+async fn serve_client(
+    mut reader: FrameReader<ConnReader>,
+    w: ConnWriter,
+    ctx: &Arc<ServerCtx>,
+    conn_state: ConnState,
+) -> io::Result<()> {
+    tracing::debug!(?conn_state, "client connected");
+    // Small: it bounds what a slow reader (a lagging subscriber) can make us buffer.
+    let (tx, rx) = mpsc::channel::<BytesMut>(64);
+    let writer = tokio::spawn(writer_task(w, rx));
+    // A Mutex only to make the (per-connection, uncontended) publisher `Sync` across awaits.
+    let publisher = std::sync::Mutex::new(ctx.engine.publisher());
+    // Set when the protocol error was already answered (with the failing request's id).
+    let told = std::sync::atomic::AtomicBool::new(false);
+    let conn_slots = Arc::new(Semaphore::new(ctx.max_inflight_per_connection));
+    let result = async {
+        while let Some((kind, body)) = reader.next().await? {
+            match kind {
+                Kind::Publish => {
+                    let (req_id, mut events) = match frame::decode_publish(&body) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            // Answer the request itself (its id is the first field), so a
+                            // client fails it as a bad request instead of retrying it.
+                            let e = invalid(format!("bad publish: {e}"));
+                            let req_id = body
+                                .get(..8)
+                                .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                            told.store(true, Ordering::Relaxed);
+                            let _ = tx.send(protocol_error_frame(req_id, ctx, &e)).await;
+                            return Err(e);
+                        }
+                    };
+                    let n_events = events.len();
+                    PublishCounters::add(&ctx.publishes.requests, n_events);
+                    if let Some(reply) = check_publish(req_id, &events, ctx) {
+                        PublishCounters::add(&ctx.publishes.other_errors, n_events);
+                        if tx.send(reply).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    let permits = match inflight_permits(&conn_slots, n_events, ctx).await {
+                        Ok(p) => p,
+                        Err(why) => {
+                            PublishCounters::add(&ctx.publishes.rejected_inflight, n_events);
+                            let reply = error_frame(req_id, ErrorCode::Busy, ctx, why);
+                            if tx.send(reply).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
+                    let (ticket, done, ids, outcome) = {
+                        let publisher = publisher.lock().unwrap_or_else(|p| p.into_inner());
+                        for e in &mut events {
+                            if e.id.is_auto() {
+                                e.id = publisher.next_id();
+                            }
+                        }
+                        let ids: Vec<u64> = events.iter().map(|e| e.id.0).collect();
+                        let (ticket, done) = ctx.acks.register(&ids);
+                        let outcome = publisher.publish_batch(&mut events);
+                        (ticket, done, ids, outcome)
+                    };
+                    if !outcome.rejected.is_empty() || outcome.dropped > 0 {
+                        ctx.acks.cancel(ticket, &ids);
+                        let code = if ctx.engine.workers_alive() {
+                            ErrorCode::Busy
+                        } else {
+                            ErrorCode::ShuttingDown
+                        };
+                        PublishCounters::add(&ctx.publishes.rejected_rings, n_events);
+                        let msg = format!(
+                            "{} of {} events refused by full tier rings; retry with the same ids",
+                            outcome.rejected.len() + outcome.dropped,
+                            ids.len()
+                        );
+                        if tx.send(error_frame(req_id, code, ctx, msg)).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    let tx = tx.clone();
+                    let ctx2 = ctx.clone();
+                    tokio::spawn(async move {
+                        let counters = &ctx2.publishes;
+                        let answer = tokio::time::timeout(ctx2.request_timeout, done).await;
+                        let counter = match &answer {
+                            Ok(Ok(Ok(_))) => &counters.acked,
+                            Ok(Ok(Err(AckError::Dropped(_)))) => &counters.rejected_raft,
+                            Err(_) => &counters.timed_out,
+                            _ => &counters.other_errors,
+                        };
+                        PublishCounters::add(counter, n_events);
+                        let reply = match answer {
+                            Ok(Ok(Ok(offsets))) => {
+                                let mut b = BytesMut::with_capacity(24 + offsets.len() * 8);
+                                frame::put_publish_ok(&mut b, req_id, &offsets);
+                                b
+                            }
+                            Ok(Ok(Err(AckError::NotLeader))) => error_frame(
+                                req_id,
+                                ErrorCode::NotLeader,
+                                &ctx2,
+                                "leadership lost before commit; retry with the same ids",
+                            ),
+                            Ok(Ok(Err(AckError::Dropped(why)))) => {
+                                let code = if ctx2.metrics.leader_id() == 0 {
+                                    ErrorCode::Unavailable
+                                } else {
+                                    ErrorCode::Busy
+                                };
+                                error_frame(req_id, code, &ctx2, why)
+                            }
+                            Ok(Ok(Err(AckError::ShuttingDown))) | Ok(Err(_))
+                                if ctx2.metrics.storage_failure().is_some() =>
+                            {
+                                let why = ctx2.metrics.storage_failure().unwrap_or_default();
+                                storage_failed_frame(req_id, &ctx2, &why)
+                            }
+                            Ok(Ok(Err(AckError::ShuttingDown))) | Ok(Err(_)) => error_frame(
+                                req_id,
+                                ErrorCode::ShuttingDown,
+                                &ctx2,
+                                "node shutting down",
+                            ),
+                            Err(_) => {
+                                ctx2.acks.cancel(ticket, &ids);
+                                error_frame(
+                                    req_id,
+                                    ErrorCode::Timeout,
+                                    &ctx2,
+                                    "not committed in time; retry with the same ids",
+                                )
+                            }
+                        };
+                        let _ = tx.send(reply).await;
+                        // The request stops counting against the limits once its answer is
+                        // queued: a client that does not read its answers runs out of slots.
+                        drop(permits);
+                    });
+                }
+                Kind::Subscribe => {
+                    let sub = frame::decode_subscribe(&body).map_err(invalid)?;
+                    return subscribe(sub, reader, &tx, ctx).await;
+                }
+                Kind::Status => {
+                    let (req_id, _) = frame::decode_req_id(&body).map_err(invalid)?;
+                    // The status, plus this node's publish outcomes (clients that parse only
+                    // the status ignore the extra field).
+                    let mut v = serde_json::to_value(ctx.metrics.status()).map_err(invalid)?;
+                    if let Some(o) = v.as_object_mut() {
+                        let p = serde_json::to_value(ctx.publishes.snapshot()).map_err(invalid)?;
+                        o.insert("publishes".into(), p);
+                        // The stream's retained range, read now (not the 50 ms status copy).
+                        o.insert(
+                            "stream".into(),
+                            serde_json::json!({
+                                "first_offset": ctx.stream.first_offset(),
+                                "next_offset": ctx.stream.next_offset(),
+                            }),
+                        );
+                    }
+                    let json = serde_json::to_vec(&v).map_err(invalid)?;
+                    let mut b = BytesMut::new();
+                    frame::put_frame_with(&mut b, Kind::StatusOk, |b| {
+                        b.extend_from_slice(&req_id.to_le_bytes());
+                        b.extend_from_slice(&json);
+                    });
+                    if tx.send(b).await.is_err() {
+                        break;
+                    }
+                }
+                Kind::MemberAdd | Kind::MemberRemove | Kind::MemberList | Kind::LeaderTransfer => {
+                    if kind != Kind::MemberList {
+                        // Mutating: the connection's Hello must have carried the admin token.
+                        let (req_id, _) = frame::decode_req_id(&body).map_err(invalid)?;
+                        if let Err(reply) = require_admin(&conn_state, ctx, req_id) {
+                            if tx.send(reply).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                    if let Some(reply) = admin_request(kind, &body, ctx) {
+                        if tx.send(reply).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    let (req_id, req) = match eventstream_proto::admin::decode_request(kind, &body)
+                    {
+                        Ok(x) => x,
+                        Err(e) => return Err(invalid(e)),
+                    };
+                    let wait = match &req {
+                        eventstream_proto::admin::AdminRequest::TransferLeader {
+                            timeout, ..
+                        } => *timeout + Duration::from_secs(1),
+                        _ => ctx.request_timeout.max(Duration::from_secs(12)),
+                    };
+                    let (otx, orx) = tokio::sync::oneshot::channel();
+                    let msg = DriverMsg::Admin {
+                        req,
+                        reply: crate::driver::AdminReplyTo::new(move |r| {
+                            let _ = otx.send(r);
+                        }),
+                    };
+                    if ctx.driver.send(msg).is_err() {
+                        let _ = tx
+                            .send(error_frame(
+                                req_id,
+                                ErrorCode::ShuttingDown,
+                                ctx,
+                                "node shutting down",
+                            ))
+                            .await;
+                        break;
+                    }
+                    let tx = tx.clone();
+                    let ctx2 = ctx.clone();
+                    tokio::spawn(async move {
+                        let reply = match tokio::time::timeout(wait, orx).await {
+                            Ok(Ok(Ok(r))) => {
+                                let mut b = BytesMut::new();
+                                eventstream_proto::admin::put_reply(&mut b, req_id, &r);
+                                b
+                            }
+                            Ok(Ok(Err(e))) => error_frame(req_id, e.code, &ctx2, e.message),
+                            Ok(Err(_)) => error_frame(
+                                req_id,
+                                ErrorCode::ShuttingDown,
+                                &ctx2,
+                                "node shutting down",
+                            ),
+                            Err(_) => error_frame(
+                                req_id,
+                                ErrorCode::Timeout,
+                                &ctx2,
+                                "no answer from the raft driver in time; check `member list`",
+                            ),
+                        };
+                        let _ = tx.send(reply).await;
+                    });
+                }
+                Kind::SnapshotRequest => {
+                    let (req_id, _) = frame::decode_req_id(&body).map_err(invalid)?;
+                    // A backup hands out every event: admin only.
+                    if let Err(reply) = require_admin(&conn_state, ctx, req_id) {
+                        if tx.send(reply).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    if !send_snapshot(req_id, &tx, ctx).await {
+                        break;
+                    }
+                }
+                other => return Err(invalid(format!("unexpected {other:?} frame from a client"))),
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = &result {
+        if e.kind() == io::ErrorKind::InvalidData && !told.load(Ordering::Relaxed) {
+            let _ = tx.send(protocol_error_frame(0, ctx, e)).await;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+    result
+}
+
+/// Answers an administrative request at once when it cannot go to the driver: a follower
+/// redirects to the leader (like a publish), a malformed request gets `BadRequest` (the
+/// connection stays open). `None`: hand it to the driver.
+fn admin_request(kind: Kind, body: &[u8], ctx: &ServerCtx) -> Option<BytesMut> {
+    let req_id = frame::decode_req_id(body).map(|(id, _)| id).unwrap_or(0);
+    if let Err(e) = eventstream_proto::admin::decode_request(kind, body) {
+        return Some(error_frame(
+            req_id,
+            ErrorCode::BadRequest,
+            ctx,
+            e.to_string(),
+        ));
+    }
+    if !ctx.metrics.is_leader() {
+        let (code, msg) = if ctx.metrics.leader_id() == 0 {
+            (ErrorCode::Unavailable, "no leader elected yet; retry")
+        } else {
+            (
+                ErrorCode::NotLeader,
+                "send administrative requests to the leader",
+            )
+        };
+        return Some(error_frame(req_id, code, ctx, msg));
+    }
+    None
+}
+
+/// Answers a backup request: the driver collects the applied state (consistent: between two
+/// applies), a blocking task encodes it (the driver does not wait for that), sent in [`frame::SNAPSHOT_CHUNK_BYTES`] pieces through the
+/// connection's bounded queue (a slow reader slows the transfer, nothing more). False when the
+/// connection is gone.
+async fn send_snapshot(req_id: u64, tx: &mpsc::Sender<BytesMut>, ctx: &Arc<ServerCtx>) -> bool {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let taken = if ctx.driver.send(DriverMsg::TakeSnapshot(reply)).is_err() {
+        Err("node shutting down".to_owned())
+    } else {
+        match tokio::time::timeout(Duration::from_secs(60), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("node shutting down".to_owned()),
+            Err(_) => Err("snapshot not taken within 60 s".to_owned()),
+        }
+    };
+    let taken = match taken {
+        Ok(data) => {
+            tokio::task::spawn_blocking(move || eventstream_storage::snapshot::encode(&data))
+                .await
+                .map_err(|e| format!("encoding the snapshot failed: {e}"))
+        }
+        Err(e) => Err(e),
+    };
+    let bytes = match taken {
+        Ok(b) => b,
+        Err(msg) => {
+            return tx
+                .send(error_frame(req_id, ErrorCode::Internal, ctx, msg))
+                .await
+                .is_ok()
+        }
+    };
+    let total = bytes.len() as u64;
+    let mut offset = 0usize;
+    loop {
+        let end = (offset + frame::SNAPSHOT_CHUNK_BYTES).min(bytes.len());
+        let mut b = BytesMut::with_capacity(end - offset + 40);
+        frame::put_snapshot_chunk(&mut b, req_id, total, offset as u64, &bytes[offset..end]);
+        if tx.send(b).await.is_err() {
+            return false;
+        }
+        offset = end;
+        if offset >= bytes.len() {
+            return true;
+        }
+    }
+}
+
+/// Takes a connection slot and one node-wide permit per event, per the overload policy:
+/// `Block` waits (the connection is not read meanwhile), `Reject` says why it cannot.
+async fn inflight_permits(
+    conn_slots: &Arc<Semaphore>,
+    events: usize,
+    ctx: &ServerCtx,
+) -> Result<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>), String> {
+    // A request larger than the whole node-wide budget takes all of it (never waits forever).
+    let n = events.min(ctx.max_inflight_events) as u32;
+    let closed = || "node shutting down".to_string();
+    match ctx.overload_policy {
+        OverloadPolicy::Block => {
+            let slot = conn_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| closed())?;
+            let ev = if n == 0 {
+                None
+            } else {
+                Some(
+                    ctx.inflight_events
+                        .clone()
+                        .acquire_many_owned(n)
+                        .await
+                        .map_err(|_| closed())?,
+                )
+            };
+            Ok((slot, ev))
+        }
+        OverloadPolicy::Reject => {
+            let slot = conn_slots.clone().try_acquire_owned().map_err(|_| {
+                format!(
+                    "{} publishes already in flight on this connection; retry with the same ids",
+                    ctx.max_inflight_per_connection
+                )
+            })?;
+            let ev = if n == 0 {
+                None
+            } else {
+                Some(
+                    ctx.inflight_events
+                        .clone()
+                        .try_acquire_many_owned(n)
+                        .map_err(|_| {
+                            format!(
+                                "node at its limit of {} events in flight; retry with the same ids",
+                                ctx.max_inflight_events
+                            )
+                        })?,
+                )
+            };
+            Ok((slot, ev))
+        }
+    }
+}
+
+/// The answer to a publish on a node whose log cannot be written: not acknowledged, retryable
+/// on another node (its events were not persisted here; if a quorum committed them anyway, a
+/// retry with the same ids is deduplicated to the original offsets).
+fn storage_failed_frame(req_id: u64, ctx: &ServerCtx, why: &str) -> BytesMut {
+    error_frame(
+        req_id,
+        ErrorCode::Unavailable,
+        ctx,
+        format!(
+            "storage failed on node {}: {why}; this node accepts no writes, publish to another node",
+            ctx.id
+        ),
+    )
+}
+
+fn check_publish(req_id: u64, events: &[Event], ctx: &ServerCtx) -> Option<BytesMut> {
+    if let Some(why) = ctx.metrics.storage_failure() {
+        return Some(storage_failed_frame(req_id, ctx, &why));
+    }
+    if !ctx.metrics.is_leader() {
+        let (code, msg) = if ctx.metrics.leader_id() == 0 {
+            (ErrorCode::Unavailable, "no leader elected yet; retry")
+        } else {
+            (ErrorCode::NotLeader, "publish to the leader")
+        };
+        return Some(error_frame(req_id, code, ctx, msg));
+    }
+    for e in events {
+        if let Err(err) = codec::validate_event(e, ctx.max_event_bytes) {
+            return Some(error_frame(
+                req_id,
+                ErrorCode::BadRequest,
+                ctx,
+                format!("event {}: {err}", e.id),
+            ));
+        }
+    }
+    None
+}
+
+async fn subscribe(
+    sub: frame::SubscribeBody,
+    mut reader: FrameReader<ConnReader>,
+    tx: &mpsc::Sender<BytesMut>,
+    ctx: &Arc<ServerCtx>,
+) -> io::Result<()> {
+    let mut watch = ctx.stream.watch();
+    let mut next = sub.from_offset;
+    let mut batch = Vec::new();
+    let topic = sub.topic.clone();
+    let min_p = sub.min_priority;
+    let keep = move |e: &Event| {
+        topic.as_deref().is_none_or(|t| e.topic == t) && min_p.is_none_or(|p| e.priority <= p)
+    };
+    let budget = (ctx.max_frame / 2).max(1 << 16);
+    loop {
+        batch.clear();
+        next = match ctx.stream.try_read(next, 4096, &keep, &mut batch) {
+            Ok(n) => n,
+            Err(earliest) => {
+                let msg = format!(
+                    "offset {next} is compacted; the earliest available offset is {earliest}"
+                );
+                // The earliest offset travels in the request-id field (see docs/protocol.md).
+                let _ = tx
+                    .send(error_frame(earliest, ErrorCode::Compacted, ctx, msg))
+                    .await;
+                return Ok(());
+            }
+        };
+        if !batch.is_empty() {
+            let mut b = BytesMut::new();
+            let mut start = 0;
+            while start < batch.len() {
+                // Keep each frame under the size limit the client enforces.
+                let mut end = start;
+                let mut size = 0;
+                while end < batch.len()
+                    && (end == start || size + codec::encoded_len(&batch[end].1) + 8 < budget)
+                {
+                    size += codec::encoded_len(&batch[end].1) + 8;
+                    end += 1;
+                }
+                frame::put_frame_with(&mut b, Kind::Events, |b| {
+                    codec::put_offset_events(b, batch[start..end].iter().map(|(o, e)| (*o, e)));
+                });
+                start = end;
+            }
+            if tx.send(b).await.is_err() {
+                return Ok(());
+            }
+            continue;
+        }
+        tokio::select! {
+            changed = watch.changed() => if changed.is_err() { return Ok(()) },
+            // A subscriber sends nothing after Subscribe; anything else (or EOF) ends it.
+            f = reader.next() => {
+                return match f? {
+                    None => Ok(()),
+                    Some((k, _)) => Err(invalid(format!("unexpected {k:?} frame on a subscription"))),
+                };
+            }
+        }
+    }
+}
+
+/// Sends proposals from the engine to the driver (see [`crate::node`]).
+pub(crate) fn proposal(block: bytes::Bytes, ids: Vec<u64>) -> Proposal {
+    Proposal { block, ids }
+}
+
+#[cfg(test)]
+mod admin_auth_tests {
+    use super::*;
+    use eventstream_proto::Member;
+
+    fn ctx(token: Option<&[u8]>) -> ServerCtx {
+        let members = vec![Member {
+            id: 1,
+            addr: "127.0.0.1:7001".into(),
+            http_addr: None,
+        }];
+        ServerCtx {
+            id: 1,
+            metrics: Arc::new(NodeMetrics::new(1, members)),
+            engine: Arc::new(Engine::builder().start().expect("engine")),
+            acks: AckRegistry::new(),
+            stream: CommittedStream::new(),
+            driver: crossbeam_channel::unbounded().0,
+            max_frame: 1 << 20,
+            max_peer_frame: 1 << 20,
+            max_event_bytes: 1 << 10,
+            request_timeout: Duration::from_secs(1),
+            protocol_errors: Default::default(),
+            tls: None,
+            admin_token: token.map(|t| AdminToken::new(t.to_vec())),
+            tls_handshake_failures: Default::default(),
+            overload_policy: OverloadPolicy::Reject,
+            max_inflight_per_connection: 8,
+            inflight_events: Arc::new(Semaphore::new(64)),
+            max_inflight_events: 64,
+            publishes: Default::default(),
+            peer_runtime: None,
+        }
+    }
+
+    /// The hello a client sent, as the server decodes it, to the connection's state.
+    fn state_after_hello(token: Option<&[u8]>, ctx: &ServerCtx) -> ConnState {
+        let hello = frame::decode_hello_with_token(&frame::encode_client_hello(token)).unwrap();
+        ConnState::for_client(
+            hello.token.as_deref(),
+            ctx.admin_token.as_ref(),
+            &PeerCert::default(),
+        )
+    }
+
+    #[test]
+    fn hello_token_decides_admin_authorization() {
+        let protected = ctx(Some(b"s3cret"));
+        assert!(state_after_hello(Some(b"s3cret"), &protected).authorized);
+        assert!(!state_after_hello(Some(b"s3creT"), &protected).authorized);
+        assert!(!state_after_hello(Some(b"s3cret-and-more"), &protected).authorized);
+        assert!(!state_after_hello(None, &protected).authorized);
+        // No admin token configured: admin operations are open, token or not.
+        let open = ctx(None);
+        assert!(state_after_hello(None, &open).authorized);
+        assert!(state_after_hello(Some(b"anything"), &open).authorized);
+        assert!(!format!("{protected:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn require_admin_answers_unauthorized_with_the_request_id() {
+        let ctx = ctx(Some(b"s3cret"));
+        let denied = state_after_hello(Some(b"nope"), &ctx);
+        let frame_bytes = require_admin(&denied, &ctx, 77).unwrap_err();
+        let (kind, body, used) = frame::decode_frame(&frame_bytes, 1 << 20)
+            .unwrap()
+            .expect("one whole frame");
+        assert_eq!((kind, used), (Kind::Error, frame_bytes.len()));
+        let e = frame::decode_error(body).unwrap();
+        assert_eq!((e.req_id, e.code), (77, ErrorCode::Unauthorized));
+        assert!(e.message.contains("admin bearer token"), "{}", e.message);
+        let allowed = state_after_hello(Some(b"s3cret"), &ctx);
+        assert!(require_admin(&allowed, &ctx, 78).is_ok());
+    }
+}

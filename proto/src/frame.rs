@@ -1,0 +1,685 @@
+//! Wire frames shared by the peer transport and the client protocol (see `docs/protocol.md`).
+//!
+//! A frame is an 8-byte header — `u8 version (1) | u8 kind | u16 reserved (0) | u32 length`,
+//! little-endian — followed by `length` bytes of body. A length above the connection's maximum,
+//! an unknown version, kind or non-zero reserved field is a protocol error that closes that
+//! connection only. Every decoder here is a pure function over a byte slice.
+
+use crate::codec::{self, Reader};
+use crate::error::DecodeError;
+use bytes::{BufMut, Bytes, BytesMut};
+use eventstream_core::{Event, Priority};
+
+/// Protocol version written by this build.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Frame header length.
+pub const HEADER_LEN: usize = 8;
+/// Default largest frame body accepted (16 MiB).
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+/// The offset a `PublishOk` reports for a duplicate whose original offset is no longer
+/// remembered (it is stored once, at an offset this node cannot name).
+pub const OFFSET_UNKNOWN: u64 = u64::MAX;
+/// Longest admin token accepted (in a token file or a client `Hello`).
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Frame kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// First frame on every connection: who is speaking.
+    Hello = 1,
+    /// One raft message (protobuf), peer connections only.
+    Raft = 2,
+    /// Publish a batch of events.
+    Publish = 10,
+    /// Offsets of a committed publish.
+    PublishOk = 11,
+    /// A request failed.
+    Error = 12,
+    /// Subscribe to the committed stream.
+    Subscribe = 20,
+    /// Committed events for a subscriber.
+    Events = 21,
+    /// Ask for the node's cluster status.
+    Status = 30,
+    /// The node's cluster status (JSON).
+    StatusOk = 31,
+    /// Add a learner or promote one (see [`crate::admin`]).
+    MemberAdd = 40,
+    /// Remove a member.
+    MemberRemove = 41,
+    /// List the members (leader).
+    MemberList = 42,
+    /// Hand leadership to another voter.
+    LeaderTransfer = 43,
+    /// An administrative request succeeded (JSON).
+    AdminOk = 44,
+    /// Ask for a consistent snapshot of the node's applied state (backup).
+    SnapshotRequest = 50,
+    /// One piece of a snapshot: `u64 req_id | u64 total_len | u64 chunk_offset | bytes`.
+    SnapshotChunk = 51,
+}
+
+impl Kind {
+    /// Parses a kind byte.
+    pub fn from_u8(b: u8) -> Result<Kind, DecodeError> {
+        Ok(match b {
+            1 => Kind::Hello,
+            2 => Kind::Raft,
+            10 => Kind::Publish,
+            11 => Kind::PublishOk,
+            12 => Kind::Error,
+            20 => Kind::Subscribe,
+            21 => Kind::Events,
+            30 => Kind::Status,
+            31 => Kind::StatusOk,
+            40 => Kind::MemberAdd,
+            41 => Kind::MemberRemove,
+            42 => Kind::MemberList,
+            43 => Kind::LeaderTransfer,
+            44 => Kind::AdminOk,
+            50 => Kind::SnapshotRequest,
+            51 => Kind::SnapshotChunk,
+            other => return Err(DecodeError::Kind(other)),
+        })
+    }
+}
+
+/// Validates a header; returns the kind and body length.
+pub fn decode_header(h: &[u8; HEADER_LEN], max_body: usize) -> Result<(Kind, usize), DecodeError> {
+    if h[0] != PROTOCOL_VERSION {
+        return Err(DecodeError::Version(h[0]));
+    }
+    let kind = Kind::from_u8(h[1])?;
+    if h[2] != 0 || h[3] != 0 {
+        return Err(DecodeError::Invalid {
+            field: "reserved",
+            reason: "must be zero".into(),
+        });
+    }
+    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    if len > max_body {
+        return Err(DecodeError::TooLong { len, max: max_body });
+    }
+    Ok((kind, len))
+}
+
+/// A decoded frame borrowed from the input: kind, body, bytes consumed.
+pub type RawFrame<'a> = (Kind, &'a [u8], usize);
+
+/// Splits one frame off the front of `buf`: `Ok(None)` if more bytes are needed.
+pub fn decode_frame(buf: &[u8], max_body: usize) -> Result<Option<RawFrame<'_>>, DecodeError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let mut h = [0u8; HEADER_LEN];
+    h.copy_from_slice(&buf[..HEADER_LEN]);
+    let (kind, len) = decode_header(&h, max_body)?;
+    if buf.len() < HEADER_LEN + len {
+        return Ok(None);
+    }
+    Ok(Some((
+        kind,
+        &buf[HEADER_LEN..HEADER_LEN + len],
+        HEADER_LEN + len,
+    )))
+}
+
+/// Appends a frame header for a body of `len` bytes.
+pub fn put_header(buf: &mut BytesMut, kind: Kind, len: usize) {
+    buf.put_u8(PROTOCOL_VERSION);
+    buf.put_u8(kind as u8);
+    buf.put_u16_le(0);
+    buf.put_u32_le(len as u32);
+}
+
+/// Appends a whole frame.
+pub fn put_frame(buf: &mut BytesMut, kind: Kind, body: &[u8]) {
+    buf.reserve(HEADER_LEN + body.len());
+    put_header(buf, kind, body.len());
+    buf.put_slice(body);
+}
+
+/// Writes a frame whose body is produced by `body` into `buf` (length patched afterwards).
+pub fn put_frame_with(buf: &mut BytesMut, kind: Kind, body: impl FnOnce(&mut BytesMut)) {
+    let start = buf.len();
+    put_header(buf, kind, 0);
+    body(buf);
+    let len = (buf.len() - start - HEADER_LEN) as u32;
+    buf[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Who opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A client (publish / subscribe / status).
+    Client,
+    /// Raft peer `from`.
+    Peer {
+        /// The sender's raft id.
+        from: u64,
+    },
+}
+
+/// Encodes a hello body.
+pub fn encode_hello(role: Role) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9);
+    match role {
+        Role::Client => {
+            v.push(1);
+            v.extend_from_slice(&0u64.to_le_bytes());
+        }
+        Role::Peer { from } => {
+            v.push(2);
+            v.extend_from_slice(&from.to_le_bytes());
+        }
+    }
+    v
+}
+
+/// Decodes a hello body.
+pub fn decode_hello(body: &[u8]) -> Result<Role, DecodeError> {
+    let mut r = Reader::new(body);
+    let role = r.u8()?;
+    let from = r.u64()?;
+    match role {
+        1 => Ok(Role::Client),
+        2 if from != 0 => Ok(Role::Peer { from }),
+        _ => Err(DecodeError::Invalid {
+            field: "hello role",
+            reason: format!("role {role} from {from}"),
+        }),
+    }
+}
+
+/// A decoded `Hello`: who is speaking and, for a client, the admin bearer token it sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Client or peer.
+    pub role: Role,
+    /// The optional trailing `u16 len | token` of a client hello (see `docs/protocol.md`).
+    pub token: Option<Vec<u8>>,
+}
+
+/// Encodes a client hello carrying `token` (at most [`MAX_TOKEN_LEN`] bytes, which
+/// the token file reader and the client check) after the version-1 body.
+pub fn encode_client_hello(token: Option<&[u8]>) -> Vec<u8> {
+    let mut v = encode_hello(Role::Client);
+    if let Some(t) = token {
+        let t = &t[..t.len().min(MAX_TOKEN_LEN)];
+        v.extend_from_slice(&(t.len() as u16).to_le_bytes());
+        v.extend_from_slice(t);
+    }
+    v
+}
+
+/// Decodes a hello body including a client's optional token. Strict: a peer hello has no
+/// trailer; a client trailer is exactly `u16 len (1..=4096) | token`.
+pub fn decode_hello_with_token(body: &[u8]) -> Result<Hello, DecodeError> {
+    let role = decode_hello(body)?;
+    let mut r = Reader::new(body);
+    r.take(9)?;
+    if r.remaining() == 0 {
+        return Ok(Hello { role, token: None });
+    }
+    let invalid = |reason: String| DecodeError::Invalid {
+        field: "hello token",
+        reason,
+    };
+    if role != Role::Client {
+        return Err(invalid(format!(
+            "{} trailing bytes on a peer hello",
+            r.remaining()
+        )));
+    }
+    let len = r.u16()? as usize;
+    if len == 0 || len > MAX_TOKEN_LEN {
+        return Err(invalid(format!(
+            "length {len} outside 1..={}",
+            MAX_TOKEN_LEN
+        )));
+    }
+    let token = r.take(len)?.to_vec();
+    if r.remaining() != 0 {
+        return Err(invalid(format!("{} bytes after the token", r.remaining())));
+    }
+    Ok(Hello {
+        role,
+        token: Some(token),
+    })
+}
+
+/// Error classes of the client protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[repr(u8)]
+pub enum ErrorCode {
+    /// This node is not the leader; the leader's address is attached when known.
+    NotLeader = 1,
+    /// No leader is known right now (election in progress): retry later.
+    Unavailable = 2,
+    /// The node's queues are full: retry later.
+    Busy = 3,
+    /// The request was not committed in time; retrying with the same ids is safe.
+    Timeout = 4,
+    /// The request is malformed; retrying will not help.
+    BadRequest = 5,
+    /// The node is shutting down.
+    ShuttingDown = 6,
+    /// Anything else.
+    Internal = 7,
+    /// A subscription asked for an offset removed by retention; the error's `req_id` field
+    /// carries the earliest available offset (subscriptions have no request id).
+    Compacted = 8,
+    /// A membership change is still in progress (proposed but not applied, or the
+    /// configuration is joint): retry once it is applied.
+    ConfChangeInProgress = 9,
+    /// The administrative request is unsafe or contradicts the membership (duplicate add,
+    /// removing the last voter or the leader, promoting a learner far behind, ...).
+    Refused = 10,
+    /// No member has that id.
+    UnknownMember = 11,
+    /// A mutating admin operation without the node's admin bearer token (see
+    /// `docs/security.md`); retrying with the same connection will not help.
+    Unauthorized = 12,
+}
+
+impl ErrorCode {
+    fn from_u8(b: u8) -> Result<Self, DecodeError> {
+        Ok(match b {
+            1 => ErrorCode::NotLeader,
+            2 => ErrorCode::Unavailable,
+            3 => ErrorCode::Busy,
+            4 => ErrorCode::Timeout,
+            5 => ErrorCode::BadRequest,
+            6 => ErrorCode::ShuttingDown,
+            7 => ErrorCode::Internal,
+            8 => ErrorCode::Compacted,
+            9 => ErrorCode::ConfChangeInProgress,
+            10 => ErrorCode::Refused,
+            11 => ErrorCode::UnknownMember,
+            12 => ErrorCode::Unauthorized,
+            other => {
+                return Err(DecodeError::Invalid {
+                    field: "error code",
+                    reason: other.to_string(),
+                })
+            }
+        })
+    }
+
+    /// True when the same request may succeed if retried (same ids: dedup keeps it once).
+    pub fn retryable(self) -> bool {
+        !matches!(
+            self,
+            ErrorCode::BadRequest
+                | ErrorCode::Compacted
+                | ErrorCode::Refused
+                | ErrorCode::UnknownMember
+                | ErrorCode::Unauthorized
+        )
+    }
+}
+
+/// An error response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// The request it answers (0 for a subscription).
+    pub req_id: u64,
+    /// Error class.
+    pub code: ErrorCode,
+    /// Known leader id (0 if unknown).
+    pub leader_id: u64,
+    /// Known leader's client address ("" if unknown).
+    pub leader_addr: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// Encodes an error frame.
+pub fn put_error(buf: &mut BytesMut, e: &ErrorBody) {
+    put_frame_with(buf, Kind::Error, |b| {
+        b.put_u64_le(e.req_id);
+        b.put_u8(e.code as u8);
+        b.put_u64_le(e.leader_id);
+        let addr = &e.leader_addr.as_bytes()[..e.leader_addr.len().min(u16::MAX as usize)];
+        b.put_u16_le(addr.len() as u16);
+        b.put_slice(addr);
+        let msg = truncate_utf8(&e.message, 4096);
+        b.put_u16_le(msg.len() as u16);
+        b.put_slice(msg.as_bytes());
+    });
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Decodes an error body.
+pub fn decode_error(body: &[u8]) -> Result<ErrorBody, DecodeError> {
+    let mut r = Reader::new(body);
+    Ok(ErrorBody {
+        req_id: r.u64()?,
+        code: ErrorCode::from_u8(r.u8()?)?,
+        leader_id: r.u64()?,
+        leader_addr: r.str16("leader address")?.to_owned(),
+        message: r.str16("message")?.to_owned(),
+    })
+}
+
+/// Encodes a publish request: `u64 req_id | block`.
+pub fn put_publish(buf: &mut BytesMut, req_id: u64, events: &[Event]) {
+    put_frame_with(buf, Kind::Publish, |b| {
+        b.put_u64_le(req_id);
+        codec::put_block(b, events);
+    });
+}
+
+/// Decodes a publish request body (zero-copy payloads from `body`).
+pub fn decode_publish(body: &Bytes) -> Result<(u64, Vec<Event>), DecodeError> {
+    let mut r = Reader::new(body);
+    let req_id = r.u64()?;
+    let mut events = Vec::new();
+    codec::decode_blocks_at(body, 8, &mut events)?;
+    Ok((req_id, events))
+}
+
+/// Encodes a publish acknowledgement: `u64 req_id | u32 n | n × u64 offset`.
+pub fn put_publish_ok(buf: &mut BytesMut, req_id: u64, offsets: &[u64]) {
+    put_frame_with(buf, Kind::PublishOk, |b| {
+        b.put_u64_le(req_id);
+        b.put_u32_le(offsets.len() as u32);
+        for o in offsets {
+            b.put_u64_le(*o);
+        }
+    });
+}
+
+/// Decodes a publish acknowledgement.
+pub fn decode_publish_ok(body: &[u8]) -> Result<(u64, Vec<u64>), DecodeError> {
+    let mut r = Reader::new(body);
+    let req_id = r.u64()?;
+    let n = r.u32()? as usize;
+    if n > r.remaining() / 8 {
+        return Err(DecodeError::Truncated {
+            at: r.pos(),
+            needed: n * 8 - r.remaining(),
+        });
+    }
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(r.u64()?);
+    }
+    Ok((req_id, v))
+}
+
+/// What a subscriber asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubscribeBody {
+    /// First stream offset wanted.
+    pub from_offset: u64,
+    /// Only this topic.
+    pub topic: Option<String>,
+    /// Only events at least this important (Critical is the most important).
+    pub min_priority: Option<Priority>,
+}
+
+/// Encodes a subscribe request: `u64 from | u8 flags | u16 topic_len | topic | u8 priority`.
+pub fn put_subscribe(buf: &mut BytesMut, s: &SubscribeBody) {
+    put_frame_with(buf, Kind::Subscribe, |b| {
+        b.put_u64_le(s.from_offset);
+        let flags = u8::from(s.topic.is_some()) | (u8::from(s.min_priority.is_some()) << 1);
+        b.put_u8(flags);
+        let t = s.topic.as_deref().unwrap_or("");
+        b.put_u16_le(t.len() as u16);
+        b.put_slice(t.as_bytes());
+        b.put_u8(s.min_priority.map_or(0, |p| p as u8));
+    });
+}
+
+/// Decodes a subscribe request.
+pub fn decode_subscribe(body: &[u8]) -> Result<SubscribeBody, DecodeError> {
+    let mut r = Reader::new(body);
+    let from_offset = r.u64()?;
+    let flags = r.u8()?;
+    if flags & !3 != 0 {
+        return Err(DecodeError::Invalid {
+            field: "subscribe flags",
+            reason: format!("{flags:#04x}"),
+        });
+    }
+    let topic = r.str16("topic")?;
+    let p = r.u8()?;
+    let min_priority = if flags & 2 != 0 {
+        Some(Priority::from_index(p).ok_or_else(|| DecodeError::Invalid {
+            field: "priority",
+            reason: p.to_string(),
+        })?)
+    } else {
+        None
+    };
+    Ok(SubscribeBody {
+        from_offset,
+        topic: (flags & 1 != 0).then(|| topic.to_owned()),
+        min_priority,
+    })
+}
+
+/// Encodes a status request / response header: `u64 req_id` (+ JSON for the response).
+pub fn put_status(buf: &mut BytesMut, req_id: u64) {
+    put_frame(buf, Kind::Status, &req_id.to_le_bytes());
+}
+
+/// Largest snapshot piece per [`Kind::SnapshotChunk`] frame (well under any frame limit).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Encodes a snapshot request: `u64 req_id`.
+pub fn put_snapshot_request(buf: &mut BytesMut, req_id: u64) {
+    put_frame(buf, Kind::SnapshotRequest, &req_id.to_le_bytes());
+}
+
+/// Encodes one snapshot piece.
+pub fn put_snapshot_chunk(buf: &mut BytesMut, req_id: u64, total: u64, offset: u64, data: &[u8]) {
+    put_frame_with(buf, Kind::SnapshotChunk, |b| {
+        b.put_u64_le(req_id);
+        b.put_u64_le(total);
+        b.put_u64_le(offset);
+        b.put_slice(data);
+    });
+}
+
+/// A decoded snapshot piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunkBody<'a> {
+    /// The request it answers.
+    pub req_id: u64,
+    /// Length of the whole snapshot.
+    pub total: u64,
+    /// Where this piece goes.
+    pub offset: u64,
+    /// The bytes.
+    pub data: &'a [u8],
+}
+
+/// Decodes a snapshot piece (checks that it lies inside the announced total).
+pub fn decode_snapshot_chunk(body: &[u8]) -> Result<SnapshotChunkBody<'_>, DecodeError> {
+    let mut r = Reader::new(body);
+    let req_id = r.u64()?;
+    let total = r.u64()?;
+    let offset = r.u64()?;
+    let data = &body[24..];
+    if offset
+        .checked_add(data.len() as u64)
+        .is_none_or(|end| end > total)
+    {
+        return Err(DecodeError::Invalid {
+            field: "snapshot chunk",
+            reason: format!("{} bytes at {offset} exceed {total}", data.len()),
+        });
+    }
+    Ok(SnapshotChunkBody {
+        req_id,
+        total,
+        offset,
+        data,
+    })
+}
+
+/// Decodes `u64 req_id | rest`.
+pub fn decode_req_id(body: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
+    let mut r = Reader::new(body);
+    let id = r.u64()?;
+    Ok((id, &body[8..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn frames_round_trip_and_limits_hold() {
+        let mut buf = BytesMut::new();
+        put_frame(&mut buf, Kind::Hello, &encode_hello(Role::Peer { from: 3 }));
+        put_error(
+            &mut buf,
+            &ErrorBody {
+                req_id: 9,
+                code: ErrorCode::NotLeader,
+                leader_id: 2,
+                leader_addr: "127.0.0.1:1".into(),
+                message: "go there".into(),
+            },
+        );
+        let (k, body, used) = decode_frame(&buf, 1024).unwrap().unwrap();
+        assert_eq!(
+            (k, decode_hello(body).unwrap()),
+            (Kind::Hello, Role::Peer { from: 3 })
+        );
+        let (k, body, _) = decode_frame(&buf[used..], 1024).unwrap().unwrap();
+        assert_eq!(k, Kind::Error);
+        let e = decode_error(body).unwrap();
+        assert_eq!(
+            (e.req_id, e.code, e.leader_addr.as_str()),
+            (9, ErrorCode::NotLeader, "127.0.0.1:1")
+        );
+        assert_eq!(decode_frame(&buf[..5], 1024).unwrap(), None);
+        assert!(matches!(
+            decode_frame(&buf, 4),
+            Err(DecodeError::TooLong { .. })
+        ));
+        assert!(matches!(
+            decode_frame(b"GET / HTTP/1.1\r\n", 1024),
+            Err(DecodeError::Version(b'G'))
+        ));
+    }
+
+    #[test]
+    fn snapshot_chunks_round_trip_and_stay_inside_the_total() {
+        let mut buf = BytesMut::new();
+        put_snapshot_chunk(&mut buf, 7, 10, 4, b"abc");
+        let (k, body, _) = decode_frame(&buf, 1024).unwrap().unwrap();
+        assert_eq!(k, Kind::SnapshotChunk);
+        let c = decode_snapshot_chunk(body).unwrap();
+        assert_eq!(
+            (c.req_id, c.total, c.offset, c.data),
+            (7, 10, 4, &b"abc"[..])
+        );
+        let mut buf = BytesMut::new();
+        put_snapshot_chunk(&mut buf, 7, 5, 4, b"abc");
+        let (_, body, _) = decode_frame(&buf, 1024).unwrap().unwrap();
+        assert!(decode_snapshot_chunk(body).is_err());
+        assert!(!ErrorCode::Compacted.retryable());
+        assert_eq!(ErrorCode::from_u8(8).unwrap(), ErrorCode::Compacted);
+    }
+
+    #[test]
+    fn subscribe_round_trip() {
+        let s = SubscribeBody {
+            from_offset: 42,
+            topic: Some("orders".into()),
+            min_priority: Some(Priority::Medium),
+        };
+        let mut buf = BytesMut::new();
+        put_subscribe(&mut buf, &s);
+        let (_, body, _) = decode_frame(&buf, 1024).unwrap().unwrap();
+        assert_eq!(decode_subscribe(body).unwrap(), s);
+    }
+
+    #[test]
+    fn client_hello_token_is_optional_and_length_checked() {
+        // Without a token the body is the version-1 hello, byte for byte.
+        assert_eq!(encode_client_hello(None), encode_hello(Role::Client));
+        assert_eq!(
+            decode_hello_with_token(&encode_client_hello(None)).unwrap(),
+            Hello {
+                role: Role::Client,
+                token: None
+            }
+        );
+        let with = encode_client_hello(Some(b"s3cret"));
+        assert_eq!(&with[9..], b"\x06\x00s3cret");
+        assert_eq!(
+            decode_hello_with_token(&with).unwrap().token.as_deref(),
+            Some(&b"s3cret"[..])
+        );
+        // An old decoder ignores the trailer: old nodes accept new clients.
+        assert_eq!(decode_hello(&with).unwrap(), Role::Client);
+        // Truncated token, zero or oversized length, junk after it, a token on a peer hello.
+        assert!(decode_hello_with_token(&with[..with.len() - 1]).is_err());
+        assert!(decode_hello_with_token(&with[..10]).is_err());
+        let mut zero = encode_hello(Role::Client);
+        zero.extend_from_slice(&[0, 0]);
+        assert!(decode_hello_with_token(&zero).is_err());
+        let mut huge = encode_hello(Role::Client);
+        huge.extend_from_slice(&u16::MAX.to_le_bytes());
+        huge.extend_from_slice(&vec![b'x'; u16::MAX as usize]);
+        assert!(decode_hello_with_token(&huge).is_err());
+        let mut junk = with.clone();
+        junk.push(0);
+        assert!(decode_hello_with_token(&junk).is_err());
+        let mut peer = encode_hello(Role::Peer { from: 2 });
+        peer.extend_from_slice(&with[9..]);
+        assert!(decode_hello_with_token(&peer).is_err());
+    }
+
+    #[test]
+    fn unauthorized_error_code_round_trips_and_is_final() {
+        let mut buf = BytesMut::new();
+        put_error(
+            &mut buf,
+            &ErrorBody {
+                req_id: 5,
+                code: ErrorCode::Unauthorized,
+                leader_id: 0,
+                leader_addr: String::new(),
+                message: "admin token required".into(),
+            },
+        );
+        let (_, body, _) = decode_frame(&buf, 1024).unwrap().unwrap();
+        assert_eq!(body[8], 12);
+        let e = decode_error(body).unwrap();
+        assert_eq!(e.code, ErrorCode::Unauthorized);
+        assert!(!e.code.retryable());
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(data in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_frame(&data, 1 << 20);
+            let _ = decode_hello(&data);
+            let _ = decode_hello_with_token(&data);
+            let _ = decode_error(&data);
+            let _ = decode_publish(&Bytes::from(data.clone()));
+            let _ = decode_publish_ok(&data);
+            let _ = decode_subscribe(&data);
+            let _ = decode_snapshot_chunk(&data);
+        }
+    }
+}

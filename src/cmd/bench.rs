@@ -1,0 +1,365 @@
+//! `eventstream bench …`: the flags of each benchmark; the harnesses are `eventstream-bench`.
+//! Every benchmark prints a table, or one JSON object with `--json`.
+
+use super::ClientTlsArgs;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use eventstream_bench::pipeline::{Idle, PipelineOptions};
+use eventstream_bench::{failover, hiccups, overload, pipeline, replication, restart};
+use eventstream_node::config::OverloadPolicy;
+use std::path::PathBuf;
+
+/// `eventstream bench …`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// End-to-end pipeline throughput and latency of the embedded engine.
+    Pipeline(PipelineArgs),
+    /// Replicated publish throughput and commit latency (in-process cluster or --endpoints).
+    Replication(ReplicationArgs),
+    /// kill -9 the leader of a 3-process cluster repeatedly; failover time and lost acks.
+    Failover(FailoverArgs),
+    /// SIGTERM (graceful restart) the leader of a 3-process cluster repeatedly; longest gap
+    /// between acknowledged writes around each restart.
+    Restart(RestartArgs),
+    /// Producers at 2x the cluster's capacity: back-pressure, RSS, exact accounting.
+    Overload(OverloadArgs),
+    /// The machine's own floor under tail latency: time taken from a pinned spinning thread.
+    Hiccups(HiccupArgs),
+}
+
+/// `eventstream bench pipeline`.
+#[derive(Debug, Args, Clone)]
+pub struct PipelineArgs {
+    /// Events to publish in total.
+    #[arg(long, default_value_t = PipelineOptions::default().events)]
+    events: u64,
+    /// Producer threads.
+    #[arg(long, default_value_t = PipelineOptions::default().producers)]
+    producers: usize,
+    /// Worker threads (one lane each).
+    #[arg(long, default_value_t = PipelineOptions::default().workers)]
+    workers: usize,
+    /// Payload size in bytes (a static buffer: payload creation is not what is measured).
+    #[arg(long, default_value_t = PipelineOptions::default().payload_bytes)]
+    payload_bytes: usize,
+    /// Offered rate in events/s over all producers (open loop); 0 = as fast as possible.
+    #[arg(long, default_value_t = PipelineOptions::default().rate)]
+    rate: u64,
+    /// Events per producer publish call.
+    #[arg(long, default_value_t = PipelineOptions::default().batch)]
+    batch: usize,
+    /// Worker idle strategy: `park` (the default: spin, then yield, then park) or `spin`.
+    #[arg(long, default_value = "park")]
+    idle: Idle,
+    /// Do not pin workers and producers to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Disable dedup (it is on by default, as in production).
+    #[arg(long)]
+    no_dedup: bool,
+    /// Also run the same work on crossbeam-channel and report the ratio.
+    #[arg(long)]
+    compare: bool,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl From<&PipelineArgs> for PipelineOptions {
+    fn from(a: &PipelineArgs) -> Self {
+        PipelineOptions {
+            events: a.events,
+            producers: a.producers,
+            workers: a.workers,
+            payload_bytes: a.payload_bytes,
+            rate: a.rate,
+            batch: a.batch,
+            idle: a.idle,
+            no_pin: a.no_pin,
+            no_dedup: a.no_dedup,
+            compare: a.compare,
+        }
+    }
+}
+
+/// `eventstream bench hiccups`.
+#[derive(Debug, Args, Clone)]
+pub struct HiccupArgs {
+    /// How long to measure, seconds.
+    #[arg(long, default_value_t = hiccups::HiccupOptions::default().seconds)]
+    seconds: f64,
+    /// Gaps longer than this count as time taken away (µs). A loop iteration takes ~15 ns.
+    #[arg(long, default_value_t = hiccups::HiccupOptions::default().threshold_us)]
+    threshold_us: u64,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `eventstream bench replication`.
+#[derive(Debug, Args, Clone)]
+pub struct ReplicationArgs {
+    /// Nodes of the in-process cluster.
+    #[arg(long, default_value_t = eventstream_bench::replication::ReplicationOptions::default().nodes)]
+    pub nodes: usize,
+    /// Events to publish in total.
+    #[arg(long, default_value_t = eventstream_bench::replication::ReplicationOptions::default().events)]
+    pub events: u64,
+    /// Events per publish request.
+    #[arg(long, default_value_t = eventstream_bench::replication::ReplicationOptions::default().batch)]
+    pub batch: usize,
+    /// Payload bytes per event.
+    #[arg(long, default_value_t = eventstream_bench::replication::ReplicationOptions::default().payload_bytes)]
+    pub payload_bytes: usize,
+    /// Concurrent clients (one connection each).
+    #[arg(long, default_value_t = eventstream_bench::replication::ReplicationOptions::default().clients)]
+    pub clients: usize,
+    /// Offered rate in events/s (open loop, latency from intended send time); 0 = closed loop.
+    #[arg(long, default_value_t = eventstream_bench::replication::ReplicationOptions::default().rate)]
+    pub rate: u64,
+    /// Target a running cluster instead of starting one.
+    #[arg(long, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Where the in-process cluster keeps its logs (default: a temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// fsync inline in the raft driver instead of on a WAL thread (for comparison).
+    #[arg(long)]
+    pub sync_persist: bool,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// TLS for the clients; for the in-process cluster, --tls-ca, --tls-cert and --tls-key
+    /// also become every node's tls_ca / tls_cert / tls_key (one certificate for all nodes,
+    /// valid for 127.0.0.1), so peers use mutual TLS too.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+impl From<ReplicationArgs> for eventstream_bench::replication::ReplicationOptions {
+    fn from(a: ReplicationArgs) -> Self {
+        eventstream_bench::replication::ReplicationOptions {
+            nodes: a.nodes,
+            events: a.events,
+            batch: a.batch,
+            payload_bytes: a.payload_bytes,
+            clients: a.clients,
+            rate: a.rate,
+            endpoints: a.endpoints,
+            data_dir: a.data_dir,
+            sync_persist: a.sync_persist,
+            tls_ca: a.tls.tls_ca,
+            tls_cert: a.tls.tls_cert,
+            tls_key: a.tls.tls_key,
+        }
+    }
+}
+
+/// `eventstream bench failover`.
+#[derive(Debug, Args, Clone)]
+pub struct FailoverArgs {
+    /// Leader kills (each followed by a restart of the killed node).
+    #[arg(long, default_value_t = eventstream_bench::failover::FailoverOptions::default().kills)]
+    pub kills: usize,
+    /// Concurrent publishing clients.
+    #[arg(long, default_value_t = eventstream_bench::failover::FailoverOptions::default().clients)]
+    pub clients: usize,
+    /// Events per publish request.
+    #[arg(long, default_value_t = eventstream_bench::failover::FailoverOptions::default().batch)]
+    pub batch: usize,
+    /// Data directory (default: a temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl From<FailoverArgs> for eventstream_bench::failover::FailoverOptions {
+    fn from(a: FailoverArgs) -> Self {
+        eventstream_bench::failover::FailoverOptions {
+            kills: a.kills,
+            clients: a.clients,
+            batch: a.batch,
+            data_dir: a.data_dir,
+        }
+    }
+}
+
+/// `eventstream bench restart`.
+#[derive(Debug, Args, Clone)]
+pub struct RestartArgs {
+    /// Graceful leader restarts (SIGTERM, wait for exit, start again).
+    #[arg(long, default_value_t = eventstream_bench::restart::RestartOptions::default().restarts)]
+    pub restarts: usize,
+    /// Concurrent publishing clients.
+    #[arg(long, default_value_t = eventstream_bench::restart::RestartOptions::default().clients)]
+    pub clients: usize,
+    /// Events per publish request.
+    #[arg(long, default_value_t = eventstream_bench::restart::RestartOptions::default().batch)]
+    pub batch: usize,
+    /// Data directory (default: a temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl From<RestartArgs> for eventstream_bench::restart::RestartOptions {
+    fn from(a: RestartArgs) -> Self {
+        eventstream_bench::restart::RestartOptions {
+            restarts: a.restarts,
+            clients: a.clients,
+            batch: a.batch,
+            data_dir: a.data_dir,
+        }
+    }
+}
+
+/// `eventstream bench overload`.
+#[derive(Debug, Args, Clone)]
+pub struct OverloadArgs {
+    /// Seconds of overload (the soak); the capacity measurement comes before it.
+    #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().duration)]
+    pub duration: u64,
+    /// Seconds of the closed-loop capacity measurement.
+    #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().capacity_seconds)]
+    pub capacity_seconds: u64,
+    /// Offered load as a multiple of the measured capacity.
+    #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().factor)]
+    pub factor: f64,
+    /// Producer connections (all to the leader).
+    #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().clients)]
+    pub clients: usize,
+    /// Events per publish request.
+    #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().batch)]
+    pub batch: usize,
+    /// Payload bytes per event.
+    #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().payload_bytes)]
+    pub payload_bytes: usize,
+    /// The nodes' overload policy (`reject` or `block`).
+    #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().policy)]
+    pub policy: OverloadPolicy,
+    /// The nodes' `--max-inflight-events` (default: the node default).
+    #[arg(long)]
+    pub max_inflight_events: Option<usize>,
+    /// The nodes' `--max-inflight-per-connection` (default: the node default).
+    #[arg(long)]
+    pub max_inflight_per_connection: Option<usize>,
+    /// The nodes' `--retention-max-events`: each node keeps about this many of the newest
+    /// events (0 = no limit: memory then grows with the stream).
+    #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().retention_max_events)]
+    pub retention_max_events: u64,
+    /// The nodes' `--retention-max-bytes` (0 = no limit).
+    #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().retention_max_bytes)]
+    pub retention_max_bytes: u64,
+    /// The nodes' `--snapshot-entries` (entries applied between compactions).
+    #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().snapshot_entries)]
+    pub snapshot_entries: u64,
+    /// The nodes' `--log-keep-entries` (entries kept below the applied index at compaction).
+    #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().log_keep_entries)]
+    pub log_keep_entries: u64,
+    /// The nodes' `--compaction-interval-ms`.
+    #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().compaction_interval_ms)]
+    pub compaction_interval_ms: u64,
+    /// The `eventstream` binary to run as nodes (default: this executable).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// Keep the nodes' data directories and logs.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl From<OverloadArgs> for eventstream_bench::overload::OverloadOptions {
+    fn from(a: OverloadArgs) -> Self {
+        eventstream_bench::overload::OverloadOptions {
+            duration: a.duration,
+            capacity_seconds: a.capacity_seconds,
+            factor: a.factor,
+            clients: a.clients,
+            batch: a.batch,
+            payload_bytes: a.payload_bytes,
+            policy: a.policy,
+            max_inflight_events: a.max_inflight_events,
+            max_inflight_per_connection: a.max_inflight_per_connection,
+            retention_max_events: a.retention_max_events,
+            retention_max_bytes: a.retention_max_bytes,
+            snapshot_entries: a.snapshot_entries,
+            log_keep_entries: a.log_keep_entries,
+            compaction_interval_ms: a.compaction_interval_ms,
+            binary: a.binary,
+            keep: a.keep,
+        }
+    }
+}
+
+/// Prints `report` as JSON or text.
+fn show<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool) -> anyhow::Result<()> {
+    if json {
+        super::print_json(report)
+    } else {
+        print!("{report}");
+        Ok(())
+    }
+}
+
+/// Fails (non-zero exit) when a cluster benchmark found acknowledged events lost, duplicated
+/// or diverged.
+fn ensure_intact(lost: u64, duplicated: u64, diverged: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        lost == 0 && duplicated == 0 && diverged == 0,
+        "acknowledged events were lost ({lost}), duplicated ({duplicated}) or diverged ({diverged} nodes)"
+    );
+    Ok(())
+}
+
+fn this_binary() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("locating the eventstream binary for the node processes")
+}
+
+/// Runs a benchmark.
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Pipeline(a) => show(&pipeline::run(&(&a).into())?, a.json),
+        BenchCommand::Hiccups(a) => {
+            let opts = hiccups::HiccupOptions {
+                seconds: a.seconds,
+                threshold_us: a.threshold_us,
+            };
+            show(&hiccups::run(opts)?, a.json)
+        }
+        BenchCommand::Replication(a) => {
+            let json = a.json;
+            let r = replication::run(&a.into())?;
+            show(&r, json)?;
+            anyhow::ensure!(
+                r.verified != Some(false),
+                "replicated streams do not match the acknowledged events"
+            );
+            Ok(())
+        }
+        BenchCommand::Failover(a) => {
+            let json = a.json;
+            let r = failover::run(&a.into(), &this_binary()?)?;
+            show(&r, json)?;
+            ensure_intact(r.lost, r.duplicated, r.diverged_nodes)
+        }
+        BenchCommand::Restart(a) => {
+            let json = a.json;
+            let r = restart::run(&a.into(), &this_binary()?)?;
+            show(&r, json)?;
+            ensure_intact(r.lost, r.duplicated, r.diverged_nodes)
+        }
+        BenchCommand::Overload(a) => {
+            let json = a.json;
+            let r = overload::run(&a.into())?;
+            show(&r, json)?;
+            anyhow::ensure!(r.valid, "overload checks failed (see the report)");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! `publish`, `subscribe` and `status`: the client commands.
+
+use super::{print_json, runtime, ClusterArgs};
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use eventstream_client::{status_with, SubscribeBody, OFFSET_UNKNOWN};
+use eventstream_core::replication::ClusterStatus;
+use eventstream_core::{Event, Priority};
+use serde::Serialize;
+use std::io::Write;
+use std::time::Duration;
+
+/// `eventstream publish`.
+#[derive(Debug, Args, Clone)]
+pub struct PublishArgs {
+    /// Cluster, TLS, token, timeout.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Topic.
+    #[arg(long, default_value = "default")]
+    pub topic: String,
+    /// Priority: critical, high, medium, low.
+    #[arg(long, default_value = "medium")]
+    pub priority: String,
+    /// Idempotency key of the first event (following events get id+1, id+2, ...); random if absent.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Payloads; if none are given, one event per line of standard input.
+    pub payloads: Vec<String>,
+}
+
+/// Runs `eventstream publish`; prints one offset per event.
+pub fn publish(a: PublishArgs) -> anyhow::Result<()> {
+    let priority: Priority = a.priority.parse().context("--priority")?;
+    let payloads: Vec<String> = if a.payloads.is_empty() {
+        std::io::stdin().lines().map_while(Result::ok).collect()
+    } else {
+        a.payloads.clone()
+    };
+    let events: Vec<Event> = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let e = Event::new(a.topic.as_str(), priority, Bytes::from(p));
+            match a.id {
+                Some(id) => e.with_id(id + i as u64),
+                None => e,
+            }
+        })
+        .collect();
+    let client = a
+        .cluster
+        .client(a.cluster.timeout_or(super::DEFAULT_TIMEOUT))?;
+    let offsets = runtime()?.block_on(client.publish(events))?;
+    for o in offsets {
+        if o == OFFSET_UNKNOWN {
+            println!("duplicate");
+        } else {
+            println!("{o}");
+        }
+    }
+    Ok(())
+}
+
+/// `eventstream subscribe`.
+#[derive(Debug, Args, Clone)]
+pub struct SubscribeArgs {
+    /// Cluster, TLS, token, and how long to keep trying to connect (any node serves the
+    /// committed stream).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// First offset.
+    #[arg(long, default_value_t = 0)]
+    pub from: u64,
+    /// Only this topic.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Only events at least this important (critical > high > medium > low).
+    #[arg(long)]
+    pub min_priority: Option<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Stop when no event arrives for this many milliseconds.
+    #[arg(long)]
+    pub idle_exit_ms: Option<u64>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct EventLine<'a> {
+    offset: u64,
+    id: u64,
+    topic: &'a str,
+    priority: Priority,
+    payload: String,
+}
+
+/// Runs `eventstream subscribe`: prints `offset id topic priority payload` lines (or JSON).
+pub fn subscribe(a: SubscribeArgs) -> anyhow::Result<()> {
+    let min_priority = a
+        .min_priority
+        .as_deref()
+        .map(str::parse::<Priority>)
+        .transpose()
+        .context("--min-priority")?;
+    let client = a
+        .cluster
+        .client(a.cluster.timeout_or(super::DEFAULT_TIMEOUT))?;
+    let mut sub = client.subscribe(SubscribeBody {
+        from_offset: a.from,
+        topic: a.topic.clone(),
+        min_priority,
+    });
+    runtime()?.block_on(async {
+        let mut n = 0u64;
+        let stdout = std::io::stdout();
+        while a.limit.is_none_or(|l| n < l) {
+            let next = match a.idle_exit_ms {
+                Some(ms) => match sub.next_timeout(Duration::from_millis(ms)).await? {
+                    Some(x) => x,
+                    None => break,
+                },
+                None => sub.next().await?,
+            };
+            let (off, e) = next;
+            let payload = String::from_utf8_lossy(&e.payload).into_owned();
+            let mut out = stdout.lock();
+            let r = if a.json {
+                let line = EventLine {
+                    offset: off,
+                    id: e.id.0,
+                    topic: &e.topic,
+                    priority: e.priority,
+                    payload,
+                };
+                writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default())
+            } else {
+                writeln!(
+                    out,
+                    "{off}\t{}\t{}\t{}\t{payload}",
+                    e.id, e.topic, e.priority
+                )
+            };
+            if r.is_err() {
+                break; // stdout closed (e.g. piped into `head`)
+            }
+            n += 1;
+        }
+        Ok(())
+    })
+}
+
+/// `eventstream status`.
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// Cluster, TLS, token; `--timeout` bounds each endpoint's answer.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct EndpointStatus {
+    endpoint: String,
+    status: Option<ClusterStatus>,
+    error: Option<String>,
+}
+
+/// Renders statuses like `etcdctl endpoint status -w table`.
+pub fn status_table(rows: &[(String, Result<ClusterStatus, String>)]) -> String {
+    let header = [
+        "ENDPOINT", "NODE", "STATE", "TERM", "COMMIT", "APPLIED", "LAG", "LEADER", "ERROR",
+    ];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for (ep, r) in rows {
+        table.push(match r {
+            Ok(s) => vec![
+                ep.clone(),
+                s.node_id.to_string(),
+                // A learner replicates like a follower but does not vote: say so.
+                if s.members.iter().any(|m| m.id == s.node_id && m.learner) {
+                    "learner".to_owned()
+                } else {
+                    s.role.as_str().to_owned()
+                },
+                s.term.to_string(),
+                s.commit_index.to_string(),
+                s.applied_index.to_string(),
+                s.commit_index.saturating_sub(s.applied_index).to_string(),
+                s.leader_id.map_or("-".into(), |l| l.to_string()),
+                // A node whose log cannot be written answers, but accepts no writes: say why.
+                s.storage_failure
+                    .as_ref()
+                    .map_or(String::new(), |why| format!("storage failed: {why}")),
+            ],
+            Err(e) => {
+                let mut v = vec![ep.clone()];
+                v.extend(std::iter::repeat_n("-".to_string(), 7));
+                v.push(e.clone());
+                v
+            }
+        });
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let sep = format!(
+        "+{}+\n",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+")
+    );
+    let mut out = sep.clone();
+    for (i, r) in table.iter().enumerate() {
+        out.push('|');
+        for (c, cell) in r.iter().enumerate() {
+            out.push_str(&format!(" {cell:<w$} |", w = widths[c]));
+        }
+        out.push('\n');
+        if i == 0 {
+            out.push_str(&sep);
+        }
+    }
+    out.push_str(&sep);
+    out
+}
+
+/// Runs `eventstream status`. Fails (non-zero exit) if no endpoint answered.
+pub fn status(a: StatusArgs) -> anyhow::Result<()> {
+    let eps = a.cluster.endpoints();
+    let ccfg = a.cluster.tls.client_config(eps.clone())?;
+    let each = a.cluster.timeout_or(Duration::from_secs(2));
+    let rows: Vec<(String, Result<ClusterStatus, String>)> = runtime()?.block_on(async {
+        let mut rows = Vec::new();
+        for ep in &eps {
+            rows.push((
+                ep.clone(),
+                status_with(&ccfg, ep, each)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ));
+        }
+        rows
+    });
+    if a.json {
+        let v: Vec<EndpointStatus> = rows
+            .iter()
+            .map(|(ep, r)| EndpointStatus {
+                endpoint: ep.clone(),
+                status: r.as_ref().ok().cloned(),
+                error: r.as_ref().err().cloned(),
+            })
+            .collect();
+        print_json(&v)?;
+    } else {
+        print!("{}", status_table(&rows));
+    }
+    anyhow::ensure!(rows.iter().any(|(_, r)| r.is_ok()), "no endpoint answered");
+    Ok(())
+}

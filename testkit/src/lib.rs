@@ -1,0 +1,35 @@
+//! # eventstream-testkit
+//!
+//! What eventstream's tests, benchmarks and chaos runs share, so each of them does not grow
+//! its own copy:
+//!
+//! * [`ProcessCluster`] — real `eventstream node` processes on loopback: spawn, kill, pause,
+//!   terminate, restart, join, retire, and waits that explain themselves when they give up
+//!   (each node's status, or its exit status and the last lines of its log).
+//! * [`free_ports`] — loopback ports below the ephemeral range, leased machine-wide so
+//!   concurrent tests never share one.
+//! * [`Scratch`] — a temporary directory kept for inspection when its test fails.
+//! * [`verify_acked`] — every acknowledged event stored exactly once, at its offset, on every
+//!   node.
+//! * [`runtime`] / [`test_runtime`] — the tokio runtime clients are driven from.
+//! * `fault` (feature `fault-injection`) — the storage crate's write/fsync fault injection.
+//!
+//! Production code does not depend on this crate's fault injection: it is only compiled in
+//! with the `fault-injection` feature, which only tests enable.
+#![warn(missing_docs)]
+
+mod error;
+mod ports;
+mod procs;
+mod runtime;
+mod scratch;
+mod verify;
+
+pub use error::TestkitError;
+#[cfg(feature = "fault-injection")]
+pub use eventstream_storage::fault;
+pub use ports::{free_ports, Ports};
+pub use procs::{agreed_leader, ProcessCluster, Route};
+pub use runtime::{runtime, test_runtime};
+pub use scratch::Scratch;
+pub use verify::{verify_acked, Verified};
