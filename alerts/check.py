@@ -107,10 +107,8 @@ CATALOG_ENTRY = re.compile(r'def\(\s*"([a-z0-9_]+)",\s*(\w+),\s*"[^"]*",\s*&\[([
 
 
 def check_catalog(contract: dict) -> list:
-    """The contract must match the exporter's metric catalog (names, types, labels), when the
-    exporter crate is present: the rules and dashboards rely on exactly those series."""
-    if not CATALOG.is_file():
-        return []
+    """The contract must match the exporter's metric catalog (names, types, labels): the rules
+    and dashboards rely on exactly those series."""
     catalog = {}
     for name, kind, labels in CATALOG_ENTRY.findall(CATALOG.read_text()):
         catalog[name] = (kind.lower(), set(re.findall(r'"([a-z0-9_]+)"', labels)))
@@ -125,10 +123,10 @@ def check_catalog(contract: dict) -> list:
     return problems
 
 
-# The CLI the runbooks may use (issue 5/7): subcommand -> allowed sub-subcommands (None: none).
+# The CLI the runbooks may use: subcommand -> allowed sub-subcommands (None: none).
 CLI = {
     "node": None, "status": None, "doctor": None, "publish": None, "subscribe": None,
-    "demo": None, "bench": {"pipeline", "replication", "failover", "restart"},
+    "demo": None, "bench": {"pipeline", "replication", "failover", "restart", "overload", "hiccups"},
     "member": {"add", "remove", "list"},
     "leader": {"transfer"},
     "snapshot": {"save", "status", "restore"},
@@ -160,6 +158,20 @@ def check_docs() -> list:
                     problems.append(f"{where}: `{sub}` is not an eventstream subcommand")
                 elif CLI[sub] is not None and subsub not in CLI[sub]:
                     problems.append(f"{where}: `{sub} {subsub}` is not an eventstream subcommand")
+    return problems
+
+
+COUNTED = [ROOT / "README.md", ROOT / "alerts" / "README.md", ROOT / "docs" / "operate.md"]
+
+
+def check_counts(rules: dict) -> list:
+    """Wherever the docs say how many alerts there are ("16 alerts"), the number is right."""
+    n = len(list(alerts_of(rules)))
+    problems = []
+    for path in [p for p in COUNTED if p.is_file()]:
+        for said in re.findall(r"\b(\d+) alerts\b", path.read_text()):
+            if int(said) != n:
+                problems.append(f"{path.relative_to(ROOT)} says {said} alerts; the rules define {n}")
     return problems
 
 
@@ -244,7 +256,8 @@ def check_mutants(rules: dict) -> list:
 def main() -> int:
     rules = yaml.safe_load(RULES.read_text())
     contract = load_contract()
-    problems = check_metadata(rules, contract) + check_catalog(contract) + check_test_coverage(rules) + check_docs()
+    problems = (check_metadata(rules, contract) + check_catalog(contract) + check_test_coverage(rules)
+                + check_docs() + check_counts(rules))
     if not problems:
         problems += check_mutants(rules)
     if problems:

@@ -780,8 +780,10 @@ pub const ALL: &[MetricDef] = &[
     PUBLISH_EVENTS,
 ];
 
-/// The names the issue asked for, mapped to the names exported (for `docs/metrics.md`).
-pub const ISSUE_NAMES: &[(&str, &str)] = &[
+/// The metrics of the EventStreamCore monitoring guide — the engine eventstream replaces — by
+/// the name (or description) it gives them, mapped to the names exported, so dashboards and
+/// alerts written for it can be carried over (`docs/metrics.md` prints the table).
+pub const REPLACED_ENGINE_NAMES: &[(&str, &str)] = &[
     (
         "eventstream_queue_depth{queue}",
         "eventstream_queue_depth{queue}",
@@ -1003,8 +1005,8 @@ mod tests {
     }
 
     #[test]
-    fn issue_names_map_onto_catalog_names() {
-        for (_, ours) in ISSUE_NAMES {
+    fn replaced_engine_names_map_onto_catalog_names() {
+        for (_, ours) in REPLACED_ENGINE_NAMES {
             let bare = ours.split('{').next().unwrap();
             assert!(find(bare).is_some(), "{ours} not in the catalog");
         }

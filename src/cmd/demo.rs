@@ -264,6 +264,24 @@ fn http_addrs(base: SocketAddr, n: usize) -> anyhow::Result<Vec<SocketAddr>> {
         .collect()
 }
 
+/// Commands to paste into another terminal while the demo runs, against its nodes.
+fn print_try_it(endpoints: &[String], http: &[String]) {
+    let exe = std::env::current_exe()
+        .ok()
+        .map(|p| {
+            let here = std::env::current_dir().unwrap_or_default();
+            p.strip_prefix(&here).map(|r| r.to_path_buf()).unwrap_or(p)
+        })
+        .map_or_else(|| "eventstream".to_owned(), |p| p.display().to_string());
+    let eps = endpoints.join(",");
+    println!("  try it from another terminal while the demo runs:");
+    println!("    {exe} status --endpoints {eps}");
+    println!("    {exe} publish --endpoints {eps} --topic orders --priority high '{{\"id\":42}}'");
+    println!("    {exe} subscribe --endpoints {eps} --topic orders --limit 5");
+    let doctor: Vec<String> = http.iter().map(|h| format!("--endpoint {h}")).collect();
+    println!("    {exe} doctor {}", doctor.join(" "));
+}
+
 fn cluster(args: DemoArgs, rate: u64, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     anyhow::ensure!(
         (1..=7).contains(&args.nodes),
@@ -330,14 +348,22 @@ fn cluster(args: DemoArgs, rate: u64, stop: Arc<AtomicBool>) -> anyhow::Result<(
         dir.display(),
         rate
     );
+    let endpoints = cluster.endpoints();
     for (i, e) in exporters.iter().enumerate() {
-        println!("  node {} status page      {}/", i + 1, e.base_url());
-        println!("  node {} metrics          {}/metrics", i + 1, e.base_url());
+        println!(
+            "  node {}  client {}  status page {}/  metrics {}/metrics",
+            i + 1,
+            endpoints[i],
+            e.base_url(),
+            e.base_url()
+        );
     }
     let leader = cluster
         .wait_for_leader(Duration::from_secs(15))
         .context("no leader elected within 15 s")?;
     println!("  leader elected: node {leader}");
+    let http: Vec<String> = exporters.iter().map(|e| e.base_url()).collect();
+    print_try_it(&endpoints, &http);
     let load = super::demo_load::DemoLoad::start(cluster.endpoints(), rate)
         .context("starting the load generator")?;
 
