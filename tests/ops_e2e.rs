@@ -243,7 +243,7 @@ fn prometheus_on_a_live_cluster_dashboards_have_data_and_alerts_follow_a_leader_
         .count();
     assert!(
         alert_count >= 15,
-        "issue 7 ships 15 alerts, the rules file has {alert_count}"
+        "the rules file should define every alert of the operations contract, it has {alert_count}"
     );
     let prom = Prometheus::start(
         &prometheus_bin,

@@ -48,6 +48,12 @@ pub use retry::RetryNotice;
 pub use snapshot::snapshot_of;
 pub use subscription::Subscription;
 
+/// The README's Rust examples (the embedded engine and this client), compiled and run as
+/// doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// A multi-threaded tokio runtime with `worker_threads` workers and I/O and timers enabled:
 /// what a program without a runtime of its own drives a [`Client`] from.
 pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {

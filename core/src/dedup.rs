@@ -396,10 +396,10 @@ impl DedupWindow {
     /// being loaded, so the cache misses of a batch overlap instead of being paid one after
     /// another. Prefetches are hints only; they change no state.
     ///
-    /// Measured: in isolation (`cargo bench -p eventstream-benches --bench dedup`, group
+    /// Measured: in isolation (`cargo bench -p eventstream-bench --bench dedup`, group
     /// `dedup_batch_64`) the table stays hot in L2 and a plain `check` loop is as fast or
     /// faster; in the closed-loop pipeline, where ring slots compete for the worker's cache,
-    /// the [`Applier`](crate::Applier) using it ran faster (README, issue 2 rows).
+    /// the [`Applier`](crate::Applier) using it ran faster (docs/benchmarks.md, core engine).
     #[inline]
     pub fn check_batch<T>(
         &mut self,

@@ -59,8 +59,3 @@ pub use worker::Stage;
 
 /// Re-exported so users can name histogram types without another dependency.
 pub use hdrhistogram;
-
-/// The README's Rust examples, compiled and run as doctests.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
