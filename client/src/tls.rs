@@ -12,7 +12,7 @@
 //! Invariants:
 //! * Server names: a dialler checks the server certificate against the host part of the
 //!   address it dials (an IP SAN for `127.0.0.1:7001`, a DNS SAN for `es-0.es:7001`) unless an
-//!   explicit server name overrides it (`tls_server_name`, `--tls-server-name`).
+//!   explicit server name overrides it (`tls.server_name`, `--tls-server-name`).
 //! * Writes over TLS are buffered inside rustls until flushed: every writer flushes after a
 //!   batch (a no-op on plain TCP).
 //! * Admin tokens are compared in constant time ([`tokens_match`]).
@@ -131,7 +131,7 @@ impl std::fmt::Debug for ClientTls {
 
 impl ClientTls {
     /// Trusts the CA certificates in `ca`; presents `cert` + `key` when given (needed when the
-    /// nodes run with `tls_client_auth`); checks server certificates against `server_name`
+    /// nodes run with `tls.client_auth`); checks server certificates against `server_name`
     /// instead of each endpoint's host when given. Errors name the flag.
     pub fn from_files(
         ca: &Path,
@@ -147,10 +147,16 @@ impl ClientTls {
             server_name_for("", Some(n)).map_err(|e| ClientError::config("tls-server-name", e))?;
         }
         let cfg = client_config(roots, identity, "tls-key")?;
-        Ok(ClientTls {
+        Ok(Self::from_config(cfg, server_name.map(str::to_owned)))
+    }
+
+    /// A dialler with a ready rustls configuration (a node dials its peers with its own
+    /// certificate this way) checking `server_name` instead of each address's host when given.
+    pub fn from_config(cfg: rustls::ClientConfig, server_name: Option<String>) -> Self {
+        ClientTls {
             connector: TlsConnector::from(Arc::new(cfg)),
-            server_name: server_name.map(str::to_owned),
-        })
+            server_name,
+        }
     }
 
     /// Client side of the handshake with the node at `addr`.

@@ -81,7 +81,7 @@ pub struct ConnState {
     /// May run mutating admin operations: the node has no admin token, or the client's
     /// `Hello` carried the right one.
     pub authorized: bool,
-    /// The client presented a certificate that chains to `tls_ca` (mutual TLS).
+    /// The client presented a certificate that chains to `tls.ca` (mutual TLS).
     pub client_cert: bool,
 }
 

@@ -1,22 +1,22 @@
 //! The node's TLS (rustls, `ring` provider) for its one port, and its admin token file.
 //!
 //! * [`NodeTls`] — a node's acceptor (its certificate; client certificates verified against
-//!   `tls_ca`, required when `tls_client_auth`, otherwise optional) and its connector for
-//!   dialling peers (verifies the peer's server certificate against `tls_ca` and presents the
+//!   `tls.ca`, required when `tls.client_auth`, otherwise optional) and its connector for
+//!   dialling peers (verifies the peer's server certificate against `tls.ca` and presents the
 //!   node's own certificate). Built from the node's TLS settings; every file problem names its
 //!   field. The PEM and rustls plumbing is the client crate's.
 //!
 //! Invariants:
-//! * With TLS on, every peer connection is mutual TLS whatever `tls_client_auth` says: a
+//! * With TLS on, every peer connection is mutual TLS whatever `tls.client_auth` says: a
 //!   connection whose `Hello` claims to be raft peer N is refused unless it presented a
-//!   certificate that chains to `tls_ca` **and** is valid for the host of member N's address
-//!   (or for `tls_server_name` when set) — so a client certificate cannot impersonate a node.
+//!   certificate that chains to `tls.ca` **and** is valid for the host of member N's address
+//!   (or for `tls.server_name` when set) — so a client certificate cannot impersonate a node.
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use eventstream_client::tls::{
-    client_config, load_certs, load_key, load_roots, provider, server_name_for, ConnReader,
-    ConnWriter,
+    client_config, load_certs, load_key, load_roots, provider, server_name_for, ClientTls,
+    ConnReader, ConnWriter,
 };
 use eventstream_proto::frame::MAX_TOKEN_LEN;
 use rustls::pki_types::CertificateDer;
@@ -25,7 +25,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpStream;
-use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+use tokio_rustls::{TlsAcceptor, TlsStream};
 
 fn bad(field: &str, path: &Path, reason: impl std::fmt::Display) -> NodeError {
     NodeError::config(field, format!("{}: {reason}", path.display()))
@@ -34,7 +34,8 @@ fn bad(field: &str, path: &Path, reason: impl std::fmt::Display) -> NodeError {
 /// A node's TLS: acceptor for its port, connector for its peers.
 pub struct NodeTls {
     acceptor: TlsAcceptor,
-    connector: TlsConnector,
+    /// Dials peers, presenting this node's certificate.
+    dialer: ClientTls,
     server_name: Option<String>,
     client_auth: bool,
 }
@@ -49,7 +50,7 @@ impl std::fmt::Debug for NodeTls {
 }
 
 impl NodeTls {
-    /// `None` when TLS is off (no `tls_cert`, `tls_key`, `tls_ca`); an error naming the field
+    /// `None` when TLS is off (no `tls.cert`, `tls.key`, `tls.ca`); an error naming the field
     /// when it is half-configured or a file is missing, unreadable or not PEM of the right kind.
     pub fn from_config(cfg: &NodeConfig) -> Result<Option<Arc<NodeTls>>, NodeError> {
         let (cert, key, ca) = match (&cfg.tls.cert, &cfg.tls.key, &cfg.tls.ca) {
@@ -104,11 +105,11 @@ impl NodeTls {
             .map_err(|e| NodeError::config("tls.cert", e.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs.clone(), key.clone_key())
-            .map_err(|e| NodeError::config("tls.key", format!("does not match tls_cert: {e}")))?;
+            .map_err(|e| NodeError::config("tls.key", format!("does not match tls.cert: {e}")))?;
         let client = client_config(roots, Some((certs, key)), "tls.key")?;
         Ok(Some(Arc::new(NodeTls {
             acceptor: TlsAcceptor::from(Arc::new(server)),
-            connector: TlsConnector::from(Arc::new(client)),
+            dialer: ClientTls::from_config(client, cfg.tls.server_name.clone()),
             server_name: cfg.tls.server_name.clone(),
             client_auth: cfg.tls.client_auth,
         })))
@@ -136,16 +137,12 @@ impl NodeTls {
         sock: TcpStream,
         addr: &str,
     ) -> io::Result<(ConnReader, ConnWriter)> {
-        let name = server_name_for(addr, self.server_name.as_deref())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let s = self.connector.connect(name, sock).await?;
-        let (r, w) = tokio::io::split(TlsStream::from(s));
-        Ok((ConnReader::Tls(r), ConnWriter::Tls(w)))
+        self.dialer.connect(sock, addr).await
     }
 
     /// Checks that a connection claiming to be the peer at `member_addr` presented a
-    /// certificate (already verified against `tls_ca` by the handshake) that is valid for that
-    /// member's host, or for `tls_server_name` when configured.
+    /// certificate (already verified against `tls.ca` by the handshake) that is valid for that
+    /// member's host, or for `tls.server_name` when configured.
     pub fn check_peer(&self, cert: &PeerCert, member_addr: &str) -> Result<(), String> {
         let Some(der) = &cert.0 else {
             return Err("a peer must present a client certificate".into());
@@ -158,12 +155,12 @@ impl NodeTls {
     }
 }
 
-/// The certificate a TLS client presented (verified against `tls_ca` by the handshake), if any.
+/// The certificate a TLS client presented (verified against `tls.ca` by the handshake), if any.
 #[derive(Debug, Clone, Default)]
 pub struct PeerCert(pub Option<CertificateDer<'static>>);
 
 /// Reads an admin token file: surrounding whitespace (a trailing newline) is ignored; a
-/// missing, unreadable, empty or oversized file is an error naming `admin_token_file`.
+/// missing, unreadable, empty or oversized file is an error naming `admin.token_file`.
 pub fn read_token_file(path: &Path) -> Result<Vec<u8>, NodeError> {
     let field = "admin.token_file";
     let raw = std::fs::read(path).map_err(|e| bad(field, path, e))?;

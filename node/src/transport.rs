@@ -14,7 +14,7 @@
 //!   stepped down with no stalled thread anywhere. raft tolerates the reordering (heartbeats
 //!   carry `min(commit, match)`; appends are checked by index and term).
 //! * Inbound peer connections are accepted by the node's listener (see `server`).
-//! * With TLS on, the writer completes a handshake (verifying the peer against `tls_ca` and
+//! * With TLS on, the writer completes a handshake (verifying the peer against `tls.ca` and
 //!   its member address, presenting this node's certificate) before the hello; a failed
 //!   handshake counts as a failed connection attempt (backoff, raft told it is unreachable).
 

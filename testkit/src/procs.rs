@@ -195,6 +195,8 @@ impl ProcessCluster {
             .args(node.joiner.then_some("--join"))
             .args(more)
             .env_remove("EVENTSTREAM_CONFIG")
+            // An error's own backtrace would push the error out of the log tail we quote.
+            .env("RUST_LIB_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
