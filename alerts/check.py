@@ -126,7 +126,8 @@ def check_catalog(contract: dict) -> list:
 # The CLI the runbooks may use: subcommand -> allowed sub-subcommands (None: none).
 CLI = {
     "node": None, "status": None, "doctor": None, "publish": None, "subscribe": None,
-    "demo": None, "bench": {"pipeline", "replication", "failover", "restart", "overload", "hiccups"},
+    "demo": None, "chaos": None,
+    "bench": {"pipeline", "replication", "failover", "restart", "overload", "hiccups"},
     "member": {"add", "remove", "list"},
     "leader": {"transfer"},
     "snapshot": {"save", "status", "restore"},

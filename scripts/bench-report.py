@@ -67,12 +67,12 @@ def main():
                  f"p50 {p50} ns, **p99 {p99} ns** (target ≤ 1 µs), **p99.9 {p999} ns** (target ≤ 10 µs), max {mx} ns"))
 
     if not a.skip_criterion:
-        subprocess.run(["cargo", "bench", "-p", "eventstream-benches", "--bench", "pipeline", "--quiet"],
+        subprocess.run(["cargo", "bench", "-p", "eventstream-bench", "--bench", "pipeline", "--quiet"],
                        cwd=ROOT, check=True, capture_output=True)
         t = {n: criterion_median_ns("pipeline", n) for n in ("eventstream", "crossbeam_channel", "disruptor")}
         per_s = {n: (1 << 20) / (v / 1e9) for n, v in t.items()}  # events per iteration: 2^20
         rows.append(("criterion `pipeline` (2^20 events per iteration, same run)",
-                     "`cargo bench -p eventstream-benches --bench pipeline`",
+                     "`cargo bench -p eventstream-bench --bench pipeline`",
                      "eventstream {:.1} M/s; crossbeam-channel {:.1} M/s ({:.1}×); disruptor {:.1} M/s ({:.2}×)".format(
                          per_s["eventstream"] / 1e6, per_s["crossbeam_channel"] / 1e6,
                          per_s["eventstream"] / per_s["crossbeam_channel"], per_s["disruptor"] / 1e6,
