@@ -3,7 +3,7 @@
 
   - every alert has a severity of critical / warning / info, and summary, description and
     runbook_url annotations; runbook_url ends in alerts/runbooks/<alertname>.md, that file
-    exists and names the alert; the alerts issue 7 requires are all present;
+    exists and names the alert; the alerts of the operations contract are all present;
   - every metric the rules name is in alerts/metric-names.txt (same check as the dashboards),
     and that contract matches the exporter's catalog (exporter/src/catalog.rs) in name, type
     and labels;
@@ -55,7 +55,7 @@ REQUIRED_ALERTS = {
     "EventStreamReplicationLag", "EventStreamFollowerApplyLag", "EventStreamProposalsFailing",
     "EventStreamHighFsyncLatency", "EventStreamEventsDropped", "EventStreamHandlerPanics",
 }
-# Procedures that issue 5 asks for besides the per-alert runbooks.
+# Procedures the operations contract has runbooks for, besides the per-alert ones.
 REQUIRED_PROCEDURES = ["leader-failover.md", "add-remove-node.md", "compaction-retention.md", "backup-restore.md"]
 RUNBOOK_URL = re.compile(r"^https?://\S+/alerts/runbooks/([A-Za-z0-9_-]+\.md)$")
 

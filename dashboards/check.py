@@ -12,7 +12,7 @@ Checks, for every dashboards/*.json:
     series as <family>_bucket/_sum/_count, plus Prometheus' `up`), and every label matched
     directly on a metric is one of its contract labels or a scrape label.
 
-Library use (the live-cluster test of issue 7, item 4, reuses it):
+Library use (the live-cluster end-to-end test reuses it):
     from check import panel_queries
     for dashboard, panel, ref, expr in panel_queries(Path("dashboards"), {"job": "eventstream"}):
         ...  # run expr against a real Prometheus

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Policy checks on the built manifests (`kubectl kustomize k8s/` output): what issue 7 asks of
-the deployment, beyond schema validity (kubernetes-validate / check-jsonschema do that).
+"""Policy checks on the built manifests (`kubectl kustomize k8s/` output): what a production
+deployment needs beyond schema validity (kubernetes-validate / check-jsonschema do that).
 
 Usage: kubectl kustomize k8s/ | k8s/check.py -     or     k8s/check.py BUILT.yaml
 
