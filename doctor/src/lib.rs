@@ -1,15 +1,18 @@
 //! # eventstream-doctor
 //!
-//! `eventstream doctor` reads each node's `/metrics` twice (an interval apart) and its
-//! `/api/v1/cluster/status`, applies **the same thresholds as the alert rules** in
-//! `alerts/eventstream.rules.yml`, and prints a graded report — ok / warning / critical per
-//! area (latency, queues and drops, handlers, dedup, replication and elections, disk fsync,
-//! resources) — naming the likely bottleneck with its evidence and a recommendation, each linked
-//! to a runbook.
+//! `eventstream doctor` reads each node's `/metrics` twice (an interval apart), applies **the
+//! same thresholds as the alert rules** in `alerts/eventstream.rules.yml`, and prints a graded
+//! report — ok / warning / critical per [`Area`] (latency, queues and drops, handlers, dedup,
+//! replication and elections, disk fsync, resources) — naming the likely bottleneck with its
+//! evidence and a recommendation, each linked to a runbook.
 //!
 //! Main types: [`diagnose`] (collect + evaluate), [`evaluate`] (pure: scrapes in, [`Report`]
 //! out — what the tests drive), [`Thresholds`] (the alert rules' numbers), [`Report`] /
-//! [`Finding`] / [`Grade`].
+//! [`Finding`] / [`Area`] / [`Grade`].
+//!
+//! Modules: [`prom`] (the Prometheus text-format parser and `histogram_quantile`) and [`http`]
+//! (the minimal `GET`) are public, since the live tests read nodes with them too; the checks,
+//! one function per area, are private (`checks.rs`).
 //!
 //! The thresholds are constants here and in the rules file; `tests/thresholds.rs` checks that
 //! the two agree, so they cannot drift apart silently.
@@ -209,7 +212,7 @@ pub struct Report {
     pub thresholds: Thresholds,
 }
 
-/// What one endpoint gave: two scrapes (`None` if unreachable) and the status JSON.
+/// What one endpoint gave: two `/metrics` scrapes (`None` if unreachable).
 #[derive(Debug, Clone)]
 pub struct NodeScrape {
     /// The endpoint.
