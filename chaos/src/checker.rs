@@ -15,7 +15,7 @@
 //! Availability is measured, not judged: `max_unavailable_ms` is the longest gap between two
 //! consecutive acknowledgements (over all producers) during the run.
 
-use crate::history::{Delivery, FaultKind, History, PublishOutcome, OFFSET_UNKNOWN};
+use crate::history::{Delivery, FaultKind, History, PublishOutcome, PublishRecord, OFFSET_UNKNOWN};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -167,9 +167,10 @@ fn push_example<T>(v: &mut Vec<T>, x: T) {
     }
 }
 
-/// Offsets of each id in a sequence of deliveries.
-fn offsets_by_id(events: &[Delivery]) -> HashMap<u64, Vec<u64>> {
-    let mut m: HashMap<u64, Vec<u64>> = HashMap::with_capacity(events.len());
+/// Offsets of each id in a sequence of deliveries, in id order (so that the examples kept do not
+/// depend on hashing).
+fn offsets_by_id(events: &[Delivery]) -> BTreeMap<u64, Vec<u64>> {
+    let mut m: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for d in events {
         let v = m.entry(d.id).or_default();
         if !v.contains(&d.offset) {
@@ -179,40 +180,70 @@ fn offsets_by_id(events: &[Delivery]) -> HashMap<u64, Vec<u64>> {
     m
 }
 
+/// A stream as `offset -> id`.
+type Stream = BTreeMap<u64, u64>;
+
+/// An id and who received it: `node N (re-sent)` or `consumer C (node N)`.
+type Sighting = (String, u64);
+
 /// Checks a history. Pure: the same history always gives the same report.
+///
+/// Each step below fills its own fields of the report, so their order does not matter.
 pub fn check(h: &History) -> CheckReport {
     let mut r = CheckReport {
         cycles: h.faults.len(),
-        unrecovered_cycles: h
-            .faults
-            .iter()
-            .filter(|f| f.recovered_ms.is_none() || f.first_ack_ms.is_none())
-            .count(),
-        max_heal_to_ack_ms: h
-            .faults
-            .iter()
-            .filter_map(|f| f.first_ack_ms.map(|a| a.saturating_sub(f.healed_ms)))
-            .max()
-            .unwrap_or(0),
         published: h.publishes.len(),
+        acked: h.publishes.iter().filter(|p| is_acked(p)).count(),
+        failed_publishes: h.publishes.iter().filter(|p| !is_acked(p)).count(),
         delivered: h.consumers.iter().map(|c| c.deliveries.len()).sum(),
         ..CheckReport::default()
     };
+    let finals = final_streams(h, &mut r);
+    let reference = reference_stream(&finals.by_node);
+    r.final_stream_len = reference.len();
 
-    // Final streams as offset -> id (the first id seen at an offset wins; a second one at the
-    // same offset within one read is itself a divergence, caught below).
-    let mut finals: BTreeMap<u64, BTreeMap<u64, u64>> = BTreeMap::new();
-    let mut second_at_offset: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
+    lost_acknowledged(h, &finals.by_node, &mut r);
+    acknowledged_offsets(h, &reference, &mut r);
+    duplicates(h, &mut r);
+    divergent_offsets(h, &finals.by_node, finals.resent, &mut r);
+    consumer_order(h, &mut r);
+    unacknowledged_stored(h, &reference, &mut r);
+    phantom_ids(h, &finals.by_node, &mut r);
+
+    let ack_times = ack_times(h);
+    recovery(h, &ack_times, &mut r);
+    unavailability(h, &ack_times, &mut r);
+    r
+}
+
+fn is_acked(p: &PublishRecord) -> bool {
+    matches!(p.outcome, PublishOutcome::Acked { .. })
+}
+
+/// Every node's final stream, as read back after healing.
+struct FinalStreams {
+    /// Per node, the first id seen at each offset.
+    by_node: BTreeMap<u64, Stream>,
+    /// Per offset, the other ids a node served there within one read (itself a divergence).
+    resent: BTreeMap<u64, Vec<Sighting>>,
+}
+
+/// Reads the final streams as `offset -> id` (the first id seen at an offset wins; a second one
+/// at the same offset within one read is kept in `resent`), and counts incomplete final reads
+/// (no final read at all is one).
+fn final_streams(h: &History, r: &mut CheckReport) -> FinalStreams {
+    let mut by_node: BTreeMap<u64, Stream> = BTreeMap::new();
+    let mut resent: BTreeMap<u64, Vec<Sighting>> = BTreeMap::new();
     for f in &h.final_reads {
         if let Some(e) = &f.error {
             r.incomplete_final_reads += 1;
             push_example(&mut r.incomplete_reasons, format!("node {}: {e}", f.node));
         }
-        let m = finals.entry(f.node).or_default();
+        let m = by_node.entry(f.node).or_default();
         for d in &f.events {
             if let Some(&prev) = m.get(&d.offset) {
                 if prev != d.id {
-                    second_at_offset
+                    resent
                         .entry(d.offset)
                         .or_default()
                         .push((format!("node {} (re-sent)", f.node), d.id));
@@ -226,40 +257,96 @@ pub fn check(h: &History) -> CheckReport {
         r.incomplete_final_reads += 1;
         push_example(&mut r.incomplete_reasons, "no final reads recorded".into());
     }
-    // The reference stream: the longest final read (lowest node id on ties).
-    let reference: BTreeMap<u64, u64> = finals
+    FinalStreams { by_node, resent }
+}
+
+/// The reference stream: the longest final read (lowest node id on ties).
+fn reference_stream(by_node: &BTreeMap<u64, Stream>) -> Stream {
+    by_node
         .values()
         .max_by(|a, b| a.len().cmp(&b.len()).then(std::cmp::Ordering::Greater))
         .cloned()
-        .unwrap_or_default();
-    r.final_stream_len = reference.len();
+        .unwrap_or_default()
+}
 
-    // Duplicates in final streams and per consumer.
-    let mut dup_ids: BTreeSet<u64> = BTreeSet::new();
-    for f in &h.final_reads {
-        for (id, offs) in offsets_by_id(&f.events) {
-            if offs.len() > 1 {
-                dup_ids.insert(id);
-                push_example(
-                    &mut r.duplicate_examples,
-                    Duplicate {
-                        id,
-                        source: format!("node {}", f.node),
-                        offsets: offs,
-                    },
-                );
-            }
+/// **lost**: every acknowledged event is in every node's final stream (with no final stream at
+/// all, every acknowledged event is lost).
+fn lost_acknowledged(h: &History, by_node: &BTreeMap<u64, Stream>, r: &mut CheckReport) {
+    let node_ids: Vec<(u64, HashSet<u64>)> = by_node
+        .iter()
+        .map(|(node, m)| (*node, m.values().copied().collect()))
+        .collect();
+    for p in &h.publishes {
+        let PublishOutcome::Acked { offset } = p.outcome else {
+            continue;
+        };
+        let missing_on: Vec<u64> = node_ids
+            .iter()
+            .filter(|(_, ids)| !ids.contains(&p.id))
+            .map(|(n, _)| *n)
+            .collect();
+        if !missing_on.is_empty() || node_ids.is_empty() {
+            r.lost += 1;
+            push_example(
+                &mut r.lost_examples,
+                LostEvent {
+                    id: p.id,
+                    acked_offset: offset,
+                    missing_on,
+                },
+            );
         }
     }
-    for c in &h.consumers {
-        for (id, offs) in offsets_by_id(&c.deliveries) {
+}
+
+/// **ack offset**: an acknowledged event sits at the offset it was acknowledged with in the
+/// reference stream ([`OFFSET_UNKNOWN`] is not checked).
+fn acknowledged_offsets(h: &History, reference: &Stream, r: &mut CheckReport) {
+    for p in &h.publishes {
+        let PublishOutcome::Acked { offset } = p.outcome else {
+            continue;
+        };
+        if offset == OFFSET_UNKNOWN {
+            continue;
+        }
+        let found = reference.get(&offset).copied();
+        if found != Some(p.id) {
+            r.ack_offset_mismatches += 1;
+            push_example(
+                &mut r.ack_mismatch_examples,
+                AckMismatch {
+                    id: p.id,
+                    acked_offset: offset,
+                    found_id: found,
+                },
+            );
+        }
+    }
+}
+
+/// **duplicates**: no id at two offsets in any node's final stream or in one consumer's
+/// deliveries; counted once per id.
+fn duplicates(h: &History, r: &mut CheckReport) {
+    let sources = h
+        .final_reads
+        .iter()
+        .map(|f| (format!("node {}", f.node), &f.events))
+        .chain(h.consumers.iter().map(|c| {
+            (
+                format!("consumer {} (node {})", c.consumer, c.node),
+                &c.deliveries,
+            )
+        }));
+    let mut dup_ids: BTreeSet<u64> = BTreeSet::new();
+    for (source, events) in sources {
+        for (id, offs) in offsets_by_id(events) {
             if offs.len() > 1 {
                 dup_ids.insert(id);
                 push_example(
                     &mut r.duplicate_examples,
                     Duplicate {
                         id,
-                        source: format!("consumer {} (node {})", c.consumer, c.node),
+                        source: source.clone(),
                         offsets: offs,
                     },
                 );
@@ -267,9 +354,17 @@ pub fn check(h: &History) -> CheckReport {
         }
     }
     r.duplicates = dup_ids.len();
+}
 
-    // Divergence: every offset any observer saw.
-    let mut delivered_at: BTreeMap<u64, Vec<(String, u64)>> = second_at_offset;
+/// **divergence**: at every offset any observer saw, every node's final stream and every
+/// delivery hold the same id, and no node's stream lacks it.
+fn divergent_offsets(
+    h: &History,
+    by_node: &BTreeMap<u64, Stream>,
+    resent: BTreeMap<u64, Vec<Sighting>>,
+    r: &mut CheckReport,
+) {
+    let mut delivered_at = resent;
     for c in &h.consumers {
         for d in &c.deliveries {
             delivered_at
@@ -279,11 +374,11 @@ pub fn check(h: &History) -> CheckReport {
         }
     }
     let mut all_offsets: BTreeSet<u64> = delivered_at.keys().copied().collect();
-    for m in finals.values() {
+    for m in by_node.values() {
         all_offsets.extend(m.keys().copied());
     }
     for &off in &all_offsets {
-        let final_ids: BTreeMap<u64, Option<u64>> = finals
+        let final_ids: BTreeMap<u64, Option<u64>> = by_node
             .iter()
             .map(|(node, m)| (*node, m.get(&off).copied()))
             .collect();
@@ -310,89 +405,10 @@ pub fn check(h: &History) -> CheckReport {
             );
         }
     }
+}
 
-    // Where each id is stored in the reference stream, and per node presence.
-    let reference_offsets: HashMap<u64, Vec<u64>> = {
-        let mut m: HashMap<u64, Vec<u64>> = HashMap::with_capacity(reference.len());
-        for (&off, &id) in &reference {
-            m.entry(id).or_default().push(off);
-        }
-        m
-    };
-    let node_ids: Vec<(u64, HashSet<u64>)> = finals
-        .iter()
-        .map(|(node, m)| (*node, m.values().copied().collect()))
-        .collect();
-
-    // Publishes: lost, offset mismatches, unacknowledged stored at most once.
-    let mut published: HashSet<u64> = HashSet::with_capacity(h.publishes.len());
-    let mut ack_times: Vec<u64> = Vec::new();
-    for p in &h.publishes {
-        published.insert(p.id);
-        match &p.outcome {
-            PublishOutcome::Acked { offset } => {
-                r.acked += 1;
-                ack_times.push(p.completed_ms);
-                let missing_on: Vec<u64> = node_ids
-                    .iter()
-                    .filter(|(_, ids)| !ids.contains(&p.id))
-                    .map(|(n, _)| *n)
-                    .collect();
-                if !missing_on.is_empty() || node_ids.is_empty() {
-                    r.lost += 1;
-                    push_example(
-                        &mut r.lost_examples,
-                        LostEvent {
-                            id: p.id,
-                            acked_offset: *offset,
-                            missing_on,
-                        },
-                    );
-                }
-                if *offset != OFFSET_UNKNOWN {
-                    let found = reference.get(offset).copied();
-                    if found != Some(p.id) {
-                        r.ack_offset_mismatches += 1;
-                        push_example(
-                            &mut r.ack_mismatch_examples,
-                            AckMismatch {
-                                id: p.id,
-                                acked_offset: *offset,
-                                found_id: found,
-                            },
-                        );
-                    }
-                }
-            }
-            PublishOutcome::Failed { .. } => {
-                r.failed_publishes += 1;
-                match reference_offsets.get(&p.id).map_or(0, Vec::len) {
-                    0 => {}
-                    1 => r.unacked_stored += 1,
-                    _ => {
-                        r.unacked_duplicates += 1;
-                        push_example(&mut r.unacked_duplicate_examples, p.id);
-                    }
-                }
-            }
-        }
-    }
-    let mut phantoms: BTreeSet<u64> = BTreeSet::new();
-    for m in finals.values() {
-        phantoms.extend(m.values().filter(|id| !published.contains(id)));
-    }
-    for c in &h.consumers {
-        phantoms.extend(
-            c.deliveries
-                .iter()
-                .map(|d| d.id)
-                .filter(|id| !published.contains(id)),
-        );
-    }
-    r.phantom_ids = phantoms.len();
-    r.phantom_examples = phantoms.into_iter().take(MAX_EXAMPLES).collect();
-
-    // Consumers: offsets start at 0 and go up by one.
+/// **consumer order**: each consumer's offsets start at 0 and go up by exactly one.
+fn consumer_order(h: &History, r: &mut CheckReport) {
     for c in &h.consumers {
         let mut expected = 0u64;
         for d in &c.deliveries {
@@ -416,9 +432,73 @@ pub fn check(h: &History) -> CheckReport {
             expected = expected.max(d.offset + 1);
         }
     }
+}
 
-    // Availability: gaps between consecutive acknowledgements.
-    ack_times.sort_unstable();
+/// **unacknowledged**: a publish that failed is stored at most once in the reference stream
+/// (once is counted as allowed, more is an anomaly).
+fn unacknowledged_stored(h: &History, reference: &Stream, r: &mut CheckReport) {
+    let mut stored: HashMap<u64, usize> = HashMap::with_capacity(reference.len());
+    for &id in reference.values() {
+        *stored.entry(id).or_default() += 1;
+    }
+    for p in &h.publishes {
+        if is_acked(p) {
+            continue;
+        }
+        match stored.get(&p.id).copied().unwrap_or(0) {
+            0 => {}
+            1 => r.unacked_stored += 1,
+            _ => {
+                r.unacked_duplicates += 1;
+                push_example(&mut r.unacked_duplicate_examples, p.id);
+            }
+        }
+    }
+}
+
+/// **phantoms**: every id in a final stream or a delivery was published by the run.
+fn phantom_ids(h: &History, by_node: &BTreeMap<u64, Stream>, r: &mut CheckReport) {
+    let published: HashSet<u64> = h.publishes.iter().map(|p| p.id).collect();
+    let stored = by_node.values().flat_map(|m| m.values().copied());
+    let delivered = h
+        .consumers
+        .iter()
+        .flat_map(|c| c.deliveries.iter().map(|d| d.id));
+    let phantoms: BTreeSet<u64> = stored
+        .chain(delivered)
+        .filter(|id| !published.contains(id))
+        .collect();
+    r.phantom_ids = phantoms.len();
+    r.phantom_examples = phantoms.into_iter().take(MAX_EXAMPLES).collect();
+}
+
+/// When each acknowledged publish completed, in time order.
+fn ack_times(h: &History) -> Vec<u64> {
+    let mut t: Vec<u64> = h
+        .publishes
+        .iter()
+        .filter(|p| is_acked(p))
+        .map(|p| p.completed_ms)
+        .collect();
+    t.sort_unstable();
+    t
+}
+
+/// Recovery from each fault (measured, not judged): cycles that did not recover, the longest
+/// time from heal to the next acknowledgement, and from the survivors' election to the next
+/// acknowledgement.
+fn recovery(h: &History, ack_times: &[u64], r: &mut CheckReport) {
+    r.unrecovered_cycles = h
+        .faults
+        .iter()
+        .filter(|f| f.recovered_ms.is_none() || f.first_ack_ms.is_none())
+        .count();
+    r.max_heal_to_ack_ms = h
+        .faults
+        .iter()
+        .filter_map(|f| f.first_ack_ms.map(|a| a.saturating_sub(f.healed_ms)))
+        .max()
+        .unwrap_or(0);
     for f in &h.faults {
         let Some((_, elected)) = f.survivors_leader else {
             continue;
@@ -434,6 +514,11 @@ pub fn check(h: &History) -> CheckReport {
             None => r.faults_acked_only_after_heal += 1,
         }
     }
+}
+
+/// Unavailability (measured, not judged): the longest gap between consecutive
+/// acknowledgements, overall and per kind of fault (every kind injected has an entry).
+fn unavailability(h: &History, ack_times: &[u64], r: &mut CheckReport) {
     for w in ack_times.windows(2) {
         let (start, end) = (w[0], w[1]);
         let gap = end - start;
@@ -460,7 +545,6 @@ pub fn check(h: &History) -> CheckReport {
                 .or_insert(0);
         }
     }
-    r
 }
 
 #[cfg(test)]
@@ -615,6 +699,25 @@ mod tests {
         assert!(r.duplicate_examples[0].source.starts_with("consumer 0"));
         // Offset 3 is in no final stream: a divergence too.
         assert_eq!(r.divergent_offsets, 1);
+    }
+
+    #[test]
+    fn the_same_history_always_gives_the_same_report() {
+        // More duplicated ids than examples are kept: which ones are kept, and in what order,
+        // must not depend on hashing.
+        let mut h = clean();
+        let ids: Vec<u64> = (0..2 * MAX_EXAMPLES as u64).map(|i| 1000 + i).collect();
+        let twice: Vec<u64> = ids.iter().chain(&ids).copied().collect();
+        for f in &mut h.final_reads {
+            f.events = stream(&twice);
+        }
+        let first = check(&h);
+        assert_eq!(first.duplicates, ids.len());
+        for _ in 0..20 {
+            assert_eq!(check(&h), first);
+        }
+        let kept: Vec<u64> = first.duplicate_examples.iter().map(|d| d.id).collect();
+        assert_eq!(kept, ids[..MAX_EXAMPLES]);
     }
 
     #[test]

@@ -109,15 +109,6 @@ impl Proxies {
         }
     }
 
-    /// The links currently cut.
-    pub fn cut_links(&self) -> Vec<(u64, u64)> {
-        self.links
-            .iter()
-            .filter(|(_, l)| *l.cut.borrow())
-            .map(|(k, _)| *k)
-            .collect()
-    }
-
     /// Totals over all links: (forwarded, black-holed, stalled) connections.
     pub fn totals(&self) -> (u64, u64, u64) {
         self.links.values().fold((0, 0, 0), |(f, b, s), l| {

@@ -11,7 +11,7 @@ use std::time::Duration;
 const MAX_RESPONSE: usize = 16 << 20;
 
 /// Splits `http://host:port` (with or without a trailing path) into `host:port`.
-pub fn authority(endpoint: &str) -> Result<String, DoctorError> {
+pub(crate) fn authority(endpoint: &str) -> Result<String, DoctorError> {
     let rest = endpoint.strip_prefix("http://").unwrap_or(endpoint);
     if endpoint.starts_with("https://") {
         return Err(DoctorError::BadEndpoint(
@@ -65,7 +65,7 @@ pub fn get(endpoint: &str, path: &str, timeout: Duration) -> Result<(u16, String
 }
 
 /// Parses a complete HTTP/1.1 response (status line, headers, body; chunked or not).
-pub fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
+fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

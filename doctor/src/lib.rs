@@ -1,26 +1,29 @@
 //! # eventstream-doctor
 //!
-//! `eventstream doctor` reads each node's `/metrics` twice (an interval apart) and its
-//! `/api/v1/cluster/status`, applies **the same thresholds as the alert rules** in
-//! `alerts/eventstream.rules.yml`, and prints a graded report — ok / warning / critical per
-//! area (latency, queues and drops, handlers, dedup, replication and elections, disk fsync,
-//! resources) — naming the likely bottleneck with its evidence and a recommendation, each linked
-//! to a runbook.
+//! `eventstream doctor` reads each node's `/metrics` twice (an interval apart), applies **the
+//! same thresholds as the alert rules** in `alerts/eventstream.rules.yml`, and prints a graded
+//! report — ok / warning / critical per [`Area`] (latency, queues and drops, handlers, dedup,
+//! replication and elections, disk fsync, resources) — naming the likely bottleneck with its
+//! evidence and a recommendation, each linked to a runbook.
 //!
 //! Main types: [`diagnose`] (collect + evaluate), [`evaluate`] (pure: scrapes in, [`Report`]
 //! out — what the tests drive), [`Thresholds`] (the alert rules' numbers), [`Report`] /
-//! [`Finding`] / [`Grade`].
+//! [`Finding`] / [`Area`] / [`Grade`].
+//!
+//! Modules: [`prom`] (the Prometheus text-format parser and `histogram_quantile`) and [`http`]
+//! (the minimal `GET`) are public, since the live tests read nodes with them too; the checks,
+//! one function per area, are private (`checks.rs`).
 //!
 //! The thresholds are constants here and in the rules file; `tests/thresholds.rs` checks that
 //! the two agree, so they cannot drift apart silently.
 
+mod checks;
 pub mod http;
 pub mod prom;
 
 use prom::Sample;
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::time::{Duration, Instant};
 
 /// Why the doctor itself could not do its job (problems *found* are findings, not errors).
@@ -101,22 +104,70 @@ impl Grade {
     }
 }
 
-/// The areas a report grades, in display order.
-pub const AREAS: [&str; 7] = [
-    "latency",
-    "queues and drops",
-    "handlers",
-    "dedup",
-    "replication and elections",
-    "disk fsync",
-    "resources",
-];
+/// The areas a report grades. [`Area::ALL`] is the display order; [`Area::as_str`] is the name
+/// the text and JSON reports use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Area {
+    /// Event latency (p99).
+    Latency,
+    /// Queue fill and dropped events.
+    QueuesAndDrops,
+    /// Handler panics and dead workers.
+    Handlers,
+    /// The share of duplicate publishes.
+    Dedup,
+    /// Leadership, quorum, follower and apply lag, failed proposals, nodes down.
+    ReplicationAndElections,
+    /// Log storage failure and fsync latency.
+    DiskFsync,
+    /// File descriptors, memory, CPU.
+    Resources,
+}
+
+impl Area {
+    /// Every area, in display order.
+    pub const ALL: [Area; 7] = [
+        Area::Latency,
+        Area::QueuesAndDrops,
+        Area::Handlers,
+        Area::Dedup,
+        Area::ReplicationAndElections,
+        Area::DiskFsync,
+        Area::Resources,
+    ];
+
+    /// The area's name in the reports (text and JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Area::Latency => "latency",
+            Area::QueuesAndDrops => "queues and drops",
+            Area::Handlers => "handlers",
+            Area::Dedup => "dedup",
+            Area::ReplicationAndElections => "replication and elections",
+            Area::DiskFsync => "disk fsync",
+            Area::Resources => "resources",
+        }
+    }
+}
+
+impl fmt::Display for Area {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Serialised as its name ([`Area::as_str`]).
+impl Serialize for Area {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
 
 /// One observation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
-    /// One of [`AREAS`].
-    pub area: &'static str,
+    /// Which area it belongs to.
+    pub area: Area,
     /// How bad.
     pub grade: Grade,
     /// The endpoint it concerns (`None` for cluster-wide findings).
@@ -136,8 +187,8 @@ pub struct Finding {
 /// An area's grade: the worst of its findings.
 #[derive(Debug, Clone, Serialize)]
 pub struct AreaGrade {
-    /// Area name.
-    pub area: &'static str,
+    /// The area.
+    pub area: Area,
     /// Worst grade among its findings (`Ok` if none).
     pub grade: Grade,
 }
@@ -161,7 +212,7 @@ pub struct Report {
     pub thresholds: Thresholds,
 }
 
-/// What one endpoint gave: two scrapes (`None` if unreachable) and the status JSON.
+/// What one endpoint gave: two `/metrics` scrapes (`None` if unreachable).
 #[derive(Debug, Clone)]
 pub struct NodeScrape {
     /// The endpoint.
@@ -172,10 +223,6 @@ pub struct NodeScrape {
     pub second: Option<Vec<Sample>>,
     /// Why it could not be read, if it could not.
     pub error: Option<String>,
-}
-
-fn runbook(alert: &str) -> String {
-    format!("alerts/runbooks/{alert}.md")
 }
 
 /// Scrapes every endpoint twice, `interval` apart, and evaluates.
@@ -230,402 +277,6 @@ pub fn diagnose(
     Ok(evaluate(&nodes, elapsed, thresholds))
 }
 
-/// Sum of every sample of `name` whose labels include `filter`.
-fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> Option<f64> {
-    let mut found = false;
-    let mut total = 0.0;
-    for s in samples.iter().filter(|s| s.name == name) {
-        if filter
-            .iter()
-            .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        {
-            found = true;
-            total += s.value;
-        }
-    }
-    found.then_some(total)
-}
-
-/// Distinct values of `label` among samples of `name`.
-fn label_values(samples: &[Sample], name: &str, label: &str) -> Vec<String> {
-    let mut v: Vec<String> = samples
-        .iter()
-        .filter(|s| s.name == name)
-        .filter_map(|s| s.labels.get(label).cloned())
-        .collect();
-    v.sort();
-    v.dedup();
-    v
-}
-
-/// Cumulative buckets `(le, count)` of histogram `base`, summed over other labels.
-fn buckets(samples: &[Sample], base: &str) -> BTreeMap<String, (f64, f64)> {
-    let name = format!("{base}_bucket");
-    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    for s in samples.iter().filter(|s| s.name == name) {
-        if let Some(le) = s.labels.get("le") {
-            let bound = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().unwrap_or(f64::NAN)
-            };
-            if bound.is_nan() {
-                continue;
-            }
-            let e = out.entry(le.clone()).or_insert((bound, 0.0));
-            e.1 += s.value;
-        }
-    }
-    out
-}
-
-/// p99 of histogram `base` over the interval (second − first); falls back to since-start when
-/// nothing was observed in the interval. Returns `(p99 seconds, observations, over interval?)`.
-fn p99(first: &[Sample], second: &[Sample], base: &str) -> Option<(f64, f64, bool)> {
-    let a = buckets(first, base);
-    let b = buckets(second, base);
-    let delta: Vec<(f64, f64)> = b
-        .iter()
-        .map(|(le, &(bound, c))| (bound, c - a.get(le).map_or(0.0, |x| x.1)))
-        .collect();
-    let n = delta.iter().map(|x| x.1).fold(0.0, f64::max);
-    if n > 0.0 {
-        return prom::histogram_quantile(0.99, &delta).map(|q| (q, n, true));
-    }
-    let total: Vec<(f64, f64)> = b.values().copied().collect();
-    let n = total.iter().map(|x| x.1).fold(0.0, f64::max);
-    prom::histogram_quantile(0.99, &total).map(|q| (q, n, false))
-}
-
-fn fmt_seconds(s: f64) -> String {
-    if s < 1e-6 {
-        format!("{:.0} ns", s * 1e9)
-    } else if s < 1e-3 {
-        format!("{:.1} µs", s * 1e6)
-    } else if s < 1.0 {
-        format!("{:.1} ms", s * 1e3)
-    } else {
-        format!("{s:.2} s")
-    }
-}
-
-struct Ctx<'a> {
-    endpoint: &'a str,
-    first: &'a [Sample],
-    second: &'a [Sample],
-    dt: f64,
-    t: &'a Thresholds,
-    out: &'a mut Vec<Finding>,
-}
-
-impl Ctx<'_> {
-    fn delta(&self, name: &str, filter: &[(&str, &str)]) -> Option<f64> {
-        Some(sum(self.second, name, filter)? - sum(self.first, name, filter).unwrap_or(0.0))
-    }
-
-    fn now(&self, name: &str, filter: &[(&str, &str)]) -> Option<f64> {
-        sum(self.second, name, filter)
-    }
-
-    #[allow(clippy::too_many_arguments)] // a finding has this many parts; a builder would be noise
-    fn add(
-        &mut self,
-        area: &'static str,
-        grade: Grade,
-        summary: String,
-        evidence: String,
-        recommendation: &str,
-        alert: Option<&'static str>,
-    ) {
-        self.out.push(Finding {
-            area,
-            grade,
-            endpoint: Some(self.endpoint.to_owned()),
-            summary,
-            evidence,
-            recommendation: recommendation.to_owned(),
-            alert,
-            runbook: alert.map(runbook),
-        });
-    }
-}
-
-fn check_node(c: &mut Ctx<'_>) {
-    let t = *c.t;
-    // Latency.
-    if let Some((q, n, interval)) = p99(c.first, c.second, "eventstream_event_latency_seconds") {
-        let over = if interval {
-            format!("over the last {:.1} s ({n:.0} events)", c.dt)
-        } else {
-            format!("since start ({n:.0} events; none in the interval)")
-        };
-        let (grade, summary) = if q > t.latency_p99_seconds {
-            (
-                Grade::Warning,
-                format!(
-                    "p99 latency {} is above {}",
-                    fmt_seconds(q),
-                    fmt_seconds(t.latency_p99_seconds)
-                ),
-            )
-        } else {
-            (Grade::Ok, format!("p99 latency {}", fmt_seconds(q)))
-        };
-        c.add(
-            "latency",
-            grade,
-            summary,
-            format!("p99 {} {over}", fmt_seconds(q)),
-            "Look at queue fill and handler time first: latency grows when the rings hold a backlog.",
-            (grade > Grade::Ok).then_some("EventStreamHighLatency"),
-        );
-    }
-    // Queues and drops.
-    for queue in label_values(c.second, "eventstream_queue_capacity", "queue") {
-        let f = [("queue", queue.as_str())];
-        let (Some(depth), Some(cap)) = (
-            c.now("eventstream_queue_depth", &f),
-            c.now("eventstream_queue_capacity", &f),
-        ) else {
-            continue;
-        };
-        let fill = if cap > 0.0 { depth / cap } else { 0.0 };
-        let full = c.delta("eventstream_queue_full_total", &f).unwrap_or(0.0);
-        let grade = if fill > t.queue_fill_ratio {
-            Grade::Warning
-        } else {
-            Grade::Ok
-        };
-        c.add(
-            "queues and drops",
-            grade,
-            format!("{queue} queue {:.0} % full", fill * 100.0),
-            format!(
-                "depth {depth:.0} of {cap:.0}; {full:.0} publishes found it full in {:.1} s",
-                c.dt
-            ),
-            "Workers cannot keep up: speed up the handler, add workers (cores), or lower the offered rate; check the tier's overflow policy.",
-            (grade > Grade::Ok).then_some("EventStreamQueueFull"),
-        );
-    }
-    for reason in label_values(c.second, "eventstream_events_dropped_total", "reason") {
-        let d = c
-            .delta(
-                "eventstream_events_dropped_total",
-                &[("reason", reason.as_str())],
-            )
-            .unwrap_or(0.0);
-        if d > 0.0 {
-            c.add(
-                "queues and drops",
-                Grade::Warning,
-                format!("events dropped ({reason})"),
-                format!("{d:.0} dropped in {:.1} s ({:.0}/s)", c.dt, d / c.dt),
-                "A DropNewest tier overflowed: the consumer side is the bottleneck or the tier is too small.",
-                Some("EventStreamEventsDropped"),
-            );
-        }
-    }
-    // Handlers.
-    if let Some(p) = c.delta("eventstream_handler_panics_total", &[]) {
-        let grade = if p > 0.0 { Grade::Warning } else { Grade::Ok };
-        c.add(
-            "handlers",
-            grade,
-            if p > 0.0 { format!("{p:.0} handler panics") } else { "no handler panics".into() },
-            format!("{p:.0} panics, {:.0} errors in {:.1} s", c.delta("eventstream_handler_errors_total", &[]).unwrap_or(0.0), c.dt),
-            "A handler is panicking: its events are counted as processed but the handler did not finish them.",
-            (grade > Grade::Ok).then_some("EventStreamHandlerPanics"),
-        );
-    }
-    if let (Some(alive), Some(total)) = (
-        c.now("eventstream_workers_alive", &[]),
-        c.now("eventstream_workers", &[]),
-    ) {
-        if alive < total {
-            c.add(
-                "handlers",
-                Grade::Critical,
-                format!("{} of {total:.0} workers are dead", total - alive),
-                format!("eventstream_workers_alive {alive:.0}"),
-                "A worker thread died outside a handler: restart the node and report the bug with its log.",
-                Some("EventStreamWorkersDown"),
-            );
-        }
-    }
-    // Dedup.
-    if let (Some(h), Some(m)) = (
-        c.delta("eventstream_dedup_hits_total", &[]),
-        c.delta("eventstream_dedup_misses_total", &[]),
-    ) {
-        let ratio = if h + m > 0.0 { h / (h + m) } else { 0.0 };
-        let grade = if ratio > t.dedup_hit_ratio {
-            Grade::Warning
-        } else {
-            Grade::Ok
-        };
-        c.add(
-            "dedup",
-            grade,
-            format!("{:.1} % of events were duplicates", ratio * 100.0),
-            format!("{h:.0} duplicates, {m:.0} fresh in {:.1} s", c.dt),
-            "Producers are retrying a lot: look for publish timeouts or a failover on the producer side.",
-            None,
-        );
-    }
-    // Replication (present only on cluster nodes).
-    if let Some(has_leader) = c.now("eventstream_raft_has_leader", &[]) {
-        let term = c.now("eventstream_raft_term", &[]).unwrap_or(0.0);
-        if has_leader < 1.0 {
-            c.add(
-                "replication and elections",
-                Grade::Critical,
-                "node has no leader".into(),
-                format!("eventstream_raft_has_leader 0 at term {term:.0}"),
-                "No quorum can be formed from this node: check that a majority of members is up and connected.",
-                Some("EventStreamNoLeader"),
-            );
-        }
-        let changes = c
-            .delta("eventstream_raft_leader_changes_total", &[])
-            .unwrap_or(0.0);
-        if changes > 0.0 {
-            c.add(
-                "replication and elections",
-                Grade::Warning,
-                format!("{changes:.0} leader change(s) during the sample"),
-                format!("term {term:.0}"),
-                "Leadership is unstable: look for a paused or overloaded node, slow fsync or a flaky network.",
-                Some("EventStreamHighLeaderChanges"),
-            );
-        }
-        let lag = c
-            .second
-            .iter()
-            .filter(|s| s.name == "eventstream_raft_replication_lag_entries")
-            .map(|s| (s.labels.get("peer").cloned().unwrap_or_default(), s.value))
-            .fold(None::<(String, f64)>, |m, x| match m {
-                Some(m) if m.1 >= x.1 => Some(m),
-                _ => Some(x),
-            });
-        if let Some((peer, lag)) = lag {
-            let grade = if lag > t.replication_lag_entries {
-                Grade::Warning
-            } else {
-                Grade::Ok
-            };
-            c.add(
-                "replication and elections",
-                grade,
-                format!("largest follower lag {lag:.0} entries (peer {peer})"),
-                format!("eventstream_raft_replication_lag_entries{{peer=\"{peer}\"}} {lag:.0}"),
-                "A follower is far behind: check that it is up, its disk (fsync) and its network.",
-                (grade > Grade::Ok).then_some("EventStreamReplicationLag"),
-            );
-        }
-        if let (Some(commit), Some(applied)) = (
-            c.now("eventstream_raft_commit_index", &[]),
-            c.now("eventstream_raft_applied_index", &[]),
-        ) {
-            let lag = commit - applied;
-            let grade = if lag > t.apply_lag_entries {
-                Grade::Warning
-            } else {
-                Grade::Ok
-            };
-            c.add(
-                "replication and elections",
-                grade,
-                format!("apply lag {lag:.0} entries"),
-                format!("commit {commit:.0}, applied {applied:.0}"),
-                "The apply path (dedup + handlers) is slower than commits: speed up handlers.",
-                (grade > Grade::Ok).then_some("EventStreamFollowerApplyLag"),
-            );
-        }
-        if let Some(f) = c.delta("eventstream_raft_proposals_failed_total", &[]) {
-            if f > 0.0 {
-                c.add(
-                    "replication and elections",
-                    Grade::Warning,
-                    format!("{f:.0} proposals failed"),
-                    format!("{:.1}/s", f / c.dt),
-                    "Proposals are being dropped (no leader, or too much uncommitted data): check leadership and disk.",
-                    Some("EventStreamProposalsFailing"),
-                );
-            }
-        }
-        if let (Some(members), Some(connected)) = (
-            c.now("eventstream_raft_members", &[]),
-            c.now("eventstream_raft_peers_connected", &[]),
-        ) {
-            let majority = (members / 2.0).floor() + 1.0;
-            if connected + 1.0 < majority {
-                c.add(
-                    "replication and elections",
-                    Grade::Critical,
-                    format!("connected to {connected:.0} of {:.0} peers: below a majority", members - 1.0),
-                    format!("members {members:.0}, majority {majority:.0}"),
-                    "This node cannot reach a quorum: check the other nodes and the network between them.",
-                    Some("EventStreamQuorumLost"),
-                );
-            }
-        }
-    }
-    // Disk. A failed log write or fsync is latched until restart (alert EventStreamStorageFailed
-    // fires on `== 1` without a `for`), so one scrape saying so is enough.
-    if c.now("eventstream_raft_storage_failed", &[]) >= Some(1.0) {
-        c.add(
-            "disk fsync",
-            Grade::Critical,
-            "log storage failed: this node accepts no writes".into(),
-            "eventstream_raft_storage_failed 1 (the reason is in /ready and the status)".into(),
-            "Free the disk or replace the volume, then restart the node: it truncates a torn tail and catches up from the leader.",
-            Some("EventStreamStorageFailed"),
-        );
-    }
-    if let Some((q, n, _)) = p99(c.first, c.second, "eventstream_raft_fsync_duration_seconds") {
-        let grade = if q > t.fsync_p99_seconds {
-            Grade::Warning
-        } else {
-            Grade::Ok
-        };
-        c.add(
-            "disk fsync",
-            grade,
-            format!("p99 fsync {}", fmt_seconds(q)),
-            format!("{n:.0} fsyncs observed"),
-            "The log disk is slow: move the data dir to a faster (SSD/NVMe) volume, or check for a noisy neighbour.",
-            (grade > Grade::Ok).then_some("EventStreamHighFsyncLatency"),
-        );
-    }
-    // Resources.
-    if let (Some(fds), Some(max)) = (
-        c.now("process_open_fds", &[]),
-        c.now("process_max_fds", &[]),
-    ) {
-        let ratio = if max > 0.0 { fds / max } else { 0.0 };
-        let grade = if ratio > t.fd_ratio {
-            Grade::Warning
-        } else {
-            Grade::Ok
-        };
-        let rss = c.now("process_resident_memory_bytes", &[]).unwrap_or(0.0);
-        let cpu = c.delta("process_cpu_seconds_total", &[]).unwrap_or(0.0) / c.dt;
-        c.add(
-            "resources",
-            grade,
-            format!(
-                "{fds:.0} of {max:.0} file descriptors; RSS {:.0} MiB; CPU {:.2} cores",
-                rss / 1048576.0,
-                cpu
-            ),
-            format!("open fds {:.0} %", ratio * 100.0),
-            "Raise the file-descriptor limit or look for leaked connections.",
-            None,
-        );
-    }
-}
-
 /// Evaluates scrapes taken `interval_seconds` apart. Pure: no I/O.
 pub fn evaluate(nodes: &[NodeScrape], interval_seconds: f64, t: Thresholds) -> Report {
     let dt = interval_seconds.max(1e-3);
@@ -634,45 +285,34 @@ pub fn evaluate(nodes: &[NodeScrape], interval_seconds: f64, t: Thresholds) -> R
     for n in nodes {
         match (&n.first, &n.second) {
             (Some(a), Some(b)) => {
-                if sum(b, "eventstream_raft_is_leader", &[]).unwrap_or(0.0) >= 1.0 {
+                if checks::claims_leadership(b) {
                     leaders.push(n.endpoint.clone());
                 }
-                check_node(&mut Ctx {
-                    endpoint: &n.endpoint,
-                    first: a,
-                    second: b,
-                    dt,
-                    t: &t,
-                    out: &mut findings,
-                });
+                checks::node(&n.endpoint, a, b, dt, &t, &mut findings);
             }
-            _ => findings.push(Finding {
-                area: "replication and elections",
-                grade: Grade::Critical,
-                endpoint: Some(n.endpoint.clone()),
-                summary: "node is down or unreachable".into(),
-                evidence: n.error.clone().unwrap_or_else(|| "no metrics".into()),
-                recommendation: "Check the process, its logs and its network; a cluster tolerates a minority down.".into(),
-                alert: Some("EventStreamNodeDown"),
-                runbook: Some(runbook("EventStreamNodeDown")),
-            }),
+            _ => findings.push(checks::node_down(n)),
         }
     }
-    if leaders.len() > 1 {
-        findings.push(Finding {
-            area: "replication and elections",
-            grade: Grade::Critical,
-            endpoint: None,
-            summary: format!("{} nodes claim to be leader", leaders.len()),
-            evidence: leaders.join(", "),
-            recommendation: "A partition or a stale leader: check the network and clocks; only one leader can commit.".into(),
-            alert: Some("EventStreamMultipleLeaders"),
-            runbook: Some(runbook("EventStreamMultipleLeaders")),
-        });
+    findings.extend(checks::multiple_leaders(&leaders));
+    let areas = area_grades(&findings);
+    let overall = areas.iter().map(|a| a.grade).max().unwrap_or(Grade::Ok);
+    let bottleneck = bottleneck(&findings);
+    Report {
+        endpoints: nodes.iter().map(|n| n.endpoint.clone()).collect(),
+        interval_seconds: dt,
+        overall,
+        areas,
+        bottleneck,
+        findings,
+        thresholds: t,
     }
-    let areas: Vec<AreaGrade> = AREAS
-        .iter()
-        .map(|&area| AreaGrade {
+}
+
+/// Every area, in display order, graded by the worst of its findings.
+fn area_grades(findings: &[Finding]) -> Vec<AreaGrade> {
+    Area::ALL
+        .into_iter()
+        .map(|area| AreaGrade {
             area,
             grade: findings
                 .iter()
@@ -681,11 +321,13 @@ pub fn evaluate(nodes: &[NodeScrape], interval_seconds: f64, t: Thresholds) -> R
                 .max()
                 .unwrap_or(Grade::Ok),
         })
-        .collect();
-    let overall = areas.iter().map(|a| a.grade).max().unwrap_or(Grade::Ok);
-    // The likely bottleneck: the most severe finding; among equals, the one furthest upstream in
-    // the order an event travels (a full queue explains high latency, not the other way round).
-    let upstream = |f: &Finding| match f.alert {
+        .collect()
+}
+
+/// How far upstream a finding's alert is in the order an event travels (lower is further up):
+/// a full queue explains high latency, not the other way round.
+fn upstream_rank(f: &Finding) -> u8 {
+    match f.alert {
         Some(
             "EventStreamNodeDown"
             | "EventStreamQuorumLost"
@@ -699,21 +341,17 @@ pub fn evaluate(nodes: &[NodeScrape], interval_seconds: f64, t: Thresholds) -> R
         Some("EventStreamFollowerApplyLag" | "EventStreamHandlerPanics") => 5,
         Some(_) => 6,
         None => 7,
-    };
-    let bottleneck = findings
+    }
+}
+
+/// The likely bottleneck: the most severe finding; among equals, the one furthest upstream
+/// ([`upstream_rank`]); among those, the first.
+fn bottleneck(findings: &[Finding]) -> Option<Finding> {
+    findings
         .iter()
         .filter(|f| f.grade > Grade::Ok)
-        .min_by_key(|f| (std::cmp::Reverse(f.grade), upstream(f)))
-        .cloned();
-    Report {
-        endpoints: nodes.iter().map(|n| n.endpoint.clone()).collect(),
-        interval_seconds: dt,
-        overall,
-        areas,
-        bottleneck,
-        findings,
-        thresholds: t,
-    }
+        .min_by_key(|f| (std::cmp::Reverse(f.grade), upstream_rank(f)))
+        .cloned()
 }
 
 impl Report {
@@ -825,6 +463,30 @@ mod tests {
         )
     }
 
+    /// The area names are part of the output (text and JSON), which scripts, the live tests and
+    /// the docs read: they must not change with the enum.
+    #[test]
+    fn areas_keep_their_names_and_order() {
+        let names: Vec<&str> = Area::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "latency",
+                "queues and drops",
+                "handlers",
+                "dedup",
+                "replication and elections",
+                "disk fsync",
+                "resources",
+            ]
+        );
+        for a in Area::ALL {
+            assert_eq!(a.to_string(), a.as_str());
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+        assert_eq!(format!("[{:<8}]", Area::Dedup), "[dedup   ]");
+    }
+
     #[test]
     fn a_healthy_cluster_is_ok_everywhere() {
         let nodes = vec![
@@ -853,7 +515,7 @@ mod tests {
             "disk fsync",
             "resources",
         ] {
-            assert!(r.findings.iter().any(|f| f.area == area), "{area}");
+            assert!(r.findings.iter().any(|f| f.area.as_str() == area), "{area}");
         }
     }
 
