@@ -274,6 +274,34 @@ pub fn decode_blocks_with_positions(
     Ok(())
 }
 
+/// Decodes `count` events encoded back to back in `src` (no block header), which they must
+/// fill exactly, appending them to `out` (payloads are slices of `src`).
+pub fn decode_events_run(
+    src: &Bytes,
+    count: usize,
+    out: &mut Vec<Event>,
+) -> Result<(), DecodeError> {
+    if count > src.len() / MIN_EVENT_LEN {
+        return Err(DecodeError::Invalid {
+            field: "event count",
+            reason: format!("{count} events cannot fit in {} bytes", src.len()),
+        });
+    }
+    let mut r = Reader::new(src);
+    out.reserve(count);
+    let mut last_topic = None;
+    for _ in 0..count {
+        out.push(read_event_cached(&mut r, src, &mut last_topic)?);
+    }
+    if r.remaining() != 0 {
+        return Err(DecodeError::Invalid {
+            field: "event run",
+            reason: format!("{} bytes after {count} events", r.remaining()),
+        });
+    }
+    Ok(())
+}
+
 /// Decodes the single event at byte `pos` of `src`.
 pub fn decode_event_at(src: &Bytes, pos: usize) -> Result<Event, DecodeError> {
     let mut r = Reader::new(src);

@@ -19,8 +19,10 @@
 mod error;
 pub mod fault;
 pub mod snapshot;
+pub mod stream;
 pub mod wal;
 
 pub use error::StorageError;
 pub use snapshot::{SnapshotData, SnapshotMember, StreamChunk};
+pub use stream::{RetentionPolicy, StreamConfig, StreamLog};
 pub use wal::{Recovered, Wal};

@@ -444,6 +444,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
         .map_err(|e| StorageError::io(&dir, e))
 }
 
+/// `fsync` of a directory (after creating, renaming or deleting files in it).
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io(dir, e))
+}
+
 /// Reads and validates a snapshot file.
 pub fn read_file(path: &Path) -> Result<(Bytes, SnapshotData), StorageError> {
     let bytes = Bytes::from(fs::read(path).map_err(|e| StorageError::io(path, e))?);

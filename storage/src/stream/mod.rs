@@ -1,0 +1,476 @@
+//! The committed stream on disk: one log of batch records per stream partition, in segment
+//! files with sparse offset and time indexes; retention by whole segments; reads by offset or
+//! by time through the page cache.
+//!
+//! # Layout
+//! `DATA_DIR/stream/p0/` holds partition 0 (one partition today; the directory per partition
+//! lets a node hold several independent logs later). A segment is `BASE.log` (+ `BASE.index`
+//! once sealed); see [`segment`](self) for the formats and [`batch`] for the records.
+//!
+//! # Durability
+//! The stream is written when entries are applied, after raft made them durable on a quorum
+//! (the WAL): it is a second copy, so appends are not fsynced one by one. [`StreamLog::sync`]
+//! makes everything appended durable; the node calls it before a snapshot lets the WAL drop
+//! the entries the stream holds, so what the WAL forgets the stream has on disk. After a crash
+//! the tail is recovered by checksum (torn or corrupt batches cut off) and the node replays
+//! the WAL from its snapshot, truncating the stream to the snapshot's next offset first.
+//!
+//! # Invariants
+//! * Offsets are contiguous: each segment starts where the previous one ends, and batches
+//!   within a segment follow each other without gaps; `first_offset..next_offset` is held.
+//! * Only the newest segment is appended to; a full one is sealed (checkpointed index written)
+//!   and a new one started.
+//! * Retention deletes whole sealed segments, oldest first; the newest segment always stays,
+//!   so `next_offset` survives a restart even when every event has aged out.
+//! * Readers never see a partial batch: a segment's visible length only grows after the batch
+//!   is written.
+
+pub mod batch;
+mod segment;
+
+use crate::error::StorageError;
+use batch::Batch;
+use bytes::BytesMut;
+use segment::Segment;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// How a stream log lays out its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// A segment is sealed and a new one started once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// One sparse index entry per this many bytes of batches (and one per segment start).
+    pub index_interval_bytes: u64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            segment_bytes: 64 << 20,
+            index_interval_bytes: 16 << 10,
+        }
+    }
+}
+
+/// How much of the stream to keep; 0 = no limit. Applied to whole sealed segments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Keep at most about this many events.
+    pub max_events: u64,
+    /// Keep at most about this many bytes of segments.
+    pub max_bytes: u64,
+    /// Drop segments whose newest event is older than this, milliseconds.
+    pub max_age_ms: u64,
+}
+
+/// One segment as a manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// First offset.
+    pub base_offset: u64,
+    /// One past the last offset.
+    pub next_offset: u64,
+    /// File bytes.
+    pub bytes: u64,
+    /// Newest event's time, ms since the epoch.
+    pub max_timestamp_ms: u64,
+}
+
+/// What opening a log found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamRecovery {
+    /// Segments whose index came from its checkpoint (no scan).
+    pub from_checkpoint: usize,
+    /// Segments read through to rebuild their index.
+    pub scanned: usize,
+    /// Bytes of a torn or corrupt tail cut off.
+    pub truncated_bytes: u64,
+}
+
+/// A read below what the log still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("offset {requested} is no longer held; the earliest is {earliest}")]
+pub struct Compacted {
+    /// The offset asked for.
+    pub requested: u64,
+    /// The first offset held.
+    pub earliest: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// By base offset; the last one is the one appended to.
+    segments: BTreeMap<u64, Arc<Segment>>,
+}
+
+/// One partition's stream log. Shared: appends come from the applying thread, reads from
+/// any number of readers at once.
+#[derive(Debug)]
+pub struct StreamLog {
+    dir: PathBuf,
+    cfg: StreamConfig,
+    inner: RwLock<Inner>,
+}
+
+/// The directory of partition `p` under a node's data directory.
+pub fn partition_dir(data_dir: &Path, p: u32) -> PathBuf {
+    data_dir.join("stream").join(format!("p{p}"))
+}
+
+impl StreamLog {
+    /// Opens (or creates, empty at offset `start`) the log in `dir`. The newest segment's tail
+    /// is recovered by checksum; sealed segments load their checkpointed index, or are
+    /// scanned when it is missing or stale.
+    pub fn open(
+        dir: &Path,
+        cfg: StreamConfig,
+        start: u64,
+    ) -> Result<(StreamLog, StreamRecovery), StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+        remove_temporaries(dir)?;
+        let bases = list_segments(dir)?;
+        let mut rec = StreamRecovery::default();
+        let mut segments = BTreeMap::new();
+        let last = bases.last().copied();
+        let mut expect: Option<u64> = None;
+        for base in bases {
+            let (seg, scanned) =
+                Segment::open(dir, base, cfg.index_interval_bytes, Some(base) == last)?;
+            if let Some(e) = expect {
+                if base != e {
+                    return Err(StorageError::CorruptLog {
+                        path: seg.path.display().to_string(),
+                        offset: 0,
+                        reason: format!("segment starts at {base}, the previous one ends at {e}"),
+                    });
+                }
+            }
+            if scanned.from_checkpoint {
+                rec.from_checkpoint += 1;
+            } else {
+                rec.scanned += 1;
+            }
+            rec.truncated_bytes += scanned.truncated_bytes;
+            expect = Some(seg.state().next_offset);
+            segments.insert(base, seg);
+        }
+        if segments.is_empty() {
+            segments.insert(start, Segment::create(dir, start)?);
+            crate::snapshot::sync_dir(dir)?;
+        }
+        Ok((
+            StreamLog {
+                dir: dir.to_path_buf(),
+                cfg,
+                inner: RwLock::new(Inner { segments }),
+            },
+            rec,
+        ))
+    }
+
+    fn inner(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn inner_mut(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn active(&self) -> Arc<Segment> {
+        self.inner()
+            .segments
+            .values()
+            .next_back()
+            .cloned()
+            .expect("a log always has a segment")
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The first offset held.
+    pub fn first_offset(&self) -> u64 {
+        *self
+            .inner()
+            .segments
+            .keys()
+            .next()
+            .expect("a log always has a segment")
+    }
+
+    /// One past the last offset held (the offset the next event gets).
+    pub fn next_offset(&self) -> u64 {
+        self.active().state().next_offset
+    }
+
+    /// Bytes of every segment.
+    pub fn bytes(&self) -> u64 {
+        self.inner().segments.values().map(|s| s.state().len).sum()
+    }
+
+    /// The newest event's time (0 for an empty log).
+    pub fn last_timestamp_ms(&self) -> u64 {
+        self.inner()
+            .segments
+            .values()
+            .map(|s| s.state().max_timestamp_ms)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Every segment, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.inner()
+            .segments
+            .values()
+            .map(|s| {
+                let st = s.state();
+                SegmentInfo {
+                    base_offset: s.base,
+                    next_offset: st.next_offset,
+                    bytes: st.len,
+                    max_timestamp_ms: st.max_timestamp_ms,
+                }
+            })
+            .collect()
+    }
+
+    /// Appends events `next_offset()..+count`, encoded back to back in `events`, all at
+    /// `timestamp_ms`. Written, not fsynced ([`sync`](Self::sync)).
+    pub fn append(&self, count: u32, timestamp_ms: u64, events: &[u8]) -> Result<(), StorageError> {
+        if count == 0 {
+            return Ok(());
+        }
+        let mut buf = BytesMut::new();
+        batch::put(&mut buf, self.next_offset(), count, timestamp_ms, events);
+        self.append_record(&buf)
+    }
+
+    /// Appends one whole record (as [`read`](Self::read) returns and a peer sends them):
+    /// checked by checksum, and it must start at `next_offset()`.
+    pub fn append_record(&self, record: &[u8]) -> Result<(), StorageError> {
+        let bytes = bytes::Bytes::copy_from_slice(record);
+        let b = match batch::decode(&bytes)? {
+            Some(b) if b.record.len() == bytes.len() => b,
+            _ => {
+                return Err(StorageError::Decode(
+                    eventstream_proto::DecodeError::Invalid {
+                        field: "stream batch",
+                        reason: format!("{} bytes are not one whole batch", record.len()),
+                    },
+                ))
+            }
+        };
+        let mut active = self.active();
+        let st = active.state();
+        if b.base_offset != st.next_offset {
+            return Err(StorageError::Decode(
+                eventstream_proto::DecodeError::Invalid {
+                    field: "stream batch offset",
+                    reason: format!("{} where {} comes next", b.base_offset, st.next_offset),
+                },
+            ));
+        }
+        if st.len > 0 && st.len + record.len() as u64 > self.cfg.segment_bytes {
+            active = self.roll(&active, st.next_offset)?;
+        }
+        active.append(record, &b, self.cfg.index_interval_bytes)
+    }
+
+    /// Seals `full` (fsync + checkpoint) and starts a segment at `next`.
+    fn roll(&self, full: &Arc<Segment>, next: u64) -> Result<Arc<Segment>, StorageError> {
+        full.sync()?;
+        full.checkpoint(&self.dir)?;
+        let seg = Segment::create(&self.dir, next)?;
+        crate::snapshot::sync_dir(&self.dir)?;
+        self.inner_mut().segments.insert(next, seg.clone());
+        Ok(seg)
+    }
+
+    /// Makes everything appended durable (`fdatasync` of the newest segment: sealed ones were
+    /// synced when sealed).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.active().sync()
+    }
+
+    /// The batches from the one holding `from` on, up to about `max_bytes` (at least one
+    /// batch if `from < next_offset`). The first batch may start before `from`.
+    pub fn read(
+        &self,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Result<Vec<Batch>, Compacted>, StorageError> {
+        let seg = {
+            let inner = self.inner();
+            let first = *inner
+                .segments
+                .keys()
+                .next()
+                .expect("a log always has a segment");
+            if from < first {
+                return Ok(Err(Compacted {
+                    requested: from,
+                    earliest: first,
+                }));
+            }
+            inner
+                .segments
+                .range(..=from)
+                .next_back()
+                .map(|(_, s)| s.clone())
+                .expect("first <= from")
+        };
+        let mut out = seg.read_from(from, max_bytes)?;
+        // `from` was this segment's end: the batches are in the next one.
+        if out.is_empty() {
+            let next = self
+                .inner()
+                .segments
+                .range(from + 1..)
+                .next()
+                .map(|(_, s)| s.clone());
+            if let Some(n) = next {
+                out = n.read_from(from, max_bytes)?;
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// The first offset whose time is at or after `timestamp_ms` (`next_offset()` if none).
+    pub fn offset_at_time(&self, timestamp_ms: u64) -> Result<u64, StorageError> {
+        let segs: Vec<Arc<Segment>> = self.inner().segments.values().cloned().collect();
+        for s in segs {
+            if s.state().max_timestamp_ms >= timestamp_ms {
+                return s.offset_at_time(timestamp_ms);
+            }
+        }
+        Ok(self.next_offset())
+    }
+
+    /// Deletes the oldest sealed segments the policy no longer keeps, at `now_ms`; returns
+    /// the bytes deleted. As Kafka does it: a segment goes when what remains without it still
+    /// holds the limit (so between the limit and the limit plus one segment are kept), or when
+    /// its newest event is older than the age limit.
+    pub fn retain(&self, policy: RetentionPolicy, now_ms: u64) -> Result<u64, StorageError> {
+        let mut freed = 0;
+        loop {
+            let (first, rest_bytes, rest_events) = {
+                let inner = self.inner();
+                if inner.segments.len() < 2 {
+                    return Ok(freed);
+                }
+                let mut it = inner.segments.values();
+                let first = it.next().cloned().expect("two segments");
+                let rest: Vec<_> = it.map(|s| s.state()).collect();
+                let bytes = rest.iter().map(|st| st.len).sum::<u64>();
+                let events = rest.last().map_or(0, |st| st.next_offset) - first.state().next_offset;
+                (first, bytes, events)
+            };
+            let st = first.state();
+            let over_bytes = policy.max_bytes > 0 && rest_bytes >= policy.max_bytes;
+            let over_events = policy.max_events > 0 && rest_events >= policy.max_events;
+            let too_old = policy.max_age_ms > 0
+                && st.max_timestamp_ms.saturating_add(policy.max_age_ms) < now_ms;
+            if !(over_bytes || over_events || too_old) {
+                return Ok(freed);
+            }
+            self.inner_mut().segments.remove(&first.base);
+            remove_segment_files(&self.dir, first.base)?;
+            freed += st.len;
+        }
+    }
+
+    /// Drops every offset at or after `next` (a batch boundary), e.g. back to a snapshot's
+    /// next offset before the WAL is replayed over it.
+    pub fn truncate_to(&self, next: u64) -> Result<(), StorageError> {
+        if next >= self.next_offset() {
+            return Ok(());
+        }
+        if next < self.first_offset() {
+            return self.reset(next);
+        }
+        let doomed: Vec<u64> = self
+            .inner()
+            .segments
+            .range(next + 1..)
+            .map(|(b, _)| *b)
+            .collect();
+        for base in doomed {
+            self.inner_mut().segments.remove(&base);
+            remove_segment_files(&self.dir, base)?;
+        }
+        let seg = self.active();
+        seg.truncate_to(&self.dir, next, self.cfg.index_interval_bytes)
+    }
+
+    /// Drops everything and starts empty at `start` (a snapshot far ahead of this log, or
+    /// retention having removed all of it elsewhere).
+    pub fn reset(&self, start: u64) -> Result<(), StorageError> {
+        let bases: Vec<u64> = self.inner().segments.keys().copied().collect();
+        let seg = Segment::create(&self.dir, start).or_else(|_| {
+            // A segment at `start` exists already: it is one of those being dropped.
+            remove_segment_files(&self.dir, start)?;
+            Segment::create(&self.dir, start)
+        })?;
+        let mut inner = self.inner_mut();
+        for base in bases {
+            if base != start {
+                remove_segment_files(&self.dir, base)?;
+            }
+        }
+        inner.segments.clear();
+        inner.segments.insert(start, seg);
+        drop(inner);
+        crate::snapshot::sync_dir(&self.dir)
+    }
+
+    /// Seals the newest segment's index to disk (a clean shutdown: the next open needs no
+    /// scan of it). Appends may continue; the checkpoint is then stale and ignored.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        let active = self.active();
+        active.sync()?;
+        active.checkpoint(&self.dir)
+    }
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
+    let mut bases = Vec::new();
+    for ent in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let ent = ent.map_err(|e| StorageError::io(dir, e))?;
+        let name = ent.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(b) = stem.parse::<u64>() {
+                bases.push(b);
+            }
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+fn remove_segment_files(dir: &Path, base: u64) -> Result<(), StorageError> {
+    for p in [segment::log_path(dir, base), segment::index_path(dir, base)] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io(&p, e)),
+        }
+    }
+    Ok(())
+}
+
+fn remove_temporaries(dir: &Path) -> Result<(), StorageError> {
+    for ent in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let ent = ent.map_err(|e| StorageError::io(dir, e))?;
+        if ent.file_name().to_string_lossy().ends_with(".tmp") {
+            let p = ent.path();
+            std::fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
+        }
+    }
+    Ok(())
+}
