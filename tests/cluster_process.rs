@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use eventstream_client::{Client, ClientConfig};
 use eventstream_core::{Event, Priority};
-use eventstream_testkit::verify_acked;
 use eventstream_testkit::ProcessCluster;
+use eventstream_testkit::{test_runtime, verify_acked};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -41,11 +41,7 @@ fn kill_leader_restart_and_every_acknowledged_event_survives_once_in_order() {
     let dir = Scratch::new("proc");
     let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &[]).unwrap();
     let eps = cluster.endpoints().to_vec();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = test_runtime();
     rt.block_on(async {
         let leader = cluster.wait_healthy(Duration::from_secs(20)).await.unwrap();
         let client = Client::new(ClientConfig::new(eps.clone())).unwrap();

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use eventstream_client::{Client, ClientConfig, ClientError};
 use eventstream_core::{Event, Priority};
 use eventstream_proto::frame::SubscribeBody;
-use eventstream_testkit::{free_ports, ProcessCluster};
+use eventstream_testkit::{free_ports, test_runtime, ProcessCluster};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -33,14 +33,6 @@ fn ok(out: Output, what: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Publishes `batches × 50` events; returns `(id, offset)` as acknowledged.
@@ -98,7 +90,7 @@ fn backup_of_a_loaded_cluster_restores_into_a_fresh_cluster() {
     .to_vec();
     let mut old = ProcessCluster::start(Path::new(EXE), 3, &old_dir, &tuning).unwrap();
     let eps = old.endpoints().to_vec();
-    let rt = runtime();
+    let rt = test_runtime();
     let leader = rt
         .block_on(old.wait_healthy(Duration::from_secs(30)))
         .unwrap();
@@ -246,7 +238,7 @@ fn retention_compacts_and_subscribers_get_the_earliest_offset() {
     .to_vec();
     let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &flags).unwrap();
     let eps = cluster.endpoints().to_vec();
-    let rt = runtime();
+    let rt = test_runtime();
     rt.block_on(cluster.wait_healthy(Duration::from_secs(30)))
         .unwrap();
     let client = Client::new(ClientConfig::new(eps.clone())).unwrap();

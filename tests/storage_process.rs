@@ -13,21 +13,13 @@ use bytes::{Bytes, BytesMut};
 use eventstream_client::{Client, ClientConfig};
 use eventstream_core::{Event, Priority};
 use eventstream_proto::frame::{self, ErrorCode, Kind};
-use eventstream_testkit::verify_acked;
 use eventstream_testkit::ProcessCluster;
+use eventstream_testkit::{test_runtime, verify_acked};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_eventstream");
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 async fn publish_some(client: &Client, n: usize, acked: &mut Vec<(u64, u64)>) {
     for b in 0..n {
@@ -73,7 +65,7 @@ fn corrupt_and_torn_tail_is_truncated_and_the_node_rejoins() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &[]).unwrap();
     let eps = cluster.endpoints().to_vec();
-    rt().block_on(async {
+    test_runtime().block_on(async {
         let leader = cluster.wait_healthy(Duration::from_secs(30)).await.unwrap();
         let client = Client::new(ClientConfig::new(eps.clone())).unwrap();
         let mut acked = Vec::new();
@@ -170,7 +162,7 @@ fn full_disk_stops_writes_on_that_node_and_says_why() {
     // Node 3 (restarted with an HTTP port) has the tmpfs as its data directory.
     let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &[]).unwrap();
     let eps = cluster.endpoints().to_vec();
-    let rt = rt();
+    let rt = test_runtime();
     rt.block_on(async { cluster.wait_healthy(Duration::from_secs(30)).await.unwrap() });
     cluster
         .restart_with(3, &["--http-port".into(), http.to_string()])

@@ -5,7 +5,7 @@
 
 use eventstream_client::tls::ClientTls;
 use eventstream_client::ClientConfig;
-use eventstream_testkit::{free_ports, ProcessCluster};
+use eventstream_testkit::{free_ports, test_runtime, ProcessCluster};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -146,10 +146,7 @@ fn tls_process_cluster_with_cli_clients() {
         .unwrap(),
     );
     cluster.set_client_config(probe);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = test_runtime();
     rt.block_on(cluster.wait_healthy(Duration::from_secs(20)))
         .expect("TLS cluster healthy");
     let eps = cluster.endpoints().join(",");

@@ -7,20 +7,12 @@ use eventstream_core::replication::ReplicationSource;
 use eventstream_core::{Engine, Event, Priority};
 use eventstream_node::LocalCluster;
 use eventstream_proto::frame::{self, ErrorCode, Kind, SubscribeBody};
+use eventstream_testkit::test_runtime;
 use std::io::{Read, Write};
 use std::time::Duration;
 
 fn start(dir: &std::path::Path) -> LocalCluster {
     LocalCluster::start(3, dir, |c| c.raft.tick_ms = 10, |_| Engine::builder()).unwrap()
-}
-
-/// The tokio runtime the tests drive their clients on.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn ev(i: u64) -> Event {
@@ -40,7 +32,7 @@ fn publish_subscribe_redirect_dedup_and_bad_frames() {
         .expect("leader");
     let eps = cluster.endpoints();
     let follower = if leader == 1 { 2 } else { 1 };
-    let rt = runtime();
+    let rt = test_runtime();
     rt.block_on(async {
         // Client pointed at a follower only: it is redirected to the leader.
         let client = Client::new(ClientConfig::new(
@@ -207,7 +199,7 @@ fn stopped_follower_restarts_and_catches_up() {
         .wait_for_leader(Duration::from_secs(10))
         .expect("leader");
     let victim = if leader == 3 { 2 } else { 3 };
-    let rt = runtime();
+    let rt = test_runtime();
     let client = Client::new(ClientConfig::new(cluster.endpoints())).unwrap();
     rt.block_on(async {
         client.publish((0..100).map(ev).collect()).await.unwrap();
@@ -250,7 +242,7 @@ fn conditional_leader_transfer_acts_only_on_the_named_leader() {
         .expect("leader");
     let follower = if leader == 1 { 2 } else { 1 };
     let eps = cluster.endpoints();
-    let rt = runtime();
+    let rt = test_runtime();
     rt.block_on(async {
         let at_follower = Client::new(ClientConfig::new(
             vec![eps[(follower - 1) as usize].clone()],
@@ -310,7 +302,7 @@ fn restarted_follower_catches_up_by_snapshot_over_tcp() {
         .filter(|&id| id != down)
         .map(|id| eps[(id - 1) as usize].clone())
         .collect();
-    let rt = runtime();
+    let rt = test_runtime();
     let client = Client::new(ClientConfig::new(up)).unwrap();
     rt.block_on(async {
         // One small batch per entry: many entries, so the log is compacted past the stopped node.

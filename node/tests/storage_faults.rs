@@ -10,20 +10,13 @@ use eventstream_core::{Engine, Event, Priority};
 use eventstream_node::LocalCluster;
 use eventstream_proto::frame::{self, ErrorBody, ErrorCode, Kind};
 use eventstream_storage::fault::{self, WalOp, EIO, ENOSPC};
+use eventstream_testkit::test_runtime;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn ev(i: u64) -> Event {
     Event::new("t", Priority::High, Bytes::from(format!("e{i}"))).with_id(1_000 + i)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn client(eps: Vec<String>, deadline_ms: u64) -> Client {
@@ -88,7 +81,7 @@ fn single_node_failed_fsync_is_never_acknowledged(async_persist: bool) {
     cluster.wait_for_leader(Duration::from_secs(10)).unwrap();
     let eps = cluster.endpoints();
     let node = cluster.nodes[0].as_ref().unwrap();
-    let rt = rt();
+    let rt = test_runtime();
     let c = client(eps.clone(), 3_000);
     assert_eq!(rt.block_on(c.publish(vec![ev(0)])).unwrap(), vec![0]);
 
@@ -163,7 +156,7 @@ fn full_disk_on_the_leader_then_restart_truncates_and_rejoins() {
     .unwrap();
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).unwrap();
     let eps = cluster.endpoints();
-    let rt = rt();
+    let rt = test_runtime();
     let c = client(eps.clone(), 20_000);
     let mut acked = Vec::new();
     for i in 0..20 {
@@ -243,7 +236,7 @@ fn failed_fsync_on_a_follower_leaves_the_cluster_writable() {
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).unwrap();
     let follower = if leader == 1 { 2 } else { 1 };
     let eps = cluster.endpoints();
-    let rt = rt();
+    let rt = test_runtime();
     let c = client(eps.clone(), 10_000);
     rt.block_on(c.publish(vec![ev(0)])).unwrap();
     fault::inject(&node_dir(dir.path(), follower), WalOp::Fsync, EIO, 0, 1);

@@ -9,6 +9,7 @@ use eventstream_client::{Client, ClientConfig, ClientError};
 use eventstream_core::{Engine, Event, Priority};
 use eventstream_node::{LocalCluster, NodeConfig, NodeError};
 use eventstream_proto::frame::{self, Kind, Role, SubscribeBody};
+use eventstream_testkit::test_runtime;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -123,14 +124,6 @@ fn short(mut cfg: ClientConfig) -> ClientConfig {
     cfg
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn events(n: u64, tag: &str) -> Vec<Event> {
     (0..n)
         .map(|i| Event::new("tls", Priority::High, Bytes::from(format!("{tag}-{i}"))))
@@ -162,7 +155,7 @@ fn mutual_tls_cluster_serves_tls_clients_and_refuses_plain_and_foreign_ones() {
         .expect("a leader elected over mutual TLS");
     let eps = cluster.endpoints();
     let follower = eps[(leader % 3) as usize].clone();
-    rt().block_on(async {
+    test_runtime().block_on(async {
         // Publish through a follower (redirected to the leader), all over TLS with a client
         // certificate.
         let client =
@@ -247,7 +240,7 @@ fn isolated_third_node(bad_cert: &str) {
         .expect("nodes 1 and 2 elect a leader");
     assert_ne!(leader, 3);
     let eps = cluster.endpoints();
-    rt().block_on(async {
+    test_runtime().block_on(async {
         let client = Client::new(pki.client(eps[..2].to_vec(), "ca.pem", None)).unwrap();
         let offsets = client.publish(events(20, "q")).await.unwrap();
         assert_eq!(offsets.len(), 20);
@@ -299,7 +292,7 @@ fn explicit_server_name_replaces_the_address_host() {
         .wait_for_leader(Duration::from_secs(10))
         .expect("peers verify each other by the configured name");
     let eps = cluster.endpoints();
-    rt().block_on(async {
+    test_runtime().block_on(async {
         // By address the certificate does not match; with the name it does.
         let by_addr = Client::new(pki.client(eps.clone(), "ca.pem", None)).unwrap();
         assert!(by_addr.status().await.is_err());
@@ -492,7 +485,7 @@ fn hello_token_is_accepted_and_a_malformed_one_closes_only_that_connection() {
     assert_eq!(node.protocol_errors(), 1);
     // Clients with the right token, a wrong one, or none can all publish and read status:
     // only admin operations need the token.
-    rt().block_on(async {
+    test_runtime().block_on(async {
         for token in [Some("s3cret"), Some("wrong"), None] {
             let mut cfg = short(ClientConfig::new(vec![ep.clone()]));
             cfg.token = token.map(|t| AdminToken::from_text(t).unwrap());
