@@ -2,9 +2,10 @@
 //! publishing, restart it, and check that every acknowledged event is readable exactly once, at
 //! its acknowledged offset, in the same order on every node. Also the CLI around a cluster.
 
-use bytes::Bytes;
+mod common;
+
+use common::publish_batches;
 use eventstream_client::{Client, ClientConfig};
-use eventstream_core::{Event, Priority};
 use eventstream_testkit::ProcessCluster;
 use eventstream_testkit::{test_runtime, verify_acked};
 use std::path::Path;
@@ -14,27 +15,6 @@ use std::time::Duration;
 const EXE: &str = env!("CARGO_BIN_EXE_eventstream");
 
 use eventstream_testkit::Scratch;
-
-async fn publish_some(client: &Client, n: usize, acked: &mut Vec<(u64, u64)>) {
-    for b in 0..n {
-        let evs: Vec<Event> = (0..10)
-            .map(|i| {
-                Event::new(
-                    "t",
-                    Priority::from_index((i % 4) as u8).unwrap(),
-                    Bytes::from(format!("{b}-{i}")),
-                )
-                .with_id(client.next_id().0)
-            })
-            .collect();
-        let ids: Vec<u64> = evs.iter().map(|e| e.id.0).collect();
-        let offs = client
-            .publish(evs)
-            .await
-            .expect("publish (with retries) succeeds");
-        acked.extend(ids.into_iter().zip(offs));
-    }
-}
 
 #[test]
 fn kill_leader_restart_and_every_acknowledged_event_survives_once_in_order() {
@@ -46,21 +26,21 @@ fn kill_leader_restart_and_every_acknowledged_event_survives_once_in_order() {
         let leader = cluster.wait_healthy(Duration::from_secs(20)).await.unwrap();
         let client = Client::new(ClientConfig::new(eps.clone())).unwrap();
         let mut acked = Vec::new();
-        publish_some(&client, 30, &mut acked).await;
+        acked.extend(publish_batches(&client, 30, 10, "p").await);
         // Concurrent publishing while the leader dies.
         let c2 = Client::new(ClientConfig::new(eps.clone())).unwrap();
         let bg = tokio::spawn(async move {
             let mut a = Vec::new();
-            publish_some(&c2, 60, &mut a).await;
+            a.extend(publish_batches(&c2, 60, 10, "p").await);
             a
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
         cluster.kill(leader);
-        publish_some(&client, 30, &mut acked).await;
+        acked.extend(publish_batches(&client, 30, 10, "p").await);
         acked.extend(bg.await.unwrap());
         cluster.restart(leader).unwrap();
         cluster.wait_healthy(Duration::from_secs(30)).await.unwrap();
-        publish_some(&client, 5, &mut acked).await;
+        acked.extend(publish_batches(&client, 5, 10, "p").await);
         assert_eq!(acked.len(), 1250);
         let eventstream_testkit::Verified {
             lost,

@@ -9,7 +9,10 @@
 //!   reason, `eventstream_raft_storage_failed 1`, a log line, publishes answered `Unavailable`
 //!   with the reason — while the other two keep committing.
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
+use common::{http_get, publish_batches};
 use eventstream_client::{Client, ClientConfig};
 use eventstream_core::{Event, Priority};
 use eventstream_proto::frame::{self, ErrorCode, Kind};
@@ -20,20 +23,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_eventstream");
-
-async fn publish_some(client: &Client, n: usize, acked: &mut Vec<(u64, u64)>) {
-    for b in 0..n {
-        let evs: Vec<Event> = (0..10)
-            .map(|i| {
-                Event::new("t", Priority::High, Bytes::from(format!("{b}-{i}")))
-                    .with_id(client.next_id().0)
-            })
-            .collect();
-        let ids: Vec<u64> = evs.iter().map(|e| e.id.0).collect();
-        let offs = client.publish(evs).await.expect("publish (with retries)");
-        acked.extend(ids.into_iter().zip(offs));
-    }
-}
 
 fn newest_segment(dir: &Path) -> PathBuf {
     let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -69,7 +58,7 @@ fn corrupt_and_torn_tail_is_truncated_and_the_node_rejoins() {
         let leader = cluster.wait_healthy(Duration::from_secs(30)).await.unwrap();
         let client = Client::new(ClientConfig::new(eps.clone())).unwrap();
         let mut acked = Vec::new();
-        publish_some(&client, 40, &mut acked).await;
+        acked.extend(publish_batches(&client, 40, 10, "p").await);
         cluster.kill(leader);
 
         let seg = newest_segment(&dir.path().join(format!("node-{leader}")));
@@ -81,10 +70,10 @@ fn corrupt_and_torn_tail_is_truncated_and_the_node_rejoins() {
         data.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3]); // and half a record after it
         std::fs::write(&seg, &data).unwrap();
 
-        publish_some(&client, 20, &mut acked).await;
+        acked.extend(publish_batches(&client, 20, 10, "p").await);
         cluster.restart(leader).unwrap();
         cluster.wait_healthy(Duration::from_secs(60)).await.unwrap();
-        publish_some(&client, 10, &mut acked).await;
+        acked.extend(publish_batches(&client, 10, 10, "p").await);
         let eventstream_testkit::Verified {
             lost,
             duplicated: dup,
@@ -105,24 +94,6 @@ fn corrupt_and_torn_tail_is_truncated_and_the_node_rejoins() {
         log.contains("truncating torn log tail") && log.contains("bytes"),
         "{log}"
     );
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, out)
 }
 
 /// Root can mount a tmpfs; CI runs as root, so this runs there (as root a failed mount is a
@@ -188,7 +159,7 @@ fn full_disk_stops_writes_on_that_node_and_says_why() {
     let http_addr = format!("127.0.0.1:{http}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status3 = loop {
-        rt.block_on(publish_some(&client, 10, &mut acked));
+        acked.extend(rt.block_on(publish_batches(&client, 10, 10, "p")));
         let (code, body) = http_get(&http_addr, "/ready");
         if code == 503 && body.contains("storage failed") {
             break body;
@@ -241,7 +212,7 @@ fn full_disk_stops_writes_on_that_node_and_says_why() {
         e.message
     );
     // The other two keep committing; node 3 logged why.
-    rt.block_on(publish_some(&client, 10, &mut acked));
+    acked.extend(rt.block_on(publish_batches(&client, 10, 10, "p")));
     let log = std::fs::read_to_string(dir.path().join("node-3.log")).unwrap();
     assert!(log.contains("log storage failed"), "{log}");
     let healthy: Vec<String> = (1..=3u64)
