@@ -13,12 +13,15 @@
 //!   node.
 //! * [`runtime`] / [`test_runtime`] — the tokio runtime clients are driven from.
 //! * `fault` (feature `fault-injection`) — the storage crate's write/fsync fault injection.
+//! * `Pki` (feature `pki`) — CA, node, client and rogue certificates generated at run time.
 //!
 //! Production code does not depend on this crate's fault injection: it is only compiled in
 //! with the `fault-injection` feature, which only tests enable.
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(feature = "pki")]
+mod pki;
 mod ports;
 mod procs;
 mod runtime;
@@ -28,6 +31,8 @@ mod verify;
 pub use error::TestkitError;
 #[cfg(feature = "fault-injection")]
 pub use eventstream_storage::fault;
+#[cfg(feature = "pki")]
+pub use pki::Pki;
 pub use ports::{free_ports, Ports};
 pub use procs::{agreed_leader, ProcessCluster, Route};
 pub use runtime::{runtime, test_runtime};
