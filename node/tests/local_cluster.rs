@@ -7,7 +7,7 @@ use eventstream_core::replication::ReplicationSource;
 use eventstream_core::{Engine, Event, Priority};
 use eventstream_node::LocalCluster;
 use eventstream_proto::frame::{self, ErrorCode, Kind, SubscribeBody};
-use eventstream_testkit::test_runtime;
+use eventstream_testkit::{test_runtime, wait_until};
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -156,10 +156,9 @@ fn publish_subscribe_redirect_dedup_and_bad_frames() {
         );
         assert_eq!(used, said.len(), "server closes the bad connection");
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while node.protocol_errors() < before + 2 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("two protocol errors", Duration::from_secs(5), || {
+        node.protocol_errors() >= before + 2
+    });
     assert_eq!(node.protocol_errors(), before + 2);
     // What the exporter publishes is the server's own count (the same counters, shared).
     {
@@ -212,10 +211,11 @@ fn stopped_follower_restarts_and_catches_up() {
     });
     cluster.restart_node(victim, Engine::builder()).unwrap();
     let node = cluster.nodes[(victim - 1) as usize].as_ref().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while node.stream().next_offset() < 600 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "the restarted node to catch up",
+        Duration::from_secs(20),
+        || node.stream().next_offset() >= 600,
+    );
     assert_eq!(node.stream().next_offset(), 600);
     let leader_stream = cluster.nodes[(leader - 1) as usize]
         .as_ref()
@@ -311,21 +311,13 @@ fn restarted_follower_catches_up_by_snapshot_over_tcp() {
             client.publish(batch).await.unwrap();
         }
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while cluster.nodes[(leader - 1) as usize]
+    let leader_metrics = cluster.nodes[(leader - 1) as usize]
         .as_ref()
         .unwrap()
-        .metrics()
-        .status()
-        .first_index
-        < 100
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "leader never compacted"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .metrics();
+    wait_until("the leader to compact", Duration::from_secs(10), || {
+        leader_metrics.status().first_index >= 100
+    });
     cluster.restart_node(down, Engine::builder()).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {

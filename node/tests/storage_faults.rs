@@ -10,10 +10,10 @@ use eventstream_core::{Engine, Event, Priority};
 use eventstream_node::LocalCluster;
 use eventstream_proto::frame::{self, ErrorBody, ErrorCode, Kind};
 use eventstream_storage::fault::{self, WalOp, EIO, ENOSPC};
-use eventstream_testkit::test_runtime;
+use eventstream_testkit::{test_runtime, wait_until};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn ev(i: u64) -> Event {
     Event::new("t", Priority::High, Bytes::from(format!("e{i}"))).with_id(1_000 + i)
@@ -49,14 +49,6 @@ fn raw_publish_error(addr: &str, event: Event) -> ErrorBody {
         "a publish on a failed node is never acknowledged"
     );
     frame::decode_error(&body).unwrap()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn node_dir(dir: &Path, id: u64) -> std::path::PathBuf {

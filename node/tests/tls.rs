@@ -10,7 +10,7 @@ use eventstream_client::{Client, ClientConfig, ClientError};
 use eventstream_core::{Engine, Event, Priority};
 use eventstream_node::{LocalCluster, NodeConfig, NodeError};
 use eventstream_proto::frame::{self, Kind, Role, SubscribeBody};
-use eventstream_testkit::{test_runtime, Pki};
+use eventstream_testkit::{test_runtime, wait_until, Pki};
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -239,10 +239,9 @@ fn explicit_server_name_replaces_the_address_host() {
         assert_eq!(by_name.publish(events(5, "n")).await.unwrap().len(), 5);
     });
     for n in cluster.nodes.iter().flatten() {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while n.stream().next_offset() < 5 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until("every node to replicate", Duration::from_secs(5), || {
+            n.stream().next_offset() >= 5
+        });
         assert_eq!(n.stream().next_offset(), 5, "node {} replicated", n.id());
     }
     cluster.shutdown();
@@ -413,10 +412,9 @@ fn hello_token_is_accepted_and_a_malformed_one_closes_only_that_connection() {
         frame::ErrorCode::BadRequest
     );
     // Counted just after the close.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while node.protocol_errors() == 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("the protocol error", Duration::from_secs(5), || {
+        node.protocol_errors() > 0
+    });
     assert_eq!(node.protocol_errors(), 1);
     // Clients with the right token, a wrong one, or none can all publish and read status:
     // only admin operations need the token.

@@ -12,6 +12,7 @@
 //! * [`verify_acked`] — every acknowledged event stored exactly once, at its offset, on every
 //!   node.
 //! * [`runtime`] / [`test_runtime`] — the tokio runtime clients are driven from.
+//! * [`wait_until`] — polls a condition, panicking with what it waited for.
 //! * `fault` (feature `fault-injection`) — the storage crate's write/fsync fault injection.
 //! * `Pki` (feature `pki`) — CA, node, client and rogue certificates generated at run time.
 //!
@@ -27,6 +28,7 @@ mod procs;
 mod runtime;
 mod scratch;
 mod verify;
+mod wait;
 
 pub use error::TestkitError;
 #[cfg(feature = "fault-injection")]
@@ -38,3 +40,4 @@ pub use procs::{agreed_leader, ProcessCluster, Route};
 pub use runtime::{runtime, test_runtime};
 pub use scratch::Scratch;
 pub use verify::{verify_acked, Verified};
+pub use wait::wait_until;
