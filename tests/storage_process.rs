@@ -11,14 +11,14 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::{http_get, publish_batches};
 use eventstream_client::{Client, ClientConfig};
 use eventstream_core::{Event, Priority};
-use eventstream_proto::frame::{self, ErrorCode, Kind};
+use eventstream_proto::frame::ErrorCode;
 use eventstream_testkit::ProcessCluster;
-use eventstream_testkit::{test_runtime, verify_acked};
-use std::io::{Read, Write};
+use eventstream_testkit::{raw_publish_error, test_runtime, verify_acked};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -184,27 +184,10 @@ fn full_disk_stops_writes_on_that_node_and_says_why() {
     let why = st.storage_failure.expect("the status says why");
     assert!(why.contains("No space left on device"), "{why}");
     // A publish sent to node 3 is refused with the reason.
-    let mut s = std::net::TcpStream::connect(&eps[2]).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut b = BytesMut::new();
-    frame::put_frame(
-        &mut b,
-        Kind::Hello,
-        &frame::encode_hello(frame::Role::Client),
+    let e = raw_publish_error(
+        &eps[2],
+        Event::new("t", Priority::High, Bytes::from_static(b"x")),
     );
-    frame::put_publish(
-        &mut b,
-        9,
-        &[Event::new("t", Priority::High, Bytes::from_static(b"x"))],
-    );
-    s.write_all(&b).unwrap();
-    let mut hdr = [0u8; 8];
-    s.read_exact(&mut hdr).unwrap();
-    let (kind, n) = frame::decode_header(&hdr, 1 << 20).unwrap();
-    let mut body = vec![0u8; n];
-    s.read_exact(&mut body).unwrap();
-    assert_eq!(kind, Kind::Error);
-    let e = frame::decode_error(&body).unwrap();
     assert_eq!(e.code, ErrorCode::Unavailable);
     assert!(
         e.message.contains("No space left on device"),

@@ -3,15 +3,14 @@
 //! (status, readiness, publish errors), and never acknowledges what it did not fsync; a torn
 //! tail left by a short write is truncated on restart and the node rejoins.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use eventstream_client::{Client, ClientConfig};
 use eventstream_core::replication::ReplicationSource;
 use eventstream_core::{Engine, Event, Priority};
 use eventstream_node::LocalCluster;
-use eventstream_proto::frame::{self, ErrorBody, ErrorCode, Kind};
+use eventstream_proto::frame::ErrorCode;
 use eventstream_storage::fault::{self, WalOp, EIO, ENOSPC};
-use eventstream_testkit::{test_runtime, wait_until};
-use std::io::{Read, Write};
+use eventstream_testkit::{raw_publish_error, test_runtime, wait_until};
 use std::path::Path;
 use std::time::Duration;
 
@@ -24,31 +23,6 @@ fn client(eps: Vec<String>, deadline_ms: u64) -> Client {
     cfg.deadline = Duration::from_millis(deadline_ms);
     cfg.attempt_timeout = Duration::from_millis(deadline_ms.min(2_000));
     Client::new(cfg).unwrap()
-}
-
-/// One publish over a raw connection; returns the error frame the node answers with.
-fn raw_publish_error(addr: &str, event: Event) -> ErrorBody {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut b = BytesMut::new();
-    frame::put_frame(
-        &mut b,
-        Kind::Hello,
-        &frame::encode_hello(frame::Role::Client),
-    );
-    frame::put_publish(&mut b, 5, &[event]);
-    s.write_all(&b).unwrap();
-    let mut hdr = [0u8; 8];
-    s.read_exact(&mut hdr).unwrap();
-    let (kind, len) = frame::decode_header(&hdr, 1 << 20).unwrap();
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
-    assert_eq!(
-        kind,
-        Kind::Error,
-        "a publish on a failed node is never acknowledged"
-    );
-    frame::decode_error(&body).unwrap()
 }
 
 fn node_dir(dir: &Path, id: u64) -> std::path::PathBuf {

@@ -12,6 +12,7 @@
 //! * [`verify_acked`] — every acknowledged event stored exactly once, at its offset, on every
 //!   node.
 //! * [`runtime`] / [`test_runtime`] — the tokio runtime clients are driven from.
+//! * [`raw_publish_error`] — one publish over a raw connection, for the error a node answers.
 //! * [`wait_until`] — polls a condition, panicking with what it waited for.
 //! * `fault` (feature `fault-injection`) — the storage crate's write/fsync fault injection.
 //! * `Pki` (feature `pki`) — CA, node, client and rogue certificates generated at run time.
@@ -25,6 +26,7 @@ mod error;
 mod pki;
 mod ports;
 mod procs;
+mod raw;
 mod runtime;
 mod scratch;
 mod verify;
@@ -37,6 +39,7 @@ pub use eventstream_storage::fault;
 pub use pki::Pki;
 pub use ports::{free_ports, Ports};
 pub use procs::{agreed_leader, ProcessCluster, Route};
+pub use raw::raw_publish_error;
 pub use runtime::{runtime, test_runtime};
 pub use scratch::Scratch;
 pub use verify::{verify_acked, Verified};
