@@ -4,12 +4,10 @@
 //! naming the flag. Nothing is started in any case. And the one configuration's three ways in
 //! (file, variables, flags) with `--print-config` showing the merged result.
 
-use std::process::Command;
-use std::time::Duration;
+mod common;
 
-fn eventstream() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_eventstream"))
-}
+use common::eventstream;
+use std::time::Duration;
 
 /// Runs `eventstream node --config FILE` with `toml` as the file; returns (exit code, stderr).
 fn node_with_config(toml: &str) -> (Option<i32>, String) {

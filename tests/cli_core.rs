@@ -1,10 +1,8 @@
 //! The binary's embedded-engine commands, run as a user would.
 
-use std::process::Command;
+mod common;
 
-fn eventstream() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_eventstream"))
-}
+use common::{eventstream, http_get};
 
 fn json_of(out: &std::process::Output) -> serde_json::Value {
     assert!(
@@ -125,19 +123,11 @@ fn bench_pipeline_rejects_bad_flags_with_the_flag_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
 }
 
-/// `GET path` over plain HTTP/1.1; returns the body.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
-    out
+/// `GET path` on `addr`: the body of a 200 answer.
+fn get_ok(addr: &str, path: &str) -> String {
+    let (code, body) = http_get(addr, path);
+    assert_eq!(code, 200, "{path}: {body}");
+    body
 }
 
 /// Runs `eventstream demo ARGS`, reading stdout as it comes; calls `during` once the first
@@ -175,10 +165,6 @@ fn run_demo(args: &[&str], during: impl FnOnce(&[String])) -> String {
     stdout
 }
 
-fn authority(url: &str) -> &str {
-    url.trim_start_matches("http://").split('/').next().unwrap()
-}
-
 #[test]
 fn embedded_demo_serves_metrics_prints_a_live_summary_and_shuts_down_cleanly() {
     let stdout = run_demo(
@@ -196,13 +182,13 @@ fn embedded_demo_serves_metrics_prints_a_live_summary_and_shuts_down_cleanly() {
                 .iter()
                 .find(|u| u.ends_with("/metrics"))
                 .expect("metrics URL");
-            let metrics = http_get(authority(m), "/metrics");
+            let metrics = get_ok(m, "/metrics");
             assert!(
                 metrics.contains("eventstream_events_processed_total"),
                 "{metrics}"
             );
             assert!(metrics.contains("eventstream_event_latency_seconds_bucket"));
-            assert!(http_get(authority(m), "/").contains("<html"));
+            assert!(get_ok(m, "/").contains("<html"));
         },
     );
     let summary: Vec<&str> = stdout.lines().filter(|l| l.contains("events/s=")).collect();
@@ -232,20 +218,11 @@ fn cluster_demo_runs_three_nodes_each_with_status_page_and_metrics() {
         let pages: Vec<&String> = urls.iter().filter(|u| u.ends_with('/')).collect();
         assert_eq!(pages.len(), 3, "{urls:?}");
         for page in pages {
-            let a = authority(page);
-            assert!(http_get(a, "/").contains("<html"));
-            let metrics = http_get(a, "/metrics");
+            assert!(get_ok(page, "/").contains("<html"));
+            let metrics = get_ok(page, "/metrics");
             assert!(metrics.contains("eventstream_raft_term"), "{metrics}");
-            let status = http_get(a, "/api/v1/cluster/status");
-            let body = &status[status.find("\r\n\r\n").unwrap() + 4..];
-            let json: serde_json::Value = serde_json::from_str(body.trim())
-                .or_else(|_| {
-                    // Chunked transfer: the JSON object is between the chunk-size lines.
-                    let start = body.find('{').unwrap();
-                    let end = body.rfind('}').unwrap();
-                    serde_json::from_str(&body[start..=end])
-                })
-                .unwrap();
+            let status = get_ok(page, "/api/v1/cluster/status");
+            let json: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
             let text = json.to_string();
             for id in ["1", "2", "3"] {
                 assert!(

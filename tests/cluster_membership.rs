@@ -10,8 +10,8 @@ use eventstream_core::replication::RaftRole;
 use eventstream_core::{Event, Priority};
 use eventstream_proto::admin::{self, AdminRequest, MemberList};
 use eventstream_proto::frame::{self, ErrorCode, Kind, Role};
-use eventstream_testkit::verify_acked;
 use eventstream_testkit::ProcessCluster;
+use eventstream_testkit::{test_runtime, verify_acked};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -107,11 +107,7 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
     .map(|s| s.to_string())
     .collect();
     let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &compaction).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = test_runtime();
     rt.block_on(cluster.wait_healthy(Duration::from_secs(20)))
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -281,11 +277,7 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
 fn leader_transfer_cli_sigterm_hand_off_and_bad_requests() {
     let dir = Scratch::new("transfer");
     let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &[]).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = test_runtime();
     let leader = rt
         .block_on(cluster.wait_healthy(Duration::from_secs(20)))
         .unwrap();

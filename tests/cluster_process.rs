@@ -2,11 +2,12 @@
 //! publishing, restart it, and check that every acknowledged event is readable exactly once, at
 //! its acknowledged offset, in the same order on every node. Also the CLI around a cluster.
 
-use bytes::Bytes;
+mod common;
+
+use common::publish_batches;
 use eventstream_client::{Client, ClientConfig};
-use eventstream_core::{Event, Priority};
-use eventstream_testkit::verify_acked;
 use eventstream_testkit::ProcessCluster;
+use eventstream_testkit::{test_runtime, verify_acked};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -15,56 +16,31 @@ const EXE: &str = env!("CARGO_BIN_EXE_eventstream");
 
 use eventstream_testkit::Scratch;
 
-async fn publish_some(client: &Client, n: usize, acked: &mut Vec<(u64, u64)>) {
-    for b in 0..n {
-        let evs: Vec<Event> = (0..10)
-            .map(|i| {
-                Event::new(
-                    "t",
-                    Priority::from_index((i % 4) as u8).unwrap(),
-                    Bytes::from(format!("{b}-{i}")),
-                )
-                .with_id(client.next_id().0)
-            })
-            .collect();
-        let ids: Vec<u64> = evs.iter().map(|e| e.id.0).collect();
-        let offs = client
-            .publish(evs)
-            .await
-            .expect("publish (with retries) succeeds");
-        acked.extend(ids.into_iter().zip(offs));
-    }
-}
-
 #[test]
 fn kill_leader_restart_and_every_acknowledged_event_survives_once_in_order() {
     let dir = Scratch::new("proc");
     let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &[]).unwrap();
     let eps = cluster.endpoints().to_vec();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = test_runtime();
     rt.block_on(async {
         let leader = cluster.wait_healthy(Duration::from_secs(20)).await.unwrap();
         let client = Client::new(ClientConfig::new(eps.clone())).unwrap();
         let mut acked = Vec::new();
-        publish_some(&client, 30, &mut acked).await;
+        acked.extend(publish_batches(&client, 30, 10, "p").await);
         // Concurrent publishing while the leader dies.
         let c2 = Client::new(ClientConfig::new(eps.clone())).unwrap();
         let bg = tokio::spawn(async move {
             let mut a = Vec::new();
-            publish_some(&c2, 60, &mut a).await;
+            a.extend(publish_batches(&c2, 60, 10, "p").await);
             a
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
         cluster.kill(leader);
-        publish_some(&client, 30, &mut acked).await;
+        acked.extend(publish_batches(&client, 30, 10, "p").await);
         acked.extend(bg.await.unwrap());
         cluster.restart(leader).unwrap();
         cluster.wait_healthy(Duration::from_secs(30)).await.unwrap();
-        publish_some(&client, 5, &mut acked).await;
+        acked.extend(publish_batches(&client, 5, 10, "p").await);
         assert_eq!(acked.len(), 1250);
         let eventstream_testkit::Verified {
             lost,

@@ -7,11 +7,14 @@
 //! * retention: a subscriber asking for a compacted offset gets an error naming the earliest
 //!   available offset; a node killed and restarted after compaction starts from its snapshot.
 
+mod common;
+
 use bytes::Bytes;
+use common::publish_batches;
 use eventstream_client::{Client, ClientConfig, ClientError};
 use eventstream_core::{Event, Priority};
 use eventstream_proto::frame::SubscribeBody;
-use eventstream_testkit::{free_ports, ProcessCluster};
+use eventstream_testkit::{free_ports, test_runtime, ProcessCluster};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -33,35 +36,6 @@ fn ok(out: Output, what: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Publishes `batches × 50` events; returns `(id, offset)` as acknowledged.
-async fn publish(client: &Client, batches: usize, tag: &str) -> Vec<(u64, u64)> {
-    let mut acked = Vec::new();
-    for b in 0..batches {
-        let evs: Vec<Event> = (0..50)
-            .map(|i| {
-                Event::new(
-                    "orders",
-                    Priority::from_index((i % 4) as u8).unwrap(),
-                    Bytes::from(format!("{tag}-{b}-{i}")),
-                )
-                .with_id(client.next_id().0)
-            })
-            .collect();
-        let ids: Vec<u64> = evs.iter().map(|e| e.id.0).collect();
-        let offs = client.publish(evs).await.expect("publish succeeds");
-        acked.extend(ids.into_iter().zip(offs));
-    }
-    acked
 }
 
 /// Reads offsets `0..n` from `endpoint`: `(offset, id, payload)`.
@@ -98,7 +72,7 @@ fn backup_of_a_loaded_cluster_restores_into_a_fresh_cluster() {
     .to_vec();
     let mut old = ProcessCluster::start(Path::new(EXE), 3, &old_dir, &tuning).unwrap();
     let eps = old.endpoints().to_vec();
-    let rt = runtime();
+    let rt = test_runtime();
     let leader = rt
         .block_on(old.wait_healthy(Duration::from_secs(30)))
         .unwrap();
@@ -109,10 +83,10 @@ fn backup_of_a_loaded_cluster_restores_into_a_fresh_cluster() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let mut acked = rt.block_on(publish(&client, batches, "a"));
+    let mut acked = rt.block_on(publish_batches(&client, batches, 50, "a"));
     // Load keeps coming while the backup is taken.
     let bg_client = Client::new(ClientConfig::new(eps.clone())).unwrap();
-    let bg = rt.spawn(async move { publish(&bg_client, batches, "b").await });
+    let bg = rt.spawn(async move { publish_batches(&bg_client, batches, 50, "b").await });
     std::thread::sleep(Duration::from_millis(200));
     let file = dir.path().join("eventstream.snap");
     let file_s = file.to_str().unwrap();
@@ -246,11 +220,11 @@ fn retention_compacts_and_subscribers_get_the_earliest_offset() {
     .to_vec();
     let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &flags).unwrap();
     let eps = cluster.endpoints().to_vec();
-    let rt = runtime();
+    let rt = test_runtime();
     rt.block_on(cluster.wait_healthy(Duration::from_secs(30)))
         .unwrap();
     let client = Client::new(ClientConfig::new(eps.clone())).unwrap();
-    rt.block_on(publish(&client, 100, "r"));
+    rt.block_on(publish_batches(&client, 100, 50, "r"));
     // A few retention passes (every 200 ms) after the last write: the earliest offset settles.
     std::thread::sleep(Duration::from_millis(1500));
     // `eventstream subscribe --from 0` on a node that has trimmed: a clear error.

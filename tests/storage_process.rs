@@ -9,39 +9,20 @@
 //!   reason, `eventstream_raft_storage_failed 1`, a log line, publishes answered `Unavailable`
 //!   with the reason — while the other two keep committing.
 
-use bytes::{Bytes, BytesMut};
+mod common;
+
+use bytes::Bytes;
+use common::{http_get, publish_batches};
 use eventstream_client::{Client, ClientConfig};
 use eventstream_core::{Event, Priority};
-use eventstream_proto::frame::{self, ErrorCode, Kind};
-use eventstream_testkit::verify_acked;
+use eventstream_proto::frame::ErrorCode;
 use eventstream_testkit::ProcessCluster;
-use std::io::{Read, Write};
+use eventstream_testkit::{raw_publish_error, test_runtime, verify_acked};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_eventstream");
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn publish_some(client: &Client, n: usize, acked: &mut Vec<(u64, u64)>) {
-    for b in 0..n {
-        let evs: Vec<Event> = (0..10)
-            .map(|i| {
-                Event::new("t", Priority::High, Bytes::from(format!("{b}-{i}")))
-                    .with_id(client.next_id().0)
-            })
-            .collect();
-        let ids: Vec<u64> = evs.iter().map(|e| e.id.0).collect();
-        let offs = client.publish(evs).await.expect("publish (with retries)");
-        acked.extend(ids.into_iter().zip(offs));
-    }
-}
 
 fn newest_segment(dir: &Path) -> PathBuf {
     let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -73,11 +54,11 @@ fn corrupt_and_torn_tail_is_truncated_and_the_node_rejoins() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &[]).unwrap();
     let eps = cluster.endpoints().to_vec();
-    rt().block_on(async {
+    test_runtime().block_on(async {
         let leader = cluster.wait_healthy(Duration::from_secs(30)).await.unwrap();
         let client = Client::new(ClientConfig::new(eps.clone())).unwrap();
         let mut acked = Vec::new();
-        publish_some(&client, 40, &mut acked).await;
+        acked.extend(publish_batches(&client, 40, 10, "p").await);
         cluster.kill(leader);
 
         let seg = newest_segment(&dir.path().join(format!("node-{leader}")));
@@ -89,10 +70,10 @@ fn corrupt_and_torn_tail_is_truncated_and_the_node_rejoins() {
         data.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3]); // and half a record after it
         std::fs::write(&seg, &data).unwrap();
 
-        publish_some(&client, 20, &mut acked).await;
+        acked.extend(publish_batches(&client, 20, 10, "p").await);
         cluster.restart(leader).unwrap();
         cluster.wait_healthy(Duration::from_secs(60)).await.unwrap();
-        publish_some(&client, 10, &mut acked).await;
+        acked.extend(publish_batches(&client, 10, 10, "p").await);
         let eventstream_testkit::Verified {
             lost,
             duplicated: dup,
@@ -113,24 +94,6 @@ fn corrupt_and_torn_tail_is_truncated_and_the_node_rejoins() {
         log.contains("truncating torn log tail") && log.contains("bytes"),
         "{log}"
     );
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, out)
 }
 
 /// Root can mount a tmpfs; CI runs as root, so this runs there (as root a failed mount is a
@@ -170,7 +133,7 @@ fn full_disk_stops_writes_on_that_node_and_says_why() {
     // Node 3 (restarted with an HTTP port) has the tmpfs as its data directory.
     let mut cluster = ProcessCluster::start(Path::new(EXE), 3, dir.path(), &[]).unwrap();
     let eps = cluster.endpoints().to_vec();
-    let rt = rt();
+    let rt = test_runtime();
     rt.block_on(async { cluster.wait_healthy(Duration::from_secs(30)).await.unwrap() });
     cluster
         .restart_with(3, &["--http-port".into(), http.to_string()])
@@ -196,7 +159,7 @@ fn full_disk_stops_writes_on_that_node_and_says_why() {
     let http_addr = format!("127.0.0.1:{http}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status3 = loop {
-        rt.block_on(publish_some(&client, 10, &mut acked));
+        acked.extend(rt.block_on(publish_batches(&client, 10, 10, "p")));
         let (code, body) = http_get(&http_addr, "/ready");
         if code == 503 && body.contains("storage failed") {
             break body;
@@ -221,27 +184,10 @@ fn full_disk_stops_writes_on_that_node_and_says_why() {
     let why = st.storage_failure.expect("the status says why");
     assert!(why.contains("No space left on device"), "{why}");
     // A publish sent to node 3 is refused with the reason.
-    let mut s = std::net::TcpStream::connect(&eps[2]).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut b = BytesMut::new();
-    frame::put_frame(
-        &mut b,
-        Kind::Hello,
-        &frame::encode_hello(frame::Role::Client),
+    let e = raw_publish_error(
+        &eps[2],
+        Event::new("t", Priority::High, Bytes::from_static(b"x")),
     );
-    frame::put_publish(
-        &mut b,
-        9,
-        &[Event::new("t", Priority::High, Bytes::from_static(b"x"))],
-    );
-    s.write_all(&b).unwrap();
-    let mut hdr = [0u8; 8];
-    s.read_exact(&mut hdr).unwrap();
-    let (kind, n) = frame::decode_header(&hdr, 1 << 20).unwrap();
-    let mut body = vec![0u8; n];
-    s.read_exact(&mut body).unwrap();
-    assert_eq!(kind, Kind::Error);
-    let e = frame::decode_error(&body).unwrap();
     assert_eq!(e.code, ErrorCode::Unavailable);
     assert!(
         e.message.contains("No space left on device"),
@@ -249,7 +195,7 @@ fn full_disk_stops_writes_on_that_node_and_says_why() {
         e.message
     );
     // The other two keep committing; node 3 logged why.
-    rt.block_on(publish_some(&client, 10, &mut acked));
+    acked.extend(rt.block_on(publish_batches(&client, 10, 10, "p")));
     let log = std::fs::read_to_string(dir.path().join("node-3.log")).unwrap();
     assert!(log.contains("log storage failed"), "{log}");
     let healthy: Vec<String> = (1..=3u64)

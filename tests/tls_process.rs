@@ -5,50 +5,12 @@
 
 use eventstream_client::tls::ClientTls;
 use eventstream_client::ClientConfig;
-use eventstream_testkit::{free_ports, ProcessCluster};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use eventstream_testkit::{free_ports, test_runtime, Pki, ProcessCluster};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 const EXE: &str = env!("CARGO_BIN_EXE_eventstream");
-
-/// Writes `ca.pem`, `node.pem`/`node.key` (127.0.0.1, server + client auth) and
-/// `client.pem`/`client.key` (client auth) into `dir`.
-fn pki(dir: &Path) {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, "test CA");
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = p.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    for (name, san, usages) in [
-        (
-            "node",
-            "127.0.0.1",
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-        ),
-        (
-            "client",
-            "client.example",
-            vec![ExtendedKeyUsagePurpose::ClientAuth],
-        ),
-    ] {
-        let mut p = CertificateParams::new(vec![san.to_owned()]).unwrap();
-        p.extended_key_usages = usages;
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
-}
 
 fn run(args: &[&str], envs: &[(&str, &Path)]) -> Output {
     let mut c = Command::new(EXE);
@@ -67,7 +29,7 @@ fn stderr(o: &Output) -> String {
 fn node_refuses_to_start_with_bad_tls_or_token_settings() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    pki(d);
+    Pki::generate(d);
     std::fs::write(d.join("empty-token"), "").unwrap();
     std::fs::write(d.join("garbage.pem"), "hello").unwrap();
     let port = free_ports(1).unwrap()[0];
@@ -115,7 +77,7 @@ fn node_refuses_to_start_with_bad_tls_or_token_settings() {
 fn tls_process_cluster_with_cli_clients() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    pki(d);
+    Pki::generate(d);
     std::fs::write(d.join("token"), "s3cret\n").unwrap();
     let p = |n: &str| d.join(n).to_str().unwrap().to_owned();
     let flags: Vec<String> = [
@@ -146,10 +108,7 @@ fn tls_process_cluster_with_cli_clients() {
         .unwrap(),
     );
     cluster.set_client_config(probe);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = test_runtime();
     rt.block_on(cluster.wait_healthy(Duration::from_secs(20)))
         .expect("TLS cluster healthy");
     let eps = cluster.endpoints().join(",");

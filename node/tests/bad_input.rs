@@ -10,9 +10,10 @@ use eventstream_core::{Engine, Event, Priority};
 use eventstream_node::LocalCluster;
 use eventstream_proto::codec;
 use eventstream_proto::frame::{self, ErrorBody, ErrorCode, Kind, SubscribeBody};
+use eventstream_testkit::wait_until;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A raw client connection speaking the wire protocol.
 struct Raw(TcpStream);
@@ -131,10 +132,9 @@ impl World {
     }
 
     fn wait_protocol_errors(&self, want: u64) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.protocol_errors() < want && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until("the protocol error", Duration::from_secs(5), || {
+            self.protocol_errors() >= want
+        });
         assert_eq!(
             self.protocol_errors(),
             want,

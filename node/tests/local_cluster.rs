@@ -7,20 +7,12 @@ use eventstream_core::replication::ReplicationSource;
 use eventstream_core::{Engine, Event, Priority};
 use eventstream_node::LocalCluster;
 use eventstream_proto::frame::{self, ErrorCode, Kind, SubscribeBody};
+use eventstream_testkit::{test_runtime, wait_until};
 use std::io::{Read, Write};
 use std::time::Duration;
 
 fn start(dir: &std::path::Path) -> LocalCluster {
     LocalCluster::start(3, dir, |c| c.raft.tick_ms = 10, |_| Engine::builder()).unwrap()
-}
-
-/// The tokio runtime the tests drive their clients on.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn ev(i: u64) -> Event {
@@ -40,7 +32,7 @@ fn publish_subscribe_redirect_dedup_and_bad_frames() {
         .expect("leader");
     let eps = cluster.endpoints();
     let follower = if leader == 1 { 2 } else { 1 };
-    let rt = runtime();
+    let rt = test_runtime();
     rt.block_on(async {
         // Client pointed at a follower only: it is redirected to the leader.
         let client = Client::new(ClientConfig::new(
@@ -164,10 +156,9 @@ fn publish_subscribe_redirect_dedup_and_bad_frames() {
         );
         assert_eq!(used, said.len(), "server closes the bad connection");
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while node.protocol_errors() < before + 2 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("two protocol errors", Duration::from_secs(5), || {
+        node.protocol_errors() >= before + 2
+    });
     assert_eq!(node.protocol_errors(), before + 2);
     // What the exporter publishes is the server's own count (the same counters, shared).
     {
@@ -207,7 +198,7 @@ fn stopped_follower_restarts_and_catches_up() {
         .wait_for_leader(Duration::from_secs(10))
         .expect("leader");
     let victim = if leader == 3 { 2 } else { 3 };
-    let rt = runtime();
+    let rt = test_runtime();
     let client = Client::new(ClientConfig::new(cluster.endpoints())).unwrap();
     rt.block_on(async {
         client.publish((0..100).map(ev).collect()).await.unwrap();
@@ -220,10 +211,11 @@ fn stopped_follower_restarts_and_catches_up() {
     });
     cluster.restart_node(victim, Engine::builder()).unwrap();
     let node = cluster.nodes[(victim - 1) as usize].as_ref().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while node.stream().next_offset() < 600 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "the restarted node to catch up",
+        Duration::from_secs(20),
+        || node.stream().next_offset() >= 600,
+    );
     assert_eq!(node.stream().next_offset(), 600);
     let leader_stream = cluster.nodes[(leader - 1) as usize]
         .as_ref()
@@ -250,7 +242,7 @@ fn conditional_leader_transfer_acts_only_on_the_named_leader() {
         .expect("leader");
     let follower = if leader == 1 { 2 } else { 1 };
     let eps = cluster.endpoints();
-    let rt = runtime();
+    let rt = test_runtime();
     rt.block_on(async {
         let at_follower = Client::new(ClientConfig::new(
             vec![eps[(follower - 1) as usize].clone()],
@@ -310,7 +302,7 @@ fn restarted_follower_catches_up_by_snapshot_over_tcp() {
         .filter(|&id| id != down)
         .map(|id| eps[(id - 1) as usize].clone())
         .collect();
-    let rt = runtime();
+    let rt = test_runtime();
     let client = Client::new(ClientConfig::new(up)).unwrap();
     rt.block_on(async {
         // One small batch per entry: many entries, so the log is compacted past the stopped node.
@@ -319,21 +311,13 @@ fn restarted_follower_catches_up_by_snapshot_over_tcp() {
             client.publish(batch).await.unwrap();
         }
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while cluster.nodes[(leader - 1) as usize]
+    let leader_metrics = cluster.nodes[(leader - 1) as usize]
         .as_ref()
         .unwrap()
-        .metrics()
-        .status()
-        .first_index
-        < 100
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "leader never compacted"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .metrics();
+    wait_until("the leader to compact", Duration::from_secs(10), || {
+        leader_metrics.status().first_index >= 100
+    });
     cluster.restart_node(down, Engine::builder()).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -2,225 +2,32 @@
 //! WAL + state machine) over an in-memory network with seeded delays, driven like the driver
 //! thread drives them (handle_ready, then leave a joint configuration if needed).
 
-use bytes::Bytes;
-use eventstream_core::{Applier, DedupConfig, Dispatcher, Event, Priority, StatsHandle};
-use eventstream_node::replica::PersistJob;
-use eventstream_node::{
-    AckRegistry, CommittedStream, Member, NodeMetrics, Replica, ReplicaConfig, StateMachine,
-};
+mod common;
+
+use common::sim::{block, member, Sim};
+use eventstream_node::Member;
 use eventstream_proto::admin::AdminRequest;
-use eventstream_proto::codec;
 use eventstream_proto::frame::ErrorCode;
-use eventstream_storage::Wal;
-use raft::eraftpb::{
-    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Message,
-};
+use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
 use raft::StateRole;
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn member(id: u64) -> Member {
-    Member {
-        id,
-        addr: format!("127.0.0.1:{}", 20_000 + id),
-        http_addr: None,
-    }
-}
-
-struct SimNode {
-    replica: Option<Replica>,
-    stream: Arc<CommittedStream>,
-    dir: std::path::PathBuf,
-    /// Voters to bootstrap with when the directory holds no log (a joiner: the cluster's).
-    bootstrap: Vec<u64>,
-    /// Asynchronous persistence: the log moved out of the replica, and jobs not yet fsynced
-    /// (lost in a crash).
-    wal: Option<Wal>,
-    jobs: Vec<PersistJob>,
-}
-
-struct Sim {
-    nodes: BTreeMap<u64, SimNode>,
-    net: Vec<(u64, u64, Message)>,
-    step: u64,
-    rng: Rng,
-    max_delay: u64,
-    /// Drive `handle_ready_async` + a simulated WAL thread (slow at random).
-    async_persist: bool,
-    tmp: tempfile::TempDir,
-}
-
-fn open(id: u64, dir: &std::path::Path, bootstrap: &[u64]) -> (Replica, Arc<CommittedStream>) {
-    let stream = CommittedStream::new();
-    let acks = AckRegistry::new();
-    let applier = Applier::new(
-        DedupConfig::default(),
-        Arc::new(Dispatcher::new()),
-        StatsHandle::detached().register("sim"),
-        Duration::from_millis(10),
-    );
-    let sm = StateMachine::new(
-        DedupConfig::default(),
-        applier,
-        stream.clone(),
-        acks.clone(),
-    );
-    let mut cfg = ReplicaConfig::new(id, bootstrap.to_vec(), dir);
-    // The simulation's own timing (its schedules are tuned to it), not the node's defaults.
-    cfg.election_tick = 10;
-    cfg.heartbeat_tick = 2;
-    cfg.election_tick_range = (10 + 3 * id as usize, 11 + 3 * id as usize);
-    let mut members: Vec<Member> = bootstrap.iter().map(|&i| member(i)).collect();
-    if !bootstrap.contains(&id) {
-        members.push(member(id));
-    }
-    let metrics = Arc::new(NodeMetrics::new(id, members));
-    (Replica::open(&cfg, sm, acks, metrics).unwrap(), stream)
+/// Three voters on a network where every message takes 1 to 3 steps.
+fn sim(seed: u64) -> Sim {
+    let mut s = Sim::new(3, seed);
+    s.max_delay = 3;
+    s
 }
 
 impl Sim {
-    fn new(n: u64, seed: u64) -> Sim {
-        let mut s = Sim {
-            nodes: BTreeMap::new(),
-            net: Vec::new(),
-            step: 0,
-            rng: Rng(seed | 1),
-            max_delay: 3,
-            async_persist: false,
-            tmp: tempfile::tempdir().unwrap(),
-        };
-        let voters: Vec<u64> = (1..=n).collect();
-        for id in 1..=n {
-            s.start(id, &voters);
-        }
-        s
-    }
-
-    /// Starts node `id` (fresh, or from its directory).
-    fn start(&mut self, id: u64, bootstrap: &[u64]) {
-        let dir = self.tmp.path().join(format!("n{id}"));
-        let (r, stream) = open(id, &dir, bootstrap);
-        self.nodes.insert(
-            id,
-            SimNode {
-                replica: Some(r),
-                stream,
-                dir,
-                bootstrap: bootstrap.to_vec(),
-                wal: None,
-                jobs: Vec::new(),
-            },
-        );
-    }
-
-    /// Stops node `id` at once: what its WAL thread had not fsynced is lost.
-    fn crash(&mut self, id: u64) {
-        let n = self.nodes.get_mut(&id).unwrap();
-        n.replica = None;
-        n.wal = None;
-        n.jobs.clear();
-    }
-
-    fn restart(&mut self, id: u64) {
-        let n = &self.nodes[&id];
-        let (dir, bootstrap) = (n.dir.clone(), n.bootstrap.clone());
-        let (r, stream) = open(id, &dir, &bootstrap);
-        let n = self.nodes.get_mut(&id).unwrap();
-        n.replica = Some(r);
-        n.stream = stream;
-    }
-
-    fn r(&mut self, id: u64) -> &mut Replica {
-        self.nodes.get_mut(&id).unwrap().replica.as_mut().unwrap()
-    }
-
-    fn run(&mut self, steps: u64) {
-        for _ in 0..steps {
-            self.step += 1;
-            let now = self.step;
-            let mut due = Vec::new();
-            self.net.retain(|(at, to, m)| {
-                if *at <= now {
-                    due.push((*to, m.clone()));
-                    false
-                } else {
-                    true
-                }
-            });
-            for (to, m) in due {
-                if let Some(r) = self.nodes.get_mut(&to).and_then(|n| n.replica.as_mut()) {
-                    r.step(m);
-                }
-            }
-            let mut out = Vec::new();
-            for n in self.nodes.values_mut() {
-                let Some(r) = n.replica.as_mut() else {
-                    continue;
-                };
-                r.tick();
-                r.handle_ready(&mut |msgs| out.extend(msgs)).unwrap();
-                r.leave_joint_if_needed();
-            }
-            for m in out {
-                let delay = 1 + self.rng.next() % self.max_delay;
-                self.net.push((now + delay, m.to, m));
-            }
-        }
-    }
-
-    fn leader(&self) -> Option<u64> {
-        self.nodes
-            .values()
-            .filter_map(|n| n.replica.as_ref())
-            .find(|r| r.role() == StateRole::Leader)
-            .map(|r| r.id())
-    }
-
-    fn run_until(&mut self, what: &str, mut f: impl FnMut(&mut Sim) -> bool) {
-        for _ in 0..5000 {
-            if f(self) {
-                return;
-            }
-            self.run(1);
-        }
-        let state: Vec<String> = self
-            .nodes
-            .values()
-            .filter_map(|n| n.replica.as_ref())
-            .map(|r| format!("{r:?} term {} conf {:?}", r.term(), r.conf_state()))
-            .collect();
-        panic!("simulation never reached: {what}; nodes: {state:#?}");
-    }
-
-    fn run_until_leader(&mut self) -> u64 {
-        self.run_until("a leader", |s| s.leader().is_some());
-        self.leader().unwrap()
-    }
-
     /// Proposes events at the leader; retries while a leader refuses them (during a transfer,
     /// or a leader that has just removed itself and is handing over).
     fn publish(&mut self, ids: std::ops::Range<u64>) {
-        let evs: Vec<Event> = ids
-            .map(|id| {
-                Event::new("t", Priority::High, Bytes::from(id.to_le_bytes().to_vec())).with_id(id)
-            })
-            .collect();
-        let data = codec::encode_block(&evs).to_vec();
+        let data = block(ids);
         for _ in 0..5000 {
-            let leader = self.run_until_leader();
-            if self.r(leader).propose(data.clone()).is_ok() {
-                return;
+            if let Some(leader) = self.leader() {
+                if self.r(leader).propose(data.clone()).is_ok() {
+                    return;
+                }
             }
             self.run(1);
         }
@@ -228,30 +35,15 @@ impl Sim {
     }
 
     fn ids(&self, id: u64) -> Vec<u64> {
-        let mut out = Vec::new();
-        self.nodes[&id]
-            .stream
-            .read(0, usize::MAX, |_| true, &mut out);
-        out.into_iter().map(|(_, e)| e.id.0).collect()
+        self.stream_ids(id).into_iter().map(|(_, e)| e).collect()
     }
 
     /// Runs until every running node holds `n` events, then checks they agree.
     fn converge(&mut self, n: usize) {
         self.run_until("every node holds every event", |s| {
-            let running: Vec<u64> = s
-                .nodes
-                .iter()
-                .filter(|(_, n)| n.replica.is_some())
-                .map(|(id, _)| *id)
-                .collect();
-            running.iter().all(|&id| s.ids(id).len() == n)
+            s.up().into_iter().all(|id| s.ids(id).len() == n)
         });
-        let running: Vec<u64> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.replica.is_some())
-            .map(|(id, _)| *id)
-            .collect();
+        let running = self.up();
         let first = self.ids(running[0]);
         for id in &running[1..] {
             assert_eq!(self.ids(*id), first, "node {id} diverged");
@@ -281,10 +73,10 @@ fn add(id: u64, learner: bool) -> AdminRequest {
 #[test]
 fn learner_joins_catches_up_is_promoted_and_a_voter_is_removed() {
     for seed in [1, 7, 42] {
-        let mut s = Sim::new(3, seed);
+        let mut s = sim(seed);
         s.publish(1..101);
         s.converge(100);
-        let leader = s.run_until_leader();
+        let leader = s.run_until_leader(None);
         let idx = s.r(leader).propose_member_change(&add(4, true)).unwrap();
         // Promoting before it caught up, or a second change while one is pending, is refused.
         let e = s
@@ -372,10 +164,10 @@ fn leader_crash_during_a_joint_configuration_is_resolved() {
         (5, ConfChangeTransition::Explicit),
         (11, ConfChangeTransition::Implicit),
     ] {
-        let mut s = Sim::new(3, seed);
+        let mut s = sim(seed);
         s.publish(1..51);
         s.converge(50);
-        let leader = s.run_until_leader();
+        let leader = s.run_until_leader(None);
         let idx = s.r(leader).propose_member_change(&add(4, true)).unwrap();
         s.run_until("learner added", |s| s.r(leader).applied_index() >= idx);
         s.start(4, &[1, 2, 3]);
@@ -391,7 +183,7 @@ fn leader_crash_during_a_joint_configuration_is_resolved() {
         });
         assert!(s.r(leader).is_joint());
         s.crash(leader);
-        let new_leader = s.run_until_leader();
+        let new_leader = s.run_until_leader(None);
         assert_ne!(new_leader, leader);
         let expect: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|&i| i != victim).collect();
         s.run_until("joint configuration left", |s| {
@@ -418,10 +210,10 @@ fn leader_crash_during_a_joint_configuration_is_resolved() {
 /// Leader transfer to a named voter and to the most caught-up one; term + 1, no loss.
 #[test]
 fn leader_transfer_moves_leadership_to_a_caught_up_voter() {
-    let mut s = Sim::new(3, 9);
+    let mut s = sim(9);
     s.publish(1..51);
     s.converge(50);
-    let leader = s.run_until_leader();
+    let leader = s.run_until_leader(None);
     let term = s.r(leader).term();
     let target = (1..=3).find(|&i| i != leader).unwrap();
     assert_eq!(s.r(leader).start_transfer(Some(target)).unwrap(), target);
@@ -444,8 +236,8 @@ fn leader_transfer_moves_leadership_to_a_caught_up_voter() {
 /// Unsafe or contradictory requests are refused with the right code.
 #[test]
 fn unsafe_membership_requests_are_refused() {
-    let mut s = Sim::new(3, 13);
-    let leader = s.run_until_leader();
+    let mut s = sim(13);
+    let leader = s.run_until_leader(None);
     s.run(30);
     let follower = (1..=3).find(|&i| i != leader).unwrap();
     let code = |s: &mut Sim, id: u64, req: AdminRequest| {
@@ -483,11 +275,11 @@ fn unsafe_membership_requests_are_refused() {
 #[test]
 fn membership_changes_survive_crashes_with_asynchronous_persistence() {
     for seed in [2, 17, 99] {
-        let mut s = Sim::new(3, seed);
+        let mut s = sim(seed);
         s.async_persist = true;
         s.publish(1..51);
         s.converge(50);
-        let leader = s.run_until_leader();
+        let leader = s.run_until_leader(None);
         let follower = (1..=3).find(|&i| i != leader).unwrap();
         let idx = s.r(leader).propose_member_change(&add(4, true)).unwrap();
         // Crash a follower while the change is in flight, restart it a little later.
@@ -504,7 +296,7 @@ fn membership_changes_survive_crashes_with_asynchronous_persistence() {
         s.restart(4);
         s.converge(100);
         assert_eq!(s.learners(4), vec![4]);
-        let leader = s.run_until_leader();
+        let leader = s.run_until_leader(None);
         let idx = loop {
             match s.r(leader).propose_member_change(&add(4, false)) {
                 Ok(i) => break i,

@@ -1,299 +1,21 @@
 //! Deterministic multi-node simulation: real replicas (raft + WAL + state machine) over an
 //! in-memory network that drops, delays and partitions messages under a seeded RNG.
 
-use bytes::Bytes;
+mod common;
+
+use common::sim::{block, Rng, Sim};
 use eventstream_core::replication::ReplicationSource;
-use eventstream_core::{Applier, DedupConfig, Dispatcher, Event, Priority, StatsHandle};
-use eventstream_node::replica::PersistJob;
-use eventstream_node::{
-    AckRegistry, CommittedStream, Member, NodeMetrics, Replica, ReplicaConfig, StateMachine,
-};
-use eventstream_proto::codec;
-use eventstream_storage::Wal;
-use raft::eraftpb::{Message, MessageType};
-use raft::StateRole;
+use eventstream_node::ReplicaConfig;
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn chance(&mut self, pct: u64) -> bool {
-        self.next() % 100 < pct
-    }
-}
-
-struct Node {
-    replica: Option<Replica>,
-    stream: Arc<CommittedStream>,
-    acks: Arc<AckRegistry>,
-    dir: std::path::PathBuf,
-    /// Asynchronous persistence: the log, moved out of the replica, and the persist jobs not
-    /// yet fsynced (lost if the node crashes, as on a real machine).
-    wal: Option<Wal>,
-    jobs: Vec<PersistJob>,
-}
-
-struct Sim {
-    nodes: Vec<Node>,
-    /// (deliver at step, to, message)
-    net: Vec<(u64, u64, Message)>,
-    step: u64,
-    rng: Rng,
-    drop_pct: u64,
-    max_delay: u64,
-    cut: HashSet<(u64, u64)>,
-    /// Drive `handle_ready_async` + a simulated WAL thread instead of `handle_ready`.
-    async_persist: bool,
-    /// Run retention/compaction (`Replica::compact`) every this many steps (0 = never).
-    compact_every: u64,
-    /// Snapshot messages delivered / lost (reported back to the leader either way).
-    snapshots_delivered: u64,
-    snapshots_lost: u64,
-    /// Drop this many snapshot messages (a failing transfer) before letting them through.
-    drop_snapshots: u64,
-    /// Replica settings of every (re)opened node.
-    tune: fn(&mut ReplicaConfig),
-    _tmp: tempfile::TempDir,
-}
-
-fn open(
-    id: u64,
-    n: u64,
-    dir: &std::path::Path,
-) -> (Replica, Arc<CommittedStream>, Arc<AckRegistry>) {
-    open_with(id, n, dir, |_| {})
-}
-
-fn open_with(
-    id: u64,
-    n: u64,
-    dir: &std::path::Path,
-    tune: impl FnOnce(&mut ReplicaConfig),
-) -> (Replica, Arc<CommittedStream>, Arc<AckRegistry>) {
-    let voters: Vec<u64> = (1..=n).collect();
-    let members = voters
-        .iter()
-        .map(|&i| Member {
-            id: i,
-            addr: format!("sim-{i}"),
-            http_addr: None,
-        })
-        .collect();
-    let stream = CommittedStream::new();
-    let acks = AckRegistry::new();
-    let stats = StatsHandle::detached();
-    let applier = Applier::new(
-        DedupConfig::default(),
-        Arc::new(Dispatcher::new()),
-        stats.register("sim"),
-        Duration::from_millis(10),
-    );
-    let sm = StateMachine::new(
-        DedupConfig::default(),
-        applier,
-        stream.clone(),
-        acks.clone(),
-    );
-    let mut cfg = ReplicaConfig::new(id, voters, dir);
-    // A distinct one-tick election timeout per node: raft-rs's own draw is unseeded, and a
-    // fixed schedule keeps every run of a seed identical.
-    // The simulation's own timing (its schedules are tuned to it), not the node's defaults.
-    cfg.election_tick = 10;
-    cfg.heartbeat_tick = 2;
-    cfg.election_tick_range = (10 + 3 * id as usize, 11 + 3 * id as usize);
-    tune(&mut cfg);
-    let metrics = Arc::new(NodeMetrics::new(id, members));
-    (
-        Replica::open(&cfg, sm, acks.clone(), metrics).unwrap(),
-        stream,
-        acks,
-    )
-}
 
 impl Sim {
-    /// A simulation whose replicas all use `tune` (also when reopened by `reopen`).
-    fn with(n: u64, seed: u64, tune: fn(&mut ReplicaConfig)) -> Sim {
-        let mut sim = Sim::new(n, seed);
-        sim.tune = tune;
-        for id in 1..=n {
-            sim.nodes[(id - 1) as usize].replica = None;
-            sim.reopen(id);
-        }
-        sim
-    }
-
-    /// Opens node `id` again from its directory (after a crash).
-    fn reopen(&mut self, id: u64) {
-        let n = self.nodes.len() as u64;
-        let dir = self.nodes[(id - 1) as usize].dir.clone();
-        let (r, stream, acks) = open_with(id, n, &dir, self.tune);
-        let node = &mut self.nodes[(id - 1) as usize];
-        node.replica = Some(r);
-        node.stream = stream;
-        node.acks = acks;
-        node.wal = None;
-        node.jobs.clear();
-    }
-
-    fn new(n: u64, seed: u64) -> Sim {
-        let tmp = tempfile::tempdir().unwrap();
-        let nodes = (1..=n)
-            .map(|id| {
-                let dir = tmp.path().join(format!("n{id}"));
-                let (r, stream, acks) = open(id, n, &dir);
-                Node {
-                    replica: Some(r),
-                    stream,
-                    acks,
-                    dir,
-                    wal: None,
-                    jobs: Vec::new(),
-                }
-            })
-            .collect();
-        Sim {
-            nodes,
-            net: Vec::new(),
-            step: 0,
-            rng: Rng(seed | 1),
-            drop_pct: 0,
-            max_delay: 0,
-            cut: HashSet::new(),
-            async_persist: false,
-            compact_every: 0,
-            snapshots_delivered: 0,
-            snapshots_lost: 0,
-            drop_snapshots: 0,
-            tune: |_| {},
-            _tmp: tmp,
-        }
-    }
-
-    fn r(&mut self, id: u64) -> &mut Replica {
-        self.nodes[(id - 1) as usize]
-            .replica
-            .as_mut()
-            .expect("node is up")
-    }
-
-    fn run(&mut self, steps: u64) {
-        for _ in 0..steps {
-            self.step += 1;
-            let now = self.step;
-            let mut due = Vec::new();
-            self.net.retain(|(at, to, m)| {
-                if *at <= now {
-                    due.push((*to, m.clone()));
-                    false
-                } else {
-                    true
-                }
-            });
-            for (to, m) in due {
-                if let Some(r) = self.nodes[(to - 1) as usize].replica.as_mut() {
-                    r.step(m);
-                }
-            }
-            let mut out = Vec::new();
-            for node in self.nodes.iter_mut() {
-                let Some(r) = node.replica.as_mut() else {
-                    node.wal = None;
-                    node.jobs.clear();
-                    continue;
-                };
-                r.tick();
-                if !self.async_persist {
-                    r.handle_ready(&mut |msgs| out.extend(msgs)).unwrap();
-                    if self.compact_every > 0 && now % self.compact_every == 0 {
-                        assert!(r.compact().unwrap().is_none(), "owns its WAL");
-                    }
-                    continue;
-                }
-                if node.wal.is_none() {
-                    node.wal = r.take_wal();
-                }
-                if self.compact_every > 0 && now % self.compact_every == 0 {
-                    if let Some(c) = r.compact().unwrap() {
-                        let done = c.run(node.wal.as_mut().expect("wal taken above")).unwrap();
-                        r.finish_compaction(done).unwrap();
-                    }
-                }
-                let jobs = &mut node.jobs;
-                r.handle_ready_async(&mut |msgs| out.extend(msgs), &mut |j| jobs.push(j))
-                    .unwrap();
-                // The simulated WAL thread is sometimes slow: jobs pile up and share an fsync.
-                if !node.jobs.is_empty() && self.rng.chance(60) {
-                    let wal = node.wal.as_mut().expect("wal taken above");
-                    let mut number = 0;
-                    for j in node.jobs.drain(..) {
-                        j.write_to(wal).unwrap();
-                        number = j.number;
-                        out.extend(j.messages);
-                    }
-                    wal.sync().unwrap();
-                    r.on_persisted(number);
-                }
-            }
-            for m in out {
-                let mut lost = self.cut.contains(&(m.from, m.to))
-                    || (self.drop_pct > 0 && self.rng.chance(self.drop_pct));
-                if m.get_msg_type() == MessageType::MsgSnapshot {
-                    if !lost && self.drop_snapshots > 0 {
-                        self.drop_snapshots -= 1;
-                        lost = true;
-                    }
-                    // What the TCP transport does: report whether the snapshot went out.
-                    if lost {
-                        self.snapshots_lost += 1;
-                    } else {
-                        self.snapshots_delivered += 1;
-                    }
-                    if let Some(r) = self.nodes[(m.from - 1) as usize].replica.as_mut() {
-                        r.report_snapshot(m.to, !lost);
-                    }
-                }
-                if lost {
-                    continue;
-                }
-                let delay = if self.max_delay > 0 {
-                    1 + self.rng.next() % self.max_delay
-                } else {
-                    1
-                };
-                self.net.push((now + delay, m.to, m));
-            }
-        }
-    }
-
-    fn leader(&self) -> Option<u64> {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.replica.as_ref())
-            .find(|r| r.role() == StateRole::Leader)
-            .map(|r| r.id())
-    }
-
-    fn run_until_leader(&mut self, except: Option<u64>) -> u64 {
-        for _ in 0..2000 {
-            self.run(1);
-            if let Some(l) = self.leader() {
-                if Some(l) != except {
-                    return l;
-                }
-            }
-        }
-        panic!("no leader elected");
+    fn is_up(&self, id: u64) -> bool {
+        self.nodes[&id].replica.is_some()
     }
 
     fn isolate(&mut self, id: u64) {
-        for other in 1..=self.nodes.len() as u64 {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for other in ids {
             if other != id {
                 self.cut.insert((id, other));
                 self.cut.insert((other, id));
@@ -302,27 +24,7 @@ impl Sim {
     }
 
     fn propose_events(&mut self, leader: u64, ids: &[u64]) {
-        let evs: Vec<Event> = ids
-            .iter()
-            .map(|&id| {
-                Event::new(
-                    format!("t{}", id % 3),
-                    Priority::from_index((id % 4) as u8).unwrap(),
-                    Bytes::from(id.to_le_bytes().to_vec()),
-                )
-                .with_id(id)
-            })
-            .collect();
-        let data = codec::encode_block(&evs).to_vec();
-        self.r(leader).propose(data).unwrap();
-    }
-
-    fn stream_ids(&self, id: u64) -> Vec<(u64, u64)> {
-        let mut out = Vec::new();
-        self.nodes[(id - 1) as usize]
-            .stream
-            .read(0, usize::MAX, |_| true, &mut out);
-        out.into_iter().map(|(o, e)| (o, e.id.0)).collect()
+        self.r(leader).propose(block(ids.iter().copied())).unwrap();
     }
 
     fn assert_converged(&mut self, expect_ids: &HashSet<u64>) {
@@ -352,7 +54,7 @@ impl Sim {
 fn three_nodes_elect_replicate_and_dedup_identically() {
     let mut sim = Sim::new(3, 7);
     let leader = sim.run_until_leader(None);
-    let acks = sim.nodes[(leader - 1) as usize].acks.clone();
+    let acks = sim.nodes[&leader].acks.clone();
     let (_, mut rx) = acks.register(&[1, 2, 3]);
     let mut expect = HashSet::new();
     for batch in 0..20u64 {
@@ -440,20 +142,14 @@ fn restarted_node_rebuilds_state_from_its_log_and_catches_up() {
     let before = sim.stream_ids(victim);
     assert_eq!(before.len(), 30);
     // Crash: drop the replica (no shutdown), then write more while it is down.
-    sim.nodes[(victim - 1) as usize].replica = None;
+    sim.crash(victim);
     sim.propose_events(leader, &(31..=60).collect::<Vec<_>>());
     // Retry of already-committed ids while the victim is down.
     sim.propose_events(leader, &(1..=5).collect::<Vec<_>>());
     sim.run(50);
-    let dir = sim.nodes[(victim - 1) as usize].dir.clone();
-    let (r, stream, acks) = open(victim, 3, &dir);
+    sim.restart(victim);
+    let r = sim.r(victim);
     assert!(r.applied_index() > 0 && r.applied_index() <= r.commit_index());
-    let node = &mut sim.nodes[(victim - 1) as usize];
-    node.replica = Some(r);
-    node.stream = stream;
-    node.acks = acks;
-    node.wal = None;
-    node.jobs.clear();
     assert_eq!(
         sim.stream_ids(victim)[..before.len().min(sim.stream_ids(victim).len())],
         before[..before.len().min(sim.stream_ids(victim).len())]
@@ -461,17 +157,10 @@ fn restarted_node_rebuilds_state_from_its_log_and_catches_up() {
     sim.assert_converged(&(1..=60).collect());
     // And the whole cluster restarts from disk with identical streams.
     for id in 1..=3u64 {
-        sim.nodes[(id - 1) as usize].replica = None;
+        sim.crash(id);
     }
     for id in 1..=3u64 {
-        let dir = sim.nodes[(id - 1) as usize].dir.clone();
-        let (r, stream, acks) = open(id, 3, &dir);
-        let node = &mut sim.nodes[(id - 1) as usize];
-        node.replica = Some(r);
-        node.stream = stream;
-        node.acks = acks;
-        node.wal = None;
-        node.jobs.clear();
+        sim.restart(id);
     }
     let leader = sim.run_until_leader(None);
     sim.propose_events(leader, &[1, 61]);
@@ -531,7 +220,7 @@ fn random_schedule_with(
         let mut sim = Sim::with(n, seed, tune);
         sim.async_persist = async_persist;
         sim.compact_every = compact_every;
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut next_id = 1u64;
         for round in 0..60 {
             match rng.next() % 10 {
@@ -543,15 +232,15 @@ fn random_schedule_with(
                 2 => {
                     // Crash a node (if a majority stays up) and bring it back later.
                     let victim = 1 + rng.next() % n;
-                    let down = sim.nodes.iter().filter(|x| x.replica.is_none()).count() as u64;
+                    let down = n - sim.up().len() as u64;
                     if down < (n - 1) / 2 {
-                        sim.nodes[(victim - 1) as usize].replica = None;
+                        sim.crash(victim);
                     }
                 }
                 3 => {
                     for id in 1..=n {
-                        if sim.nodes[(id - 1) as usize].replica.is_none() {
-                            sim.reopen(id);
+                        if !sim.is_up(id) {
+                            sim.restart(id);
                         }
                     }
                 }
@@ -572,10 +261,8 @@ fn random_schedule_with(
             }
             sim.run(5 + rng.next() % 20);
             // Safety check on the streams of live nodes.
-            let streams: Vec<Vec<(u64, u64)>> = (1..=n)
-                .filter(|id| sim.nodes[(*id - 1) as usize].replica.is_some())
-                .map(|id| sim.stream_ids(id))
-                .collect();
+            let streams: Vec<Vec<(u64, u64)>> =
+                sim.up().into_iter().map(|id| sim.stream_ids(id)).collect();
             let longest = streams
                 .iter()
                 .max_by_key(|s| s.len())
@@ -600,8 +287,8 @@ fn random_schedule_with(
         sim.drop_pct = 0;
         sim.max_delay = 0;
         for id in 1..=n {
-            if sim.nodes[(id - 1) as usize].replica.is_none() {
-                sim.reopen(id);
+            if !sim.is_up(id) {
+                sim.restart(id);
             }
         }
         let leader = sim.run_until_leader(None);
@@ -667,11 +354,11 @@ fn compacting(cfg: &mut ReplicaConfig) {
 /// Ids of the stream of `id` from offset `from`.
 fn ids_from(sim: &Sim, id: u64, from: u64) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
-    let next = sim.nodes[(id - 1) as usize]
+    let next = sim.nodes[&id]
         .stream
         .try_read(from, usize::MAX, |_| true, &mut out)
         .expect("offset retained");
-    assert_eq!(next, sim.nodes[(id - 1) as usize].stream.next_offset());
+    assert_eq!(next, sim.nodes[&id].stream.next_offset());
     out.into_iter().map(|(o, e)| (o, e.id.0)).collect()
 }
 
@@ -705,7 +392,7 @@ fn far_behind_follower_catches_up_by_snapshot(async_persist: bool, seed: u64) {
     sim.r(leader).transfer_leader(follower);
     sim.run(60);
     assert_eq!(sim.leader(), Some(follower));
-    let acks = sim.nodes[(follower - 1) as usize].acks.clone();
+    let acks = sim.nodes[&follower].acks.clone();
     let ids: Vec<u64> = original.iter().map(|x| x.1).collect();
     let (_, mut rx) = acks.register(&ids);
     sim.propose_events(follower, &ids);
@@ -717,10 +404,10 @@ fn far_behind_follower_catches_up_by_snapshot(async_persist: bool, seed: u64) {
     // Everyone restarts from snapshot + log: same applied state, same stream.
     let before: Vec<Vec<(u64, u64)>> = (1..=3).map(|id| sim.stream_ids(id)).collect();
     for id in 1..=3 {
-        sim.nodes[(id - 1) as usize].replica = None;
+        sim.crash(id);
     }
     for id in 1..=3 {
-        sim.reopen(id);
+        sim.restart(id);
         let r = sim.r(id);
         assert!(
             r.snapshot_index() > 0,
@@ -877,7 +564,7 @@ fn retention_limits_what_a_snapshot_carries() {
     sim.cut.clear();
     sim.run(300);
     assert!(sim.snapshots_delivered >= 1);
-    let stream = sim.nodes[(follower - 1) as usize].stream.clone();
+    let stream = sim.nodes[&follower].stream.clone();
     let first = stream.first_offset();
     assert!(first > 0 && stream.next_offset() == 160, "first {first}");
     assert!(stream.next_offset() - first <= 30 + 4);
@@ -895,7 +582,7 @@ fn retention_limits_what_a_snapshot_carries() {
     let c = lm.status().counters;
     assert!(c.snapshots_sent >= 1 && c.compactions >= 1, "{c:?}");
     let from = (1..=3u64)
-        .map(|id| sim.nodes[(id - 1) as usize].stream.first_offset())
+        .map(|id| sim.nodes[&id].stream.first_offset())
         .max()
         .unwrap();
     let reference = ids_from(&sim, 1, from);

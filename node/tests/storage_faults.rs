@@ -3,27 +3,19 @@
 //! (status, readiness, publish errors), and never acknowledges what it did not fsync; a torn
 //! tail left by a short write is truncated on restart and the node rejoins.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use eventstream_client::{Client, ClientConfig};
 use eventstream_core::replication::ReplicationSource;
 use eventstream_core::{Engine, Event, Priority};
 use eventstream_node::LocalCluster;
-use eventstream_proto::frame::{self, ErrorBody, ErrorCode, Kind};
+use eventstream_proto::frame::ErrorCode;
 use eventstream_storage::fault::{self, WalOp, EIO, ENOSPC};
-use std::io::{Read, Write};
+use eventstream_testkit::{raw_publish_error, test_runtime, wait_until};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn ev(i: u64) -> Event {
     Event::new("t", Priority::High, Bytes::from(format!("e{i}"))).with_id(1_000 + i)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn client(eps: Vec<String>, deadline_ms: u64) -> Client {
@@ -31,39 +23,6 @@ fn client(eps: Vec<String>, deadline_ms: u64) -> Client {
     cfg.deadline = Duration::from_millis(deadline_ms);
     cfg.attempt_timeout = Duration::from_millis(deadline_ms.min(2_000));
     Client::new(cfg).unwrap()
-}
-
-/// One publish over a raw connection; returns the error frame the node answers with.
-fn raw_publish_error(addr: &str, event: Event) -> ErrorBody {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut b = BytesMut::new();
-    frame::put_frame(
-        &mut b,
-        Kind::Hello,
-        &frame::encode_hello(frame::Role::Client),
-    );
-    frame::put_publish(&mut b, 5, &[event]);
-    s.write_all(&b).unwrap();
-    let mut hdr = [0u8; 8];
-    s.read_exact(&mut hdr).unwrap();
-    let (kind, len) = frame::decode_header(&hdr, 1 << 20).unwrap();
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
-    assert_eq!(
-        kind,
-        Kind::Error,
-        "a publish on a failed node is never acknowledged"
-    );
-    frame::decode_error(&body).unwrap()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn node_dir(dir: &Path, id: u64) -> std::path::PathBuf {
@@ -88,7 +47,7 @@ fn single_node_failed_fsync_is_never_acknowledged(async_persist: bool) {
     cluster.wait_for_leader(Duration::from_secs(10)).unwrap();
     let eps = cluster.endpoints();
     let node = cluster.nodes[0].as_ref().unwrap();
-    let rt = rt();
+    let rt = test_runtime();
     let c = client(eps.clone(), 3_000);
     assert_eq!(rt.block_on(c.publish(vec![ev(0)])).unwrap(), vec![0]);
 
@@ -163,7 +122,7 @@ fn full_disk_on_the_leader_then_restart_truncates_and_rejoins() {
     .unwrap();
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).unwrap();
     let eps = cluster.endpoints();
-    let rt = rt();
+    let rt = test_runtime();
     let c = client(eps.clone(), 20_000);
     let mut acked = Vec::new();
     for i in 0..20 {
@@ -243,7 +202,7 @@ fn failed_fsync_on_a_follower_leaves_the_cluster_writable() {
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).unwrap();
     let follower = if leader == 1 { 2 } else { 1 };
     let eps = cluster.endpoints();
-    let rt = rt();
+    let rt = test_runtime();
     let c = client(eps.clone(), 10_000);
     rt.block_on(c.publish(vec![ev(0)])).unwrap();
     fault::inject(&node_dir(dir.path(), follower), WalOp::Fsync, EIO, 0, 1);

@@ -1,6 +1,7 @@
-//! TLS and the admin token end to end: certificates generated at test time (rcgen), an
-//! in-process 3-node cluster with mutual TLS, clients and nodes that must be refused, config
-//! validation of the TLS and token settings, and the token in the client `Hello`.
+//! TLS and the admin token end to end: certificates generated at test time (the testkit's
+//! `Pki`), an in-process 3-node cluster with mutual TLS, clients and nodes that must be
+//! refused, config validation of the TLS and token settings, and the token in the client
+//! `Hello`.
 
 use bytes::Bytes;
 use eventstream_client::status_with;
@@ -9,104 +10,39 @@ use eventstream_client::{Client, ClientConfig, ClientError};
 use eventstream_core::{Engine, Event, Priority};
 use eventstream_node::{LocalCluster, NodeConfig, NodeError};
 use eventstream_proto::frame::{self, Kind, Role, SubscribeBody};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use eventstream_testkit::{test_runtime, wait_until, Pki};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let key = KeyPair::generate().unwrap();
-    let cert = p.self_signed(&key).unwrap();
-    Ca { cert, key }
-}
-
-/// A leaf signed by `ca` for `sans` (IP addresses become IP SANs), with `usages`.
-fn leaf(ca: &Ca, sans: &[&str], usages: Vec<ExtendedKeyUsagePurpose>) -> (String, String) {
-    let mut p =
-        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, sans[0]);
-    p.extended_key_usages = usages;
-    let key = KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-/// PEM files of one test PKI.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn generate(dir: &Path) -> Pki {
-        let good = ca("eventstream test CA");
-        let other = ca("some other CA");
-        let node_usage = || {
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ]
-        };
-        let write = |name: &str, (cert, key): (String, String)| {
-            std::fs::write(dir.join(format!("{name}.pem")), cert).unwrap();
-            std::fs::write(dir.join(format!("{name}.key")), key).unwrap();
-        };
-        std::fs::write(dir.join("ca.pem"), good.cert.pem()).unwrap();
-        std::fs::write(dir.join("other-ca.pem"), other.cert.pem()).unwrap();
-        write(
-            "node",
-            leaf(&good, &["127.0.0.1", "localhost"], node_usage()),
-        );
-        write(
-            "client",
-            leaf(
-                &good,
-                &["client.example"],
-                vec![ExtendedKeyUsagePurpose::ClientAuth],
-            ),
-        );
-        write("rogue", leaf(&other, &["127.0.0.1"], node_usage()));
-        // One certificate for every node, for a name rather than their addresses.
-        write(
-            "shared",
-            leaf(&good, &["eventstream.internal"], node_usage()),
-        );
-        Pki {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn p(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
+/// What these tests set from the test PKI.
+trait TlsSettings {
     /// Node TLS settings with `name` as the node's certificate.
-    fn node(&self, c: &mut NodeConfig, name: &str, client_auth: bool) {
-        c.tls.cert = Some(self.p(&format!("{name}.pem")));
-        c.tls.key = Some(self.p(&format!("{name}.key")));
-        c.tls.ca = Some(self.p("ca.pem"));
-        c.tls.client_auth = client_auth;
-    }
+    fn node(&self, c: &mut NodeConfig, name: &str, client_auth: bool);
 
     /// A client trusting `ca` and presenting `identity` (if any), with short deadlines so a
     /// refused client fails fast.
+    fn client(&self, eps: Vec<String>, ca: &str, identity: Option<&str>) -> ClientConfig;
+}
+
+impl TlsSettings for Pki {
+    fn node(&self, c: &mut NodeConfig, name: &str, client_auth: bool) {
+        c.tls.cert = Some(self.path(&format!("{name}.pem")));
+        c.tls.key = Some(self.path(&format!("{name}.key")));
+        c.tls.ca = Some(self.path("ca.pem"));
+        c.tls.client_auth = client_auth;
+    }
+
     fn client(&self, eps: Vec<String>, ca: &str, identity: Option<&str>) -> ClientConfig {
         let mut cfg = ClientConfig::new(eps);
-        let id = identity.map(|n| (self.p(&format!("{n}.pem")), self.p(&format!("{n}.key"))));
+        let id = identity.map(|n| {
+            (
+                self.path(&format!("{n}.pem")),
+                self.path(&format!("{n}.key")),
+            )
+        });
         cfg.tls = Some(
             ClientTls::from_files(
-                &self.p(ca),
+                &self.path(ca),
                 id.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
                 None,
             )
@@ -121,14 +57,6 @@ fn short(mut cfg: ClientConfig) -> ClientConfig {
     cfg.attempt_timeout = Duration::from_millis(500);
     cfg.connect_timeout = Duration::from_millis(500);
     cfg
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn events(n: u64, tag: &str) -> Vec<Event> {
@@ -162,7 +90,7 @@ fn mutual_tls_cluster_serves_tls_clients_and_refuses_plain_and_foreign_ones() {
         .expect("a leader elected over mutual TLS");
     let eps = cluster.endpoints();
     let follower = eps[(leader % 3) as usize].clone();
-    rt().block_on(async {
+    test_runtime().block_on(async {
         // Publish through a follower (redirected to the leader), all over TLS with a client
         // certificate.
         let client =
@@ -247,7 +175,7 @@ fn isolated_third_node(bad_cert: &str) {
         .expect("nodes 1 and 2 elect a leader");
     assert_ne!(leader, 3);
     let eps = cluster.endpoints();
-    rt().block_on(async {
+    test_runtime().block_on(async {
         let client = Client::new(pki.client(eps[..2].to_vec(), "ca.pem", None)).unwrap();
         let offsets = client.publish(events(20, "q")).await.unwrap();
         assert_eq!(offsets.len(), 20);
@@ -299,22 +227,21 @@ fn explicit_server_name_replaces_the_address_host() {
         .wait_for_leader(Duration::from_secs(10))
         .expect("peers verify each other by the configured name");
     let eps = cluster.endpoints();
-    rt().block_on(async {
+    test_runtime().block_on(async {
         // By address the certificate does not match; with the name it does.
         let by_addr = Client::new(pki.client(eps.clone(), "ca.pem", None)).unwrap();
         assert!(by_addr.status().await.is_err());
         let mut cfg = short(ClientConfig::new(eps.clone()));
         cfg.tls = Some(
-            ClientTls::from_files(&pki.p("ca.pem"), None, Some("eventstream.internal")).unwrap(),
+            ClientTls::from_files(&pki.path("ca.pem"), None, Some("eventstream.internal")).unwrap(),
         );
         let by_name = Client::new(cfg).unwrap();
         assert_eq!(by_name.publish(events(5, "n")).await.unwrap().len(), 5);
     });
     for n in cluster.nodes.iter().flatten() {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while n.stream().next_offset() < 5 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until("every node to replicate", Duration::from_secs(5), || {
+            n.stream().next_offset() >= 5
+        });
         assert_eq!(n.stream().next_offset(), 5, "node {} replicated", n.id());
     }
     cluster.shutdown();
@@ -338,15 +265,15 @@ fn tls_and_token_settings_are_validated_with_the_field_named() {
     };
     let tls = |cert: &str, key: &str, ca: &str| {
         let mut c = base();
-        c.tls.cert = Some(pki.p(cert));
-        c.tls.key = Some(pki.p(key));
-        c.tls.ca = Some(pki.p(ca));
+        c.tls.cert = Some(pki.path(cert));
+        c.tls.key = Some(pki.path(key));
+        c.tls.ca = Some(pki.path(ca));
         c
     };
     tls("node.pem", "node.key", "ca.pem").validate().unwrap();
-    std::fs::write(pki.p("garbage.pem"), "not a certificate\n").unwrap();
+    std::fs::write(pki.path("garbage.pem"), "not a certificate\n").unwrap();
     std::fs::write(
-        pki.p("bad-body.pem"),
+        pki.path("bad-body.pem"),
         "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
@@ -380,7 +307,7 @@ fn tls_and_token_settings_are_validated_with_the_field_named() {
         "tls.ca"
     );
     let mut half = base();
-    half.tls.cert = Some(pki.p("node.pem"));
+    half.tls.cert = Some(pki.path("node.pem"));
     assert_eq!(field(half.validate()), "tls.key");
     let mut no_ca = tls("node.pem", "node.key", "ca.pem");
     no_ca.tls.ca = None;
@@ -392,25 +319,25 @@ fn tls_and_token_settings_are_validated_with_the_field_named() {
     bad_name.tls.server_name = Some("not a name!".into());
     assert_eq!(field(bad_name.validate()), "tls.server_name");
     // Token file: missing or empty stops start-up; a good one is read (trimmed).
-    std::fs::write(pki.p("empty-token"), "\n").unwrap();
-    std::fs::write(pki.p("token"), "s3cret\n").unwrap();
+    std::fs::write(pki.path("empty-token"), "\n").unwrap();
+    std::fs::write(pki.path("token"), "s3cret\n").unwrap();
     for bad in ["empty-token", "no-such-token"] {
         let mut c = base();
-        c.admin.token_file = Some(pki.p(bad));
+        c.admin.token_file = Some(pki.path(bad));
         assert_eq!(field(c.validate()), "admin.token_file");
     }
     let mut c = base();
-    c.admin.token_file = Some(pki.p("token"));
+    c.admin.token_file = Some(pki.path("token"));
     c.validate().unwrap();
     assert_eq!(c.admin_token().unwrap().unwrap(), b"s3cret".to_vec());
     // The TOML names are the field names.
     let text = format!(
         "id = 1\npeers = [\"1=127.0.0.1:7001\"]\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n\
          client_auth = true\n[admin]\ntoken_file = {:?}\n",
-        pki.p("node.pem"),
-        pki.p("node.key"),
-        pki.p("ca.pem"),
-        pki.p("token")
+        pki.path("node.pem"),
+        pki.path("node.key"),
+        pki.path("ca.pem"),
+        pki.path("token")
     );
     let c: NodeConfig = toml::from_str(&text).unwrap();
     assert!(c.tls.client_auth);
@@ -419,9 +346,9 @@ fn tls_and_token_settings_are_validated_with_the_field_named() {
     // Client flags.
     let args = |ca: Option<&str>, cert: Option<&str>, token: Option<&str>| {
         let (ca, cert, key) = (
-            ca.map(|c| pki.p(c)),
-            cert.map(|c| pki.p(c)),
-            cert.map(|_| pki.p("client.key")),
+            ca.map(|c| pki.path(c)),
+            cert.map(|c| pki.path(c)),
+            cert.map(|_| pki.path("client.key")),
         );
         ClientConfig::new(vec!["127.0.0.1:1".into()]).secured(
             ca.as_deref(),
@@ -485,14 +412,13 @@ fn hello_token_is_accepted_and_a_malformed_one_closes_only_that_connection() {
         frame::ErrorCode::BadRequest
     );
     // Counted just after the close.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while node.protocol_errors() == 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("the protocol error", Duration::from_secs(5), || {
+        node.protocol_errors() > 0
+    });
     assert_eq!(node.protocol_errors(), 1);
     // Clients with the right token, a wrong one, or none can all publish and read status:
     // only admin operations need the token.
-    rt().block_on(async {
+    test_runtime().block_on(async {
         for token in [Some("s3cret"), Some("wrong"), None] {
             let mut cfg = short(ClientConfig::new(vec![ep.clone()]));
             cfg.token = token.map(|t| AdminToken::from_text(t).unwrap());

@@ -12,24 +12,35 @@
 //! * [`verify_acked`] — every acknowledged event stored exactly once, at its offset, on every
 //!   node.
 //! * [`runtime`] / [`test_runtime`] — the tokio runtime clients are driven from.
+//! * [`raw_publish_error`] — one publish over a raw connection, for the error a node answers.
+//! * [`wait_until`] — polls a condition, panicking with what it waited for.
 //! * `fault` (feature `fault-injection`) — the storage crate's write/fsync fault injection.
+//! * `Pki` (feature `pki`) — CA, node, client and rogue certificates generated at run time.
 //!
 //! Production code does not depend on this crate's fault injection: it is only compiled in
 //! with the `fault-injection` feature, which only tests enable.
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(feature = "pki")]
+mod pki;
 mod ports;
 mod procs;
+mod raw;
 mod runtime;
 mod scratch;
 mod verify;
+mod wait;
 
 pub use error::TestkitError;
 #[cfg(feature = "fault-injection")]
 pub use eventstream_storage::fault;
+#[cfg(feature = "pki")]
+pub use pki::Pki;
 pub use ports::{free_ports, Ports};
 pub use procs::{agreed_leader, ProcessCluster, Route};
+pub use raw::raw_publish_error;
 pub use runtime::{runtime, test_runtime};
 pub use scratch::Scratch;
 pub use verify::{verify_acked, Verified};
+pub use wait::wait_until;

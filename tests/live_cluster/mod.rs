@@ -308,6 +308,9 @@ impl Publisher {
         let thread = std::thread::Builder::new()
             .name("test-publisher".into())
             .spawn(move || {
+                // A current-thread runtime on purpose: this thread is the publisher's only
+                // worker, beside the cluster's processes and the test's own runtime, on a
+                // two-core machine; `test_runtime` would add two more worker threads.
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
