@@ -30,9 +30,9 @@
 use crate::error::BenchError;
 use bytes::{Bytes, BytesMut};
 use eventstream_client::net::FrameReader;
+use eventstream_core::replication::{PublishCounts, PublishOutcome, PublishOutcomes};
 use eventstream_core::{Event, Priority};
 use eventstream_node::config::OverloadPolicy;
-use eventstream_node::PublishCountsSnapshot;
 use eventstream_proto::frame::{self, ErrorCode, Kind, SubscribeBody};
 use eventstream_testkit::ProcessCluster;
 use serde::Serialize;
@@ -104,25 +104,38 @@ impl Default for OverloadOptions {
     }
 }
 
-/// One answer kind as the clients counted it: `[requests, events]`.
+/// What the clients counted, each as `[requests, events]`: the outcomes the nodes count too,
+/// plus what only a client sees (what it wrote, what was never answered).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Tally {
     /// Requests written to the socket.
     pub offered: [u64; 2],
-    /// `PublishOk`.
-    pub acked: [u64; 2],
-    /// `Busy` at an in-flight limit (nothing published).
-    pub rejected_inflight: [u64; 2],
-    /// `Busy` from full tier rings (possibly partly published: indeterminate).
-    pub rejected_rings: [u64; 2],
-    /// `Busy`/`Unavailable` after raft refused the proposal (not published).
-    pub rejected_raft: [u64; 2],
-    /// `Timeout` (indeterminate).
-    pub timed_out: [u64; 2],
-    /// Any other error.
-    pub other_errors: [u64; 2],
+    /// The answers by outcome, told apart by code and message (serialized flat, next to
+    /// `offered`). Ring rejections and timeouts are indeterminate: possibly (partly) stored.
+    #[serde(flatten)]
+    pub answered: PublishOutcomes,
     /// Requests that never got an answer (must be 0).
     pub unanswered: [u64; 2],
+}
+
+impl Tally {
+    /// Counts one offered request of `events` events and its outcome (`None`: unanswered).
+    fn count(&mut self, outcome: Option<PublishOutcome>, events: u64) {
+        let slot = match outcome {
+            Some(o) => self.answered.get_mut(o),
+            None => &mut self.unanswered,
+        };
+        slot[0] += 1;
+        slot[1] += events;
+        self.offered[0] += 1;
+        self.offered[1] += events;
+    }
+
+    /// Every outcome plus the unanswered: equals `offered` when the accounting is exact.
+    fn accounted(&self) -> [u64; 2] {
+        let t = self.answered.total();
+        [t[0] + self.unanswered[0], t[1] + self.unanswered[1]]
+    }
 }
 
 /// Other errors the clients got, by code and message, with counts.
@@ -214,7 +227,7 @@ pub struct OverloadReport {
     /// Requests answered with other errors (not leader, no leader, ...), by message.
     pub other_errors: OtherErrors,
     /// The nodes' own counters, summed over the nodes (whole run).
-    pub node_counters: PublishCountsSnapshot,
+    pub node_counters: PublishCounts,
     /// The nodes' summed counters equal the clients' tallies, kind by kind.
     pub node_counters_match: bool,
     /// offered == acked + every rejection kind + indeterminate, and nothing unanswered.
@@ -279,20 +292,13 @@ pub struct OverloadReport {
     pub valid: bool,
 }
 
-const OUT_NONE: u8 = 0;
-const OUT_ACKED: u8 = 1;
-const OUT_INFLIGHT: u8 = 2;
-const OUT_RINGS: u8 = 3;
-const OUT_RAFT: u8 = 4;
-const OUT_TIMEOUT: u8 = 5;
-const OUT_OTHER: u8 = 6;
-
-/// One producer connection's record: per request its outcome, per event its offset.
+/// One producer connection's record: per request its outcome (`None` until answered), per
+/// event its offset.
 #[derive(Debug, Default)]
 struct Ledger {
     /// Requests answered with other errors, by code and message.
     other: std::collections::BTreeMap<String, u64>,
-    outcome: Vec<u8>,
+    outcome: Vec<Option<PublishOutcome>>,
     offsets: Vec<u64>,
     soak_from_req: usize,
 }
@@ -476,32 +482,36 @@ async fn producer_connection(
             };
             let (req, outcome, offsets) = match kind {
                 Kind::PublishOk => match frame::decode_publish_ok(&body) {
-                    Ok((req, offsets)) => (req as usize, OUT_ACKED, offsets),
+                    Ok((req, offsets)) => (req as usize, PublishOutcome::Acked, offsets),
                     Err(_) => return,
                 },
                 Kind::Error => match frame::decode_error(&body) {
                     Ok(e) => {
                         let o = match e.code {
-                            ErrorCode::Busy if e.message.contains("in flight") => OUT_INFLIGHT,
-                            ErrorCode::Busy if e.message.contains("tier rings") => OUT_RINGS,
+                            ErrorCode::Busy if e.message.contains("in flight") => {
+                                PublishOutcome::RejectedInflight
+                            }
+                            ErrorCode::Busy if e.message.contains("tier rings") => {
+                                PublishOutcome::RejectedRings
+                            }
                             // Raft refused the proposal: `Busy`, or `Unavailable` when
                             // there is no leader (the node counts both as rejected_raft).
                             ErrorCode::Busy | ErrorCode::Unavailable
                                 if e.message.contains("proposal dropped") =>
                             {
-                                OUT_RAFT
+                                PublishOutcome::RejectedRaft
                             }
-                            ErrorCode::Timeout => OUT_TIMEOUT,
-                            _ => OUT_OTHER,
+                            ErrorCode::Timeout => PublishOutcome::TimedOut,
+                            _ => PublishOutcome::OtherError,
                         };
                         if matches!(e.code, ErrorCode::NotLeader | ErrorCode::Unavailable)
-                            && o == OUT_OTHER
+                            && o == PublishOutcome::OtherError
                         {
                             // Stop sending here; the writer moves to the new leader once
                             // everything outstanding is answered.
                             reader_lost.store(true, Ordering::Relaxed);
                         }
-                        if o == OUT_OTHER {
+                        if o == PublishOutcome::OtherError {
                             let mut l = reader_ledger.lock().unwrap_or_else(|p| p.into_inner());
                             *l.other
                                 .entry(format!("{:?}: {}", e.code, e.message))
@@ -521,8 +531,8 @@ async fn producer_connection(
             }
             {
                 let mut l = reader_ledger.lock().unwrap_or_else(|p| p.into_inner());
-                l.outcome[req] = outcome;
-                if outcome == OUT_ACKED {
+                l.outcome[req] = Some(outcome);
+                if outcome == PublishOutcome::Acked {
                     for (i, o) in offsets.iter().enumerate().take(batch) {
                         l.offsets[req * batch + i] = *o;
                     }
@@ -562,7 +572,7 @@ async fn producer_connection(
             .collect();
         {
             let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
-            l.outcome.push(OUT_NONE);
+            l.outcome.push(None);
             l.offsets.extend(std::iter::repeat_n(u64::MAX, batch));
         }
         buf.clear();
@@ -585,19 +595,7 @@ fn tally(ledgers: &[Arc<Mutex<Ledger>>], batch: usize, soak_only: bool) -> Tally
         let l = l.lock().unwrap_or_else(|p| p.into_inner());
         let from = if soak_only { l.soak_from_req } else { 0 };
         for &o in &l.outcome[from..] {
-            let slot = match o {
-                OUT_ACKED => &mut t.acked,
-                OUT_INFLIGHT => &mut t.rejected_inflight,
-                OUT_RINGS => &mut t.rejected_rings,
-                OUT_RAFT => &mut t.rejected_raft,
-                OUT_TIMEOUT => &mut t.timed_out,
-                OUT_OTHER => &mut t.other_errors,
-                _ => &mut t.unanswered,
-            };
-            slot[0] += 1;
-            slot[1] += batch as u64;
-            t.offered[0] += 1;
-            t.offered[1] += batch as u64;
+            t.count(o, batch as u64);
         }
     }
     t
@@ -733,19 +731,21 @@ async fn check_stream(
                 c.unexpected += 1;
             }
             match l.outcome[seq / batch] {
-                OUT_ACKED => {
+                Some(PublishOutcome::Acked) => {
                     if l.offsets[seq] != off {
                         c.unexpected += 1;
                     }
                 }
-                OUT_INFLIGHT | OUT_RAFT => c.refused += 1,
+                Some(PublishOutcome::RejectedInflight | PublishOutcome::RejectedRaft) => {
+                    c.refused += 1
+                }
                 _ => c.indeterminate += 1,
             }
         }
     }
     for (l, s) in ls.iter().zip(&seen) {
         for (seq, &n) in s.iter().enumerate() {
-            if l.outcome[seq / batch] != OUT_ACKED {
+            if l.outcome[seq / batch] != Some(PublishOutcome::Acked) {
                 continue;
             }
             if l.offsets[seq] < from {
@@ -853,7 +853,7 @@ async fn run_on(
         let _ = t.await;
     }
     let cap_t = tally(&ledgers, batch, false);
-    let capacity = cap_t.acked[1] as f64 / t0.elapsed().as_secs_f64();
+    let capacity = cap_t.answered.acked[1] as f64 / t0.elapsed().as_secs_f64();
     for l in &ledgers {
         let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
         l.soak_from_req = l.outcome.len();
@@ -939,9 +939,9 @@ async fn run_on(
 
     // 3. Node counters (summed over the nodes: after a leader change the producers' requests
     // went to more than one) and read-back.
-    let mut node = PublishCountsSnapshot::default();
+    let mut node = PublishCounts::default();
     for ep in cluster.endpoints() {
-        let c: PublishCountsSnapshot = raw_status(&ep)
+        let c: PublishCounts = raw_status(&ep)
             .await
             .ok()
             .and_then(|v| serde_json::from_value(v["publishes"].clone()).ok())
@@ -986,8 +986,13 @@ async fn run_on(
             let l = l.lock().unwrap_or_else(|p| p.into_inner());
             for (seq, &o) in l.offsets.iter().enumerate() {
                 match l.outcome[seq / batch] {
-                    OUT_ACKED => {}
-                    OUT_RINGS | OUT_TIMEOUT | OUT_OTHER | OUT_NONE => {
+                    Some(PublishOutcome::Acked) => {}
+                    Some(
+                        PublishOutcome::RejectedRings
+                        | PublishOutcome::TimedOut
+                        | PublishOutcome::OtherError,
+                    )
+                    | None => {
                         indeterminate_offered += 1;
                         continue;
                     }
@@ -1080,30 +1085,8 @@ async fn run_on(
         })
         .collect();
 
-    let sum = |t: &Tally| {
-        let mut s = [0u64; 2];
-        for k in [
-            t.acked,
-            t.rejected_inflight,
-            t.rejected_rings,
-            t.rejected_raft,
-            t.timed_out,
-            t.other_errors,
-            t.unanswered,
-        ] {
-            s[0] += k[0];
-            s[1] += k[1];
-        }
-        s
-    };
-    let accounting_exact = sum(&total) == total.offered && total.unanswered == [0, 0];
-    let node_counters_match = node.requests == total.offered
-        && node.acked == total.acked
-        && node.rejected_inflight == total.rejected_inflight
-        && node.rejected_rings == total.rejected_rings
-        && node.rejected_raft == total.rejected_raft
-        && node.timed_out == total.timed_out
-        && node.other_errors == total.other_errors;
+    let accounting_exact = total.accounted() == total.offered && total.unanswered == [0, 0];
+    let node_counters_match = node.requests == total.offered && node.outcomes == total.answered;
     // Offsets nobody acknowledged (below the earliest or read back as indeterminate) can only
     // belong to indeterminate requests.
     let trimmed_ok = nodes.iter().zip(&checks).all(|(n, c)| {
@@ -1144,8 +1127,8 @@ async fn run_on(
         && nodes_agree
         && trimmed_ok
         && stored_not_acked <= indeterminate_offered
-        && acked_distinct == total.acked[1]
-        && soak.acked[1] > 0
+        && acked_distinct == total.answered.acked[1]
+        && soak.answered.acked[1] > 0
         && nodes.len() == 3
         // The producers follow a leader change, so a change is reported, not fatal; but the
         // load must have gone on for flat RSS to mean anything.
@@ -1159,7 +1142,7 @@ async fn run_on(
         capacity_events_per_sec: capacity,
         target_offered_events_per_sec: target,
         offered_events_per_sec: soak.offered[1] as f64 / soak_s,
-        acked_events_per_sec: soak.acked[1] as f64 / soak_s,
+        acked_events_per_sec: soak.answered.acked[1] as f64 / soak_s,
         duration_s: soak_s,
         soak,
         total,
@@ -1233,7 +1216,7 @@ impl std::fmt::Display for OverloadReport {
         writeln!(
                 f,
         "soak [requests,events] offered {:?} acked {:?} rejected: in-flight {:?} rings {:?} raft {:?}; timed out {:?}; other {:?}; unanswered {:?}",
-        t.offered, t.acked, t.rejected_inflight, t.rejected_rings, t.rejected_raft, t.timed_out, t.other_errors, t.unanswered
+        t.offered, t.answered.acked, t.answered.rejected_inflight, t.answered.rejected_rings, t.answered.rejected_raft, t.answered.timed_out, t.answered.other_errors, t.unanswered
     )?;
         writeln!(
             f,

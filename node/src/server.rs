@@ -10,13 +10,13 @@
 use crate::acks::{AckError, AckRegistry};
 use crate::config::OverloadPolicy;
 use crate::driver::{DriverMsg, Proposal};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{NodeMetrics, PublishCounters};
 use crate::stream::CommittedStream;
 use crate::tls::{NodeTls, PeerCert};
 use bytes::BytesMut;
 use eventstream_client::net::{invalid, FrameReader};
 use eventstream_client::tls::{self, AdminToken, ConnReader, ConnWriter};
-use eventstream_core::replication::ReplicationSource;
+use eventstream_core::replication::{PublishOutcome, ReplicationSource};
 use eventstream_core::{Engine, Event};
 use eventstream_proto::codec;
 use eventstream_proto::frame::{self, ErrorBody, ErrorCode, Kind, Role};
@@ -118,77 +118,6 @@ pub fn require_admin(conn: &ConnState, ctx: &ServerCtx, req_id: u64) -> Result<(
         "admin operation refused: this node requires an admin bearer token \
          (client: --token or EVENTSTREAM_TOKEN; node: admin_token_file)",
     ))
-}
-
-/// Publish requests (and their events) this node received and how each was answered. Every
-/// request is counted once in `requests` and once in exactly one outcome.
-#[derive(Debug, Default)]
-pub struct PublishCounters {
-    requests: [AtomicU64; 2],
-    acked: [AtomicU64; 2],
-    rejected_inflight: [AtomicU64; 2],
-    rejected_rings: [AtomicU64; 2],
-    rejected_raft: [AtomicU64; 2],
-    timed_out: [AtomicU64; 2],
-    other_errors: [AtomicU64; 2],
-}
-
-/// A snapshot of [`PublishCounters`]: `[requests, events]` per outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PublishCountsSnapshot {
-    /// Publish requests received.
-    pub requests: [u64; 2],
-    /// Acknowledged with offsets (committed).
-    pub acked: [u64; 2],
-    /// `Busy`: an in-flight limit was reached; nothing of the request was published.
-    pub rejected_inflight: [u64; 2],
-    /// `Busy`: a tier ring was full (events before the full ring may have been published).
-    pub rejected_rings: [u64; 2],
-    /// `Busy` / `Unavailable`: raft refused the proposal (uncommitted limit, no leader).
-    pub rejected_raft: [u64; 2],
-    /// `Timeout`: not committed in time (may still commit).
-    pub timed_out: [u64; 2],
-    /// Anything else: not leader, no leader, storage failed, shutting down, bad request.
-    pub other_errors: [u64; 2],
-}
-
-impl PublishCountsSnapshot {
-    /// Adds `other` field by field (counters of several nodes).
-    pub fn add(&mut self, other: &PublishCountsSnapshot) {
-        for (a, b) in [
-            (&mut self.requests, &other.requests),
-            (&mut self.acked, &other.acked),
-            (&mut self.rejected_inflight, &other.rejected_inflight),
-            (&mut self.rejected_rings, &other.rejected_rings),
-            (&mut self.rejected_raft, &other.rejected_raft),
-            (&mut self.timed_out, &other.timed_out),
-            (&mut self.other_errors, &other.other_errors),
-        ] {
-            a[0] += b[0];
-            a[1] += b[1];
-        }
-    }
-}
-
-impl PublishCounters {
-    fn add(c: &[AtomicU64; 2], events: usize) {
-        c[0].fetch_add(1, Ordering::Relaxed);
-        c[1].fetch_add(events as u64, Ordering::Relaxed);
-    }
-
-    /// The counters now.
-    pub fn snapshot(&self) -> PublishCountsSnapshot {
-        let l = |c: &[AtomicU64; 2]| [c[0].load(Ordering::Relaxed), c[1].load(Ordering::Relaxed)];
-        PublishCountsSnapshot {
-            requests: l(&self.requests),
-            acked: l(&self.acked),
-            rejected_inflight: l(&self.rejected_inflight),
-            rejected_rings: l(&self.rejected_rings),
-            rejected_raft: l(&self.rejected_raft),
-            timed_out: l(&self.timed_out),
-            other_errors: l(&self.other_errors),
-        }
-    }
 }
 
 /// Accepts connections until the runtime stops.
@@ -414,9 +343,9 @@ async fn serve_client(
                         }
                     };
                     let n_events = events.len();
-                    PublishCounters::add(&ctx.publishes.requests, n_events);
+                    ctx.publishes.received(n_events);
                     if let Some(reply) = check_publish(req_id, &events, ctx) {
-                        PublishCounters::add(&ctx.publishes.other_errors, n_events);
+                        ctx.publishes.answered(PublishOutcome::OtherError, n_events);
                         if tx.send(reply).await.is_err() {
                             break;
                         }
@@ -425,7 +354,8 @@ async fn serve_client(
                     let permits = match inflight_permits(&conn_slots, n_events, ctx).await {
                         Ok(p) => p,
                         Err(why) => {
-                            PublishCounters::add(&ctx.publishes.rejected_inflight, n_events);
+                            ctx.publishes
+                                .answered(PublishOutcome::RejectedInflight, n_events);
                             let reply = error_frame(req_id, ErrorCode::Busy, ctx, why);
                             if tx.send(reply).await.is_err() {
                                 break;
@@ -452,7 +382,8 @@ async fn serve_client(
                         } else {
                             ErrorCode::ShuttingDown
                         };
-                        PublishCounters::add(&ctx.publishes.rejected_rings, n_events);
+                        ctx.publishes
+                            .answered(PublishOutcome::RejectedRings, n_events);
                         let msg = format!(
                             "{} of {} events refused by full tier rings; retry with the same ids",
                             outcome.rejected.len() + outcome.dropped,
@@ -466,15 +397,14 @@ async fn serve_client(
                     let tx = tx.clone();
                     let ctx2 = ctx.clone();
                     tokio::spawn(async move {
-                        let counters = &ctx2.publishes;
                         let answer = tokio::time::timeout(ctx2.request_timeout, done).await;
-                        let counter = match &answer {
-                            Ok(Ok(Ok(_))) => &counters.acked,
-                            Ok(Ok(Err(AckError::Dropped(_)))) => &counters.rejected_raft,
-                            Err(_) => &counters.timed_out,
-                            _ => &counters.other_errors,
+                        let outcome = match &answer {
+                            Ok(Ok(Ok(_))) => PublishOutcome::Acked,
+                            Ok(Ok(Err(AckError::Dropped(_)))) => PublishOutcome::RejectedRaft,
+                            Err(_) => PublishOutcome::TimedOut,
+                            _ => PublishOutcome::OtherError,
                         };
-                        PublishCounters::add(counter, n_events);
+                        ctx2.publishes.answered(outcome, n_events);
                         let reply = match answer {
                             Ok(Ok(Ok(offsets))) => {
                                 let mut b = BytesMut::with_capacity(24 + offsets.len() * 8);
