@@ -30,14 +30,14 @@
 use crate::error::BenchError;
 use bytes::{Bytes, BytesMut};
 use eventstream_client::net::FrameReader;
+use eventstream_core::replication::{PublishCounts, PublishOutcome, PublishOutcomes};
 use eventstream_core::{Event, Priority};
 use eventstream_node::config::OverloadPolicy;
-use eventstream_node::PublishCountsSnapshot;
 use eventstream_proto::frame::{self, ErrorCode, Kind, SubscribeBody};
 use eventstream_testkit::ProcessCluster;
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -104,25 +104,38 @@ impl Default for OverloadOptions {
     }
 }
 
-/// One answer kind as the clients counted it: `[requests, events]`.
+/// What the clients counted, each as `[requests, events]`: the outcomes the nodes count too,
+/// plus what only a client sees (what it wrote, what was never answered).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Tally {
     /// Requests written to the socket.
     pub offered: [u64; 2],
-    /// `PublishOk`.
-    pub acked: [u64; 2],
-    /// `Busy` at an in-flight limit (nothing published).
-    pub rejected_inflight: [u64; 2],
-    /// `Busy` from full tier rings (possibly partly published: indeterminate).
-    pub rejected_rings: [u64; 2],
-    /// `Busy`/`Unavailable` after raft refused the proposal (not published).
-    pub rejected_raft: [u64; 2],
-    /// `Timeout` (indeterminate).
-    pub timed_out: [u64; 2],
-    /// Any other error.
-    pub other_errors: [u64; 2],
+    /// The answers by outcome, told apart by code and message (serialized flat, next to
+    /// `offered`). Ring rejections and timeouts are indeterminate: possibly (partly) stored.
+    #[serde(flatten)]
+    pub answered: PublishOutcomes,
     /// Requests that never got an answer (must be 0).
     pub unanswered: [u64; 2],
+}
+
+impl Tally {
+    /// Counts one offered request of `events` events and its outcome (`None`: unanswered).
+    fn count(&mut self, outcome: Option<PublishOutcome>, events: u64) {
+        let slot = match outcome {
+            Some(o) => self.answered.get_mut(o),
+            None => &mut self.unanswered,
+        };
+        slot[0] += 1;
+        slot[1] += events;
+        self.offered[0] += 1;
+        self.offered[1] += events;
+    }
+
+    /// Every outcome plus the unanswered: equals `offered` when the accounting is exact.
+    fn accounted(&self) -> [u64; 2] {
+        let t = self.answered.total();
+        [t[0] + self.unanswered[0], t[1] + self.unanswered[1]]
+    }
 }
 
 /// Other errors the clients got, by code and message, with counts.
@@ -214,7 +227,7 @@ pub struct OverloadReport {
     /// Requests answered with other errors (not leader, no leader, ...), by message.
     pub other_errors: OtherErrors,
     /// The nodes' own counters, summed over the nodes (whole run).
-    pub node_counters: PublishCountsSnapshot,
+    pub node_counters: PublishCounts,
     /// The nodes' summed counters equal the clients' tallies, kind by kind.
     pub node_counters_match: bool,
     /// offered == acked + every rejection kind + indeterminate, and nothing unanswered.
@@ -279,20 +292,13 @@ pub struct OverloadReport {
     pub valid: bool,
 }
 
-const OUT_NONE: u8 = 0;
-const OUT_ACKED: u8 = 1;
-const OUT_INFLIGHT: u8 = 2;
-const OUT_RINGS: u8 = 3;
-const OUT_RAFT: u8 = 4;
-const OUT_TIMEOUT: u8 = 5;
-const OUT_OTHER: u8 = 6;
-
-/// One producer connection's record: per request its outcome, per event its offset.
+/// One producer connection's record: per request its outcome (`None` until answered), per
+/// event its offset.
 #[derive(Debug, Default)]
 struct Ledger {
     /// Requests answered with other errors, by code and message.
     other: std::collections::BTreeMap<String, u64>,
-    outcome: Vec<u8>,
+    outcome: Vec<Option<PublishOutcome>>,
     offsets: Vec<u64>,
     soak_from_req: usize,
 }
@@ -411,7 +417,7 @@ async fn producer(
     ledger: Arc<Mutex<Ledger>>,
     plan: ProducerPlan,
     stop: Arc<AtomicBool>,
-    acked: Arc<std::sync::atomic::AtomicU64>,
+    acked: Arc<AtomicU64>,
 ) -> Result<(), BenchError> {
     loop {
         let lost = producer_connection(conn, &addr, &ledger, &plan, &stop, &acked).await?;
@@ -437,7 +443,7 @@ async fn producer_connection(
     ledger: &Arc<Mutex<Ledger>>,
     plan: &ProducerPlan,
     stop: &AtomicBool,
-    acked: &Arc<std::sync::atomic::AtomicU64>,
+    acked: &Arc<AtomicU64>,
 ) -> Result<bool, BenchError> {
     let batch = plan.batch;
     let s = connect_client(addr).await?;
@@ -476,32 +482,36 @@ async fn producer_connection(
             };
             let (req, outcome, offsets) = match kind {
                 Kind::PublishOk => match frame::decode_publish_ok(&body) {
-                    Ok((req, offsets)) => (req as usize, OUT_ACKED, offsets),
+                    Ok((req, offsets)) => (req as usize, PublishOutcome::Acked, offsets),
                     Err(_) => return,
                 },
                 Kind::Error => match frame::decode_error(&body) {
                     Ok(e) => {
                         let o = match e.code {
-                            ErrorCode::Busy if e.message.contains("in flight") => OUT_INFLIGHT,
-                            ErrorCode::Busy if e.message.contains("tier rings") => OUT_RINGS,
+                            ErrorCode::Busy if e.message.contains("in flight") => {
+                                PublishOutcome::RejectedInflight
+                            }
+                            ErrorCode::Busy if e.message.contains("tier rings") => {
+                                PublishOutcome::RejectedRings
+                            }
                             // Raft refused the proposal: `Busy`, or `Unavailable` when
                             // there is no leader (the node counts both as rejected_raft).
                             ErrorCode::Busy | ErrorCode::Unavailable
                                 if e.message.contains("proposal dropped") =>
                             {
-                                OUT_RAFT
+                                PublishOutcome::RejectedRaft
                             }
-                            ErrorCode::Timeout => OUT_TIMEOUT,
-                            _ => OUT_OTHER,
+                            ErrorCode::Timeout => PublishOutcome::TimedOut,
+                            _ => PublishOutcome::OtherError,
                         };
                         if matches!(e.code, ErrorCode::NotLeader | ErrorCode::Unavailable)
-                            && o == OUT_OTHER
+                            && o == PublishOutcome::OtherError
                         {
                             // Stop sending here; the writer moves to the new leader once
                             // everything outstanding is answered.
                             reader_lost.store(true, Ordering::Relaxed);
                         }
-                        if o == OUT_OTHER {
+                        if o == PublishOutcome::OtherError {
                             let mut l = reader_ledger.lock().unwrap_or_else(|p| p.into_inner());
                             *l.other
                                 .entry(format!("{:?}: {}", e.code, e.message))
@@ -521,8 +531,8 @@ async fn producer_connection(
             }
             {
                 let mut l = reader_ledger.lock().unwrap_or_else(|p| p.into_inner());
-                l.outcome[req] = outcome;
-                if outcome == OUT_ACKED {
+                l.outcome[req] = Some(outcome);
+                if outcome == PublishOutcome::Acked {
                     for (i, o) in offsets.iter().enumerate().take(batch) {
                         l.offsets[req * batch + i] = *o;
                     }
@@ -562,7 +572,7 @@ async fn producer_connection(
             .collect();
         {
             let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
-            l.outcome.push(OUT_NONE);
+            l.outcome.push(None);
             l.offsets.extend(std::iter::repeat_n(u64::MAX, batch));
         }
         buf.clear();
@@ -585,19 +595,7 @@ fn tally(ledgers: &[Arc<Mutex<Ledger>>], batch: usize, soak_only: bool) -> Tally
         let l = l.lock().unwrap_or_else(|p| p.into_inner());
         let from = if soak_only { l.soak_from_req } else { 0 };
         for &o in &l.outcome[from..] {
-            let slot = match o {
-                OUT_ACKED => &mut t.acked,
-                OUT_INFLIGHT => &mut t.rejected_inflight,
-                OUT_RINGS => &mut t.rejected_rings,
-                OUT_RAFT => &mut t.rejected_raft,
-                OUT_TIMEOUT => &mut t.timed_out,
-                OUT_OTHER => &mut t.other_errors,
-                _ => &mut t.unanswered,
-            };
-            slot[0] += 1;
-            slot[1] += batch as u64;
-            t.offered[0] += 1;
-            t.offered[1] += batch as u64;
+            t.count(o, batch as u64);
         }
     }
     t
@@ -733,19 +731,21 @@ async fn check_stream(
                 c.unexpected += 1;
             }
             match l.outcome[seq / batch] {
-                OUT_ACKED => {
+                Some(PublishOutcome::Acked) => {
                     if l.offsets[seq] != off {
                         c.unexpected += 1;
                     }
                 }
-                OUT_INFLIGHT | OUT_RAFT => c.refused += 1,
+                Some(PublishOutcome::RejectedInflight | PublishOutcome::RejectedRaft) => {
+                    c.refused += 1
+                }
                 _ => c.indeterminate += 1,
             }
         }
     }
     for (l, s) in ls.iter().zip(&seen) {
         for (seq, &n) in s.iter().enumerate() {
-            if l.outcome[seq / batch] != OUT_ACKED {
+            if l.outcome[seq / batch] != Some(PublishOutcome::Acked) {
                 continue;
             }
             if l.offsets[seq] < from {
@@ -810,153 +810,191 @@ pub fn run(a: &OverloadOptions) -> Result<OverloadReport, BenchError> {
     report
 }
 
-async fn run_on(
-    a: &OverloadOptions,
-    cluster: &mut ProcessCluster,
-) -> Result<OverloadReport, BenchError> {
-    let batch = a.batch.max(1);
-    let leader = cluster.wait_healthy(Duration::from_secs(30)).await?;
-    let endpoints = Arc::new(cluster.endpoints().to_vec());
-    let addr = endpoints[(leader - 1) as usize].clone();
-    let payload = Bytes::from(vec![b'x'; a.payload_bytes]);
-    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let ledgers: Vec<Arc<Mutex<Ledger>>> = (0..a.clients)
-        .map(|_| Arc::new(Mutex::new(Ledger::default())))
-        .collect();
-    let drain = Duration::from_secs(15);
+/// How long a producer waits for its outstanding answers when its connection ends.
+const PRODUCER_DRAIN: Duration = Duration::from_secs(15);
 
-    // 1. Capacity: closed loop, a few requests outstanding per connection.
-    let stop = Arc::new(AtomicBool::new(false));
-    let t0 = Instant::now();
-    let tasks: Vec<_> = (0..a.clients)
-        .map(|c| {
-            tokio::spawn(producer(
-                c,
-                endpoints.clone(),
-                addr.clone(),
-                ledgers[c].clone(),
-                ProducerPlan {
-                    batch,
-                    payload: payload.clone(),
-                    rate: 0.0,
-                    window: 4,
-                    drain,
-                },
-                stop.clone(),
-                acked.clone(),
-            ))
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(a.capacity_seconds.max(1))).await;
-    stop.store(true, Ordering::Relaxed);
+/// The producers of a run: one per ledger, all starting at the leader.
+struct Producers {
+    endpoints: Arc<Vec<String>>,
+    leader_addr: String,
+    ledgers: Vec<Arc<Mutex<Ledger>>>,
+    /// Events acknowledged so far (the soak samples it each second).
+    acked: Arc<AtomicU64>,
+    payload: Bytes,
+    batch: usize,
+}
+
+type ProducerTask = tokio::task::JoinHandle<Result<(), BenchError>>;
+
+impl Producers {
+    /// Starts one producer per ledger, each sending `rate` events/s (0: closed loop with
+    /// `window` requests outstanding), until `stop`.
+    fn spawn(&self, rate: f64, window: usize, stop: &Arc<AtomicBool>) -> Vec<ProducerTask> {
+        (0..self.ledgers.len())
+            .map(|c| {
+                tokio::spawn(producer(
+                    c,
+                    self.endpoints.clone(),
+                    self.leader_addr.clone(),
+                    self.ledgers[c].clone(),
+                    ProducerPlan {
+                        batch: self.batch,
+                        payload: self.payload.clone(),
+                        rate,
+                        window,
+                        drain: PRODUCER_DRAIN,
+                    },
+                    stop.clone(),
+                    self.acked.clone(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The clients' tally of the soak (`soak_only`) or of the whole run.
+    fn tally(&self, soak_only: bool) -> Tally {
+        tally(&self.ledgers, self.batch, soak_only)
+    }
+
+    /// Requests answered with other errors, by code and message, over every producer.
+    fn other_errors(&self) -> OtherErrors {
+        let mut m = OtherErrors::new();
+        for l in &self.ledgers {
+            let l = l.lock().unwrap_or_else(|p| p.into_inner());
+            for (k, v) in &l.other {
+                *m.entry(k.clone()).or_default() += v;
+            }
+        }
+        m
+    }
+}
+
+/// Waits for producers that were told to stop (each drains its connection).
+async fn join(tasks: Vec<ProducerTask>) {
     for t in tasks {
         let _ = t.await;
     }
-    let cap_t = tally(&ledgers, batch, false);
-    let capacity = cap_t.acked[1] as f64 / t0.elapsed().as_secs_f64();
-    for l in &ledgers {
+}
+
+/// Phase 1, capacity: closed loop, a few requests outstanding per connection, for `seconds`.
+/// Events acknowledged per second; the soak's tallies start after it.
+async fn measure_capacity(p: &Producers, seconds: u64) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let tasks = p.spawn(0.0, 4, &stop);
+    tokio::time::sleep(Duration::from_secs(seconds.max(1))).await;
+    stop.store(true, Ordering::Relaxed);
+    join(tasks).await;
+    let capacity = p.tally(false).answered.acked[1] as f64 / t0.elapsed().as_secs_f64();
+    for l in &p.ledgers {
         let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
         l.soak_from_req = l.outcome.len();
     }
+    capacity
+}
 
-    // 2. Soak: open loop at factor × capacity; sample every node's RSS and the leader each
-    // second.
-    let target = capacity * a.factor;
-    let per_conn = target / a.clients as f64;
+/// What the soak sampled each second, and how long it lasted.
+#[derive(Debug, Default)]
+struct SoakSamples {
+    duration_s: f64,
+    /// Per node, `(second, RSS KiB)`.
+    rss: Vec<Vec<(u64, u64)>>,
+    /// `(second, leader id or 0, term)`.
+    leaders: Vec<(u64, u64, u64)>,
+    /// `(second, each node's role@term)`.
+    roles: Vec<(u64, Vec<String>)>,
+    /// `(second, events acknowledged so far)`.
+    acked: Vec<(u64, u64)>,
+}
+
+/// Phase 2, soak: open loop at `target` events/s over every producer for `duration` seconds,
+/// sampling every node's RSS, the leader and the acknowledged count each second.
+async fn soak(p: &Producers, cluster: &ProcessCluster, target: f64, duration: u64) -> SoakSamples {
+    let per_conn = target / p.ledgers.len() as f64;
     let stop = Arc::new(AtomicBool::new(false));
     let pids: Vec<Option<u32>> = (1..=3).map(|id| cluster.pid(id)).collect();
     let start = Instant::now();
-    let tasks: Vec<_> = (0..a.clients)
-        .map(|c| {
-            tokio::spawn(producer(
-                c,
-                endpoints.clone(),
-                addr.clone(),
-                ledgers[c].clone(),
-                ProducerPlan {
-                    batch,
-                    payload: payload.clone(),
-                    rate: per_conn,
-                    window: 1,
-                    drain,
-                },
-                stop.clone(),
-                acked.clone(),
-            ))
-        })
-        .collect();
-    let mut rss: Vec<Vec<(u64, u64)>> = vec![Vec::new(); pids.len()];
-    let mut leader_samples = Vec::new();
-    let mut role_samples = Vec::new();
-    let mut acked_samples = Vec::new();
+    let tasks = p.spawn(per_conn, 1, &stop);
+    let mut s = SoakSamples {
+        rss: vec![Vec::new(); pids.len()],
+        ..SoakSamples::default()
+    };
     let mut tick = 0;
-    while start.elapsed() < Duration::from_secs(a.duration) {
+    while start.elapsed() < Duration::from_secs(duration) {
         // Samples carry the time they were taken (a starved node answers its status late).
         let sec = start.elapsed().as_secs();
-        for (i, p) in pids.iter().enumerate() {
-            if let Some(kib) = p.and_then(read_rss_kib) {
-                rss[i].push((sec, kib));
+        for (i, pid) in pids.iter().enumerate() {
+            if let Some(kib) = pid.and_then(read_rss_kib) {
+                s.rss[i].push((sec, kib));
             }
         }
-        // The leader as the nodes see it: the node that says it leads, at the highest term.
-        // Each node's `role@term` (`?`: no status within 1 s) is kept as evidence.
-        let mut seen = (0u64, 0u64);
-        let mut roles = Vec::new();
-        for ep in cluster.endpoints() {
-            match tokio::time::timeout(Duration::from_secs(1), raw_status(&ep)).await {
-                Ok(Ok(v)) => {
-                    let term = v["term"].as_u64().unwrap_or(0);
-                    let role = v["role"].as_str().unwrap_or("?");
-                    let leads = role == "leader";
-                    if term > seen.1 || (term == seen.1 && leads) {
-                        seen = (
-                            if leads {
-                                v["node_id"].as_u64().unwrap_or(0)
-                            } else {
-                                0
-                            },
-                            term,
-                        );
-                    }
-                    roles.push(format!("{role}@{term}"));
-                }
-                _ => roles.push("?".into()),
-            }
-        }
-        leader_samples.push((sec, seen.0, seen.1));
-        role_samples.push((sec, roles));
-        acked_samples.push((sec, acked.load(Ordering::Relaxed)));
+        let ((leader, term), roles) = sample_roles(&cluster.endpoints()).await;
+        s.leaders.push((sec, leader, term));
+        s.roles.push((sec, roles));
+        s.acked.push((sec, p.acked.load(Ordering::Relaxed)));
         tick += 1;
         tokio::time::sleep_until((start + Duration::from_secs(tick)).into()).await;
     }
     stop.store(true, Ordering::Relaxed);
-    let soak_s = start.elapsed().as_secs_f64();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let soak = tally(&ledgers, batch, true);
-    let total = tally(&ledgers, batch, false);
+    s.duration_s = start.elapsed().as_secs_f64();
+    join(tasks).await;
+    s
+}
 
-    // 3. Node counters (summed over the nodes: after a leader change the producers' requests
-    // went to more than one) and read-back.
-    let mut node = PublishCountsSnapshot::default();
-    for ep in cluster.endpoints() {
-        let c: PublishCountsSnapshot = raw_status(&ep)
+/// The leader as the nodes see it: `(id, term)` of the node that says it leads, at the
+/// highest term (`(0, term)` when none does); and each node's `role@term` (`?`: no status
+/// within 1 s), kept as evidence.
+async fn sample_roles(endpoints: &[String]) -> ((u64, u64), Vec<String>) {
+    let mut seen = (0u64, 0u64);
+    let mut roles = Vec::new();
+    for ep in endpoints {
+        match tokio::time::timeout(Duration::from_secs(1), raw_status(ep)).await {
+            Ok(Ok(v)) => {
+                let term = v["term"].as_u64().unwrap_or(0);
+                let role = v["role"].as_str().unwrap_or("?");
+                let leads = role == "leader";
+                if term > seen.1 || (term == seen.1 && leads) {
+                    seen = (
+                        if leads {
+                            v["node_id"].as_u64().unwrap_or(0)
+                        } else {
+                            0
+                        },
+                        term,
+                    );
+                }
+                roles.push(format!("{role}@{term}"));
+            }
+            _ => roles.push("?".into()),
+        }
+    }
+    (seen, roles)
+}
+
+/// The nodes' own publish counters, summed over the nodes (after a leader change the
+/// producers' requests went to more than one).
+async fn node_counters(endpoints: &[String]) -> Result<PublishCounts, BenchError> {
+    let mut sum = PublishCounts::default();
+    for ep in endpoints {
+        let c: PublishCounts = raw_status(ep)
             .await
             .ok()
             .and_then(|v| serde_json::from_value(v["publishes"].clone()).ok())
             .ok_or_else(|| BenchError::Timeout(format!("no publish counters from {ep}")))?;
-        node.add(&c);
+        sum.add(&c);
     }
-    let healthy_leader = cluster.wait_healthy(Duration::from_secs(60)).await?;
-    // Every node has applied everything (equal next offsets), and retention has run since the
-    // last append, so the earliest offsets stay put while the streams are read.
+    Ok(sum)
+}
+
+/// The stream's next offset once every node has applied everything (equal next offsets),
+/// polled for up to 60 s.
+async fn settled_next_offset(endpoints: &[String]) -> Result<u64, BenchError> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let next_offset = loop {
+    loop {
         let mut nexts = Vec::new();
-        for ep in cluster.endpoints() {
+        for ep in endpoints {
             nexts.push(
-                raw_status(&ep)
+                raw_status(ep)
                     .await
                     .ok()
                     .and_then(|v| v["stream"]["next_offset"].as_u64()),
@@ -964,7 +1002,7 @@ async fn run_on(
         }
         if let Some(Some(n)) = nexts.first().copied() {
             if nexts.iter().all(|x| *x == Some(n)) {
-                break n;
+                return Ok(n);
             }
         }
         if Instant::now() > deadline {
@@ -973,235 +1011,364 @@ async fn run_on(
             )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    tokio::time::sleep(Duration::from_millis(2 * a.compaction_interval_ms + 500)).await;
+    }
+}
 
-    // Acknowledged offsets: distinct and below the next offset.
-    let mut acked_distinct = 0u64;
-    let mut acked_invalid = 0u64;
-    let mut indeterminate_offered = 0u64;
-    {
-        let mut bits = vec![0u64; (next_offset as usize).div_ceil(64)];
-        for l in &ledgers {
-            let l = l.lock().unwrap_or_else(|p| p.into_inner());
-            for (seq, &o) in l.offsets.iter().enumerate() {
-                match l.outcome[seq / batch] {
-                    OUT_ACKED => {}
-                    OUT_RINGS | OUT_TIMEOUT | OUT_OTHER | OUT_NONE => {
-                        indeterminate_offered += 1;
-                        continue;
-                    }
-                    _ => continue,
+/// The acknowledged offsets, checked against the stream's next offset.
+#[derive(Debug, Default)]
+struct AckedOffsets {
+    /// Distinct acknowledged events (each has its own offset below the next offset).
+    distinct: u64,
+    /// Acknowledged offsets that were not distinct or not below the next offset.
+    invalid: u64,
+    /// Events of indeterminate requests (ring rejections, timeouts, other errors, unanswered).
+    indeterminate_offered: u64,
+}
+
+fn acked_offsets(ledgers: &[Arc<Mutex<Ledger>>], batch: usize, next_offset: u64) -> AckedOffsets {
+    let mut r = AckedOffsets::default();
+    let mut bits = vec![0u64; (next_offset as usize).div_ceil(64)];
+    for l in ledgers {
+        let l = l.lock().unwrap_or_else(|p| p.into_inner());
+        for (seq, &o) in l.offsets.iter().enumerate() {
+            match l.outcome[seq / batch] {
+                Some(PublishOutcome::Acked) => {}
+                Some(
+                    PublishOutcome::RejectedRings
+                    | PublishOutcome::TimedOut
+                    | PublishOutcome::OtherError,
+                )
+                | None => {
+                    r.indeterminate_offered += 1;
+                    continue;
                 }
-                let (w, bit) = ((o / 64) as usize, 1u64 << (o % 64));
-                if o >= next_offset || bits[w] & bit != 0 {
-                    acked_invalid += 1;
-                } else {
-                    bits[w] |= bit;
-                    acked_distinct += 1;
-                }
+                _ => continue,
+            }
+            let (w, bit) = ((o / 64) as usize, 1u64 << (o % 64));
+            if o >= next_offset || bits[w] & bit != 0 {
+                r.invalid += 1;
+            } else {
+                bits[w] |= bit;
+                r.distinct += 1;
             }
         }
     }
+    r
+}
 
+/// Each node's replication counters (`null` when its status cannot be read).
+async fn replication_counters(endpoints: &[String]) -> Vec<serde_json::Value> {
     let mut counters = Vec::new();
-    for ep in cluster.endpoints() {
+    for ep in endpoints {
         counters.push(
-            raw_status(&ep)
+            raw_status(ep)
                 .await
                 .map(|v| v["counters"].clone())
                 .unwrap_or_default(),
         );
     }
+    counters
+}
+
+/// Every node's retained stream, read back and checked against the ledgers.
+#[derive(Debug)]
+struct ReadBack {
+    /// Per node, `(earliest retained offset, answered Compacted)`.
+    earliest: Vec<(u64, bool)>,
+    /// Offsets all nodes retain start here.
+    common_from: u64,
+    /// Per node.
+    checks: Vec<StreamCheck>,
+}
+
+async fn read_back(
+    endpoints: &[String],
+    ledgers: &[Arc<Mutex<Ledger>>],
+    batch: usize,
+    next_offset: u64,
+) -> Result<ReadBack, BenchError> {
     let mut earliest = Vec::new();
-    for ep in cluster.endpoints() {
-        earliest.push(earliest_offset(&ep).await?);
+    for ep in endpoints {
+        earliest.push(earliest_offset(ep).await?);
     }
     let common_from = earliest.iter().map(|e| e.0).max().unwrap_or(0);
     let mut checks = Vec::new();
-    for (ep, &(from, _)) in cluster.endpoints().iter().zip(&earliest) {
-        checks.push(check_stream(ep, &ledgers, batch, from, next_offset, common_from).await?);
+    for (ep, &(from, _)) in endpoints.iter().zip(&earliest) {
+        checks.push(check_stream(ep, ledgers, batch, from, next_offset, common_from).await?);
     }
-    let nodes_agree = checks
-        .windows(2)
-        .all(|w| w[0].common_hash == w[1].common_hash)
-        && checks
-            .iter()
-            .zip(&earliest)
-            .all(|(c, e)| c.events == next_offset - e.0);
-    let refused: u64 = checks.iter().map(|r| r.refused).sum();
-    let unexpected: u64 = checks.iter().map(|r| r.unexpected).sum();
-    let indeterminate = checks.iter().map(|r| r.indeterminate).max().unwrap_or(0);
-    let missing: u64 = checks.iter().map(|r| r.acked_missing).sum();
-    let stored_not_acked = next_offset.saturating_sub(acked_distinct);
+    Ok(ReadBack {
+        earliest,
+        common_from,
+        checks,
+    })
+}
 
-    let half = a.duration / 2;
-    let nodes: Vec<NodeReport> = checks
-        .iter()
-        .zip(&earliest)
-        .zip(&rss)
-        .enumerate()
-        .map(|(i, ((c, &(from, compacted)), samples))| {
-            let pts = |it: &mut dyn Iterator<Item = &(u64, u64)>| -> Vec<(f64, f64)> {
-                it.map(|s| (s.0 as f64, s.1 as f64)).collect()
-            };
-            let max_where = |f: &dyn Fn(u64) -> bool| {
-                samples
-                    .iter()
-                    .filter(|s| f(s.0))
-                    .map(|s| s.1)
-                    .max()
-                    .unwrap_or(0)
-            };
-            let slope2 = slope(&pts(&mut samples.iter().filter(|s| s.0 >= half)));
-            let max1 = max_where(&|t| t < half);
-            let max2 = max_where(&|t| t >= half);
-            NodeReport {
-                id: i as u64 + 1,
-                earliest_offset: from,
-                next_offset,
-                events_read: c.events,
-                acked_trimmed: c.acked_trimmed,
-                acked_missing: c.acked_missing,
-                trimmed_not_acked: from.saturating_sub(c.acked_trimmed),
-                compacted_from_zero: compacted,
-                rss_start_kib: samples.first().map_or(0, |s| s.1),
-                rss_max_kib: samples.iter().map(|s| s.1).max().unwrap_or(0),
-                rss_end_kib: samples.last().map_or(0, |s| s.1),
-                rss_max_first_half_kib: max1,
-                rss_max_second_half_kib: max2,
-                rss_slope_kib_per_s: slope(&pts(&mut samples.iter())),
-                rss_slope_second_half_kib_per_s: slope2,
-                rss_flat: samples.len() >= 4
-                    && slope2 < FLAT_MAX_SLOPE_KIB_S
-                    && max2 <= max1 + FLAT_MAX_NEW_PEAK_KIB,
-                rss_samples: samples.clone(),
-            }
-        })
-        .collect();
+impl ReadBack {
+    /// Every node holds the same events over the common range, and all it retains.
+    fn nodes_agree(&self, next_offset: u64) -> bool {
+        self.checks
+            .windows(2)
+            .all(|w| w[0].common_hash == w[1].common_hash)
+            && self
+                .checks
+                .iter()
+                .zip(&self.earliest)
+                .all(|(c, e)| c.events == next_offset - e.0)
+    }
+}
 
-    let sum = |t: &Tally| {
-        let mut s = [0u64; 2];
-        for k in [
-            t.acked,
-            t.rejected_inflight,
-            t.rejected_rings,
-            t.rejected_raft,
-            t.timed_out,
-            t.other_errors,
-            t.unanswered,
-        ] {
-            s[0] += k[0];
-            s[1] += k[1];
-        }
-        s
+/// Node `id`'s memory and stream: its read-back `c` from `earliest`, its RSS `samples`;
+/// `half` is the second the soak's second half starts at.
+fn node_report(
+    id: u64,
+    c: &StreamCheck,
+    (from, compacted): (u64, bool),
+    samples: &[(u64, u64)],
+    next_offset: u64,
+    half: u64,
+) -> NodeReport {
+    let pts = |it: &mut dyn Iterator<Item = &(u64, u64)>| -> Vec<(f64, f64)> {
+        it.map(|s| (s.0 as f64, s.1 as f64)).collect()
     };
-    let accounting_exact = sum(&total) == total.offered && total.unanswered == [0, 0];
-    let node_counters_match = node.requests == total.offered
-        && node.acked == total.acked
-        && node.rejected_inflight == total.rejected_inflight
-        && node.rejected_rings == total.rejected_rings
-        && node.rejected_raft == total.rejected_raft
-        && node.timed_out == total.timed_out
-        && node.other_errors == total.other_errors;
-    // Offsets nobody acknowledged (below the earliest or read back as indeterminate) can only
-    // belong to indeterminate requests.
-    let trimmed_ok = nodes.iter().zip(&checks).all(|(n, c)| {
-        n.trimmed_not_acked + c.indeterminate <= indeterminate_offered
-            && n.compacted_from_zero == (n.earliest_offset > 0)
-    });
-    let mut leader_changes = 0;
-    let mut last_leader = leader;
-    for &(_, l, _) in &leader_samples {
-        if l != 0 && l != last_leader {
-            leader_changes += 1;
+    let max_where = |f: &dyn Fn(u64) -> bool| {
+        samples
+            .iter()
+            .filter(|s| f(s.0))
+            .map(|s| s.1)
+            .max()
+            .unwrap_or(0)
+    };
+    let slope2 = slope(&pts(&mut samples.iter().filter(|s| s.0 >= half)));
+    let max1 = max_where(&|t| t < half);
+    let max2 = max_where(&|t| t >= half);
+    NodeReport {
+        id,
+        earliest_offset: from,
+        next_offset,
+        events_read: c.events,
+        acked_trimmed: c.acked_trimmed,
+        acked_missing: c.acked_missing,
+        trimmed_not_acked: from.saturating_sub(c.acked_trimmed),
+        compacted_from_zero: compacted,
+        rss_start_kib: samples.first().map_or(0, |s| s.1),
+        rss_max_kib: samples.iter().map(|s| s.1).max().unwrap_or(0),
+        rss_end_kib: samples.last().map_or(0, |s| s.1),
+        rss_max_first_half_kib: max1,
+        rss_max_second_half_kib: max2,
+        rss_slope_kib_per_s: slope(&pts(&mut samples.iter())),
+        rss_slope_second_half_kib_per_s: slope2,
+        rss_flat: samples.len() >= 4
+            && slope2 < FLAT_MAX_SLOPE_KIB_S
+            && max2 <= max1 + FLAT_MAX_NEW_PEAK_KIB,
+        rss_samples: samples.to_vec(),
+    }
+}
+
+/// Leader changes the soak's samples show, from `leader` at the start (a second with no
+/// leader counts as a change when a different leader reappears).
+fn leader_changes(leader: u64, samples: &[(u64, u64, u64)]) -> u64 {
+    let mut changes = 0;
+    let mut last = leader;
+    for &(_, l, _) in samples {
+        if l != 0 && l != last {
+            changes += 1;
         }
         if l != 0 {
-            last_leader = l;
+            last = l;
         }
     }
-    let term0 = leader_samples.first().map_or(0, |s| s.2);
-    let term_max = leader_samples.iter().map(|s| s.2).max().unwrap_or(0);
-    let rss_flat = nodes.iter().all(|n| n.rss_flat);
-    // Flat RSS says something about memory under load only if the load went on: the second
-    // half of the soak acknowledged at least half as many events as the first.
-    let acked_at = |t: u64| {
-        acked_samples
-            .iter()
-            .take_while(|s| s.0 <= t)
-            .last()
-            .map_or(0, |s| s.1)
+    changes
+}
+
+/// Events acknowledged in the soak's first half (from the run's start, up to second `half`)
+/// and in its second half.
+fn acked_by_half(samples: &[(u64, u64)], half: u64) -> (u64, u64) {
+    let first = samples
+        .iter()
+        .take_while(|s| s.0 <= half)
+        .last()
+        .map_or(0, |s| s.1);
+    (first, samples.last().map_or(0, |s| s.1) - first)
+}
+
+/// Everything a run observed, for [`Observed::report`].
+#[derive(Debug)]
+struct Observed {
+    capacity: f64,
+    target: f64,
+    /// The leader the producers started at, and the one at the end.
+    leader: u64,
+    healthy_leader: u64,
+    samples: SoakSamples,
+    soak: Tally,
+    total: Tally,
+    other_errors: OtherErrors,
+    node: PublishCounts,
+    next_offset: u64,
+    acked: AckedOffsets,
+    replication_counters: Vec<serde_json::Value>,
+    read: ReadBack,
+}
+
+async fn run_on(
+    a: &OverloadOptions,
+    cluster: &mut ProcessCluster,
+) -> Result<OverloadReport, BenchError> {
+    let batch = a.batch.max(1);
+    let leader = cluster.wait_healthy(Duration::from_secs(30)).await?;
+    let endpoints = Arc::new(cluster.endpoints());
+    let producers = Producers {
+        leader_addr: endpoints[(leader - 1) as usize].clone(),
+        endpoints,
+        ledgers: (0..a.clients)
+            .map(|_| Arc::new(Mutex::new(Ledger::default())))
+            .collect(),
+        acked: Arc::new(AtomicU64::new(0)),
+        payload: Bytes::from(vec![b'x'; a.payload_bytes]),
+        batch,
     };
-    let first_half_acked = acked_at(half);
-    let second_half_acked = acked_samples.last().map_or(0, |s| s.1) - first_half_acked;
-    let load_sustained = second_half_acked * 2 >= first_half_acked && second_half_acked > 0;
-    let valid = accounting_exact
-        && node_counters_match
-        && missing == 0
-        && acked_invalid == 0
-        && refused == 0
-        && unexpected == 0
-        && nodes_agree
-        && trimmed_ok
-        && stored_not_acked <= indeterminate_offered
-        && acked_distinct == total.acked[1]
-        && soak.acked[1] > 0
-        && nodes.len() == 3
-        // The producers follow a leader change, so a change is reported, not fatal; but the
-        // load must have gone on for flat RSS to mean anything.
-        && (a.duration < FLAT_MIN_DURATION_S || (rss_flat && load_sustained));
-    Ok(OverloadReport {
-        policy: format!("{:?}", a.policy).to_lowercase(),
-        retention_max_events: a.retention_max_events,
-        retention_max_bytes: a.retention_max_bytes,
-        snapshot_entries: a.snapshot_entries,
-        log_keep_entries: a.log_keep_entries,
-        capacity_events_per_sec: capacity,
-        target_offered_events_per_sec: target,
-        offered_events_per_sec: soak.offered[1] as f64 / soak_s,
-        acked_events_per_sec: soak.acked[1] as f64 / soak_s,
-        duration_s: soak_s,
+    // 1. Capacity, closed loop. 2. Soak: open loop at factor × capacity.
+    let capacity = measure_capacity(&producers, a.capacity_seconds).await;
+    let target = capacity * a.factor;
+    let samples = soak(&producers, cluster, target, a.duration).await;
+    let soak = producers.tally(true);
+    let total = producers.tally(false);
+    // 3. Node counters and read-back.
+    let node = node_counters(&cluster.endpoints()).await?;
+    let healthy_leader = cluster.wait_healthy(Duration::from_secs(60)).await?;
+    let next_offset = settled_next_offset(&cluster.endpoints()).await?;
+    // Retention has run since the last append, so the earliest offsets stay put while the
+    // streams are read.
+    tokio::time::sleep(Duration::from_millis(2 * a.compaction_interval_ms + 500)).await;
+    let acked = acked_offsets(&producers.ledgers, batch, next_offset);
+    let replication_counters = replication_counters(&cluster.endpoints()).await;
+    let read = read_back(&cluster.endpoints(), &producers.ledgers, batch, next_offset).await?;
+    let observed = Observed {
+        capacity,
+        target,
+        leader,
+        healthy_leader,
+        samples,
         soak,
         total,
-        other_errors: {
-            let mut m = OtherErrors::new();
-            for l in &ledgers {
-                let l = l.lock().unwrap_or_else(|p| p.into_inner());
-                for (k, v) in &l.other {
-                    *m.entry(k.clone()).or_default() += v;
-                }
-            }
-            m
-        },
-        node_counters: node,
-        node_counters_match,
-        accounting_exact,
-        acked_distinct_events: acked_distinct,
-        acked_offsets_invalid: acked_invalid,
-        indeterminate_offered_events: indeterminate_offered,
+        other_errors: producers.other_errors(),
+        node,
         next_offset,
-        stored_not_acked,
-        acked_trimmed_min: nodes.iter().map(|n| n.acked_trimmed).min().unwrap_or(0),
-        acked_found_on_every_node: missing == 0,
-        refused_but_stored: refused,
-        unexpected_in_stream: unexpected,
-        indeterminate_stored: indeterminate,
-        nodes_agree,
-        common_from,
-        leader_changed: healthy_leader != leader,
-        leader_changes,
-        term_increase: term_max - term0,
-        leader_samples,
-        role_samples,
-        acked_samples,
-        first_half_acked_events: first_half_acked,
-        second_half_acked_events: second_half_acked,
-        load_sustained,
-        replication_counters: counters,
-        nodes,
-        rss_flat,
-        valid,
-    })
+        acked,
+        replication_counters,
+        read,
+    };
+    Ok(observed.report(a))
+}
+
+impl Observed {
+    /// The report, with every check.
+    fn report(self, a: &OverloadOptions) -> OverloadReport {
+        let Observed {
+            capacity,
+            target,
+            leader,
+            healthy_leader,
+            samples,
+            soak,
+            total,
+            other_errors,
+            node,
+            next_offset,
+            acked,
+            replication_counters,
+            read,
+        } = self;
+        let checks = &read.checks;
+        let half = a.duration / 2;
+        let nodes: Vec<NodeReport> = checks
+            .iter()
+            .zip(&read.earliest)
+            .zip(&samples.rss)
+            .enumerate()
+            .map(|(i, ((c, &e), rss))| node_report(i as u64 + 1, c, e, rss, next_offset, half))
+            .collect();
+        let missing: u64 = checks.iter().map(|r| r.acked_missing).sum();
+        // Offsets nobody acknowledged (below the earliest or read back as indeterminate) can
+        // only belong to indeterminate requests.
+        let trimmed_ok = nodes.iter().zip(checks).all(|(n, c)| {
+            n.trimmed_not_acked + c.indeterminate <= acked.indeterminate_offered
+                && n.compacted_from_zero == (n.earliest_offset > 0)
+        });
+        let term0 = samples.leaders.first().map_or(0, |s| s.2);
+        let term_max = samples.leaders.iter().map(|s| s.2).max().unwrap_or(0);
+        // Flat RSS says something about memory under load only if the load went on: the
+        // second half of the soak acknowledged at least half as many events as the first.
+        let (first_half_acked, second_half_acked) = acked_by_half(&samples.acked, half);
+        let mut report = OverloadReport {
+            policy: format!("{:?}", a.policy).to_lowercase(),
+            retention_max_events: a.retention_max_events,
+            retention_max_bytes: a.retention_max_bytes,
+            snapshot_entries: a.snapshot_entries,
+            log_keep_entries: a.log_keep_entries,
+            capacity_events_per_sec: capacity,
+            target_offered_events_per_sec: target,
+            offered_events_per_sec: soak.offered[1] as f64 / samples.duration_s,
+            acked_events_per_sec: soak.answered.acked[1] as f64 / samples.duration_s,
+            duration_s: samples.duration_s,
+            soak,
+            total,
+            other_errors,
+            node_counters: node,
+            node_counters_match: node.requests == total.offered && node.outcomes == total.answered,
+            accounting_exact: total.accounted() == total.offered && total.unanswered == [0, 0],
+            acked_distinct_events: acked.distinct,
+            acked_offsets_invalid: acked.invalid,
+            indeterminate_offered_events: acked.indeterminate_offered,
+            next_offset,
+            stored_not_acked: next_offset.saturating_sub(acked.distinct),
+            acked_trimmed_min: nodes.iter().map(|n| n.acked_trimmed).min().unwrap_or(0),
+            acked_found_on_every_node: missing == 0,
+            refused_but_stored: checks.iter().map(|r| r.refused).sum(),
+            unexpected_in_stream: checks.iter().map(|r| r.unexpected).sum(),
+            indeterminate_stored: checks.iter().map(|r| r.indeterminate).max().unwrap_or(0),
+            nodes_agree: read.nodes_agree(next_offset),
+            common_from: read.common_from,
+            leader_changed: healthy_leader != leader,
+            leader_changes: leader_changes(leader, &samples.leaders),
+            term_increase: term_max - term0,
+            leader_samples: samples.leaders,
+            role_samples: samples.roles,
+            acked_samples: samples.acked,
+            first_half_acked_events: first_half_acked,
+            second_half_acked_events: second_half_acked,
+            load_sustained: second_half_acked * 2 >= first_half_acked && second_half_acked > 0,
+            replication_counters,
+            rss_flat: nodes.iter().all(|n| n.rss_flat),
+            nodes,
+            valid: false,
+        };
+        report.valid = report.checks_pass(trimmed_ok, a.duration);
+        report
+    }
+}
+
+impl OverloadReport {
+    /// Every check passed: `trimmed_ok` (offsets nobody acknowledged belong to indeterminate
+    /// requests, on every node) and the report's own flags; for a soak of `duration` seconds
+    /// of at least [`FLAT_MIN_DURATION_S`] also flat RSS under sustained load.
+    fn checks_pass(&self, trimmed_ok: bool, duration: u64) -> bool {
+        self.accounting_exact
+            && self.node_counters_match
+            && self.acked_found_on_every_node
+            && self.acked_offsets_invalid == 0
+            && self.refused_but_stored == 0
+            && self.unexpected_in_stream == 0
+            && self.nodes_agree
+            && trimmed_ok
+            && self.stored_not_acked <= self.indeterminate_offered_events
+            && self.acked_distinct_events == self.total.answered.acked[1]
+            && self.soak.answered.acked[1] > 0
+            && self.nodes.len() == 3
+            // The producers follow a leader change, so a change is reported, not fatal; but
+            // the load must have gone on for flat RSS to mean anything.
+            && (duration < FLAT_MIN_DURATION_S || (self.rss_flat && self.load_sustained))
+    }
 }
 
 /// Prints the report as a table.
@@ -1233,7 +1400,7 @@ impl std::fmt::Display for OverloadReport {
         writeln!(
                 f,
         "soak [requests,events] offered {:?} acked {:?} rejected: in-flight {:?} rings {:?} raft {:?}; timed out {:?}; other {:?}; unanswered {:?}",
-        t.offered, t.acked, t.rejected_inflight, t.rejected_rings, t.rejected_raft, t.timed_out, t.other_errors, t.unanswered
+        t.offered, t.answered.acked, t.answered.rejected_inflight, t.answered.rejected_rings, t.answered.rejected_raft, t.answered.timed_out, t.answered.other_errors, t.unanswered
     )?;
         writeln!(
             f,
@@ -1273,5 +1440,66 @@ impl std::fmt::Display for OverloadReport {
         }
         writeln!(f, "valid                  {}", r.valid)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(outcomes: &[Option<PublishOutcome>], offsets: &[u64]) -> Arc<Mutex<Ledger>> {
+        Arc::new(Mutex::new(Ledger {
+            outcome: outcomes.to_vec(),
+            offsets: offsets.to_vec(),
+            ..Ledger::default()
+        }))
+    }
+
+    #[test]
+    fn tally_counts_outcomes_offered_and_unanswered() {
+        use PublishOutcome::*;
+        let ls = [ledger(&[Some(Acked), Some(RejectedInflight), None], &[])];
+        ls[0].lock().unwrap().soak_from_req = 1;
+        let t = tally(&ls, 2, false);
+        assert_eq!(t.offered, [3, 6]);
+        assert_eq!(t.answered.acked, [1, 2]);
+        assert_eq!(t.answered.rejected_inflight, [1, 2]);
+        assert_eq!(t.unanswered, [1, 2]);
+        assert_eq!(t.accounted(), t.offered);
+        let soak = tally(&ls, 2, true);
+        assert_eq!((soak.offered, soak.answered.acked), ([2, 4], [0, 0]));
+        // Serialized flat, as the report always was.
+        let v = serde_json::to_value(t).unwrap();
+        assert_eq!(v["rejected_inflight"], serde_json::json!([1, 2]));
+        assert_eq!(v["unanswered"], serde_json::json!([1, 2]));
+        assert!(v.get("answered").is_none(), "{v}");
+    }
+
+    #[test]
+    fn acked_offsets_are_distinct_and_below_the_next_offset() {
+        use PublishOutcome::*;
+        // Batches of 2: acked (offsets 0, 1), timed out, acked with a duplicate and an
+        // offset past the end, refused at the in-flight limit.
+        let ls = [ledger(
+            &[
+                Some(Acked),
+                Some(TimedOut),
+                Some(Acked),
+                Some(RejectedInflight),
+            ],
+            &[0, 1, u64::MAX, u64::MAX, 1, 9, u64::MAX, u64::MAX],
+        )];
+        let r = acked_offsets(&ls, 2, 4);
+        assert_eq!((r.distinct, r.invalid, r.indeterminate_offered), (2, 2, 2));
+    }
+
+    #[test]
+    fn leader_changes_and_load_halves() {
+        // Leader 1, a second without one, 1 again, then 2.
+        let leaders = [(0, 1, 5), (1, 0, 6), (2, 1, 6), (3, 2, 7)];
+        assert_eq!(leader_changes(1, &leaders), 1);
+        assert_eq!(leader_changes(3, &leaders), 2);
+        let acked = [(0, 10), (1, 40), (2, 70), (3, 90)];
+        assert_eq!(acked_by_half(&acked, 1), (40, 50));
     }
 }

@@ -1,6 +1,6 @@
-//! What a replicated node reports about itself: plain data, filled in by `eventstream-cluster`
+//! What a replicated node reports about itself: plain data, filled in by `eventstream-node`
 //! and read by `eventstream-exporter`. It lives in core so that those two crates need not know
-//! each other (dependency direction: core ← cluster, core ← exporter).
+//! each other (dependency direction: core ← node, core ← exporter).
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -98,17 +98,73 @@ pub struct ReplicationCounters {
     pub publishes: PublishOutcomes,
 }
 
-/// Network publish requests a node answered, by outcome, each as `[requests, events]`. Every
-/// answered request is counted in exactly one outcome.
+/// How a network publish request was answered (one request, one outcome).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PublishOutcome {
+    /// Acknowledged with offsets (committed).
+    Acked,
+    /// `Busy`: an in-flight limit was reached; nothing of the request was published.
+    RejectedInflight,
+    /// `Busy`: a tier ring was full (events before the full ring may have been published).
+    RejectedRings,
+    /// `Busy` / `Unavailable`: raft refused the proposal (uncommitted limit, no leader).
+    RejectedRaft,
+    /// `Timeout`: not committed in time (may still commit).
+    TimedOut,
+    /// Anything else: not leader, no leader, storage failed, shutting down, bad request.
+    OtherError,
+}
+
+impl PublishOutcome {
+    /// Every outcome, in the order of [`PublishOutcomes::by_outcome`].
+    pub const ALL: [PublishOutcome; 6] = [
+        PublishOutcome::Acked,
+        PublishOutcome::RejectedInflight,
+        PublishOutcome::RejectedRings,
+        PublishOutcome::RejectedRaft,
+        PublishOutcome::TimedOut,
+        PublishOutcome::OtherError,
+    ];
+
+    /// This outcome's position in [`PublishOutcome::ALL`] (for arrays of per-outcome
+    /// counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Label value (`acked`, `rejected_inflight`, `rejected_rings`, `rejected_raft`,
+    /// `timed_out`, `other_error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublishOutcome::Acked => "acked",
+            PublishOutcome::RejectedInflight => "rejected_inflight",
+            PublishOutcome::RejectedRings => "rejected_rings",
+            PublishOutcome::RejectedRaft => "rejected_raft",
+            PublishOutcome::TimedOut => "timed_out",
+            PublishOutcome::OtherError => "other_error",
+        }
+    }
+}
+
+/// Adds `[requests, events]` pairs.
+fn add_pair(a: &mut [u64; 2], b: [u64; 2]) {
+    a[0] += b[0];
+    a[1] += b[1];
+}
+
+/// Network publish requests answered, by outcome, each as `[requests, events]`. Every
+/// answered request is counted in exactly one outcome. The one record of publish outcomes: a
+/// node's counters ([`PublishCounts`]), its exported status ([`ReplicationCounters`]) and a
+/// client's tally (`bench overload`) all hold it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishOutcomes {
     /// Acknowledged with offsets (committed).
     pub acked: [u64; 2],
     /// `Busy`: an in-flight limit was reached; nothing of the request was published.
     pub rejected_inflight: [u64; 2],
-    /// `Busy`: a tier ring was full.
+    /// `Busy`: a tier ring was full (events before the full ring may have been published).
     pub rejected_rings: [u64; 2],
-    /// `Busy` / `Unavailable`: raft refused the proposal.
+    /// `Busy` / `Unavailable`: raft refused the proposal (uncommitted limit, no leader).
     pub rejected_raft: [u64; 2],
     /// `Timeout`: not committed in time (may still commit).
     pub timed_out: [u64; 2],
@@ -117,17 +173,71 @@ pub struct PublishOutcomes {
 }
 
 impl PublishOutcomes {
-    /// Every outcome with its label value (`acked`, `rejected_inflight`, `rejected_rings`,
-    /// `rejected_raft`, `timed_out`, `other_error`) and `[requests, events]`.
+    /// `[requests, events]` of `outcome`.
+    pub fn get(&self, outcome: PublishOutcome) -> [u64; 2] {
+        // A copy (96 bytes) keeps the outcome → field mapping in one place: `get_mut`.
+        let mut copy = *self;
+        *copy.get_mut(outcome)
+    }
+
+    /// `[requests, events]` of `outcome`, to change.
+    pub fn get_mut(&mut self, outcome: PublishOutcome) -> &mut [u64; 2] {
+        match outcome {
+            PublishOutcome::Acked => &mut self.acked,
+            PublishOutcome::RejectedInflight => &mut self.rejected_inflight,
+            PublishOutcome::RejectedRings => &mut self.rejected_rings,
+            PublishOutcome::RejectedRaft => &mut self.rejected_raft,
+            PublishOutcome::TimedOut => &mut self.timed_out,
+            PublishOutcome::OtherError => &mut self.other_errors,
+        }
+    }
+
+    /// Counts one request of `events` events answered with `outcome`.
+    pub fn count(&mut self, outcome: PublishOutcome, events: u64) {
+        add_pair(self.get_mut(outcome), [1, events]);
+    }
+
+    /// Adds `other` outcome by outcome (the outcomes of several nodes or connections).
+    pub fn add(&mut self, other: &PublishOutcomes) {
+        for o in PublishOutcome::ALL {
+            add_pair(self.get_mut(o), other.get(o));
+        }
+    }
+
+    /// `[requests, events]` over every outcome: every answered request.
+    pub fn total(&self) -> [u64; 2] {
+        let mut t = [0; 2];
+        for o in PublishOutcome::ALL {
+            add_pair(&mut t, self.get(o));
+        }
+        t
+    }
+
+    /// Every outcome with its label value ([`PublishOutcome::as_str`]) and
+    /// `[requests, events]`, in [`PublishOutcome::ALL`] order.
     pub fn by_outcome(&self) -> [(&'static str, [u64; 2]); 6] {
-        [
-            ("acked", self.acked),
-            ("rejected_inflight", self.rejected_inflight),
-            ("rejected_rings", self.rejected_rings),
-            ("rejected_raft", self.rejected_raft),
-            ("timed_out", self.timed_out),
-            ("other_error", self.other_errors),
-        ]
+        PublishOutcome::ALL.map(|o| (o.as_str(), self.get(o)))
+    }
+}
+
+/// Publish requests a node received and how it answered them: `requests` counts every
+/// request once when it arrives, the outcome once when it is answered (so `requests` minus
+/// `outcomes.total()` are waiting for their answer). Serialized flat: `requests` next to the
+/// outcome fields (the `publishes` object of a node's status frame).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishCounts {
+    /// Publish requests received.
+    pub requests: [u64; 2],
+    /// How the answered ones were answered.
+    #[serde(flatten)]
+    pub outcomes: PublishOutcomes,
+}
+
+impl PublishCounts {
+    /// Adds `other` field by field (counters of several nodes).
+    pub fn add(&mut self, other: &PublishCounts) {
+        add_pair(&mut self.requests, other.requests);
+        self.outcomes.add(&other.outcomes);
     }
 }
 
@@ -193,4 +303,61 @@ pub trait ReplicationSource: Send + Sync + 'static {
     fn histograms(&self) -> ReplicationHistograms;
     /// Ready to serve: has a leader and is caught up (applied close to commit).
     fn ready(&self) -> Result<(), String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_outcomes_add_total_and_labels() {
+        let mut a = PublishOutcomes::default();
+        a.count(PublishOutcome::Acked, 10);
+        a.count(PublishOutcome::OtherError, 3);
+        let mut b = a;
+        b.count(PublishOutcome::TimedOut, 5);
+        a.add(&b);
+        assert_eq!(a.acked, [2, 20]);
+        assert_eq!(a.other_errors, [2, 6]);
+        assert_eq!(a.timed_out, [1, 5]);
+        assert_eq!(a.total(), [5, 31]);
+        let labels: Vec<_> = a.by_outcome().iter().map(|(l, _)| *l).collect();
+        assert_eq!(
+            labels,
+            [
+                "acked",
+                "rejected_inflight",
+                "rejected_rings",
+                "rejected_raft",
+                "timed_out",
+                "other_error"
+            ]
+        );
+        assert_eq!(a.by_outcome()[4], ("timed_out", [1, 5]));
+        for (i, o) in PublishOutcome::ALL.into_iter().enumerate() {
+            assert_eq!(o.index(), i);
+        }
+    }
+
+    #[test]
+    fn publish_counts_serialize_flat() {
+        let mut c = PublishCounts {
+            requests: [3, 30],
+            ..PublishCounts::default()
+        };
+        c.outcomes.count(PublishOutcome::RejectedInflight, 10);
+        let v = serde_json::to_value(c).unwrap();
+        assert_eq!(v["requests"], serde_json::json!([3, 30]));
+        assert_eq!(v["rejected_inflight"], serde_json::json!([1, 10]));
+        assert_eq!(v["other_errors"], serde_json::json!([0, 0]));
+        assert!(v.get("outcomes").is_none(), "{v}");
+        let back: PublishCounts = serde_json::from_value(v).unwrap();
+        assert_eq!(back, c);
+        let mut sum = c;
+        sum.add(&c);
+        assert_eq!(
+            (sum.requests, sum.outcomes.rejected_inflight),
+            ([6, 60], [2, 20])
+        );
+    }
 }

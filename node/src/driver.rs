@@ -9,10 +9,15 @@
 //! the fsync of the batch it is in. A backup request ([`DriverMsg::TakeSnapshot`]) is answered
 //! with the applied state collected between two applies (so it is consistent); it is encoded
 //! by the requester, off the driver thread.
+//!
+//! One iteration is [`Driver::iteration`], each phase a method of [`Driver`]. Their order is
+//! the raft-rs contract and must not change: step, tick and propose before the Ready; in the
+//! Ready send, persist, advance and apply (see [`Replica::handle_ready`]); a message that fails
+//! the node (storage) ends the loop before the next phase.
 
 use crate::acks::{AckError, AckRegistry};
 use crate::metrics::NodeMetrics;
-use crate::replica::{Compacted, PersistJob, PreparedCompaction, Replica};
+use crate::replica::{Compacted, Compaction, PersistJob, PreparedCompaction, Replica};
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -211,276 +216,459 @@ const SLOW_ITERATION: Duration = Duration::from_millis(10);
 const SLOW_LOG_WRITE: Duration = Duration::from_millis(10);
 
 /// Runs the driver until [`DriverMsg::Stop`], a closed channel, or a storage failure.
-pub fn run(mut replica: Replica, cfg: DriverConfig, io: DriverIo) -> Result<(), crate::NodeError> {
-    let DriverIo {
-        msgs,
-        self_tx,
-        proposals,
-        mut net,
-        acks,
-        metrics,
-    } = io;
+pub fn run(replica: Replica, cfg: DriverConfig, io: DriverIo) -> Result<(), crate::NodeError> {
     raise_thread_priority("raft driver");
-    let mut next_tick = Instant::now() + cfg.tick;
-    let mut next_status = Instant::now();
-    let mut entry = Pending::default();
-    let mut unreachable: Vec<u64> = Vec::new();
-    let mut admin = AdminState::default();
-    let mut held = Held::default();
-    let mut snapshots_failed: Vec<u64> = Vec::new();
-    let mut next_compaction = Instant::now() + cfg.compaction_interval;
-    let mut stop = false;
-    let mut failed = None;
-    let mut wal_thread = None;
-    let mut jobs_tx = None;
-    if cfg.async_persist {
-        if let Some(wal) = replica.take_wal() {
-            let (tx, rx) = crossbeam_channel::unbounded::<WalJob>();
-            let back = self_tx.clone();
-            let m = metrics.clone();
-            wal_thread = Some(
-                std::thread::Builder::new()
-                    .name(format!("es-wal-{}", replica.id()))
-                    .spawn(move || {
-                        raise_thread_priority("WAL");
-                        wal_loop(wal, rx, back, m)
-                    })
-                    .map_err(|e| crate::NodeError::Spawn {
-                        what: "WAL thread",
-                        source: e,
-                    })?,
-            );
-            jobs_tx = Some(tx);
+    let mut driver = Driver::start(replica, cfg, io)?;
+    let result = loop {
+        if let Err(e) = driver.iteration() {
+            break Err(e);
+        }
+        if driver.stop {
+            break Ok(());
+        }
+    };
+    driver.shut_down(&result);
+    result
+}
+
+/// The driver loop's state: the replica, its channels, and what one iteration leaves for the
+/// next.
+struct Driver {
+    replica: Replica,
+    cfg: DriverConfig,
+    msgs: Receiver<DriverMsg>,
+    self_tx: Sender<DriverMsg>,
+    proposals: Receiver<Proposal>,
+    out: Outbox,
+    acks: Arc<AckRegistry>,
+    metrics: Arc<NodeMetrics>,
+    /// The entry being assembled from proposal blocks.
+    entry: Pending,
+    admin: AdminState,
+    held: Held,
+    /// The WAL thread, with asynchronous persistence.
+    wal: Option<WalThread>,
+    next_tick: Instant,
+    next_status: Instant,
+    next_compaction: Instant,
+    /// Stop after this iteration.
+    stop: bool,
+    /// A message failed the node (storage): leave before anything else.
+    failed: Option<crate::NodeError>,
+}
+
+/// The thread that writes and fsyncs the log, and its queue.
+struct WalThread {
+    jobs: Sender<WalJob>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Outgoing raft messages, and what to report to raft about them once the Ready is handled.
+struct Outbox {
+    net: Box<dyn PeerSender>,
+    /// See [`DriverConfig::max_peer_frame`].
+    max_peer_frame: usize,
+    /// Peers a message could not be queued for.
+    unreachable: Vec<u64>,
+    /// Followers a snapshot could not be sent to.
+    snapshots_failed: Vec<u64>,
+}
+
+impl Outbox {
+    /// Sends a Ready's messages. A snapshot larger than a peer accepts is not sent (the
+    /// follower would drop the connection) but reported failed, loudly.
+    fn send_ready(&mut self, out: Vec<Message>) {
+        for m in out {
+            let to = m.to;
+            let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            if is_snapshot && m.get_snapshot().data.len() + 4096 > self.max_peer_frame {
+                tracing::error!(
+                    to,
+                    bytes = m.get_snapshot().data.len(),
+                    max = self.max_peer_frame,
+                    "snapshot larger than max_peer_frame_bytes: not sent; lower the retention or raise the limit"
+                );
+                self.snapshots_failed.push(to);
+                continue;
+            }
+            if !self.net.send(m) {
+                self.unreachable.push(to);
+                if is_snapshot {
+                    self.snapshots_failed.push(to);
+                }
+            }
         }
     }
-    let result = loop {
-        let timeout = if replica.has_ready() {
-            // More committed entries than one Ready applies: go on after a look at the
-            // channels.
-            Duration::ZERO
-        } else {
-            next_tick.saturating_duration_since(Instant::now())
-        };
-        // Wait on both channels: raft messages first (they unblock commits), proposals next.
-        crossbeam_channel::select! {
-            recv(msgs) -> m => match m {
-                Ok(DriverMsg::Admin { req, reply }) => admin.start(&mut replica, req, reply),
-                Ok(m) => match on_msg(&mut replica, m, &mut *net, &mut unreachable) {
-                    Ok(s) => stop |= s,
-                    Err(e) => failed = Some(e),
-                },
-                Err(_) => stop = true,
-            },
-            recv(proposals) -> p => match p {
-                Ok(p) => entry.add(p),
-                Err(_) => stop = true,
-            },
-            default(timeout) => {}
+
+    /// Sends messages that waited for the fsync of their Ready.
+    fn send_persisted(&mut self, messages: Vec<Message>) {
+        for m in messages {
+            let to = m.to;
+            if !self.net.send(m) {
+                self.unreachable.push(to);
+            }
         }
+    }
+}
+
+/// When the phases of one iteration ended, for the "slow driver iteration" line.
+#[derive(Debug, Clone, Copy)]
+struct Phases {
+    woke: Instant,
+    msgs_done: Instant,
+    proposals_done: Instant,
+    ready_done: Instant,
+}
+
+impl Driver {
+    /// The driver's state, and the WAL thread when persistence is asynchronous.
+    fn start(
+        mut replica: Replica,
+        cfg: DriverConfig,
+        io: DriverIo,
+    ) -> Result<Self, crate::NodeError> {
+        let DriverIo {
+            msgs,
+            self_tx,
+            proposals,
+            net,
+            acks,
+            metrics,
+        } = io;
+        let next_tick = Instant::now() + cfg.tick;
+        let next_status = Instant::now();
+        let next_compaction = Instant::now() + cfg.compaction_interval;
+        let wal = if cfg.async_persist {
+            match replica.take_wal() {
+                Some(wal) => Some(spawn_wal_thread(wal, replica.id(), &self_tx, &metrics)?),
+                None => None,
+            }
+        } else {
+            None
+        };
+        Ok(Driver {
+            replica,
+            cfg,
+            msgs,
+            self_tx,
+            proposals,
+            out: Outbox {
+                net,
+                max_peer_frame: cfg.max_peer_frame,
+                unreachable: Vec::new(),
+                snapshots_failed: Vec::new(),
+            },
+            acks,
+            metrics,
+            entry: Pending::default(),
+            admin: AdminState::default(),
+            held: Held::default(),
+            wal,
+            next_tick,
+            next_status,
+            next_compaction,
+            stop: false,
+            failed: None,
+        })
+    }
+
+    /// One iteration: wait for a message or the next tick → step the queued messages →
+    /// propose the queued blocks → tick when due → handle the Ready (send, apply, persist,
+    /// advance) → what the Ready changed → compaction when due → unreachable peers → status
+    /// when due. `Err` ends the loop (through [`Driver::shut_down`]).
+    fn iteration(&mut self) -> Result<(), crate::NodeError> {
+        self.wait_for_work();
         // Phases of one iteration, for the "slow driver iteration" debug line: a stall here
         // delays heartbeats, and a leader that misses them under check_quorum steps down.
         let woke = Instant::now();
+        self.step_queued_messages();
+        if let Some(e) = self.failed.take() {
+            // Leave through the common exit: join the WAL thread, publish the final status,
+            // fail every waiting publish (none of them was acknowledged).
+            return Err(e);
+        }
+        let msgs_done = Instant::now();
+        self.propose_queued();
+        let now = Instant::now();
+        let proposals_done = now;
+        self.tick_if_due(now);
+        self.handle_ready()?;
+        let ready_done = Instant::now();
+        self.after_ready();
+        self.compact_if_due(now)?;
+        self.report_unreachable();
+        if now >= self.next_status {
+            self.replica.publish_status();
+            self.next_status = now + Duration::from_millis(50);
+        }
+        self.log_if_slow(Phases {
+            woke,
+            msgs_done,
+            proposals_done,
+            ready_done,
+        });
+        Ok(())
+    }
+
+    /// Waits for a message, a proposal block or the next tick (not at all while raft has a
+    /// Ready: more committed entries than one Ready applies). Raft messages first: they
+    /// unblock commits.
+    fn wait_for_work(&mut self) {
+        let timeout = if self.replica.has_ready() {
+            Duration::ZERO
+        } else {
+            self.next_tick.saturating_duration_since(Instant::now())
+        };
+        crossbeam_channel::select! {
+            recv(self.msgs) -> m => match m {
+                Ok(m) => self.receive(m),
+                Err(_) => self.stop = true,
+            },
+            recv(self.proposals) -> p => match p {
+                Ok(p) => self.entry.add(p),
+                Err(_) => self.stop = true,
+            },
+            default(timeout) => {}
+        }
+    }
+
+    /// Takes every queued message (a bounded number), until one fails the node.
+    fn step_queued_messages(&mut self) {
         for _ in 0..100_000 {
-            if failed.is_some() {
+            if self.failed.is_some() {
                 break;
             }
-            match msgs.try_recv() {
-                Ok(DriverMsg::Admin { req, reply }) => admin.start(&mut replica, req, reply),
-                Ok(m) => match on_msg(&mut replica, m, &mut *net, &mut unreachable) {
-                    Ok(s) => stop |= s,
-                    Err(e) => failed = Some(e),
-                },
+            match self.msgs.try_recv() {
+                Ok(m) => self.receive(m),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    stop = true;
+                    self.stop = true;
                     break;
                 }
             }
         }
-        if let Some(e) = failed.take() {
-            // Leave through the common exit below: join the WAL thread, publish the final
-            // status, fail every waiting publish (none of them was acknowledged).
-            break Err(e);
+    }
+
+    /// One message from a peer, the WAL thread, the transport or a client.
+    fn receive(&mut self, m: DriverMsg) {
+        match m {
+            DriverMsg::Admin { req, reply } => self.admin.start(&mut self.replica, req, reply),
+            m => match on_msg(&mut self.replica, m, &mut self.out) {
+                Ok(s) => self.stop |= s,
+                Err(e) => self.failed = Some(e),
+            },
         }
-        let msgs_done = Instant::now();
+    }
+
+    /// Merges queued proposal blocks into entries of at most `max_entry_bytes` and proposes
+    /// them, up to a bound per iteration so that ticks and acks keep flowing.
+    fn propose_queued(&mut self) {
         let mut drained = 0usize;
-        while let Ok(p) = proposals.try_recv() {
-            if !entry.data.is_empty() && entry.data.len() + p.block.len() > cfg.max_entry_bytes {
-                propose(&mut replica, &mut entry, &mut held);
+        while let Ok(p) = self.proposals.try_recv() {
+            if !self.entry.data.is_empty()
+                && self.entry.data.len() + p.block.len() > self.cfg.max_entry_bytes
+            {
+                propose(&mut self.replica, &mut self.entry, &mut self.held);
             }
             drained += p.block.len();
-            entry.add(p);
-            // Bound one iteration's work so ticks and acks keep flowing.
-            if drained > 8 * cfg.max_entry_bytes {
+            self.entry.add(p);
+            if drained > 8 * self.cfg.max_entry_bytes {
                 break;
             }
         }
-        if !entry.data.is_empty() {
-            propose(&mut replica, &mut entry, &mut held);
+        if !self.entry.data.is_empty() {
+            propose(&mut self.replica, &mut self.entry, &mut self.held);
         }
-        let now = Instant::now();
-        let proposals_done = now;
-        if now >= next_tick {
-            replica.tick();
-            next_tick += cfg.tick;
-            if next_tick < now {
-                // We fell behind (a slow fsync, a starved thread): do not burst ticks, that
-                // would fake timeouts.
-                let late = now - next_tick;
-                if late >= cfg.tick * 5 {
-                    tracing::debug!(late_ms = late.as_millis() as u64, "raft tick late");
-                }
-                next_tick = now + cfg.tick;
-            }
+    }
+
+    /// Ticks raft when a tick is due; after a stall, the next tick is one tick from now.
+    fn tick_if_due(&mut self, now: Instant) {
+        if now < self.next_tick {
+            return;
         }
-        let mut send = |out: Vec<Message>| {
-            for m in out {
-                let to = m.to;
-                let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
-                if is_snapshot && m.get_snapshot().data.len() + 4096 > cfg.max_peer_frame {
-                    tracing::error!(
-                        to,
-                        bytes = m.get_snapshot().data.len(),
-                        max = cfg.max_peer_frame,
-                        "snapshot larger than max_peer_frame_bytes: not sent; lower the retention or raise the limit"
-                    );
-                    snapshots_failed.push(to);
-                    continue;
-                }
-                if !net.send(m) {
-                    unreachable.push(to);
-                    if is_snapshot {
-                        snapshots_failed.push(to);
-                    }
-                }
+        self.replica.tick();
+        self.next_tick += self.cfg.tick;
+        if self.next_tick < now {
+            // We fell behind (a slow fsync, a starved thread): do not burst ticks, that
+            // would fake timeouts.
+            let late = now - self.next_tick;
+            if late >= self.cfg.tick * 5 {
+                tracing::debug!(late_ms = late.as_millis() as u64, "raft tick late");
             }
-        };
-        let r = match &jobs_tx {
-            Some(jobs) => replica.handle_ready_async(&mut send, &mut |job| {
+            self.next_tick = now + self.cfg.tick;
+        }
+    }
+
+    /// The Ready: send, apply, persist (inline with one fsync, or queued for the WAL thread),
+    /// advance.
+    fn handle_ready(&mut self) -> Result<(), crate::NodeError> {
+        let out = &mut self.out;
+        let mut send = |msgs: Vec<Message>| out.send_ready(msgs);
+        let r = match &self.wal {
+            Some(wal) => self.replica.handle_ready_async(&mut send, &mut |job| {
                 // The WAL thread outlives this loop; a send only fails if it died, which it
                 // reports as StorageFailed.
-                let _ = jobs.send(WalJob::Persist(job));
+                let _ = wal.jobs.send(WalJob::Persist(job));
             }),
-            None => replica.handle_ready(&mut send),
+            None => self.replica.handle_ready(&mut send),
         };
-        if let Err(e) = r {
-            break Err(e);
+        r.map(|_| ())
+    }
+
+    /// What the Ready may have changed: leave a joint configuration, tell the transport the
+    /// members, answer admin requests, release held entries, report failed snapshots.
+    fn after_ready(&mut self) {
+        self.replica.leave_joint_if_needed();
+        if self.replica.take_members_changed() {
+            self.out.net.set_members(&self.replica.members());
         }
-        let ready_done = Instant::now();
-        replica.leave_joint_if_needed();
-        if replica.take_members_changed() {
-            net.set_members(&replica.members());
+        self.admin.poll(&mut self.replica);
+        self.held.release(&mut self.replica);
+        for to in self.out.snapshots_failed.drain(..) {
+            self.replica.report_snapshot(to, false);
         }
-        admin.poll(&mut replica);
-        held.release(&mut replica);
-        for to in snapshots_failed.drain(..) {
-            replica.report_snapshot(to, false);
+    }
+
+    /// Every `compaction_interval`, or when raft wants a snapshot: retention and compaction
+    /// ([`Replica::compact`]); the snapshot is written off this thread.
+    fn compact_if_due(&mut self, now: Instant) -> Result<(), crate::NodeError> {
+        if now < self.next_compaction && !self.replica.snapshot_wanted() {
+            return Ok(());
         }
-        if now >= next_compaction || replica.snapshot_wanted() {
-            next_compaction = now + cfg.compaction_interval;
-            let collecting = Instant::now();
-            let compacted = replica.compact();
-            // Retention and collecting the snapshot state run on this thread: a long one
-            // delays ticks and heartbeats (see "raft tick late").
-            if collecting.elapsed() >= cfg.tick {
-                tracing::debug!(
-                    took_ms = collecting.elapsed().as_millis() as u64,
-                    "retention + snapshot collection on the driver"
-                );
-            }
-            match compacted {
-                Ok(Some(job)) => {
-                    // Encoding and writing a big snapshot takes long: on a thread of its own,
-                    // so neither this loop nor the WAL thread's fsyncs wait for it. Only the
-                    // rename and the segment deletion go through the WAL thread (ordered with
-                    // snapshots installed from a leader).
-                    if let Some(jobs) = jobs_tx.clone() {
-                        let back = self_tx.clone();
-                        let spawned = std::thread::Builder::new()
-                            .name(format!("es-snap-{}", replica.id()))
-                            .spawn(move || {
-                                lower_thread_priority("snapshot");
-                                let prepared = job.prepare();
-                                match prepared {
-                                    Ok(p) => {
-                                        let _ = jobs.send(WalJob::Compact(Box::new(p)));
-                                    }
-                                    Err(e) => {
-                                        tracing::error!(error = %e, "writing a snapshot failed");
-                                        let _ = back.send(DriverMsg::StorageFailed(e.to_string()));
-                                    }
-                                }
-                            });
-                        if let Err(e) = spawned {
-                            break Err(crate::NodeError::Spawn {
-                                what: "snapshot thread",
-                                source: e,
-                            });
-                        }
+        self.next_compaction = now + self.cfg.compaction_interval;
+        let collecting = Instant::now();
+        let compacted = self.replica.compact();
+        // Retention and collecting the snapshot state run on this thread: a long one
+        // delays ticks and heartbeats (see "raft tick late").
+        if collecting.elapsed() >= self.cfg.tick {
+            tracing::debug!(
+                took_ms = collecting.elapsed().as_millis() as u64,
+                "retention + snapshot collection on the driver"
+            );
+        }
+        match compacted? {
+            Some(job) => self.write_snapshot(job),
+            None => Ok(()),
+        }
+    }
+
+    /// Encoding and writing a big snapshot takes long: on a thread of its own, so neither
+    /// this loop nor the WAL thread's fsyncs wait for it. Only the rename and the segment
+    /// deletion go through the WAL thread (ordered with snapshots installed from a leader).
+    fn write_snapshot(&self, job: Compaction) -> Result<(), crate::NodeError> {
+        let Some(wal) = &self.wal else {
+            return Ok(());
+        };
+        let jobs = wal.jobs.clone();
+        let back = self.self_tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("es-snap-{}", self.replica.id()))
+            .spawn(move || {
+                lower_thread_priority("snapshot");
+                let prepared = job.prepare();
+                match prepared {
+                    Ok(p) => {
+                        let _ = jobs.send(WalJob::Compact(Box::new(p)));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "writing a snapshot failed");
+                        let _ = back.send(DriverMsg::StorageFailed(e.to_string()));
                     }
                 }
-                Ok(None) => {}
-                Err(e) => break Err(e),
-            }
+            });
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(e) => Err(crate::NodeError::Spawn {
+                what: "snapshot thread",
+                source: e,
+            }),
         }
+    }
+
+    /// Tells raft about the peers messages could not be queued for, once each.
+    fn report_unreachable(&mut self) {
+        let unreachable = &mut self.out.unreachable;
         if !unreachable.is_empty() {
             unreachable.sort_unstable();
             unreachable.dedup();
             for id in unreachable.drain(..) {
-                replica.report_unreachable(id);
+                self.replica.report_unreachable(id);
             }
         }
-        if now >= next_status {
-            replica.publish_status();
-            next_status = now + Duration::from_millis(50);
-        }
+    }
+
+    /// Logs an iteration of at least [`SLOW_ITERATION`] with its phases and the Ready's.
+    fn log_if_slow(&self, p: Phases) {
         let end = Instant::now();
-        if end - woke >= SLOW_ITERATION {
-            let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
-            tracing::debug!(
-                total_ms = ms(end - woke),
-                msgs_ms = ms(msgs_done - woke),
-                proposals_ms = ms(proposals_done - msgs_done),
-                ready_ms = ms(ready_done - proposals_done),
-                rest_ms = ms(end - ready_done),
-                ready_raft_ms = ms(replica.last_ready.ready),
-                ready_snapshot_ms = ms(replica.last_ready.snapshot),
-                ready_apply_ms = ms(replica.last_ready.apply),
-                ready_applied_entries = replica.last_ready.applied_entries,
-                ready_store_ms = ms(replica.last_ready.store),
-                ready_advance_ms = ms(replica.last_ready.advance),
-                "slow driver iteration"
-            );
+        if end - p.woke < SLOW_ITERATION {
+            return;
         }
-        if stop {
-            break Ok(());
+        let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
+        let ready = &self.replica.last_ready;
+        tracing::debug!(
+            total_ms = ms(end - p.woke),
+            msgs_ms = ms(p.msgs_done - p.woke),
+            proposals_ms = ms(p.proposals_done - p.msgs_done),
+            ready_ms = ms(p.ready_done - p.proposals_done),
+            rest_ms = ms(end - p.ready_done),
+            ready_raft_ms = ms(ready.ready),
+            ready_snapshot_ms = ms(ready.snapshot),
+            ready_apply_ms = ms(ready.apply),
+            ready_applied_entries = ready.applied_entries,
+            ready_store_ms = ms(ready.store),
+            ready_advance_ms = ms(ready.advance),
+            "slow driver iteration"
+        );
+    }
+
+    /// The common exit: fail the waiting admin requests, let the WAL thread finish its queue,
+    /// record a storage failure, publish the final status, fail every waiting publish.
+    fn shut_down(mut self, result: &Result<(), crate::NodeError>) {
+        self.admin.fail_all("node shutting down");
+        if let Some(WalThread { jobs, thread }) = self.wal.take() {
+            drop(jobs);
+            let _ = thread.join();
         }
-    };
-    admin.fail_all("node shutting down");
-    drop(jobs_tx);
-    if let Some(t) = wal_thread {
-        let _ = t.join();
+        if let Err(e @ crate::NodeError::Storage(_)) = result {
+            // Raft stops with the log: a node that cannot persist must not vote or acknowledge
+            // appends. Everything it did not fsync was never reported persisted to raft (no
+            // on_persist_ready), so none of it was acknowledged by this node.
+            self.metrics.set_storage_failure(e.to_string());
+        }
+        self.replica.publish_status();
+        self.acks.fail_all(AckError::ShuttingDown);
+        if let Err(e) = result {
+            tracing::error!(error = %e, "raft driver stopped");
+        }
     }
-    if let Err(e @ crate::NodeError::Storage(_)) = &result {
-        // Raft stops with the log: a node that cannot persist must not vote or acknowledge
-        // appends. Everything it did not fsync was never reported persisted to raft (no
-        // on_persist_ready), so none of it was acknowledged by this node.
-        metrics.set_storage_failure(e.to_string());
-    }
-    replica.publish_status();
-    acks.fail_all(AckError::ShuttingDown);
-    if let Err(e) = &result {
-        tracing::error!(error = %e, "raft driver stopped");
-    }
-    result
 }
 
-fn on_msg(
-    replica: &mut Replica,
-    m: DriverMsg,
-    net: &mut dyn PeerSender,
-    unreachable: &mut Vec<u64>,
-) -> Result<bool, crate::NodeError> {
+/// Starts the WAL thread ([`wal_loop`]) of node `id`: it reports back into `driver`.
+fn spawn_wal_thread(
+    wal: Wal,
+    id: u64,
+    driver: &Sender<DriverMsg>,
+    metrics: &Arc<NodeMetrics>,
+) -> Result<WalThread, crate::NodeError> {
+    let (tx, rx) = crossbeam_channel::unbounded::<WalJob>();
+    let back = driver.clone();
+    let m = metrics.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("es-wal-{id}"))
+        .spawn(move || {
+            raise_thread_priority("WAL");
+            wal_loop(wal, rx, back, m)
+        })
+        .map_err(|e| crate::NodeError::Spawn {
+            what: "WAL thread",
+            source: e,
+        })?;
+    Ok(WalThread { jobs: tx, thread })
+}
+
+/// Handles one message (admin requests go to [`AdminState::start`]); `Ok(true)`: stop after
+/// this iteration.
+fn on_msg(replica: &mut Replica, m: DriverMsg, out: &mut Outbox) -> Result<bool, crate::NodeError> {
     match m {
         DriverMsg::Raft(m) => replica.step(*m),
         DriverMsg::Unreachable(id) => replica.report_unreachable(id),
@@ -491,12 +679,7 @@ fn on_msg(
         } => {
             replica.on_persisted(number);
             replica.set_log_bytes(log_bytes);
-            for m in messages {
-                let to = m.to;
-                if !net.send(m) {
-                    unreachable.push(to);
-                }
-            }
+            out.send_persisted(messages);
         }
         DriverMsg::SnapshotSent { to, delivered } => replica.report_snapshot(to, delivered),
         DriverMsg::Compacted(done) => replica.finish_compaction(*done)?,

@@ -52,7 +52,6 @@ pub use eventstream_proto::Member;
 pub use metrics::NodeMetrics;
 pub use node::{LocalCluster, Node, ProposalStage};
 pub use replica::{Replica, ReplicaConfig};
-pub use server::PublishCountsSnapshot;
 pub use state::StateMachine;
 pub use stream::{CommittedStream, Retention};
 pub use transport::decode_raft_message;

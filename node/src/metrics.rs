@@ -3,11 +3,10 @@
 //! refreshes a few times a second. Implements core's [`ReplicationSource`] via
 //! [`NodeMetrics`], which exporters read; nothing here blocks the driver for long.
 
-use crate::server::PublishCounters;
 use eventstream_core::hdrhistogram::Histogram;
 use eventstream_core::replication::{
-    ClusterStatus, PublishOutcomes, RaftRole, ReplicationCounters, ReplicationHistograms,
-    ReplicationSource,
+    ClusterStatus, PublishCounts, PublishOutcome, RaftRole, ReplicationCounters,
+    ReplicationHistograms, ReplicationSource,
 };
 use eventstream_proto::Member;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,6 +19,47 @@ pub const READY_MAX_APPLY_LAG: u64 = 10_000;
 fn new_hist() -> Histogram<u64> {
     // 1 µs .. 60 s at 3 significant figures.
     Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("static histogram bounds")
+}
+
+/// Publish requests (and their events) this node received and how each was answered: the
+/// atomic twin of [`PublishCounts`], updated by the server's connection tasks. Every request is
+/// counted once in `requests` when it arrives and once in exactly one outcome when it is
+/// answered.
+#[derive(Debug, Default)]
+pub struct PublishCounters {
+    requests: [AtomicU64; 2],
+    /// `[requests, events]` per outcome, at [`PublishOutcome::index`].
+    outcomes: [[AtomicU64; 2]; PublishOutcome::ALL.len()],
+}
+
+impl PublishCounters {
+    fn add(c: &[AtomicU64; 2], events: usize) {
+        c[0].fetch_add(1, Ordering::Relaxed);
+        c[1].fetch_add(events as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a publish request of `events` events as it arrives.
+    pub(crate) fn received(&self, events: usize) {
+        Self::add(&self.requests, events);
+    }
+
+    /// Counts the answer to a publish request of `events` events.
+    pub(crate) fn answered(&self, outcome: PublishOutcome, events: usize) {
+        Self::add(&self.outcomes[outcome.index()], events);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> PublishCounts {
+        let l = |c: &[AtomicU64; 2]| [c[0].load(Ordering::Relaxed), c[1].load(Ordering::Relaxed)];
+        let mut s = PublishCounts {
+            requests: l(&self.requests),
+            ..PublishCounts::default()
+        };
+        for o in PublishOutcome::ALL {
+            *s.outcomes.get_mut(o) = l(&self.outcomes[o.index()]);
+        }
+        s
+    }
 }
 
 /// Shared replication state of one node.
@@ -313,17 +353,7 @@ impl NodeMetrics {
             snapshot_send_failures: l(&self.snapshot_send_failures),
             protocol_errors: l(&self.protocol_errors),
             tls_handshake_failures: l(&self.tls_handshake_failures),
-            publishes: {
-                let p = self.publishes.snapshot();
-                PublishOutcomes {
-                    acked: p.acked,
-                    rejected_inflight: p.rejected_inflight,
-                    rejected_rings: p.rejected_rings,
-                    rejected_raft: p.rejected_raft,
-                    timed_out: p.timed_out,
-                    other_errors: p.other_errors,
-                }
-            },
+            publishes: self.publishes.snapshot().outcomes,
         }
     }
 }
@@ -486,7 +516,15 @@ mod tests {
         assert_eq!(s.counters.snapshot_send_failures, 2);
         assert_eq!(s.counters.protocol_errors, 3);
         assert_eq!(s.counters.tls_handshake_failures, 1);
-        assert_eq!(s.counters.publishes, PublishOutcomes::default());
+        assert_eq!(
+            s.counters.publishes,
+            eventstream_core::replication::PublishOutcomes::default()
+        );
+        m.publishes.received(4);
+        m.publishes.answered(PublishOutcome::RejectedRings, 4);
+        let c = m.publishes.snapshot();
+        assert_eq!((c.requests, c.outcomes.rejected_rings), ([1, 4], [1, 4]));
+        assert_eq!(m.status().counters.publishes, c.outcomes);
         let h = m.histograms();
         assert_eq!(h.snapshot_ns.len(), 1);
         assert!(h.snapshot_ns.max() >= 5_000_000);

@@ -382,7 +382,7 @@ impl Node {
 
     /// What happened to the publishes this node received (also in its status JSON as
     /// `publishes`).
-    pub fn publish_counts(&self) -> server::PublishCountsSnapshot {
+    pub fn publish_counts(&self) -> eventstream_core::replication::PublishCounts {
         self.ctx.publishes.snapshot()
     }
 

@@ -6,18 +6,34 @@
 //! (plain bytes, an untrusted certificate) is a protocol error of that connection. A peer
 //! `Hello` needs a certificate valid for that member; a client `Hello` may carry the admin
 //! bearer token, which sets [`ConnState::authorized`] for [`require_admin`].
+//!
+//! A client connection ([`serve_client`]) is a reader loop — read a frame, dispatch it by kind
+//! to one `handle_*` step of [`ClientConn`], queue the answer — and a writer task. Invariants:
+//!
+//! * Answers go through one bounded queue to the writer: a client that does not read slows
+//!   its own connection only.
+//! * A publish holds a connection slot and one node-wide permit per event from admission until
+//!   its answer is queued ([`inflight_permits`]): under `Block` the connection is not read
+//!   meanwhile, under `Reject` the request is refused with `Busy`.
+//! * Every publish request is counted once as received and, when answered, once in exactly one
+//!   outcome ([`crate::metrics::PublishCounters`]).
+//! * A protocol error is answered (`BadRequest`, naming the failed request when it can) and
+//!   closes the connection; a refused request (not leader, unauthorized, busy) does not.
+//! * Mutating admin requests and backups need the admin token; read-only ones do not.
+//! * A peer connection carries only raft messages from that peer to this node, on the peer
+//!   runtime, so that client overload cannot delay them.
 
-use crate::acks::{AckError, AckRegistry};
+use crate::acks::{AckError, AckRegistry, Ticket};
 use crate::config::OverloadPolicy;
 use crate::driver::{DriverMsg, Proposal};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{NodeMetrics, PublishCounters};
 use crate::stream::CommittedStream;
 use crate::tls::{NodeTls, PeerCert};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use eventstream_client::net::{invalid, FrameReader};
 use eventstream_client::tls::{self, AdminToken, ConnReader, ConnWriter};
-use eventstream_core::replication::ReplicationSource;
-use eventstream_core::{Engine, Event};
+use eventstream_core::replication::{PublishOutcome, ReplicationSource};
+use eventstream_core::{BatchOutcome, Engine, Event, Publisher};
 use eventstream_proto::codec;
 use eventstream_proto::frame::{self, ErrorBody, ErrorCode, Kind, Role};
 use std::io;
@@ -26,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// What connection tasks share.
 #[derive(Debug)]
@@ -120,77 +136,6 @@ pub fn require_admin(conn: &ConnState, ctx: &ServerCtx, req_id: u64) -> Result<(
     ))
 }
 
-/// Publish requests (and their events) this node received and how each was answered. Every
-/// request is counted once in `requests` and once in exactly one outcome.
-#[derive(Debug, Default)]
-pub struct PublishCounters {
-    requests: [AtomicU64; 2],
-    acked: [AtomicU64; 2],
-    rejected_inflight: [AtomicU64; 2],
-    rejected_rings: [AtomicU64; 2],
-    rejected_raft: [AtomicU64; 2],
-    timed_out: [AtomicU64; 2],
-    other_errors: [AtomicU64; 2],
-}
-
-/// A snapshot of [`PublishCounters`]: `[requests, events]` per outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PublishCountsSnapshot {
-    /// Publish requests received.
-    pub requests: [u64; 2],
-    /// Acknowledged with offsets (committed).
-    pub acked: [u64; 2],
-    /// `Busy`: an in-flight limit was reached; nothing of the request was published.
-    pub rejected_inflight: [u64; 2],
-    /// `Busy`: a tier ring was full (events before the full ring may have been published).
-    pub rejected_rings: [u64; 2],
-    /// `Busy` / `Unavailable`: raft refused the proposal (uncommitted limit, no leader).
-    pub rejected_raft: [u64; 2],
-    /// `Timeout`: not committed in time (may still commit).
-    pub timed_out: [u64; 2],
-    /// Anything else: not leader, no leader, storage failed, shutting down, bad request.
-    pub other_errors: [u64; 2],
-}
-
-impl PublishCountsSnapshot {
-    /// Adds `other` field by field (counters of several nodes).
-    pub fn add(&mut self, other: &PublishCountsSnapshot) {
-        for (a, b) in [
-            (&mut self.requests, &other.requests),
-            (&mut self.acked, &other.acked),
-            (&mut self.rejected_inflight, &other.rejected_inflight),
-            (&mut self.rejected_rings, &other.rejected_rings),
-            (&mut self.rejected_raft, &other.rejected_raft),
-            (&mut self.timed_out, &other.timed_out),
-            (&mut self.other_errors, &other.other_errors),
-        ] {
-            a[0] += b[0];
-            a[1] += b[1];
-        }
-    }
-}
-
-impl PublishCounters {
-    fn add(c: &[AtomicU64; 2], events: usize) {
-        c[0].fetch_add(1, Ordering::Relaxed);
-        c[1].fetch_add(events as u64, Ordering::Relaxed);
-    }
-
-    /// The counters now.
-    pub fn snapshot(&self) -> PublishCountsSnapshot {
-        let l = |c: &[AtomicU64; 2]| [c[0].load(Ordering::Relaxed), c[1].load(Ordering::Relaxed)];
-        PublishCountsSnapshot {
-            requests: l(&self.requests),
-            acked: l(&self.acked),
-            rejected_inflight: l(&self.rejected_inflight),
-            rejected_rings: l(&self.rejected_rings),
-            rejected_raft: l(&self.rejected_raft),
-            timed_out: l(&self.timed_out),
-            other_errors: l(&self.other_errors),
-        }
-    }
-}
-
 /// Accepts connections until the runtime stops.
 pub async fn serve(listener: TcpListener, ctx: Arc<ServerCtx>) {
     loop {
@@ -220,28 +165,57 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerCtx>) {
     }
 }
 
+/// One connection: the TLS handshake (when on), the `Hello`, then a peer's raft messages or a
+/// client's requests.
 async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
     let _ = sock.set_nodelay(true);
     // One deadline for the TLS handshake and the Hello.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let (r, mut w, cert) = match &ctx.tls {
-        None => {
-            let (r, w) = tls::plain(sock);
-            (r, w, PeerCert::default())
-        }
-        Some(t) => match tokio::time::timeout_at(deadline, t.accept(sock)).await {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
-                ctx.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                return Err(e);
-            }
-            Err(_) => {
-                ctx.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake"));
-            }
-        },
-    };
+    // `w` lives until this connection ends, also on a peer connection that never writes.
+    let (r, mut w, cert) = accept_tls(sock, ctx, deadline).await?;
     let mut reader = FrameReader::new(r, ctx.max_frame);
+    let Some(hello) = read_hello(&mut reader, &mut w, ctx, deadline).await? else {
+        return Ok(());
+    };
+    match hello.role {
+        Role::Peer { from } => accept_peer(from, &cert, reader, ctx).await,
+        Role::Client => {
+            let conn_state =
+                ConnState::for_client(hello.token.as_deref(), ctx.admin_token.as_ref(), &cert);
+            serve_client(reader, w, ctx, conn_state).await
+        }
+    }
+}
+
+/// The TLS handshake by `deadline` (plain TCP when TLS is off); a failure is counted.
+async fn accept_tls(
+    sock: TcpStream,
+    ctx: &ServerCtx,
+    deadline: tokio::time::Instant,
+) -> io::Result<(ConnReader, ConnWriter, PeerCert)> {
+    let Some(t) = &ctx.tls else {
+        let (r, w) = tls::plain(sock);
+        return Ok((r, w, PeerCert::default()));
+    };
+    let accepted = match tokio::time::timeout_at(deadline, t.accept(sock)).await {
+        Ok(accepted) => accepted,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake")),
+    };
+    if accepted.is_err() {
+        ctx.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    accepted
+}
+
+/// The connection's first frame, which must be a `Hello`, by `deadline`. `None`: the
+/// connection closed before it. A malformed one is answered with the protocol error before
+/// the connection is closed.
+async fn read_hello(
+    reader: &mut FrameReader<ConnReader>,
+    w: &mut ConnWriter,
+    ctx: &ServerCtx,
+    deadline: tokio::time::Instant,
+) -> io::Result<Option<frame::Hello>> {
     let hello = async {
         let hello = tokio::time::timeout_at(deadline, reader.next())
             .await
@@ -257,43 +231,40 @@ async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
             .map(Some)
     }
     .await;
-    let hello = match hello {
-        Ok(None) => return Ok(()),
-        Ok(Some(h)) => h,
-        Err(e) => {
-            if e.kind() == io::ErrorKind::InvalidData {
-                // Say why before closing: whoever connected may not speak this protocol
-                // (version) at all, but a client of another version can still read the error.
-                let _ = w.write_all(&protocol_error_frame(0, ctx, &e)).await;
-                let _ = w.flush().await;
-                let _ = w.shutdown().await;
-            }
-            return Err(e);
+    if let Err(e) = &hello {
+        if e.kind() == io::ErrorKind::InvalidData {
+            // Say why before closing: whoever connected may not speak this protocol
+            // (version) at all, but a client of another version can still read the error.
+            let _ = w.write_all(&protocol_error_frame(0, ctx, e)).await;
+            let _ = w.flush().await;
+            let _ = w.shutdown().await;
         }
-    };
-    match hello.role {
-        Role::Peer { from } => {
-            if let (Some(t), Some(m)) = (&ctx.tls, ctx.metrics.member(from)) {
-                t.check_peer(&cert, &m.addr)
-                    .map_err(|e| invalid(format!("peer {from}: {e}")))?;
-            }
-            // Snapshots travel as one raft message: peers get the larger frame limit.
-            reader.set_max_body(ctx.max_peer_frame);
-            match &ctx.peer_runtime {
-                Some(rt) => {
-                    let ctx = ctx.clone();
-                    rt.spawn(async move { serve_peer(from, reader, &ctx).await })
-                        .await
-                        .unwrap_or(Ok(()))
-                }
-                None => serve_peer(from, reader, ctx).await,
-            }
+    }
+    hello
+}
+
+/// A peer's connection: with TLS on, its certificate must be valid for that member; then its
+/// raft messages are served on the peer runtime (when there is one).
+async fn accept_peer(
+    from: u64,
+    cert: &PeerCert,
+    mut reader: FrameReader<ConnReader>,
+    ctx: &Arc<ServerCtx>,
+) -> io::Result<()> {
+    if let (Some(t), Some(m)) = (&ctx.tls, ctx.metrics.member(from)) {
+        t.check_peer(cert, &m.addr)
+            .map_err(|e| invalid(format!("peer {from}: {e}")))?;
+    }
+    // Snapshots travel as one raft message: peers get the larger frame limit.
+    reader.set_max_body(ctx.max_peer_frame);
+    match &ctx.peer_runtime {
+        Some(rt) => {
+            let ctx = ctx.clone();
+            rt.spawn(async move { serve_peer(from, reader, &ctx).await })
+                .await
+                .unwrap_or(Ok(()))
         }
-        Role::Client => {
-            let conn_state =
-                ConnState::for_client(hello.token.as_deref(), ctx.admin_token.as_ref(), &cert);
-            serve_client(reader, w, ctx, conn_state).await
-        }
+        None => serve_peer(from, reader, ctx).await,
     }
 }
 
@@ -380,8 +351,11 @@ fn error_frame(
     b
 }
 
+/// Serves one client connection: a writer task sends the queued answers, this task reads the
+/// requests ([`ClientConn::serve`]). A protocol error is answered before the connection
+/// closes: with the failed request's id when it names one (a malformed publish), else 0.
 async fn serve_client(
-    mut reader: FrameReader<ConnReader>,
+    reader: FrameReader<ConnReader>,
     w: ConnWriter,
     ctx: &Arc<ServerCtx>,
     conn_state: ConnState,
@@ -390,269 +364,382 @@ async fn serve_client(
     // Small: it bounds what a slow reader (a lagging subscriber) can make us buffer.
     let (tx, rx) = mpsc::channel::<BytesMut>(64);
     let writer = tokio::spawn(writer_task(w, rx));
-    // A Mutex only to make the (per-connection, uncontended) publisher `Sync` across awaits.
-    let publisher = std::sync::Mutex::new(ctx.engine.publisher());
-    // Set when the protocol error was already answered (with the failing request's id).
-    let told = std::sync::atomic::AtomicBool::new(false);
-    let conn_slots = Arc::new(Semaphore::new(ctx.max_inflight_per_connection));
-    let result = async {
+    let mut conn = ClientConn {
+        ctx,
+        state: conn_state,
+        tx,
+        publisher: ctx.engine.publisher(),
+        slots: Arc::new(Semaphore::new(ctx.max_inflight_per_connection)),
+        failed_req_id: 0,
+    };
+    let result = conn.serve(reader).await;
+    if let Err(e) = &result {
+        if e.kind() == io::ErrorKind::InvalidData {
+            let _ = conn
+                .tx
+                .send(protocol_error_frame(conn.failed_req_id, ctx, e))
+                .await;
+        }
+    }
+    // The writer ends once this and every answer task's sender are gone.
+    drop(conn);
+    let _ = writer.await;
+    result
+}
+
+/// What a request handler leaves for the connection loop.
+#[derive(Debug)]
+enum Step {
+    /// Queue this answer, then read the next request.
+    Answer(BytesMut),
+    /// Read the next request: the answer comes from a task (publish, admin) or is queued
+    /// already (a backup's chunks).
+    Read,
+    /// Queue this answer and stop reading (the node is shutting down).
+    Last(BytesMut),
+    /// The connection's writer is gone: stop reading.
+    Gone,
+    /// The connection becomes this subscription (a subscriber sends nothing more).
+    Subscribe(frame::SubscribeBody),
+}
+
+/// One client connection, as its request handlers see it.
+struct ClientConn<'a> {
+    ctx: &'a Arc<ServerCtx>,
+    state: ConnState,
+    /// Answers, to the connection's writer task.
+    tx: mpsc::Sender<BytesMut>,
+    /// Gives events without an id one (and puts them into the tier rings).
+    publisher: Publisher,
+    /// One permit per publish request in flight on this connection.
+    slots: Arc<Semaphore>,
+    /// The request a protocol error answers (0: it names none).
+    failed_req_id: u64,
+}
+
+impl ClientConn<'_> {
+    /// Reads request frames and dispatches them by kind, queueing the answers, until the
+    /// client closes, the writer is gone or a `Subscribe` turns the connection into a
+    /// subscription. `Err`: a protocol error (or a broken stream) closes the connection.
+    async fn serve(&mut self, mut reader: FrameReader<ConnReader>) -> io::Result<()> {
         while let Some((kind, body)) = reader.next().await? {
-            match kind {
-                Kind::Publish => {
-                    let (req_id, mut events) = match frame::decode_publish(&body) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            // Answer the request itself (its id is the first field), so a
-                            // client fails it as a bad request instead of retrying it.
-                            let e = invalid(format!("bad publish: {e}"));
-                            let req_id = body
-                                .get(..8)
-                                .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
-                            told.store(true, Ordering::Relaxed);
-                            let _ = tx.send(protocol_error_frame(req_id, ctx, &e)).await;
-                            return Err(e);
-                        }
-                    };
-                    let n_events = events.len();
-                    PublishCounters::add(&ctx.publishes.requests, n_events);
-                    if let Some(reply) = check_publish(req_id, &events, ctx) {
-                        PublishCounters::add(&ctx.publishes.other_errors, n_events);
-                        if tx.send(reply).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    let permits = match inflight_permits(&conn_slots, n_events, ctx).await {
-                        Ok(p) => p,
-                        Err(why) => {
-                            PublishCounters::add(&ctx.publishes.rejected_inflight, n_events);
-                            let reply = error_frame(req_id, ErrorCode::Busy, ctx, why);
-                            if tx.send(reply).await.is_err() {
-                                break;
-                            }
-                            continue;
-                        }
-                    };
-                    let (ticket, done, ids, outcome) = {
-                        let publisher = publisher.lock().unwrap_or_else(|p| p.into_inner());
-                        for e in &mut events {
-                            if e.id.is_auto() {
-                                e.id = publisher.next_id();
-                            }
-                        }
-                        let ids: Vec<u64> = events.iter().map(|e| e.id.0).collect();
-                        let (ticket, done) = ctx.acks.register(&ids);
-                        let outcome = publisher.publish_batch(&mut events);
-                        (ticket, done, ids, outcome)
-                    };
-                    if !outcome.rejected.is_empty() || outcome.dropped > 0 {
-                        ctx.acks.cancel(ticket, &ids);
-                        let code = if ctx.engine.workers_alive() {
-                            ErrorCode::Busy
-                        } else {
-                            ErrorCode::ShuttingDown
-                        };
-                        PublishCounters::add(&ctx.publishes.rejected_rings, n_events);
-                        let msg = format!(
-                            "{} of {} events refused by full tier rings; retry with the same ids",
-                            outcome.rejected.len() + outcome.dropped,
-                            ids.len()
-                        );
-                        if tx.send(error_frame(req_id, code, ctx, msg)).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    let tx = tx.clone();
-                    let ctx2 = ctx.clone();
-                    tokio::spawn(async move {
-                        let counters = &ctx2.publishes;
-                        let answer = tokio::time::timeout(ctx2.request_timeout, done).await;
-                        let counter = match &answer {
-                            Ok(Ok(Ok(_))) => &counters.acked,
-                            Ok(Ok(Err(AckError::Dropped(_)))) => &counters.rejected_raft,
-                            Err(_) => &counters.timed_out,
-                            _ => &counters.other_errors,
-                        };
-                        PublishCounters::add(counter, n_events);
-                        let reply = match answer {
-                            Ok(Ok(Ok(offsets))) => {
-                                let mut b = BytesMut::with_capacity(24 + offsets.len() * 8);
-                                frame::put_publish_ok(&mut b, req_id, &offsets);
-                                b
-                            }
-                            Ok(Ok(Err(AckError::NotLeader))) => error_frame(
-                                req_id,
-                                ErrorCode::NotLeader,
-                                &ctx2,
-                                "leadership lost before commit; retry with the same ids",
-                            ),
-                            Ok(Ok(Err(AckError::Dropped(why)))) => {
-                                let code = if ctx2.metrics.leader_id() == 0 {
-                                    ErrorCode::Unavailable
-                                } else {
-                                    ErrorCode::Busy
-                                };
-                                error_frame(req_id, code, &ctx2, why)
-                            }
-                            Ok(Ok(Err(AckError::ShuttingDown))) | Ok(Err(_))
-                                if ctx2.metrics.storage_failure().is_some() =>
-                            {
-                                let why = ctx2.metrics.storage_failure().unwrap_or_default();
-                                storage_failed_frame(req_id, &ctx2, &why)
-                            }
-                            Ok(Ok(Err(AckError::ShuttingDown))) | Ok(Err(_)) => error_frame(
-                                req_id,
-                                ErrorCode::ShuttingDown,
-                                &ctx2,
-                                "node shutting down",
-                            ),
-                            Err(_) => {
-                                ctx2.acks.cancel(ticket, &ids);
-                                error_frame(
-                                    req_id,
-                                    ErrorCode::Timeout,
-                                    &ctx2,
-                                    "not committed in time; retry with the same ids",
-                                )
-                            }
-                        };
-                        let _ = tx.send(reply).await;
-                        // The request stops counting against the limits once its answer is
-                        // queued: a client that does not read its answers runs out of slots.
-                        drop(permits);
-                    });
-                }
-                Kind::Subscribe => {
-                    let sub = frame::decode_subscribe(&body).map_err(invalid)?;
-                    return subscribe(sub, reader, &tx, ctx).await;
-                }
-                Kind::Status => {
-                    let (req_id, _) = frame::decode_req_id(&body).map_err(invalid)?;
-                    // The status, plus this node's publish outcomes (clients that parse only
-                    // the status ignore the extra field).
-                    let mut v = serde_json::to_value(ctx.metrics.status()).map_err(invalid)?;
-                    if let Some(o) = v.as_object_mut() {
-                        let p = serde_json::to_value(ctx.publishes.snapshot()).map_err(invalid)?;
-                        o.insert("publishes".into(), p);
-                        // The stream's retained range, read now (not the 50 ms status copy).
-                        o.insert(
-                            "stream".into(),
-                            serde_json::json!({
-                                "first_offset": ctx.stream.first_offset(),
-                                "next_offset": ctx.stream.next_offset(),
-                            }),
-                        );
-                    }
-                    let json = serde_json::to_vec(&v).map_err(invalid)?;
-                    let mut b = BytesMut::new();
-                    frame::put_frame_with(&mut b, Kind::StatusOk, |b| {
-                        b.extend_from_slice(&req_id.to_le_bytes());
-                        b.extend_from_slice(&json);
-                    });
-                    if tx.send(b).await.is_err() {
+            match self.dispatch(kind, &body).await? {
+                Step::Answer(reply) => {
+                    if self.tx.send(reply).await.is_err() {
                         break;
                     }
                 }
-                Kind::MemberAdd | Kind::MemberRemove | Kind::MemberList | Kind::LeaderTransfer => {
-                    if kind != Kind::MemberList {
-                        // Mutating: the connection's Hello must have carried the admin token.
-                        let (req_id, _) = frame::decode_req_id(&body).map_err(invalid)?;
-                        if let Err(reply) = require_admin(&conn_state, ctx, req_id) {
-                            if tx.send(reply).await.is_err() {
-                                break;
-                            }
-                            continue;
-                        }
-                    }
-                    if let Some(reply) = admin_request(kind, &body, ctx) {
-                        if tx.send(reply).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    let (req_id, req) = match eventstream_proto::admin::decode_request(kind, &body)
-                    {
-                        Ok(x) => x,
-                        Err(e) => return Err(invalid(e)),
-                    };
-                    let wait = match &req {
-                        eventstream_proto::admin::AdminRequest::TransferLeader {
-                            timeout, ..
-                        } => *timeout + Duration::from_secs(1),
-                        _ => ctx.request_timeout.max(Duration::from_secs(12)),
-                    };
-                    let (otx, orx) = tokio::sync::oneshot::channel();
-                    let msg = DriverMsg::Admin {
-                        req,
-                        reply: crate::driver::AdminReplyTo::new(move |r| {
-                            let _ = otx.send(r);
-                        }),
-                    };
-                    if ctx.driver.send(msg).is_err() {
-                        let _ = tx
-                            .send(error_frame(
-                                req_id,
-                                ErrorCode::ShuttingDown,
-                                ctx,
-                                "node shutting down",
-                            ))
-                            .await;
-                        break;
-                    }
-                    let tx = tx.clone();
-                    let ctx2 = ctx.clone();
-                    tokio::spawn(async move {
-                        let reply = match tokio::time::timeout(wait, orx).await {
-                            Ok(Ok(Ok(r))) => {
-                                let mut b = BytesMut::new();
-                                eventstream_proto::admin::put_reply(&mut b, req_id, &r);
-                                b
-                            }
-                            Ok(Ok(Err(e))) => error_frame(req_id, e.code, &ctx2, e.message),
-                            Ok(Err(_)) => error_frame(
-                                req_id,
-                                ErrorCode::ShuttingDown,
-                                &ctx2,
-                                "node shutting down",
-                            ),
-                            Err(_) => error_frame(
-                                req_id,
-                                ErrorCode::Timeout,
-                                &ctx2,
-                                "no answer from the raft driver in time; check `member list`",
-                            ),
-                        };
-                        let _ = tx.send(reply).await;
-                    });
+                Step::Read => {}
+                Step::Last(reply) => {
+                    let _ = self.tx.send(reply).await;
+                    break;
                 }
-                Kind::SnapshotRequest => {
-                    let (req_id, _) = frame::decode_req_id(&body).map_err(invalid)?;
-                    // A backup hands out every event: admin only.
-                    if let Err(reply) = require_admin(&conn_state, ctx, req_id) {
-                        if tx.send(reply).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    if !send_snapshot(req_id, &tx, ctx).await {
-                        break;
-                    }
-                }
-                other => return Err(invalid(format!("unexpected {other:?} frame from a client"))),
+                Step::Gone => break,
+                Step::Subscribe(sub) => return subscribe(sub, reader, &self.tx, self.ctx).await,
             }
         }
         Ok(())
     }
-    .await;
-    if let Err(e) = &result {
-        if e.kind() == io::ErrorKind::InvalidData && !told.load(Ordering::Relaxed) {
-            let _ = tx.send(protocol_error_frame(0, ctx, e)).await;
+
+    /// Hands a request to the step for its kind; any other kind is a protocol error.
+    async fn dispatch(&mut self, kind: Kind, body: &Bytes) -> io::Result<Step> {
+        match kind {
+            Kind::Publish => self.handle_publish(body).await,
+            Kind::Subscribe => Ok(Step::Subscribe(
+                frame::decode_subscribe(body).map_err(invalid)?,
+            )),
+            Kind::Status => self.handle_status(body),
+            Kind::MemberAdd | Kind::MemberRemove | Kind::MemberList | Kind::LeaderTransfer => {
+                self.handle_admin(kind, body)
+            }
+            Kind::SnapshotRequest => self.handle_snapshot_request(body).await,
+            other => Err(invalid(format!("unexpected {other:?} frame from a client"))),
         }
     }
-    drop(tx);
-    let _ = writer.await;
-    result
+
+    /// A publish: counted as received; refused when this node cannot take it
+    /// ([`check_publish`]) or an in-flight limit is reached ([`inflight_permits`]); else put
+    /// into the tier rings, and a task answers it once it is committed, failed or timed out
+    /// ([`answer_publish`]), holding its in-flight permits until then.
+    async fn handle_publish(&mut self, body: &Bytes) -> io::Result<Step> {
+        let ctx = self.ctx;
+        let (req_id, mut events) = match frame::decode_publish(body) {
+            Ok(p) => p,
+            Err(e) => {
+                // Answer the request itself (its id is the first field), so a client fails it
+                // as a bad request instead of retrying it.
+                self.failed_req_id = body
+                    .get(..8)
+                    .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                return Err(invalid(format!("bad publish: {e}")));
+            }
+        };
+        let n_events = events.len();
+        ctx.publishes.received(n_events);
+        if let Some(reply) = check_publish(req_id, &events, ctx) {
+            ctx.publishes.answered(PublishOutcome::OtherError, n_events);
+            return Ok(Step::Answer(reply));
+        }
+        let permits = match inflight_permits(&self.slots, n_events, ctx).await {
+            Ok(p) => p,
+            Err(why) => {
+                ctx.publishes
+                    .answered(PublishOutcome::RejectedInflight, n_events);
+                return Ok(Step::Answer(error_frame(req_id, ErrorCode::Busy, ctx, why)));
+            }
+        };
+        let (waiting, outcome) = self.publish_to_rings(req_id, &mut events);
+        if !outcome.rejected.is_empty() || outcome.dropped > 0 {
+            ctx.acks.cancel(waiting.ticket, &waiting.ids);
+            let code = if ctx.engine.workers_alive() {
+                ErrorCode::Busy
+            } else {
+                ErrorCode::ShuttingDown
+            };
+            ctx.publishes
+                .answered(PublishOutcome::RejectedRings, n_events);
+            let msg = format!(
+                "{} of {} events refused by full tier rings; retry with the same ids",
+                outcome.rejected.len() + outcome.dropped,
+                waiting.ids.len()
+            );
+            return Ok(Step::Answer(error_frame(req_id, code, ctx, msg)));
+        }
+        tokio::spawn(answer_publish(
+            ctx.clone(),
+            self.tx.clone(),
+            waiting,
+            permits,
+        ));
+        Ok(Step::Read)
+    }
+
+    /// Gives ids to the events that have none, registers the request for the events'
+    /// offsets, and puts the events into the tier rings.
+    fn publish_to_rings(&self, req_id: u64, events: &mut Vec<Event>) -> (Waiting, BatchOutcome) {
+        for e in events.iter_mut() {
+            if e.id.is_auto() {
+                e.id = self.publisher.next_id();
+            }
+        }
+        let ids: Vec<u64> = events.iter().map(|e| e.id.0).collect();
+        let (ticket, done) = self.ctx.acks.register(&ids);
+        let outcome = self.publisher.publish_batch(events);
+        let waiting = Waiting {
+            req_id,
+            events: ids.len(),
+            ticket,
+            ids,
+            done,
+        };
+        (waiting, outcome)
+    }
+
+    /// The node's status, plus its publish counters and the stream's retained range.
+    fn handle_status(&self, body: &[u8]) -> io::Result<Step> {
+        let (req_id, _) = frame::decode_req_id(body).map_err(invalid)?;
+        Ok(Step::Answer(status_frame(req_id, self.ctx)?))
+    }
+
+    /// A membership change, member list or leader transfer: mutating ones need the admin
+    /// token; a follower or a malformed request is answered at once ([`admin_request`]);
+    /// the rest goes to the driver, and a task answers it ([`answer_admin`]).
+    fn handle_admin(&self, kind: Kind, body: &[u8]) -> io::Result<Step> {
+        let ctx = self.ctx;
+        if kind != Kind::MemberList {
+            // Mutating: the connection's Hello must have carried the admin token.
+            let (req_id, _) = frame::decode_req_id(body).map_err(invalid)?;
+            if let Err(reply) = require_admin(&self.state, ctx, req_id) {
+                return Ok(Step::Answer(reply));
+            }
+        }
+        if let Some(reply) = admin_request(kind, body, ctx) {
+            return Ok(Step::Answer(reply));
+        }
+        let (req_id, req) =
+            eventstream_proto::admin::decode_request(kind, body).map_err(invalid)?;
+        let wait = match &req {
+            eventstream_proto::admin::AdminRequest::TransferLeader { timeout, .. } => {
+                *timeout + Duration::from_secs(1)
+            }
+            _ => ctx.request_timeout.max(Duration::from_secs(12)),
+        };
+        let (otx, orx) = tokio::sync::oneshot::channel();
+        let msg = DriverMsg::Admin {
+            req,
+            reply: crate::driver::AdminReplyTo::new(move |r| {
+                let _ = otx.send(r);
+            }),
+        };
+        if ctx.driver.send(msg).is_err() {
+            return Ok(Step::Last(error_frame(
+                req_id,
+                ErrorCode::ShuttingDown,
+                ctx,
+                "node shutting down",
+            )));
+        }
+        tokio::spawn(answer_admin(
+            ctx.clone(),
+            self.tx.clone(),
+            req_id,
+            wait,
+            orx,
+        ));
+        Ok(Step::Read)
+    }
+
+    /// A backup: admin only (it hands out every event); sent in chunks ([`send_snapshot`]).
+    async fn handle_snapshot_request(&mut self, body: &[u8]) -> io::Result<Step> {
+        let (req_id, _) = frame::decode_req_id(body).map_err(invalid)?;
+        if let Err(reply) = require_admin(&self.state, self.ctx, req_id) {
+            return Ok(Step::Answer(reply));
+        }
+        Ok(if send_snapshot(req_id, &self.tx, self.ctx).await {
+            Step::Read
+        } else {
+            Step::Gone
+        })
+    }
+}
+
+/// A publish in the tier rings, waiting for the offsets of its events.
+struct Waiting {
+    req_id: u64,
+    /// Events in the request.
+    events: usize,
+    ticket: Ticket,
+    ids: Vec<u64>,
+    done: oneshot::Receiver<Result<Vec<u64>, AckError>>,
+}
+
+/// What waiting for a publish's commit ended with: offsets or why not, the registry gone
+/// (shutting down), or the request timeout.
+type CommitWait = Result<
+    Result<Result<Vec<u64>, AckError>, oneshot::error::RecvError>,
+    tokio::time::error::Elapsed,
+>;
+
+/// Waits (up to the request timeout) for a publish to be committed, counts its outcome and
+/// queues its answer. The request stops counting against the in-flight limits only once its
+/// answer is queued: a client that does not read its answers runs out of slots.
+async fn answer_publish(
+    ctx: Arc<ServerCtx>,
+    tx: mpsc::Sender<BytesMut>,
+    w: Waiting,
+    permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
+) {
+    let answer = tokio::time::timeout(ctx.request_timeout, w.done).await;
+    let outcome = match &answer {
+        Ok(Ok(Ok(_))) => PublishOutcome::Acked,
+        Ok(Ok(Err(AckError::Dropped(_)))) => PublishOutcome::RejectedRaft,
+        Err(_) => PublishOutcome::TimedOut,
+        _ => PublishOutcome::OtherError,
+    };
+    ctx.publishes.answered(outcome, w.events);
+    let reply = publish_reply(answer, w.req_id, w.ticket, &w.ids, &ctx);
+    let _ = tx.send(reply).await;
+    drop(permits);
+}
+
+/// The answer to a publish that waited for its commit; a timed-out one is cancelled.
+fn publish_reply(
+    answer: CommitWait,
+    req_id: u64,
+    ticket: Ticket,
+    ids: &[u64],
+    ctx: &ServerCtx,
+) -> BytesMut {
+    match answer {
+        Ok(Ok(Ok(offsets))) => {
+            let mut b = BytesMut::with_capacity(24 + offsets.len() * 8);
+            frame::put_publish_ok(&mut b, req_id, &offsets);
+            b
+        }
+        Ok(Ok(Err(AckError::NotLeader))) => error_frame(
+            req_id,
+            ErrorCode::NotLeader,
+            ctx,
+            "leadership lost before commit; retry with the same ids",
+        ),
+        Ok(Ok(Err(AckError::Dropped(why)))) => {
+            let code = if ctx.metrics.leader_id() == 0 {
+                ErrorCode::Unavailable
+            } else {
+                ErrorCode::Busy
+            };
+            error_frame(req_id, code, ctx, why)
+        }
+        Ok(Ok(Err(AckError::ShuttingDown))) | Ok(Err(_))
+            if ctx.metrics.storage_failure().is_some() =>
+        {
+            let why = ctx.metrics.storage_failure().unwrap_or_default();
+            storage_failed_frame(req_id, ctx, &why)
+        }
+        Ok(Ok(Err(AckError::ShuttingDown))) | Ok(Err(_)) => {
+            error_frame(req_id, ErrorCode::ShuttingDown, ctx, "node shutting down")
+        }
+        Err(_) => {
+            ctx.acks.cancel(ticket, ids);
+            error_frame(
+                req_id,
+                ErrorCode::Timeout,
+                ctx,
+                "not committed in time; retry with the same ids",
+            )
+        }
+    }
+}
+
+/// `StatusOk`: the node's status, plus this node's publish counters (clients that parse only
+/// the status ignore the extra fields) and the stream's retained range read now (not the
+/// 50 ms status copy).
+fn status_frame(req_id: u64, ctx: &ServerCtx) -> io::Result<BytesMut> {
+    let mut v = serde_json::to_value(ctx.metrics.status()).map_err(invalid)?;
+    if let Some(o) = v.as_object_mut() {
+        let p = serde_json::to_value(ctx.publishes.snapshot()).map_err(invalid)?;
+        o.insert("publishes".into(), p);
+        o.insert(
+            "stream".into(),
+            serde_json::json!({
+                "first_offset": ctx.stream.first_offset(),
+                "next_offset": ctx.stream.next_offset(),
+            }),
+        );
+    }
+    let json = serde_json::to_vec(&v).map_err(invalid)?;
+    let mut b = BytesMut::new();
+    frame::put_frame_with(&mut b, Kind::StatusOk, |b| {
+        b.extend_from_slice(&req_id.to_le_bytes());
+        b.extend_from_slice(&json);
+    });
+    Ok(b)
+}
+
+/// Waits (up to `wait`) for the driver's answer to an administrative request and queues it.
+async fn answer_admin(
+    ctx: Arc<ServerCtx>,
+    tx: mpsc::Sender<BytesMut>,
+    req_id: u64,
+    wait: Duration,
+    answer: oneshot::Receiver<crate::driver::AdminResult>,
+) {
+    let reply = match tokio::time::timeout(wait, answer).await {
+        Ok(Ok(Ok(r))) => {
+            let mut b = BytesMut::new();
+            eventstream_proto::admin::put_reply(&mut b, req_id, &r);
+            b
+        }
+        Ok(Ok(Err(e))) => error_frame(req_id, e.code, &ctx, e.message),
+        Ok(Err(_)) => error_frame(req_id, ErrorCode::ShuttingDown, &ctx, "node shutting down"),
+        Err(_) => error_frame(
+            req_id,
+            ErrorCode::Timeout,
+            &ctx,
+            "no answer from the raft driver in time; check `member list`",
+        ),
+    };
+    let _ = tx.send(reply).await;
 }
 
 /// Answers an administrative request at once when it cannot go to the driver: a follower
