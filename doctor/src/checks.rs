@@ -137,6 +137,20 @@ impl Ctx<'_> {
     }
 }
 
+/// A threshold's grade: a warning when it is crossed.
+fn warning_if(over: bool) -> Grade {
+    if over {
+        Grade::Warning
+    } else {
+        Grade::Ok
+    }
+}
+
+/// The alert a finding names: only when it is not ok (an ok finding fires nothing).
+fn alert_if(grade: Grade, alert: &'static str) -> Option<&'static str> {
+    (grade > Grade::Ok).then_some(alert)
+}
+
 /// Whether a node's scrape says it is the raft leader.
 pub(crate) fn claims_leadership(samples: &[Sample]) -> bool {
     sum(samples, "eventstream_raft_is_leader", &[]).unwrap_or(0.0) >= 1.0
@@ -197,7 +211,7 @@ fn latency(c: &mut Ctx<'_>) {
         summary,
         format!("p99 {} {over}", fmt_seconds(q)),
         "Look at queue fill and handler time first: latency grows when the rings hold a backlog.",
-        (grade > Grade::Ok).then_some("EventStreamHighLatency"),
+        alert_if(grade, "EventStreamHighLatency"),
     );
 }
 
@@ -219,11 +233,7 @@ fn queue_fill(c: &mut Ctx<'_>) {
         };
         let fill = if cap > 0.0 { depth / cap } else { 0.0 };
         let full = c.delta("eventstream_queue_full_total", &f).unwrap_or(0.0);
-        let grade = if fill > c.t.queue_fill_ratio {
-            Grade::Warning
-        } else {
-            Grade::Ok
-        };
+        let grade = warning_if(fill > c.t.queue_fill_ratio);
         c.add(
             Area::QueuesAndDrops,
             grade,
@@ -233,7 +243,7 @@ fn queue_fill(c: &mut Ctx<'_>) {
                 c.dt
             ),
             "Workers cannot keep up: speed up the handler, add workers (cores), or lower the offered rate; check the tier's overflow policy.",
-            (grade > Grade::Ok).then_some("EventStreamQueueFull"),
+            alert_if(grade, "EventStreamQueueFull"),
         );
     }
 }
@@ -270,14 +280,14 @@ fn handler_panics(c: &mut Ctx<'_>) {
     let Some(p) = c.delta("eventstream_handler_panics_total", &[]) else {
         return;
     };
-    let grade = if p > 0.0 { Grade::Warning } else { Grade::Ok };
+    let grade = warning_if(p > 0.0);
     c.add(
         Area::Handlers,
         grade,
         if p > 0.0 { format!("{p:.0} handler panics") } else { "no handler panics".into() },
         format!("{p:.0} panics, {:.0} errors in {:.1} s", c.delta("eventstream_handler_errors_total", &[]).unwrap_or(0.0), c.dt),
         "A handler is panicking: its events are counted as processed but the handler did not finish them.",
-        (grade > Grade::Ok).then_some("EventStreamHandlerPanics"),
+        alert_if(grade, "EventStreamHandlerPanics"),
     );
 }
 
@@ -309,11 +319,7 @@ fn dedup(c: &mut Ctx<'_>) {
         return;
     };
     let ratio = if h + m > 0.0 { h / (h + m) } else { 0.0 };
-    let grade = if ratio > c.t.dedup_hit_ratio {
-        Grade::Warning
-    } else {
-        Grade::Ok
-    };
+    let grade = warning_if(ratio > c.t.dedup_hit_ratio);
     c.add(
         Area::Dedup,
         grade,
@@ -386,18 +392,14 @@ fn follower_lag(c: &mut Ctx<'_>) {
     let Some((peer, lag)) = lag else {
         return;
     };
-    let grade = if lag > c.t.replication_lag_entries {
-        Grade::Warning
-    } else {
-        Grade::Ok
-    };
+    let grade = warning_if(lag > c.t.replication_lag_entries);
     c.add(
         Area::ReplicationAndElections,
         grade,
         format!("largest follower lag {lag:.0} entries (peer {peer})"),
         format!("eventstream_raft_replication_lag_entries{{peer=\"{peer}\"}} {lag:.0}"),
         "A follower is far behind: check that it is up, its disk (fsync) and its network.",
-        (grade > Grade::Ok).then_some("EventStreamReplicationLag"),
+        alert_if(grade, "EventStreamReplicationLag"),
     );
 }
 
@@ -410,18 +412,14 @@ fn apply_lag(c: &mut Ctx<'_>) {
         return;
     };
     let lag = commit - applied;
-    let grade = if lag > c.t.apply_lag_entries {
-        Grade::Warning
-    } else {
-        Grade::Ok
-    };
+    let grade = warning_if(lag > c.t.apply_lag_entries);
     c.add(
         Area::ReplicationAndElections,
         grade,
         format!("apply lag {lag:.0} entries"),
         format!("commit {commit:.0}, applied {applied:.0}"),
         "The apply path (dedup + handlers) is slower than commits: speed up handlers.",
-        (grade > Grade::Ok).then_some("EventStreamFollowerApplyLag"),
+        alert_if(grade, "EventStreamFollowerApplyLag"),
     );
 }
 
@@ -492,18 +490,14 @@ fn fsync_latency(c: &mut Ctx<'_>) {
     let Some((q, n, _)) = p99(c.first, c.second, "eventstream_raft_fsync_duration_seconds") else {
         return;
     };
-    let grade = if q > c.t.fsync_p99_seconds {
-        Grade::Warning
-    } else {
-        Grade::Ok
-    };
+    let grade = warning_if(q > c.t.fsync_p99_seconds);
     c.add(
         Area::DiskFsync,
         grade,
         format!("p99 fsync {}", fmt_seconds(q)),
         format!("{n:.0} fsyncs observed"),
         "The log disk is slow: move the data dir to a faster (SSD/NVMe) volume, or check for a noisy neighbour.",
-        (grade > Grade::Ok).then_some("EventStreamHighFsyncLatency"),
+        alert_if(grade, "EventStreamHighFsyncLatency"),
     );
 }
 
@@ -516,11 +510,7 @@ fn resources(c: &mut Ctx<'_>) {
         return;
     };
     let ratio = if max > 0.0 { fds / max } else { 0.0 };
-    let grade = if ratio > c.t.fd_ratio {
-        Grade::Warning
-    } else {
-        Grade::Ok
-    };
+    let grade = warning_if(ratio > c.t.fd_ratio);
     let rss = c.now("process_resident_memory_bytes", &[]).unwrap_or(0.0);
     let cpu = c.delta("process_cpu_seconds_total", &[]).unwrap_or(0.0) / c.dt;
     c.add(
