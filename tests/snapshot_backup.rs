@@ -1,6 +1,7 @@
 //! Snapshots with real `eventstream node` processes, driven by exactly the commands of
 //! `alerts/runbooks/backup-restore.md` and `alerts/runbooks/compaction-retention.md`:
-//! * a backup saved from a live, loaded 3-node cluster, checked with `snapshot status`,
+//! * a backup (snapshot + stream segments + manifest) saved from a live, loaded 3-node
+//!   cluster, checked with `snapshot status` (a flipped or truncated segment is refused),
 //!   restored into a fresh 3-node cluster: every event up to the snapshot offset is there (ids,
 //!   offsets, order, payloads), and a re-published id from the dedup window is deduplicated
 //!   with its original offset;
@@ -36,6 +37,18 @@ fn ok(out: Output, what: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for ent in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(ent.file_name());
+        if ent.file_type().unwrap().is_dir() {
+            copy_dir(&ent.path(), &target);
+        } else {
+            std::fs::copy(ent.path(), target).unwrap();
+        }
+    }
 }
 
 /// Reads offsets `0..n` from `endpoint`: `(offset, id, payload)`.
@@ -88,8 +101,8 @@ fn backup_of_a_loaded_cluster_restores_into_a_fresh_cluster() {
     let bg_client = Client::new(ClientConfig::new(eps.clone())).unwrap();
     let bg = rt.spawn(async move { publish_batches(&bg_client, batches, 50, "b").await });
     std::thread::sleep(Duration::from_millis(200));
-    let file = dir.path().join("eventstream.snap");
-    let file_s = file.to_str().unwrap();
+    let backup = dir.path().join("backup-1");
+    let file_s = backup.to_str().unwrap();
     let started = Instant::now();
     let saved = ok(
         es(&["snapshot", "save", file_s, "--endpoint", &follower]),
@@ -100,7 +113,9 @@ fn backup_of_a_loaded_cluster_restores_into_a_fresh_cluster() {
     acked.extend(rt.block_on(bg).unwrap());
     let human = ok(es(&["snapshot", "status", file_s]), "snapshot status");
     assert!(
-        human.contains("index ") && human.contains("checksum crc32:"),
+        human.contains("index ")
+            && human.contains("checksum crc32:")
+            && human.contains("segment files"),
         "{human}"
     );
     let status: serde_json::Value = serde_json::from_str(&ok(
@@ -110,7 +125,8 @@ fn backup_of_a_loaded_cluster_restores_into_a_fresh_cluster() {
     .unwrap();
     let next = status["next_offset"].as_u64().unwrap();
     let events = status["events"].as_u64().unwrap();
-    let size = status["size_bytes"].as_u64().unwrap();
+    let size = status["size_bytes"].as_u64().unwrap() + status["stream_bytes"].as_u64().unwrap();
+    assert!(status["stream_segments"].as_u64().unwrap() >= 1);
     assert_eq!(status["first_offset"].as_u64(), Some(0));
     assert_eq!(events, next);
     assert!(
@@ -135,15 +151,43 @@ fn backup_of_a_loaded_cluster_restores_into_a_fresh_cluster() {
     }
     drop(old);
 
-    // A corrupt copy is refused by status (and so by restore).
-    let bad = dir.path().join("bad.snap");
-    let mut bytes = std::fs::read(&file).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 1;
-    std::fs::write(&bad, &bytes).unwrap();
-    let out = es(&["snapshot", "status", bad.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt snapshot"));
+    // A corrupt copy (a flipped byte in a segment file) and a truncated one (a segment file
+    // cut short) are refused by status, and so by restore.
+    for (name, damage) in [("flipped", 0usize), ("truncated", 1)] {
+        let bad = dir.path().join(name);
+        copy_dir(&backup, &bad);
+        let segment = std::fs::read_dir(bad.join("stream"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "log"))
+            .unwrap();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        if damage == 0 {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 1;
+        } else {
+            bytes.truncate(bytes.len() - 7);
+        }
+        std::fs::write(&segment, &bytes).unwrap();
+        let out = es(&["snapshot", "status", bad.to_str().unwrap()]);
+        assert!(!out.status.success(), "{name} backup accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("corrupt backup") && err.contains(".log"),
+            "{err}"
+        );
+        let out = es(&[
+            "snapshot",
+            "restore",
+            bad.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join(format!("{name}-data")).to_str().unwrap(),
+            "--initial-cluster",
+            "1=127.0.0.1:1",
+        ]);
+        assert!(!out.status.success(), "{name} backup restored");
+    }
 
     // Restore into a fresh 3-node cluster (new ports, new directories).
     let ports = free_ports(3).unwrap();
@@ -215,6 +259,8 @@ fn retention_compacts_and_subscribers_get_the_earliest_offset() {
         "5",
         "--storage-compaction-interval-ms",
         "200",
+        "--storage-stream-segment-bytes",
+        "65536",
     ]
     .map(String::from)
     .to_vec();

@@ -610,8 +610,7 @@ async fn subscribe(addr: SocketAddr, from: u64) -> std::io::Result<SubscriptionC
         &mut b,
         &SubscribeBody {
             from_offset: from,
-            topic: None,
-            min_priority: None,
+            ..SubscribeBody::default()
         },
     );
     w.write_all(&b).await?;

@@ -8,7 +8,8 @@
 //!   leader-transfer requests.
 //! * [`Subscription`] — the committed stream from an offset, reconnecting to any node from
 //!   the next offset.
-//! * [`snapshot_of`] — download a node's snapshot (a backup).
+//! * [`snapshot_of`], [`RecordReader`] — download a node's snapshot and its stream's
+//!   segment records (a backup).
 //! * [`tls`] — client TLS (a CA to trust, a certificate for mutual TLS), the admin token, and
 //!   the connection halves the node's server shares.
 //! * [`ClientError`] — the crate's one error type.
@@ -45,7 +46,7 @@ pub use error::ClientError;
 pub use eventstream_proto::frame::OFFSET_UNKNOWN;
 pub use eventstream_proto::{Member, SubscribeBody};
 pub use retry::RetryNotice;
-pub use snapshot::snapshot_of;
+pub use snapshot::{snapshot_of, RecordReader};
 pub use subscription::Subscription;
 
 /// The README's Rust examples (the embedded engine and this client), compiled and run as

@@ -83,6 +83,9 @@ impl Subscription {
         loop {
             if let Some(x) = self.buf.pop_front() {
                 self.next_offset = x.0 + 1;
+                // A subscription by time continues by offset once it has an event: a
+                // reconnect resumes exactly after it.
+                self.filter.from_time_ms = None;
                 return Ok(x);
             }
             if self.conn.is_none() {

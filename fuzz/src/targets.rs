@@ -217,6 +217,7 @@ impl Target for ClientProtocol {
                     min_priority: rng
                         .one_in(2)
                         .then(|| Priority::from_index(rng.below(4) as u8).expect("0..4")),
+                    from_time_ms: rng.one_in(2).then(|| rng.next_u64()),
                 };
                 frame::put_subscribe(&mut f, &s);
                 frame_body(&f)

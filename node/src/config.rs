@@ -220,28 +220,37 @@ settings! {
         /// this and `snapshot_entries` comes first (0 = count only). The in-memory log holds
         /// everything since the last compaction, and at high load an entry is up to
         /// `raft.max_entry_bytes`, so a count alone does not bound memory.
-        pub snapshot_bytes: u64 = 0,
+        pub snapshot_bytes: u64 = 256 << 20,
         /// Entries kept in the log below the applied index at compaction, so a follower
         /// slightly behind catches up from the log instead of by snapshot (≥ 1).
         pub log_keep_entries: u64 = 5_000,
         /// At most this many bytes of those entries are kept (at least one entry is; 0 = count
         /// only). The in-memory log is trimmed to it at every compaction check, snapshot or not.
-        pub log_keep_bytes: u64 = 0,
+        pub log_keep_bytes: u64 = 64 << 20,
         /// How often retention and compaction run, milliseconds.
         pub compaction_interval_ms: u64 = 5_000,
+        /// Stream log segment size before a new one is started, bytes (retention deletes whole
+        /// segments).
+        pub stream_segment_bytes: u64 = 64 << 20,
+        /// Newest stream bytes kept in memory for subscribers that are caught up; older reads
+        /// go to the segment files (through the page cache).
+        pub read_cache_bytes: u64 = 64 << 20,
+        /// Pace of copying stream offsets from another member after a snapshot took this node
+        /// past what it held, bytes per second (0 = as fast as the network and disks go).
+        pub copy_bytes_per_sec: u64 = 128 << 20,
     }
 }
 
 settings! {
-    /// How much of the stream to keep (0 = no limit). The stream is held in memory and every
-    /// snapshot carries it: set `max_bytes` (and `storage.snapshot_bytes`) to bound a node's
-    /// memory under sustained load (k8s/config does).
+    /// How much of the stream to keep (0 = no limit). The stream is on disk in segments and
+    /// retention deletes whole segments from the front, so a node keeps between a limit and
+    /// the limit plus one `storage.stream_segment_bytes`. Memory does not depend on it.
     pub struct RetentionConfig {
         /// Keep at most this many events.
         pub max_events: u64 = 0,
-        /// Keep at most this many bytes of event data.
+        /// Keep at most this many bytes of stream segments.
         pub max_bytes: u64 = 0,
-        /// Drop events applied more than this many seconds ago.
+        /// Drop segments whose newest event was committed more than this many seconds ago.
         pub max_age_secs: u64 = 0,
     }
 }
@@ -624,6 +633,19 @@ impl NodeConfig {
             86_400_000,
         )?;
         range(
+            "storage.stream_segment_bytes",
+            s.stream_segment_bytes,
+            1 << 16,
+            2 << 30,
+        )?;
+        range("storage.read_cache_bytes", s.read_cache_bytes, 0, 64 << 30)?;
+        range(
+            "storage.copy_bytes_per_sec",
+            s.copy_bytes_per_sec,
+            0,
+            1 << 40,
+        )?;
+        range(
             "retention.max_age_secs",
             self.retention.max_age_secs,
             0,
@@ -702,6 +724,14 @@ impl NodeConfig {
             .find(|m| m.id == self.id)
             .cloned()
             .expect("validate checked that peers lists this node")
+    }
+
+    /// How the node lays out and caches its stream.
+    pub fn stream_settings(&self) -> crate::stream::StreamSettings {
+        crate::stream::StreamSettings {
+            segment_bytes: self.storage.stream_segment_bytes,
+            cache_bytes: self.storage.read_cache_bytes,
+        }
     }
 
     /// The raft/storage part.

@@ -22,8 +22,10 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 use crossbeam_channel::{Receiver, TryRecvError};
 use eventstream_proto::admin::{AdminError, AdminReply, AdminRequest};
+use eventstream_proto::codec;
 use eventstream_proto::frame::ErrorCode;
 use eventstream_proto::Member;
+use eventstream_storage::snapshot;
 use eventstream_storage::wal::Wal;
 use raft::eraftpb::{Message, MessageType};
 use std::sync::Arc;
@@ -783,7 +785,12 @@ struct Pending {
 }
 
 impl Pending {
+    /// Appends a proposal's block; the first one opens the entry with its stream time (the
+    /// leader's wall clock, what `--from-time` subscriptions and time retention go by).
     fn add(&mut self, p: Proposal) {
+        if self.data.is_empty() {
+            codec::put_entry_time(&mut self.data, snapshot::unix_ms());
+        }
         self.data.extend_from_slice(&p.block);
         self.ids.extend_from_slice(&p.ids);
     }

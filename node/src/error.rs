@@ -20,6 +20,14 @@ pub enum NodeError {
     /// The log or a snapshot could not be read or written, or is corrupt.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A backup's manifest, snapshot or stream files do not check out.
+    #[error("corrupt backup {path}: {reason}")]
+    CorruptBackup {
+        /// The file (or backup directory).
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A subscription asked for events that retention has already removed.
     #[error("offset {requested} is compacted; the earliest available offset is {earliest}")]
     Compacted {

@@ -31,6 +31,7 @@
 mod acks;
 pub mod backup;
 pub mod config;
+mod copy;
 mod driver;
 mod error;
 mod join;
@@ -46,6 +47,7 @@ mod transport;
 
 pub use acks::{AckError, AckRegistry};
 pub use config::NodeConfig;
+pub use copy::{answer_fetch, store_chunk, CopyCounters, Stored};
 pub use driver::raise_thread_priority;
 pub use error::NodeError;
 pub use eventstream_proto::Member;
@@ -53,5 +55,5 @@ pub use metrics::NodeMetrics;
 pub use node::{LocalCluster, Node, ProposalStage};
 pub use replica::{Replica, ReplicaConfig};
 pub use state::StateMachine;
-pub use stream::{CommittedStream, Retention};
+pub use stream::{CommittedStream, Retention, StreamSettings};
 pub use transport::decode_raft_message;

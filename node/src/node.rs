@@ -126,7 +126,7 @@ impl Node {
         }
         let metrics = Arc::new(NodeMetrics::new(cfg.id, members.clone()));
         let acks = AckRegistry::new();
-        let stream = CommittedStream::new();
+        let stream = CommittedStream::open(&cfg.data_dir, cfg.stream_settings())?;
         let dedup = DedupConfig {
             window: (cfg.engine.dedup_window as usize),
             max_age: None,
@@ -241,19 +241,21 @@ impl Node {
                 what: "raft driver",
                 source: e,
             })?;
+        let copies = Arc::new(crate::copy::CopyCounters::default());
         let ctx = Arc::new(ServerCtx {
             id: cfg.id,
             metrics: metrics.clone(),
             engine: Arc::new(engine),
             acks,
-            stream,
+            stream: stream.clone(),
+            copies: copies.clone(),
             driver: driver_tx.clone(),
             max_frame: (cfg.limits.max_frame_bytes as usize),
             max_peer_frame: cfg.limits.max_peer_frame_bytes as usize,
             max_event_bytes: (cfg.limits.max_event_bytes as usize),
             request_timeout: Duration::from_millis(cfg.limits.request_timeout_ms),
             protocol_errors: metrics.protocol_errors.clone(),
-            tls: node_tls,
+            tls: node_tls.clone(),
             admin_token,
             tls_handshake_failures: metrics.tls_handshake_failures.clone(),
             overload_policy: cfg.limits.overload_policy,
@@ -278,6 +280,16 @@ impl Node {
                 source: e,
             })?;
         runtime.spawn(server::serve(listener, ctx.clone()));
+        let copier = crate::copy::Copier {
+            id: cfg.id,
+            stream,
+            metrics: metrics.clone(),
+            tls: node_tls,
+            bytes_per_sec: cfg.storage.copy_bytes_per_sec,
+            max_frame: cfg.limits.max_peer_frame_bytes as usize,
+            counters: copies,
+        };
+        runtime.spawn(crate::copy::run(copier, Duration::from_millis(500)));
         drop(_guard);
         tracing::info!(id = cfg.id, %addr, "node started");
         Ok(Node {

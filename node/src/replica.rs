@@ -593,13 +593,15 @@ impl Replica {
             storage.snapshot = rs;
             hs.term = hs.term.max(s.term);
             hs.commit = hs.commit.max(s.index);
-            sm.restore(s);
+            sm.restore(s)?;
             tracing::info!(
                 id = cfg.id,
                 index = s.index,
                 events = s.events(),
                 "loaded snapshot"
             );
+        } else {
+            sm.start_empty()?;
         }
         {
             let mut w = storage.mem.wl();
@@ -623,7 +625,7 @@ impl Replica {
             hs.commit = last;
             storage.mem.wl().set_hardstate(hs);
         }
-        sm.replay(entries.iter().take_while(|e| e.index <= commit));
+        sm.replay(entries.iter().take_while(|e| e.index <= commit))?;
         if commit > 0 {
             tracing::info!(id = cfg.id, commit, last, term = hs.term, "replayed log");
         }
@@ -694,8 +696,29 @@ impl Replica {
             compaction_in_flight: false,
             data_dir: cfg.data_dir.clone(),
         };
+        r.note_missing_stream();
         r.sync_members();
         Ok(r)
+    }
+
+    /// Logs the offsets the stream lacks, if a snapshot took it past what it held (they are
+    /// copied from another member: [`missing_stream`](Self::missing_stream)).
+    fn note_missing_stream(&self) {
+        let Some(range) = self.missing_stream() else {
+            return;
+        };
+        tracing::info!(
+            id = self.raw.raft.id,
+            from = range.start,
+            to = range.end,
+            "the stream lacks events below the snapshot; copying them from another member"
+        );
+    }
+
+    /// The stream offsets this node lacks below what it applied, if any: a snapshot took it
+    /// past them. The node copies them from another member.
+    pub fn missing_stream(&self) -> Option<std::ops::Range<u64>> {
+        self.sm.stream().missing()
     }
 
     /// This replica's id.
@@ -851,7 +874,8 @@ impl Replica {
         let store = self.raw.mut_store();
         store.snapshot = snap.clone();
         store.compacted = (0, 0);
-        self.sm.restore(&data);
+        self.sm.restore(&data)?;
+        self.note_missing_stream();
         // raft took the snapshot's configuration; the addresses come with it.
         self.known
             .extend(data.members.iter().map(|m| (m.id, member_of(m))));
@@ -884,7 +908,7 @@ impl Replica {
         // commit waits for, do not wait for applying).
         let mut committed = ready.take_committed_entries();
         if self.raw.raft.state == StateRole::Leader {
-            self.apply(std::mem::take(&mut committed));
+            self.apply(std::mem::take(&mut committed))?;
         }
         let entries = ready.take_entries();
         if !ready.snapshot().is_empty() {
@@ -926,7 +950,7 @@ impl Replica {
         if !ready.persisted_messages().is_empty() {
             send(ready.take_persisted_messages());
         }
-        self.apply(committed);
+        self.apply(committed)?;
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.raw
@@ -940,7 +964,7 @@ impl Replica {
         if !msgs.is_empty() {
             send(msgs);
         }
-        self.apply(light.take_committed_entries());
+        self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
         self.observe_commit();
         Ok(true)
@@ -986,7 +1010,7 @@ impl Replica {
         let t_snapshot = Instant::now();
         let committed = ready.take_committed_entries();
         let applied_entries = committed.len();
-        self.apply(committed);
+        self.apply(committed)?;
         let t_apply = Instant::now();
         let entries = ready.take_entries();
         let hs = ready.hs().cloned();
@@ -1065,7 +1089,7 @@ impl Replica {
     /// stream, dedup window and offsets all describe exactly the entries up to `applied`.
     pub fn snapshot_data(&self) -> Result<SnapshotData, NodeError> {
         let mut s = SnapshotData::default();
-        self.sm.export_into(&mut s);
+        self.sm.export_into(&mut s)?;
         s.term = self.raw.store().term(s.index).or_else(|_| {
             // The applied entry may still be only in raft's unstable log on a leader.
             self.raw.raft.raft_log.term(s.index)
@@ -1094,7 +1118,10 @@ impl Replica {
     /// [`Compaction`] is for the WAL thread, which reports back for
     /// [`finish_compaction`](Self::finish_compaction).
     pub fn compact(&mut self) -> Result<Option<Compaction>, NodeError> {
-        let trimmed = self.sm.stream().trim(&self.retention, snapshot::unix_ms());
+        let trimmed = self
+            .sm
+            .stream()
+            .trim(&self.retention, snapshot::unix_ms())?;
         if trimmed > 0 {
             tracing::debug!(events = trimmed, "retention trimmed the stream");
         }
@@ -1277,16 +1304,16 @@ impl Replica {
         }
     }
 
-    fn apply(&mut self, entries: Vec<Entry>) {
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
         if entries.is_empty() {
-            return;
+            return Ok(());
         }
         let mut proposals = 0;
         for e in &entries {
             if e.index <= self.sm.applied() {
                 continue;
             }
-            if self.sm.apply(e).proposal {
+            if self.sm.apply(e)?.proposal {
                 proposals += 1;
             }
             self.applied_sizes.push_back((e.index, e.data.len() as u64));
@@ -1301,6 +1328,7 @@ impl Replica {
         self.metrics
             .proposals_committed
             .fetch_add(proposals, Ordering::Relaxed);
+        Ok(())
     }
 
     fn observe_commit(&mut self) {

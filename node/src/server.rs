@@ -26,6 +26,7 @@
 use crate::acks::{AckError, AckRegistry, Ticket};
 use crate::config::OverloadPolicy;
 use crate::driver::{DriverMsg, Proposal};
+use crate::error::NodeError;
 use crate::metrics::{NodeMetrics, PublishCounters};
 use crate::stream::CommittedStream;
 use crate::tls::{NodeTls, PeerCert};
@@ -57,6 +58,8 @@ pub struct ServerCtx {
     pub acks: Arc<AckRegistry>,
     /// The committed stream.
     pub stream: Arc<CommittedStream>,
+    /// Copies of the stream to and from other members.
+    pub copies: Arc<crate::copy::CopyCounters>,
     /// The driver's inbox (raft messages from peers).
     pub driver: crossbeam_channel::Sender<DriverMsg>,
     /// Largest frame body.
@@ -178,7 +181,7 @@ async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
         return Ok(());
     };
     match hello.role {
-        Role::Peer { from } => accept_peer(from, &cert, reader, ctx).await,
+        Role::Peer { from } => accept_peer(from, &cert, reader, w, ctx).await,
         Role::Client => {
             let conn_state =
                 ConnState::for_client(hello.token.as_deref(), ctx.admin_token.as_ref(), &cert);
@@ -243,28 +246,47 @@ async fn read_hello(
     hello
 }
 
-/// A peer's connection: with TLS on, its certificate must be valid for that member; then its
-/// raft messages are served on the peer runtime (when there is one).
+/// A peer's connection: with TLS on, its certificate must be valid for that member. Its
+/// first frame says what it is: raft messages, served on the peer runtime (when there is
+/// one), or stream fetches of a member copying offsets it lacks ([`crate::copy`]), served
+/// here.
 async fn accept_peer(
     from: u64,
     cert: &PeerCert,
     mut reader: FrameReader<ConnReader>,
+    w: ConnWriter,
     ctx: &Arc<ServerCtx>,
 ) -> io::Result<()> {
+    if ctx.metrics.member(from).is_none() || from == ctx.id {
+        return Err(invalid(format!("hello from unknown peer {from}")));
+    }
     if let (Some(t), Some(m)) = (&ctx.tls, ctx.metrics.member(from)) {
         t.check_peer(cert, &m.addr)
             .map_err(|e| invalid(format!("peer {from}: {e}")))?;
     }
     // Snapshots travel as one raft message: peers get the larger frame limit.
     reader.set_max_body(ctx.max_peer_frame);
+    let first = match reader.next().await? {
+        None => return Ok(()),
+        Some((Kind::StreamFetch, body)) => {
+            let f = frame::decode_stream_fetch(&body).map_err(invalid)?;
+            let (tx, rx) = mpsc::channel::<BytesMut>(4);
+            let writer = tokio::spawn(writer_task(w, rx));
+            let served =
+                crate::copy::serve(f, reader, tx, ctx.stream.clone(), ctx.copies.clone()).await;
+            let _ = writer.await;
+            return served;
+        }
+        Some(first) => first,
+    };
     match &ctx.peer_runtime {
         Some(rt) => {
             let ctx = ctx.clone();
-            rt.spawn(async move { serve_peer(from, reader, &ctx).await })
+            rt.spawn(async move { serve_peer(from, first, reader, &ctx).await })
                 .await
                 .unwrap_or(Ok(()))
         }
-        None => serve_peer(from, reader, ctx).await,
+        None => serve_peer(from, first, reader, ctx).await,
     }
 }
 
@@ -278,15 +300,15 @@ fn protocol_error_frame(req_id: u64, ctx: &ServerCtx, e: &io::Error) -> BytesMut
     )
 }
 
+/// Hands a peer's raft messages, `first` and then every following frame, to the driver.
 async fn serve_peer(
     from: u64,
+    first: (Kind, Bytes),
     mut reader: FrameReader<ConnReader>,
     ctx: &Arc<ServerCtx>,
 ) -> io::Result<()> {
-    if ctx.metrics.member(from).is_none() || from == ctx.id {
-        return Err(invalid(format!("hello from unknown peer {from}")));
-    }
-    while let Some((kind, body)) = reader.next().await? {
+    let mut next = Some(first);
+    while let Some((kind, body)) = next {
         if kind != Kind::Raft {
             return Err(invalid(format!(
                 "unexpected {kind:?} frame on a peer connection"
@@ -302,6 +324,7 @@ async fn serve_peer(
         if ctx.driver.send(DriverMsg::Raft(Box::new(msg))).is_err() {
             return Ok(());
         }
+        next = reader.next().await?;
     }
     Ok(())
 }
@@ -401,6 +424,8 @@ enum Step {
     Gone,
     /// The connection becomes this subscription (a subscriber sends nothing more).
     Subscribe(frame::SubscribeBody),
+    /// The connection serves stream records from this fetch on (a backup).
+    Copy(frame::StreamFetch),
 }
 
 /// One client connection, as its request handlers see it.
@@ -436,6 +461,10 @@ impl ClientConn<'_> {
                 }
                 Step::Gone => break,
                 Step::Subscribe(sub) => return subscribe(sub, reader, &self.tx, self.ctx).await,
+                Step::Copy(f) => {
+                    let (stream, copies) = (self.ctx.stream.clone(), self.ctx.copies.clone());
+                    return crate::copy::serve(f, reader, self.tx.clone(), stream, copies).await;
+                }
             }
         }
         Ok(())
@@ -453,6 +482,7 @@ impl ClientConn<'_> {
                 self.handle_admin(kind, body)
             }
             Kind::SnapshotRequest => self.handle_snapshot_request(body).await,
+            Kind::StreamFetch => self.handle_stream_fetch(body),
             other => Err(invalid(format!("unexpected {other:?} frame from a client"))),
         }
     }
@@ -590,6 +620,15 @@ impl ClientConn<'_> {
     }
 
     /// A backup: admin only (it hands out every event); sent in chunks ([`send_snapshot`]).
+    /// A backup reading the stream's records: an admin operation, like the snapshot.
+    fn handle_stream_fetch(&mut self, body: &[u8]) -> io::Result<Step> {
+        let f = frame::decode_stream_fetch(body).map_err(invalid)?;
+        if let Err(reply) = require_admin(&self.state, self.ctx, f.req_id) {
+            return Ok(Step::Answer(reply));
+        }
+        Ok(Step::Copy(f))
+    }
+
     async fn handle_snapshot_request(&mut self, body: &[u8]) -> io::Result<Step> {
         let (req_id, _) = frame::decode_req_id(body).map_err(invalid)?;
         if let Err(reply) = require_admin(&self.state, self.ctx, req_id) {
@@ -914,6 +953,87 @@ fn check_publish(req_id: u64, events: &[Event], ctx: &ServerCtx) -> Option<Bytes
     None
 }
 
+/// What a subscriber asked to see.
+#[derive(Debug, Clone)]
+struct Filter {
+    topic: Option<String>,
+    min_priority: Option<eventstream_core::Priority>,
+}
+
+impl Filter {
+    fn keeps(&self, e: &Event) -> bool {
+        self.topic.as_deref().is_none_or(|t| e.topic == t)
+            && self.min_priority.is_none_or(|p| e.priority <= p)
+    }
+}
+
+/// Events from `next` on: from the memory cache inline, from the segment files on a blocking
+/// thread (a subscriber catching up from far back must not hold up the connections this
+/// runtime serves).
+async fn read_stream(
+    ctx: &Arc<ServerCtx>,
+    next: u64,
+    filter: &Filter,
+) -> (Result<u64, Result<u64, NodeError>>, Vec<(u64, Event)>) {
+    let mut batch = Vec::new();
+    if let Some(r) = ctx
+        .stream
+        .read_cached(next, 4096, |e| filter.keeps(e), &mut batch)
+    {
+        return (r.map_err(Err), batch);
+    }
+    let (stream, filter) = (ctx.stream.clone(), filter.clone());
+    blocking(move || {
+        let mut batch = Vec::new();
+        let r = stream.try_read(next, 4096, |e| filter.keeps(e), &mut batch);
+        (r, batch)
+    })
+    .await
+    .unwrap_or_else(|e| (Err(Err(e)), Vec::new()))
+}
+
+/// Runs `f` on tokio's blocking pool. A panic in `f` is re-raised here; a runtime shutting
+/// down is `Closed`.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NodeError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(NodeError::Closed),
+    }
+}
+
+/// Encodes `batch` as `Events` frames, each under the size limit the client enforces.
+fn events_frames(batch: &[(u64, Event)], budget: usize) -> BytesMut {
+    let mut b = BytesMut::new();
+    let mut start = 0;
+    while start < batch.len() {
+        let mut end = start;
+        let mut size = 0;
+        while end < batch.len()
+            && (end == start || size + codec::encoded_len(&batch[end].1) + 8 < budget)
+        {
+            size += codec::encoded_len(&batch[end].1) + 8;
+            end += 1;
+        }
+        frame::put_frame_with(&mut b, Kind::Events, |b| {
+            codec::put_offset_events(b, batch[start..end].iter().map(|(o, e)| (*o, e)));
+        });
+        start = end;
+    }
+    b
+}
+
+/// Where a subscription starts: its offset, or the first event at or after its time.
+async fn start_offset(ctx: &Arc<ServerCtx>, sub: &frame::SubscribeBody) -> Result<u64, NodeError> {
+    let Some(ms) = sub.from_time_ms else {
+        return Ok(sub.from_offset);
+    };
+    let stream = ctx.stream.clone();
+    blocking(move || stream.offset_at_time(ms)).await?
+}
+
 async fn subscribe(
     sub: frame::SubscribeBody,
     mut reader: FrameReader<ConnReader>,
@@ -921,19 +1041,26 @@ async fn subscribe(
     ctx: &Arc<ServerCtx>,
 ) -> io::Result<()> {
     let mut watch = ctx.stream.watch();
-    let mut next = sub.from_offset;
-    let mut batch = Vec::new();
-    let topic = sub.topic.clone();
-    let min_p = sub.min_priority;
-    let keep = move |e: &Event| {
-        topic.as_deref().is_none_or(|t| e.topic == t) && min_p.is_none_or(|p| e.priority <= p)
+    let filter = Filter {
+        topic: sub.topic.clone(),
+        min_priority: sub.min_priority,
     };
     let budget = (ctx.max_frame / 2).max(1 << 16);
+    let mut next = match start_offset(ctx, &sub).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = tx
+                .send(error_frame(0, ErrorCode::Internal, ctx, e.to_string()))
+                .await;
+            return Ok(());
+        }
+    };
     loop {
-        batch.clear();
-        next = match ctx.stream.try_read(next, 4096, &keep, &mut batch) {
+        let from = next;
+        let (read, batch) = read_stream(ctx, next, &filter).await;
+        next = match read {
             Ok(n) => n,
-            Err(earliest) => {
+            Err(Ok(earliest)) => {
                 let msg = format!(
                     "offset {next} is compacted; the earliest available offset is {earliest}"
                 );
@@ -943,32 +1070,35 @@ async fn subscribe(
                     .await;
                 return Ok(());
             }
+            Err(Err(e)) => {
+                tracing::error!(error = %e, "reading the stream for a subscriber");
+                let _ = tx
+                    .send(error_frame(
+                        0,
+                        ErrorCode::Internal,
+                        ctx,
+                        format!("reading the stream: {e}"),
+                    ))
+                    .await;
+                return Ok(());
+            }
         };
         if !batch.is_empty() {
-            let mut b = BytesMut::new();
-            let mut start = 0;
-            while start < batch.len() {
-                // Keep each frame under the size limit the client enforces.
-                let mut end = start;
-                let mut size = 0;
-                while end < batch.len()
-                    && (end == start || size + codec::encoded_len(&batch[end].1) + 8 < budget)
-                {
-                    size += codec::encoded_len(&batch[end].1) + 8;
-                    end += 1;
-                }
-                frame::put_frame_with(&mut b, Kind::Events, |b| {
-                    codec::put_offset_events(b, batch[start..end].iter().map(|(o, e)| (*o, e)));
-                });
-                start = end;
-            }
-            if tx.send(b).await.is_err() {
+            if tx.send(events_frames(&batch, budget)).await.is_err() {
                 return Ok(());
             }
             continue;
         }
+        if next != from {
+            // Everything read was filtered out: read on.
+            continue;
+        }
+        // Caught up: wait for an append. Or `next` is in offsets this node is still copying
+        // from another member (after a snapshot): look again shortly.
+        let copying = next < ctx.stream.next_offset();
         tokio::select! {
-            changed = watch.changed() => if changed.is_err() { return Ok(()) },
+            changed = watch.changed(), if !copying => if changed.is_err() { return Ok(()) },
+            _ = tokio::time::sleep(Duration::from_millis(200)), if copying => {}
             // A subscriber sends nothing after Subscribe; anything else (or EOF) ends it.
             f = reader.next() => {
                 return match f? {
@@ -990,18 +1120,20 @@ mod admin_auth_tests {
     use super::*;
     use eventstream_proto::Member;
 
-    fn ctx(token: Option<&[u8]>) -> ServerCtx {
+    fn ctx(token: Option<&[u8]>) -> (ServerCtx, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
         let members = vec![Member {
             id: 1,
             addr: "127.0.0.1:7001".into(),
             http_addr: None,
         }];
-        ServerCtx {
+        let ctx = ServerCtx {
             id: 1,
             metrics: Arc::new(NodeMetrics::new(1, members)),
             engine: Arc::new(Engine::builder().start().expect("engine")),
             acks: AckRegistry::new(),
-            stream: CommittedStream::new(),
+            stream: CommittedStream::open(dir.path(), Default::default()).unwrap(),
+            copies: Default::default(),
             driver: crossbeam_channel::unbounded().0,
             max_frame: 1 << 20,
             max_peer_frame: 1 << 20,
@@ -1017,7 +1149,8 @@ mod admin_auth_tests {
             max_inflight_events: 64,
             publishes: Default::default(),
             peer_runtime: None,
-        }
+        };
+        (ctx, dir)
     }
 
     /// The hello a client sent, as the server decodes it, to the connection's state.
@@ -1032,13 +1165,13 @@ mod admin_auth_tests {
 
     #[test]
     fn hello_token_decides_admin_authorization() {
-        let protected = ctx(Some(b"s3cret"));
+        let (protected, _d1) = ctx(Some(b"s3cret"));
         assert!(state_after_hello(Some(b"s3cret"), &protected).authorized);
         assert!(!state_after_hello(Some(b"s3creT"), &protected).authorized);
         assert!(!state_after_hello(Some(b"s3cret-and-more"), &protected).authorized);
         assert!(!state_after_hello(None, &protected).authorized);
         // No admin token configured: admin operations are open, token or not.
-        let open = ctx(None);
+        let (open, _d2) = ctx(None);
         assert!(state_after_hello(None, &open).authorized);
         assert!(state_after_hello(Some(b"anything"), &open).authorized);
         assert!(!format!("{protected:?}").contains("s3cret"));
@@ -1046,7 +1179,7 @@ mod admin_auth_tests {
 
     #[test]
     fn require_admin_answers_unauthorized_with_the_request_id() {
-        let ctx = ctx(Some(b"s3cret"));
+        let (ctx, _dir) = ctx(Some(b"s3cret"));
         let denied = state_after_hello(Some(b"nope"), &ctx);
         let frame_bytes = require_admin(&denied, &ctx, 77).unwrap_err();
         let (kind, body, used) = frame::decode_frame(&frame_bytes, 1 << 20)

@@ -1,5 +1,6 @@
-//! The replicated state machine: committed entries → dedup → offsets → committed stream →
-//! core's [`Applier`] (dispatch to this node's handlers) → publish acknowledgements.
+//! The replicated state machine: committed entries → stream time → dedup → offsets →
+//! committed stream (the on-disk stream log) → core's [`Applier`] (dispatch to this node's
+//! handlers) → publish acknowledgements.
 //!
 //! # Invariants
 //! * Entries are applied strictly in log order, each exactly once per process.
@@ -12,8 +13,13 @@
 //!   windows (with the same window configuration it would also find nothing to drop).
 //! * `applied` is only ever the index of the last entry whose effects are in the stream; after
 //!   a restart it is the persisted commit index the log was replayed to.
+//! * Stream time never goes back: an entry's time is the leader's wall clock when it proposed
+//!   it, raised to the previous entry's time if that was later (a new leader whose clock is
+//!   behind); entries without a time (older logs) get the previous time. Every replica
+//!   computes the same times, and age-based dedup and retention use them.
 
 use crate::acks::AckRegistry;
+use crate::error::NodeError;
 use crate::stream::CommittedStream;
 use eventstream_core::{Applier, DedupConfig, DedupWindow, Event, Tagged};
 use eventstream_proto::codec;
@@ -66,9 +72,13 @@ pub struct StateMachine {
     stream: Arc<CommittedStream>,
     acks: Arc<AckRegistry>,
     applied: u64,
+    /// The newest stream time applied (ms since the epoch).
+    last_time_ms: u64,
     events: Vec<Event>,
     positions: Vec<u32>,
     resolved: Vec<(u64, u64)>,
+    /// The fresh events' encodings of the entry being applied (one stream batch).
+    batch: Vec<u8>,
 }
 
 impl StateMachine {
@@ -86,9 +96,11 @@ impl StateMachine {
             stream,
             acks,
             applied: 0,
+            last_time_ms: 0,
             events: Vec::new(),
             positions: Vec::new(),
             resolved: Vec::new(),
+            batch: Vec::new(),
         }
     }
 
@@ -105,49 +117,88 @@ impl StateMachine {
     /// Rebuilds state from already-applied entries after a restart: offsets, dedup window and
     /// stream, without calling handlers again (they saw these events before the restart, or
     /// belong to a process that no longer exists).
-    pub fn replay<'a>(&mut self, entries: impl IntoIterator<Item = &'a Entry>) {
+    pub fn replay<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = &'a Entry>,
+    ) -> Result<(), NodeError> {
         for e in entries {
-            self.apply_inner(e, false);
+            self.apply_inner(e, false)?;
         }
+        Ok(())
+    }
+
+    /// A start without a snapshot: the stream holds nothing the log's replay will not
+    /// append again.
+    pub fn start_empty(&mut self) -> Result<(), NodeError> {
+        self.stream.align(0, 0)
     }
 
     /// Fills the state-machine part of a snapshot at [`applied`](Self::applied): stream
-    /// metadata and retained events, the dedup window and the offset index (in order).
-    pub fn export_into(&self, s: &mut SnapshotData) {
-        let (first, next, chunks) = self.stream.export();
+    /// metadata (offsets, newest time, segment manifest), the dedup window and the offset
+    /// index (in order). The stream's events are synced to disk first: once the snapshot is
+    /// durable the WAL may drop the entries they came from.
+    pub fn export_into(&self, s: &mut SnapshotData) -> Result<(), NodeError> {
+        self.stream.sync()?;
         s.index = self.applied;
-        s.first_offset = first;
-        s.next_offset = next;
-        s.chunks = chunks;
+        s.first_offset = self.stream.contiguous_first();
+        s.next_offset = self.stream.next_offset();
+        s.last_timestamp_ms = self.last_time_ms;
+        s.segments = self.stream.log().segments();
         s.dedup_window = self.dedup.window as u64;
         s.dedup_max_age_ns = self.dedup.max_age.map_or(0, |d| d.as_nanos() as u64);
         s.dedup = self.decisions.entries().collect();
         s.offsets = self.decisions.tags().collect();
+        Ok(())
     }
 
     /// Replaces the whole state with a snapshot's (a leader's snapshot installed, or the
-    /// node's own at start-up): stream, dedup window, offset index, applied index. The window
-    /// is rebuilt with this node's dedup configuration by replaying the snapshot's ids in
-    /// order, so with the same configuration every decision after it is identical to the
-    /// snapshotting node's.
-    pub fn restore(&mut self, s: &SnapshotData) {
+    /// node's own at start-up): dedup window, offset index, stream time, applied index, and the
+    /// stream aligned to end at the snapshot's next offset ([`CommittedStream::align`]: a
+    /// far-behind node then lacks the offsets between what it held and the snapshot, and
+    /// copies them from another member). The window is rebuilt with this node's dedup
+    /// configuration by replaying the snapshot's ids in order, so with the same configuration
+    /// every decision after it is identical to the snapshotting node's.
+    pub fn restore(&mut self, s: &SnapshotData) -> Result<(), NodeError> {
         self.decisions = DedupWindow::restore_tagged(
             self.dedup,
             s.dedup.iter().copied(),
             s.offsets.iter().copied(),
             OFFSET_UNKNOWN,
         );
-        self.stream
-            .reset(s.first_offset, s.next_offset, s.chunks.clone());
         self.applied = s.index;
+        self.last_time_ms = s.last_timestamp_ms;
+        if s.chunks.is_empty() {
+            self.stream.align(s.first_offset, s.next_offset)
+        } else {
+            self.move_chunks_into_stream(s)
+        }
     }
 
-    /// Applies one committed entry: dedup, offsets, stream, handlers, acknowledgements.
-    pub fn apply(&mut self, entry: &Entry) -> EntryOutcome {
+    /// A format-1 snapshot carried the retained events: they become the stream log.
+    fn move_chunks_into_stream(&mut self, s: &SnapshotData) -> Result<(), NodeError> {
+        self.stream.reset(s.first_offset)?;
+        for c in &s.chunks {
+            let mut events = Vec::new();
+            codec::decode_blocks(&c.data, &mut events)?;
+            let mut bytes = Vec::new();
+            for p in &c.positions {
+                let e = codec::decode_event_at(&c.data, *p as usize)?;
+                let at = *p as usize;
+                bytes.extend_from_slice(&c.data[at..at + codec::encoded_len(&e)]);
+            }
+            self.stream
+                .append(c.positions.len() as u32, c.appended_unix_ms, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one committed entry: stream time, dedup, offsets, stream, handlers,
+    /// acknowledgements. An error is the stream log failing to write (the node stops).
+    pub fn apply(&mut self, entry: &Entry) -> Result<EntryOutcome, NodeError> {
         self.apply_inner(entry, true)
     }
 
-    fn apply_inner(&mut self, entry: &Entry, dispatch: bool) -> EntryOutcome {
+    fn apply_inner(&mut self, entry: &Entry, dispatch: bool) -> Result<EntryOutcome, NodeError> {
         debug_assert!(
             entry.index == self.applied + 1 || self.applied == 0,
             "apply out of order"
@@ -155,21 +206,28 @@ impl StateMachine {
         self.applied = entry.index;
         let mut out = EntryOutcome::default();
         if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
-            return out;
+            return Ok(out);
         }
         out.proposal = true;
         self.events.clear();
         self.positions.clear();
-        if let Err(e) =
-            codec::decode_blocks_with_positions(&entry.data, &mut self.events, &mut self.positions)
-        {
-            // Only this crate's encoder writes entries, so this is a bug or disk corruption
-            // that slipped past the checksum. Every replica skips the same entry: they stay
-            // identical, and the error is loud.
-            tracing::error!(index = entry.index, error = %e, "undecodable log entry skipped");
-            return out;
-        }
-        let mut fresh_pos = Vec::with_capacity(self.events.len());
+        let time = match codec::decode_entry_with_positions(
+            &entry.data,
+            &mut self.events,
+            &mut self.positions,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                // Only this crate's encoder writes entries, so this is a bug or disk corruption
+                // that slipped past the checksum. Every replica skips the same entry: they stay
+                // identical, and the error is loud.
+                tracing::error!(index = entry.index, error = %e, "undecodable log entry skipped");
+                return Ok(out);
+            }
+        };
+        self.last_time_ms = time.unwrap_or(0).max(self.last_time_ms);
+        let time_ns = self.last_time_ms.saturating_mul(1_000_000);
+        self.batch.clear();
         let mut next = self.stream.next_offset();
         self.resolved.clear();
         // Fresh events are compacted to the front of `events` in place (a swap only after a
@@ -184,12 +242,14 @@ impl StateMachine {
             if let Some(later) = self.events.get(i + PREFETCH_DISTANCE) {
                 self.decisions.prefetch_ahead(later.id.0, PREFETCH_DISTANCE);
             }
-            let (id, ts) = (self.events[i].id.0, self.events[i].ingest_ns);
-            match self.decisions.check_tagged(id, ts, next) {
+            let id = self.events[i].id.0;
+            match self.decisions.check_tagged(id, time_ns, next) {
                 Tagged::Fresh => {
                     self.resolved.push((id, next));
                     next += 1;
-                    fresh_pos.push(self.positions[i]);
+                    let at = self.positions[i] as usize;
+                    let len = codec::encoded_len(&self.events[i]);
+                    self.batch.extend_from_slice(&entry.data[at..at + len]);
                     if kept != i {
                         self.events.swap(kept, i);
                     }
@@ -202,8 +262,9 @@ impl StateMachine {
             }
         }
         self.events.truncate(kept);
-        out.fresh = fresh_pos.len();
-        self.stream.append(entry.data.clone(), fresh_pos);
+        out.fresh = kept;
+        self.stream
+            .append(kept as u32, self.last_time_ms, &self.batch)?;
         if dispatch {
             self.applier
                 .count_dedup(out.duplicates as u64, out.fresh as u64);
@@ -214,7 +275,7 @@ impl StateMachine {
             self.acks.resolve(&self.resolved);
         }
         self.events.clear();
-        out
+        Ok(out)
     }
 
     /// Publishes the applier's statistics (call when idle).
@@ -226,12 +287,14 @@ impl StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::StreamSettings;
     use eventstream_core::{Dispatcher, Priority, StatsHandle};
     use eventstream_storage::snapshot;
     use proptest::prelude::*;
     use std::time::Duration;
 
-    fn machine(window: usize) -> StateMachine {
+    /// A machine whose stream lives in `dir`.
+    fn machine_in(window: usize, dir: &std::path::Path) -> StateMachine {
         let dedup = DedupConfig {
             window,
             max_age: None,
@@ -242,7 +305,25 @@ mod tests {
             StatsHandle::detached().register("test"),
             Duration::from_millis(10),
         );
-        StateMachine::new(dedup, applier, CommittedStream::new(), AckRegistry::new())
+        let stream = CommittedStream::open(dir, StreamSettings::default()).unwrap();
+        StateMachine::new(dedup, applier, stream, AckRegistry::new())
+    }
+
+    fn machine(window: usize) -> (StateMachine, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (machine_in(window, dir.path()), dir)
+    }
+
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for ent in std::fs::read_dir(from).unwrap().flatten() {
+            let target = to.join(ent.file_name());
+            if ent.file_type().unwrap().is_dir() {
+                copy_dir(&ent.path(), &target);
+            } else {
+                std::fs::copy(ent.path(), target).unwrap();
+            }
+        }
     }
 
     fn entry(index: u64, ids: &[u64]) -> Entry {
@@ -258,43 +339,60 @@ mod tests {
         }
     }
 
-    fn stream_of(sm: &StateMachine) -> Vec<(u64, u64)> {
+    /// The stream's (offset, id) pairs from `from` on.
+    fn stream_of(sm: &StateMachine, from: u64) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        sm.stream().read(0, usize::MAX, |_| true, &mut out);
+        sm.stream().read(from, usize::MAX, |_| true, &mut out);
         out.into_iter().map(|(o, e)| (o, e.id.0)).collect()
     }
 
     proptest! {
         /// Model test of export/import: a machine restored from another's snapshot (through the
         /// encoded format) makes exactly the decisions the original makes for the rest of the
-        /// log — dedup, offsets, and the offsets a retry is acknowledged with.
+        /// log — dedup, offsets, and the offsets a retry is acknowledged with. Restored over
+        /// a copy of the snapshotting node's files (a restart, with more entries applied after
+        /// the snapshot) its stream is the original's; restored on an empty directory (a new
+        /// member) it lacks exactly the offsets below the snapshot.
         #[test]
         fn restored_machine_decides_like_the_original(
             window in 1usize..12,
             batches in proptest::collection::vec(proptest::collection::vec(0u64..30, 1..6), 1..25),
             split in 0usize..25,
+            applied_past in 0usize..4,
+            on_own_files in any::<bool>(),
         ) {
             let split = split.min(batches.len());
-            let mut original = machine(window);
-            let mut before = machine(window);
+            let (mut original, _o) = machine(window);
+            let (mut before, before_dir) = machine(window);
             for (i, ids) in batches[..split].iter().enumerate() {
                 let e = entry(i as u64 + 1, ids);
-                original.apply(&e);
-                before.apply(&e);
+                original.apply(&e).unwrap();
+                before.apply(&e).unwrap();
             }
             let mut data = snapshot::SnapshotData::default();
-            before.export_into(&mut data);
+            before.export_into(&mut data).unwrap();
             let decoded = snapshot::decode(&snapshot::encode(&data)).unwrap();
             prop_assert_eq!(&decoded, &data);
-            let mut restored = machine(window);
-            restored.restore(&decoded);
+            // The snapshotting node went on applying before it stopped.
+            for (i, ids) in batches[split..].iter().take(applied_past).enumerate() {
+                before.apply(&entry((split + i) as u64 + 1, ids)).unwrap();
+            }
+            let restored_dir = tempfile::tempdir().unwrap();
+            if on_own_files {
+                copy_dir(before_dir.path(), restored_dir.path());
+            }
+            let mut restored = machine_in(window, restored_dir.path());
+            restored.restore(&decoded).unwrap();
             prop_assert_eq!(restored.applied(), split as u64);
-            prop_assert_eq!(stream_of(&restored), stream_of(&before));
+            prop_assert_eq!(restored.stream().next_offset(), data.next_offset);
+            let lacking = (!on_own_files && data.next_offset > 0).then_some(0..data.next_offset);
+            prop_assert_eq!(restored.stream().missing(), lacking.clone());
             for (i, ids) in batches[split..].iter().enumerate() {
                 let e = entry((split + i) as u64 + 1, ids);
-                prop_assert_eq!(original.apply(&e), restored.apply(&e));
+                prop_assert_eq!(original.apply(&e).unwrap(), restored.apply(&e).unwrap());
             }
-            prop_assert_eq!(stream_of(&restored), stream_of(&original));
+            let below = lacking.map_or(0, |r| r.end);
+            prop_assert_eq!(stream_of(&restored, below), stream_of(&original, below));
             prop_assert_eq!(
                 restored.decisions.tags().collect::<Vec<_>>(),
                 original.decisions.tags().collect::<Vec<_>>()

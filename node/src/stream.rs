@@ -1,58 +1,47 @@
 //! The committed stream a node's subscribers read: every fresh (non-duplicate) event of the
-//! applied log, in log order, each at its stream offset.
+//! applied log, in log order, each at its stream offset, with the stream time its entry got.
+//! On disk in the storage crate's [`StreamLog`] (segments with offset and time indexes), with
+//! the newest batches also kept in memory, up to a byte limit, for subscribers that are caught
+//! up.
 //!
 //! # Invariants
 //! * Offsets are dense and assigned only by the apply step in log order, so the same offset
-//!   names the same event on every replica. A fresh stream starts at 0; a stream restored from
-//!   a snapshot starts at the snapshot's first retained offset.
-//! * Appends happen on one thread (the driver's apply step); readers never block it for longer
-//!   than a vector clone of the chunks they read.
-//! * The stream stores no copies: a chunk is the applied entry's data (the same `Bytes` the log
-//!   holds) plus the byte positions of its fresh events, decoded again when read.
-//! * Retention ([`CommittedStream::trim`]) drops whole chunks from the front only, so the
-//!   retained events are always the contiguous range `first_offset()..next_offset()`; a read
-//!   below `first_offset()` is refused by [`CommittedStream::try_read`] with the earliest offset.
+//!   names the same event on every replica.
+//! * Appends happen on one thread (the driver's apply step); readers take the cache lock only
+//!   to copy out `Bytes` handles, and read older data from the segment files.
+//! * A served event's `ingest_ns` is its stream time (Unix epoch, nanoseconds at millisecond
+//!   resolution), the same on every replica.
+//! * Retention drops whole segments from the front only, so the retained events are the
+//!   contiguous range `first_offset()..next_offset()`; a read below `first_offset()` is refused
+//!   with the earliest offset.
+//! * The one exception is a node a snapshot took past what it held: the log restarts at the
+//!   snapshot's next offset and what it held waits in a second log (the *backfill*,
+//!   `p0.backfill`) that is filled with the offsets in between, copied from another member
+//!   ([`missing`](CommittedStream::missing)), and spliced back in front when it reaches the
+//!   log. Until then a read in the gap finds nothing yet (it is not refused: the events come).
+//! * Memory does not grow with what is retained: the cache is bounded by bytes, and the
+//!   segment indexes are sparse.
 
+use crate::error::NodeError;
 use bytes::Bytes;
 use eventstream_core::Event;
-use eventstream_proto::codec;
-use eventstream_storage::snapshot::{self, StreamChunk};
+use eventstream_storage::stream::batch::Batch;
+use eventstream_storage::stream::{RetentionPolicy, StreamConfig, StreamLog};
 use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-#[derive(Debug)]
-struct Chunk {
-    first: u64,
-    appended_unix_ms: u64,
-    data: Bytes,
-    positions: Vec<u32>,
-}
-
-impl Chunk {
-    fn end(&self) -> u64 {
-        self.first + self.positions.len() as u64
-    }
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    chunks: VecDeque<Chunk>,
-    /// First retained offset.
-    first: u64,
-    /// Bytes of entry data held by the chunks.
-    bytes: u64,
-}
-
-/// How much of the stream a node keeps (0 = no limit). Trimming is by whole applied entries,
-/// so a node may keep up to one entry's events more than a limit says.
+/// How much of the stream a node keeps (0 = no limit). Trimming is by whole segments, so a
+/// node keeps between a limit and the limit plus one segment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
-    /// Keep at most this many events.
+    /// Keep about this many events.
     pub max_events: u64,
-    /// Keep at most this many bytes of event data.
+    /// Keep about this many bytes of segments.
     pub max_bytes: u64,
-    /// Drop events applied longer ago than this (milliseconds).
+    /// Drop segments whose newest event is older than this (milliseconds).
     pub max_age_ms: u64,
 }
 
@@ -63,56 +52,301 @@ impl Retention {
     }
 }
 
-/// Offset-addressed store of committed events, trimmed from the front by retention.
-#[derive(Debug)]
-pub struct CommittedStream {
-    inner: RwLock<Inner>,
-    next: watch::Sender<u64>,
+/// The newest batches, in memory.
+#[derive(Debug, Default)]
+struct TailCache {
+    batches: VecDeque<Batch>,
+    bytes: u64,
+    limit: u64,
 }
 
-impl Default for CommittedStream {
+impl TailCache {
+    fn push(&mut self, b: Batch) {
+        self.bytes += b.record.len() as u64;
+        self.batches.push_back(b);
+        while self.bytes > self.limit {
+            match self.batches.pop_front() {
+                Some(old) => self.bytes -= old.record.len() as u64,
+                None => break,
+            }
+        }
+    }
+
+    /// Forgets the batches before `first` (retention removed them from the log).
+    fn drop_below(&mut self, first: u64) {
+        while let Some(b) = self.batches.front() {
+            if b.next_offset() > first {
+                break;
+            }
+            self.bytes -= b.record.len() as u64;
+            self.batches.pop_front();
+        }
+    }
+
+    /// The cached batches from the one holding `from`, if the cache reaches back that far.
+    fn from(&self, from: u64) -> Option<Vec<Batch>> {
+        let first = self.batches.front()?.base_offset;
+        if from < first {
+            return None;
+        }
+        let i = self.batches.partition_point(|b| b.next_offset() <= from);
+        Some(self.batches.range(i..).cloned().collect())
+    }
+}
+
+/// The events of `batches` at offsets `>= from` that pass `keep`, at most `max`, each with its
+/// batch's stream time as `ingest_ns`; returns the offset to continue from.
+fn collect(
+    batches: Vec<Batch>,
+    from: u64,
+    max: usize,
+    keep: impl Fn(&Event) -> bool,
+    out: &mut Vec<(u64, Event)>,
+) -> Result<u64, NodeError> {
+    let mut pos = from;
+    let mut examined = 0usize;
+    for b in batches {
+        if out.len() >= max || examined >= max.saturating_mul(16) {
+            break;
+        }
+        let ts_ns = b.timestamp_ms.saturating_mul(1_000_000);
+        for (off, mut e) in b.events()? {
+            if off < pos {
+                continue;
+            }
+            if out.len() >= max {
+                return Ok(off);
+            }
+            examined += 1;
+            e.ingest_ns = ts_ns;
+            if keep(&e) {
+                out.push((off, e));
+            }
+            pos = off + 1;
+        }
+    }
+    Ok(pos)
+}
+
+/// Cache reads and misses, for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct ReadCounters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+/// Offset-addressed store of committed events, on disk, trimmed from the front by retention.
+#[derive(Debug)]
+pub struct CommittedStream {
+    log: StreamLog,
+    /// What the node held before a snapshot took it further, being filled up to the log.
+    backfill: Mutex<Option<StreamLog>>,
+    backfill_dir: std::path::PathBuf,
+    cfg: StreamConfig,
+    cache: Mutex<TailCache>,
+    next: watch::Sender<u64>,
+    pub(crate) reads: ReadCounters,
+}
+
+/// How a node lays out and caches its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Segment size before a new one is started.
+    pub segment_bytes: u64,
+    /// Newest batches kept in memory for caught-up subscribers.
+    pub cache_bytes: u64,
+}
+
+impl Default for StreamSettings {
     fn default() -> Self {
-        CommittedStream {
-            inner: RwLock::new(Inner::default()),
-            next: watch::channel(0).0,
+        StreamSettings {
+            segment_bytes: 64 << 20,
+            cache_bytes: 64 << 20,
         }
     }
 }
 
 impl CommittedStream {
-    /// An empty stream.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    fn read_inner(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write_inner(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Appends the events of `data` (encoded blocks, see [`eventstream_proto::codec`]) at byte
-    /// `positions` — the fresh ones, in order — and returns the offset of the first.
-    pub fn append(&self, data: Bytes, positions: Vec<u32>) -> u64 {
-        let first = *self.next.borrow();
-        if positions.is_empty() {
-            return first;
+    /// Opens the stream of the node whose data directory is `data_dir` (partition 0),
+    /// recovering its tail; an empty one starts at offset 0.
+    pub fn open(data_dir: &Path, settings: StreamSettings) -> Result<Arc<Self>, NodeError> {
+        let dir = eventstream_storage::stream::partition_dir(data_dir, 0);
+        let cfg = StreamConfig {
+            segment_bytes: settings.segment_bytes,
+            ..StreamConfig::default()
+        };
+        let (log, rec) = StreamLog::open(&dir, cfg, 0)?;
+        if rec.truncated_bytes > 0 || rec.scanned > 1 {
+            tracing::info!(
+                dir = %dir.display(),
+                scanned = rec.scanned,
+                from_checkpoint = rec.from_checkpoint,
+                truncated_bytes = rec.truncated_bytes,
+                "stream log recovered"
+            );
         }
-        let n = positions.len() as u64;
+        let backfill_dir = dir.with_extension("backfill");
+        let backfill = if backfill_dir.exists() {
+            Some(StreamLog::open(&backfill_dir, cfg, 0)?.0)
+        } else {
+            None
+        };
+        let next = log.next_offset();
+        let stream = Arc::new(CommittedStream {
+            log,
+            backfill: Mutex::new(backfill),
+            backfill_dir,
+            cfg,
+            cache: Mutex::new(TailCache {
+                limit: settings.cache_bytes,
+                ..TailCache::default()
+            }),
+            next: watch::channel(next).0,
+            reads: ReadCounters::default(),
+        });
+        stream.splice_if_complete()?;
+        Ok(stream)
+    }
+
+    fn backfill(&self) -> std::sync::MutexGuard<'_, Option<StreamLog>> {
+        self.backfill.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The offsets this node lacks between what it held before a snapshot and the log (being
+    /// copied from another member), or `None` when the stream is whole.
+    pub fn missing(&self) -> Option<std::ops::Range<u64>> {
+        let bf = self.backfill();
+        bf.as_ref()
+            .map(|b| b.next_offset()..self.log.first_offset())
+    }
+
+    /// Makes the stream describe a snapshot whose retained events are `first..next`: a log
+    /// past `next` is cut back to it (the WAL after the snapshot is replayed over it); a log
+    /// that ends before `next` restarts at `next`, and what it held, or nothing from `first`
+    /// when it is all older than that, becomes the backfill.
+    pub fn align(&self, first: u64, next: u64) -> Result<(), NodeError> {
+        let (held_first, held_next) = (self.log.first_offset(), self.log.next_offset());
+        if held_next >= next && held_first <= next {
+            self.log.truncate_to(next)?;
+        } else {
+            let mut bf = self.backfill();
+            if held_first < held_next && held_next >= first && held_next < next {
+                if let Some(old) = bf.take() {
+                    remove_log(old)?;
+                }
+                *bf = Some(self.log.move_to(&self.backfill_dir, next)?);
+            } else {
+                self.log.reset(next)?;
+                let keep = bf
+                    .as_ref()
+                    .is_some_and(|b| b.next_offset() >= first && b.next_offset() <= next);
+                if !keep {
+                    if let Some(old) = bf.take() {
+                        remove_log(old)?;
+                    }
+                    if first < next {
+                        *bf = Some(StreamLog::open(&self.backfill_dir, self.cfg, first)?.0);
+                    }
+                }
+            }
+        }
+        self.clear_cache();
+        self.next.send_replace(self.log.next_offset());
+        self.splice_if_complete()
+    }
+
+    /// Appends a record copied from another member to the backfill; splices it in front of
+    /// the log when it reaches it. Returns the offset the backfill continues from.
+    pub fn backfill_record(&self, record: &[u8]) -> Result<u64, NodeError> {
+        let next = {
+            let bf = self.backfill();
+            let Some(b) = bf.as_ref() else {
+                return Ok(self.log.first_offset());
+            };
+            b.append_record(record)?;
+            b.next_offset()
+        };
+        self.splice_if_complete()?;
+        Ok(next)
+    }
+
+    /// The member copied from no longer holds the backfill's next offset (its retention
+    /// removed it): the backfill restarts empty at `first`, what the member still holds.
+    pub fn backfill_restart(&self, first: u64) -> Result<(), NodeError> {
         {
-            let mut inner = self.write_inner();
-            inner.bytes += data.len() as u64;
-            inner.chunks.push_back(Chunk {
-                first,
-                appended_unix_ms: snapshot::unix_ms(),
-                data,
-                positions,
-            });
+            let mut bf = self.backfill();
+            if let Some(old) = bf.take() {
+                remove_log(old)?;
+            }
+            if first < self.log.first_offset() {
+                *bf = Some(StreamLog::open(&self.backfill_dir, self.cfg, first)?.0);
+            }
         }
-        self.next.send_replace(first + n);
-        first
+        self.splice_if_complete()
+    }
+
+    /// A backfill that reaches the log is put in front of it.
+    fn splice_if_complete(&self) -> Result<(), NodeError> {
+        let mut bf = self.backfill();
+        let complete = bf
+            .as_ref()
+            .is_some_and(|b| b.next_offset() >= self.log.first_offset());
+        if !complete {
+            return Ok(());
+        }
+        let b = bf.take().expect("checked");
+        if b.first_offset() == b.next_offset() || b.next_offset() != self.log.first_offset() {
+            return remove_log(b);
+        }
+        tracing::info!(
+            from = b.first_offset(),
+            to = b.next_offset(),
+            "the stream's copied offsets are spliced in front of the log"
+        );
+        Ok(self.log.adopt_prefix(b)?)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, TailCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn clear_cache(&self) {
+        let mut c = self.cache();
+        c.batches.clear();
+        c.bytes = 0;
+    }
+
+    /// The log on disk.
+    pub fn log(&self) -> &StreamLog {
+        &self.log
+    }
+
+    /// Appends `count` fresh events (their encodings back to back in `events`) at stream time
+    /// `timestamp_ms`; returns the offset of the first. Written, not fsynced: the WAL holds
+    /// the entry until [`sync`](Self::sync) has run and a snapshot covers it.
+    pub fn append(&self, count: u32, timestamp_ms: u64, events: &[u8]) -> Result<u64, NodeError> {
+        let first = self.log.next_offset();
+        if count == 0 {
+            return Ok(first);
+        }
+        let b = self.log.append(count, timestamp_ms, events)?;
+        self.cache().push(b);
+        self.next.send_replace(first + u64::from(count));
+        Ok(first)
+    }
+
+    /// Appends a whole batch record copied from another node (checked by checksum and
+    /// offset).
+    pub fn append_record(&self, record: &[u8]) -> Result<(), NodeError> {
+        let b = self.log.append_record(record)?;
+        self.cache().push(b);
+        self.next.send_replace(self.log.next_offset());
+        Ok(())
+    }
+
+    /// Makes every appended event durable.
+    pub fn sync(&self) -> Result<(), NodeError> {
+        Ok(self.log.sync()?)
     }
 
     /// The offset the next appended event will get.
@@ -120,14 +354,29 @@ impl CommittedStream {
         *self.next.borrow()
     }
 
-    /// The earliest offset still held (= `next_offset()` when nothing is retained).
+    /// The earliest offset served (= `next_offset()` when nothing is retained): the
+    /// backfill's first while there is one.
     pub fn first_offset(&self) -> u64 {
-        self.read_inner().first
+        match self.backfill().as_ref() {
+            Some(b) => b.first_offset().min(self.log.first_offset()),
+            None => self.log.first_offset(),
+        }
     }
 
-    /// Bytes of event data held.
+    /// The first offset of the contiguous range that ends at `next_offset()` (what a
+    /// snapshot of this node describes).
+    pub fn contiguous_first(&self) -> u64 {
+        self.log.first_offset()
+    }
+
+    /// Bytes of segments held on disk (the backfill's included).
     pub fn retained_bytes(&self) -> u64 {
-        self.read_inner().bytes
+        self.log.bytes() + self.backfill().as_ref().map_or(0, |b| b.bytes())
+    }
+
+    /// The newest event's stream time (0 before the first).
+    pub fn last_timestamp_ms(&self) -> u64 {
+        self.log.last_timestamp_ms()
     }
 
     /// A receiver that changes whenever events are appended (its value is `next_offset`).
@@ -135,215 +384,268 @@ impl CommittedStream {
         self.next.subscribe()
     }
 
-    /// Copies up to `max` events at offsets `>= from` that pass `keep` into `out`; returns the
-    /// offset to continue from (past everything examined, kept or not). Offsets below the first
-    /// retained one are skipped; use [`try_read`](Self::try_read) to have that reported.
-    pub fn read(
-        &self,
-        from: u64,
-        max: usize,
-        keep: impl FnMut(&Event) -> bool,
-        out: &mut Vec<(u64, Event)>,
-    ) -> u64 {
-        let inner = self.read_inner();
-        let from = from.max(inner.first);
-        Self::read_locked(&inner, from, max, keep, out)
+    /// The first offset whose stream time is at or after `timestamp_ms`.
+    pub fn offset_at_time(&self, timestamp_ms: u64) -> Result<u64, NodeError> {
+        Ok(self.log.offset_at_time(timestamp_ms)?)
     }
 
-    /// Like [`read`](Self::read), but a `from` below the first retained offset is an error
-    /// carrying that earliest offset (the events were removed by retention).
+    /// Up to `max` events at offsets `>= from` that pass `keep`, into `out`; returns the
+    /// offset to continue from (past everything examined). A `from` below the first retained
+    /// offset is `Err(Ok(earliest))`; a storage error is `Err(Err(_))`. May read the segment
+    /// files (blocking): async callers try [`read_cached`](Self::read_cached) first.
     pub fn try_read(
         &self,
         from: u64,
         max: usize,
-        keep: impl FnMut(&Event) -> bool,
+        keep: impl Fn(&Event) -> bool,
         out: &mut Vec<(u64, Event)>,
-    ) -> Result<u64, u64> {
-        let inner = self.read_inner();
-        if from < inner.first {
-            return Err(inner.first);
+    ) -> Result<u64, Result<u64, NodeError>> {
+        if let Some(next) = self.read_cached(from, max, &keep, out) {
+            return next.map_err(Err);
         }
-        Ok(Self::read_locked(&inner, from, max, keep, out))
+        self.reads.misses.fetch_add(1, Ordering::Relaxed);
+        if from < self.log.first_offset() {
+            if let Some(r) = self.read_backfill(from) {
+                let batches = r?;
+                return collect(batches, from, max, keep, out).map_err(Err);
+            }
+        }
+        let batches = match self.log.read(from, 4 << 20) {
+            Ok(Ok(b)) => b,
+            Ok(Err(c)) => return Err(Ok(c.earliest)),
+            Err(e) => return Err(Err(e.into())),
+        };
+        collect(batches, from, max, keep, out).map_err(Err)
     }
 
-    fn read_locked(
-        inner: &Inner,
+    /// Batches of the backfill from `from` (empty when `from` is in the gap still being
+    /// copied), or `None` when there is no backfill or `from` is before it.
+    fn read_backfill(&self, from: u64) -> Option<Result<Vec<Batch>, Result<u64, NodeError>>> {
+        let bf = self.backfill();
+        let b = bf.as_ref()?;
+        if from < b.first_offset() {
+            return Some(Err(Ok(b.first_offset())));
+        }
+        if from >= b.next_offset() {
+            return Some(Ok(Vec::new()));
+        }
+        Some(match b.read(from, 4 << 20) {
+            Ok(Ok(batches)) => Ok(batches),
+            Ok(Err(c)) => Err(Ok(c.earliest)),
+            Err(e) => Err(Err(e.into())),
+        })
+    }
+
+    /// Like [`try_read`](Self::try_read) from the memory cache only: `None` when `from` is
+    /// older than the cache (or compacted), so the caller reads the files off its event loop.
+    pub fn read_cached(
+        &self,
         from: u64,
         max: usize,
-        mut keep: impl FnMut(&Event) -> bool,
+        keep: impl Fn(&Event) -> bool,
+        out: &mut Vec<(u64, Event)>,
+    ) -> Option<Result<u64, NodeError>> {
+        if from >= self.next_offset() {
+            return (from >= self.first_offset()).then_some(Ok(from));
+        }
+        let batches = self.cache().from(from)?;
+        self.reads.hits.fetch_add(1, Ordering::Relaxed);
+        Some(collect(batches, from, max, keep, out))
+    }
+
+    /// Like [`try_read`](Self::try_read), skipping a compacted start (reads from the first
+    /// retained offset instead) and panicking on a storage error: for tests and tools.
+    pub fn read(
+        &self,
+        from: u64,
+        max: usize,
+        keep: impl Fn(&Event) -> bool,
         out: &mut Vec<(u64, Event)>,
     ) -> u64 {
-        let chunks = &inner.chunks;
-        let mut i = chunks.partition_point(|c| c.end() <= from);
-        let mut pos = from;
-        let mut examined = 0usize;
-        while i < chunks.len() && out.len() < max && examined < max.saturating_mul(16) {
-            let c = &chunks[i];
-            let start = (pos.max(c.first) - c.first) as usize;
-            for (k, p) in c.positions[start..].iter().enumerate() {
-                if out.len() >= max {
-                    return c.first + (start + k) as u64;
-                }
-                examined += 1;
-                // Positions were recorded while decoding this very data at apply time (or
-                // validated when a snapshot was decoded).
-                let Ok(e) = codec::decode_event_at(&c.data, *p as usize) else {
-                    continue;
-                };
-                if keep(&e) {
-                    out.push((c.first + (start + k) as u64, e));
-                }
-            }
-            pos = c.end();
-            i += 1;
-        }
-        pos
+        let from = from.max(self.first_offset());
+        self.try_read(from, max, keep, out)
+            .unwrap_or_else(|e| panic!("reading the stream from {from}: {e:?}"))
     }
 
-    /// Applies `policy` at wall-clock time `now_ms`: drops whole chunks from the front while a
-    /// limit is exceeded. Returns the number of events dropped.
-    pub fn trim(&self, policy: &Retention, now_ms: u64) -> u64 {
+    /// Applies `policy` at wall-clock time `now_ms`: drops whole segments from the front.
+    /// Returns the number of events dropped.
+    pub fn trim(&self, policy: &Retention, now_ms: u64) -> Result<u64, NodeError> {
         if policy.is_unlimited() {
-            return 0;
+            return Ok(0);
         }
-        let next = self.next_offset();
-        let mut inner = self.write_inner();
-        let before = inner.first;
-        let mut trimmed = Vec::new();
-        while let Some(c) = inner.chunks.front() {
-            let events = next - c.first;
-            let over_events = policy.max_events > 0 && events > policy.max_events;
-            let over_bytes = policy.max_bytes > 0 && inner.bytes > policy.max_bytes;
-            let too_old = policy.max_age_ms > 0
-                && c.appended_unix_ms.saturating_add(policy.max_age_ms) < now_ms;
-            if !(over_events || over_bytes || too_old) {
-                break;
-            }
-            let c = inner.chunks.pop_front().expect("front exists");
-            inner.bytes -= c.data.len() as u64;
-            inner.first = c.end();
-            trimmed.push(c);
+        let before = self.log.first_offset();
+        let p = RetentionPolicy {
+            max_events: policy.max_events,
+            max_bytes: policy.max_bytes,
+            max_age_ms: policy.max_age_ms,
+        };
+        self.log.retain(p, now_ms)?;
+        let first = self.log.first_offset();
+        self.cache().drop_below(first);
+        let mut dropped = first - before;
+        if let Some(b) = self.backfill().as_ref() {
+            // Only age applies to the backfill: the count and byte limits are the log's.
+            let before = b.first_offset();
+            b.retain(
+                RetentionPolicy {
+                    max_age_ms: policy.max_age_ms,
+                    ..RetentionPolicy::default()
+                },
+                now_ms,
+            )?;
+            dropped += b.first_offset() - before;
         }
-        if inner.chunks.is_empty() {
-            inner.first = next;
-        }
-        let dropped = inner.first - before;
-        drop(inner);
-        // Trimmed chunks can hold hundreds of MB: freed neither under the lock readers and
-        // the applier wait on, nor on the calling (driver) thread.
-        if !trimmed.is_empty() {
-            crate::reclaim::drop_later(trimmed);
-        }
-        dropped
+        Ok(dropped)
     }
 
-    /// The retained events as snapshot chunks, with `(first_offset, next_offset)`. Cheap: the
-    /// chunk data are shared `Bytes`.
-    pub fn export(&self) -> (u64, u64, Vec<StreamChunk>) {
-        let inner = self.read_inner();
-        let chunks = inner
-            .chunks
-            .iter()
-            .map(|c| StreamChunk {
-                first: c.first,
-                appended_unix_ms: c.appended_unix_ms,
-                data: c.data.clone(),
-                positions: c.positions.clone(),
-            })
-            .collect();
-        (inner.first, self.next_offset(), chunks)
+    /// Makes the stream end at `next` (a snapshot's next offset, before the log after it is
+    /// replayed; or a fresh start at `next` when this log does not reach it).
+    pub fn truncate_to(&self, next: u64) -> Result<(), NodeError> {
+        if self.log.next_offset() < next {
+            self.log.reset(next)?;
+        } else {
+            self.log.truncate_to(next)?;
+        }
+        self.clear_cache();
+        self.next.send_replace(self.log.next_offset());
+        Ok(())
     }
 
-    /// Replaces the whole content with a snapshot's (validated by [`snapshot::decode`]:
-    /// contiguous chunks from `first` to `next`).
-    pub fn reset(&self, first: u64, next: u64, chunks: Vec<StreamChunk>) {
-        {
-            let mut inner = self.write_inner();
-            inner.bytes = chunks.iter().map(|c| c.data.len() as u64).sum();
-            inner.first = first;
-            inner.chunks = chunks
-                .into_iter()
-                .map(|c| Chunk {
-                    first: c.first,
-                    appended_unix_ms: c.appended_unix_ms,
-                    data: c.data,
-                    positions: c.positions,
-                })
-                .collect();
-        }
-        self.next.send_replace(next);
+    /// Drops everything and starts empty at `first` (everything this node held is older than
+    /// what the cluster keeps).
+    pub fn reset(&self, first: u64) -> Result<(), NodeError> {
+        self.log.reset(first)?;
+        self.clear_cache();
+        self.next.send_replace(first);
+        Ok(())
     }
+
+    /// Writes the newest segment's index (a clean stop: the next start needs no scan).
+    pub fn checkpoint(&self) -> Result<(), NodeError> {
+        if let Some(b) = self.backfill().as_ref() {
+            b.checkpoint()?;
+        }
+        Ok(self.log.checkpoint()?)
+    }
+
+    /// The raw records from the one holding `from` up to about `max_bytes` (what a follower
+    /// or a backup copies).
+    pub fn records(
+        &self,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Result<Vec<Bytes>, u64>, NodeError> {
+        Ok(match self.log.read(from, max_bytes)? {
+            Ok(batches) => Ok(batches.into_iter().map(|b| b.record).collect()),
+            Err(c) => Err(c.earliest),
+        })
+    }
+}
+
+/// Deletes a log's directory.
+fn remove_log(log: StreamLog) -> Result<(), NodeError> {
+    let dir = log.dir().to_path_buf();
+    drop(log);
+    std::fs::remove_dir_all(&dir).map_err(|e| eventstream_storage::StorageError::io(&dir, e).into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use eventstream_core::Priority;
+    use eventstream_proto::codec;
+
+    fn encoded(evs: &[Event]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        for e in evs {
+            codec::put_event(&mut b, e);
+        }
+        b.to_vec()
+    }
+
+    fn small() -> StreamSettings {
+        StreamSettings {
+            segment_bytes: 300,
+            cache_bytes: 200,
+        }
+    }
 
     #[test]
-    fn read_resumes_exactly_and_filters() {
-        let s = CommittedStream::new();
+    fn reads_resume_exactly_filter_and_carry_the_stream_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = CommittedStream::open(dir.path(), small()).unwrap();
         let ev = |id: u64, t: &str| Event::new(t, Priority::Low, &b""[..]).with_id(id);
-        let chunk = |evs: Vec<Event>| {
-            let data = codec::encode_block(&evs);
-            let mut out = Vec::new();
-            let mut pos = Vec::new();
-            codec::decode_blocks_with_positions(&data, &mut out, &mut pos).unwrap();
-            (data, pos)
-        };
-        let (d, p) = chunk(vec![ev(1, "a"), ev(2, "b")]);
-        assert_eq!(s.append(d, p), 0);
-        // Only the second event of this entry is fresh.
-        let (d, p) = chunk(vec![ev(1, "a"), ev(3, "a")]);
-        assert_eq!(s.append(d, p[1..].to_vec()), 2);
+        assert_eq!(
+            s.append(2, 1_000, &encoded(&[ev(1, "a"), ev(2, "b")]))
+                .unwrap(),
+            0
+        );
+        assert_eq!(s.append(1, 1_005, &encoded(&[ev(3, "a")])).unwrap(), 2);
         assert_eq!(s.next_offset(), 3);
         let mut out = Vec::new();
         let next = s.read(1, 1, |_| true, &mut out);
         assert_eq!((out.len(), out[0].0, next), (1, 1, 2));
+        assert_eq!(out[0].1.ingest_ns, 1_000_000_000);
         out.clear();
         let next = s.read(0, 10, |e| e.topic == "a", &mut out);
-        let got: Vec<_> = out.iter().map(|(o, e)| (*o, e.id.0)).collect();
-        assert_eq!((got, next), (vec![(0, 1), (2, 3)], 3));
+        let got: Vec<_> = out.iter().map(|(o, e)| (*o, e.id.0, e.ingest_ns)).collect();
+        assert_eq!(
+            (got, next),
+            (vec![(0, 1, 1_000_000_000), (2, 3, 1_005_000_000)], 3)
+        );
+        assert_eq!(s.offset_at_time(1_003).unwrap(), 2);
     }
 
     #[test]
-    fn retention_trims_whole_chunks_and_reads_below_are_refused() {
-        let s = CommittedStream::new();
-        for k in 0..5u64 {
+    fn retention_trims_whole_segments_and_reads_below_are_refused() {
+        // A cache smaller than a segment, and one that holds everything: neither serves what
+        // retention removed.
+        for cache_bytes in [200, 1 << 20] {
+            retention_with_cache(StreamSettings {
+                cache_bytes,
+                ..small()
+            });
+        }
+    }
+
+    fn retention_with_cache(settings: StreamSettings) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = CommittedStream::open(dir.path(), settings).unwrap();
+        for k in 0..20u64 {
             let evs: Vec<Event> = (0..3)
                 .map(|i| Event::new("a", Priority::Low, &b"xx"[..]).with_id(k * 3 + i + 1))
                 .collect();
-            let data = codec::encode_block(&evs);
-            let mut out = Vec::new();
-            let mut pos = Vec::new();
-            codec::decode_blocks_with_positions(&data, &mut out, &mut pos).unwrap();
-            s.append(data, pos);
+            s.append(3, 1_000 + k, &encoded(&evs)).unwrap();
         }
         let policy = Retention {
             max_events: 7,
             ..Retention::default()
         };
-        // 15 events; keeping at most 7 drops 3 chunks (9 events), leaving 6.
-        assert_eq!(s.trim(&policy, snapshot::unix_ms()), 9);
-        assert_eq!((s.first_offset(), s.next_offset()), (9, 15));
+        let dropped = s.trim(&policy, 0).unwrap();
+        let first = s.first_offset();
+        assert!(dropped > 0 && dropped == first, "{dropped} {first}");
+        assert!(s.next_offset() - first >= 7);
         let mut out = Vec::new();
-        assert_eq!(s.try_read(3, 10, |_| true, &mut out), Err(9));
-        assert_eq!(s.try_read(9, 10, |_| true, &mut out), Ok(15));
-        assert_eq!(out.first().map(|(o, e)| (*o, e.id.0)), Some((9, 10)));
-        // Snapshot export / reset round trip keeps offsets.
-        let (first, next, chunks) = s.export();
-        let t = CommittedStream::new();
-        t.reset(first, next, chunks);
-        let mut a = Vec::new();
-        let mut b = Vec::new();
-        s.read(0, 100, |_| true, &mut a);
-        t.read(0, 100, |_| true, &mut b);
-        assert_eq!(a, b);
-        let age = Retention {
-            max_age_ms: 1,
-            ..Retention::default()
-        };
-        assert_eq!(t.trim(&age, snapshot::unix_ms() + 10_000), 6);
-        assert_eq!((t.first_offset(), t.next_offset()), (15, 15));
+        assert!(matches!(s.try_read(0, 10, |_| true, &mut out), Err(Ok(f)) if f == first));
+        let mut next = first;
+        while next < 60 {
+            next = s.try_read(next, 100, |_| true, &mut out).unwrap();
+        }
+        let offsets: Vec<u64> = out.iter().map(|(o, _)| *o).collect();
+        assert_eq!(offsets, (first..60).collect::<Vec<_>>());
+        assert_eq!(
+            out.first().map(|(o, e)| (*o, e.id.0)),
+            Some((first, first + 1))
+        );
+        // Reopening keeps everything retained; truncation and reset move the end.
+        assert!(s.read_cached(first - 1, 10, |_| true, &mut out).is_none());
+        drop(s);
+        let s = CommittedStream::open(dir.path(), settings).unwrap();
+        assert_eq!((s.first_offset(), s.next_offset()), (first, 60));
+        s.truncate_to(first + 3).unwrap();
+        assert_eq!(s.next_offset(), first + 3);
+        s.truncate_to(100).unwrap();
+        assert_eq!((s.first_offset(), s.next_offset()), (100, 100));
     }
 }

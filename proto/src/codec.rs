@@ -16,6 +16,11 @@ use eventstream_core::{Event, EventId, Priority, Topic};
 
 /// First byte of every block.
 pub const BLOCK_MAGIC: u8 = 0xE5;
+/// First byte of a raft entry's time header: `u8 magic | u8 version (1) | u64 unix_ms`, the
+/// stream time the leader gave the entry when it proposed it.
+pub const ENTRY_TIME_MAGIC: u8 = 0xE7;
+/// Bytes of an entry's time header.
+pub const ENTRY_TIME_LEN: usize = 10;
 /// Block format version written by this build.
 pub const BLOCK_VERSION: u8 = 1;
 /// Smallest encoded event (empty topic and payload).
@@ -23,7 +28,7 @@ const MIN_EVENT_LEN: usize = 8 + 1 + 8 + 2 + 4;
 /// Bytes of the block header.
 pub const BLOCK_HEADER_LEN: usize = 6;
 
-/// Bytes `event` takes encoded.
+/// Bytes `event` takes encoded (within a block: an event's encoding starts at its position).
 pub fn encoded_len(event: &Event) -> usize {
     MIN_EVENT_LEN + event.topic.len() + event.payload.len()
 }
@@ -300,6 +305,45 @@ pub fn decode_events_run(
         });
     }
     Ok(())
+}
+
+/// Starts an entry's data with its stream time (`unix_ms`, the leader's wall clock when it
+/// proposes); the blocks follow.
+pub fn put_entry_time(buf: &mut Vec<u8>, unix_ms: u64) {
+    buf.push(ENTRY_TIME_MAGIC);
+    buf.push(1);
+    buf.extend_from_slice(&unix_ms.to_le_bytes());
+}
+
+/// Decodes a raft entry's data: the optional time header, then every block (events into
+/// `out`, their byte positions into `positions`). Returns the entry's time, if it has one
+/// (entries written before entries carried one have none).
+pub fn decode_entry_with_positions(
+    src: &Bytes,
+    out: &mut Vec<Event>,
+    positions: &mut Vec<u32>,
+) -> Result<Option<u64>, DecodeError> {
+    if src.len() > u32::MAX as usize {
+        return Err(DecodeError::TooLong {
+            len: src.len(),
+            max: u32::MAX as usize,
+        });
+    }
+    let mut r = Reader::new(src);
+    let time = if src.first() == Some(&ENTRY_TIME_MAGIC) {
+        r.u8()?;
+        let v = r.u8()?;
+        if v != 1 {
+            return Err(DecodeError::Version(v));
+        }
+        Some(r.u64()?)
+    } else {
+        None
+    };
+    while r.remaining() > 0 {
+        read_block(&mut r, src, out, Some(positions))?;
+    }
+    Ok(time)
 }
 
 /// Decodes the single event at byte `pos` of `src`.

@@ -58,6 +58,11 @@ pub enum Kind {
     SnapshotRequest = 50,
     /// One piece of a snapshot: `u64 req_id | u64 total_len | u64 chunk_offset | bytes`.
     SnapshotChunk = 51,
+    /// Ask for the stream's batch records from an offset (a follower copying what it lacks,
+    /// a backup): `u64 req_id | u64 from | u64 to | u32 max_bytes`.
+    StreamFetch = 52,
+    /// Batch records answering a fetch: `u64 req_id | u64 first | u64 next | records`.
+    StreamChunk = 53,
 }
 
 impl Kind {
@@ -80,6 +85,8 @@ impl Kind {
             44 => Kind::AdminOk,
             50 => Kind::SnapshotRequest,
             51 => Kind::SnapshotChunk,
+            52 => Kind::StreamFetch,
+            53 => Kind::StreamChunk,
             other => return Err(DecodeError::Kind(other)),
         })
     }
@@ -428,18 +435,27 @@ pub struct SubscribeBody {
     pub topic: Option<String>,
     /// Only events at least this important (Critical is the most important).
     pub min_priority: Option<Priority>,
+    /// Start at the first event whose stream time is at or after this (milliseconds since the
+    /// Unix epoch) instead of at `from_offset`.
+    pub from_time_ms: Option<u64>,
 }
 
-/// Encodes a subscribe request: `u64 from | u8 flags | u16 topic_len | topic | u8 priority`.
+/// Encodes a subscribe request: `u64 from | u8 flags | u16 topic_len | topic | u8 priority`,
+/// then `u64 from_time_ms` when flag 4 is set.
 pub fn put_subscribe(buf: &mut BytesMut, s: &SubscribeBody) {
     put_frame_with(buf, Kind::Subscribe, |b| {
         b.put_u64_le(s.from_offset);
-        let flags = u8::from(s.topic.is_some()) | (u8::from(s.min_priority.is_some()) << 1);
+        let flags = u8::from(s.topic.is_some())
+            | (u8::from(s.min_priority.is_some()) << 1)
+            | (u8::from(s.from_time_ms.is_some()) << 2);
         b.put_u8(flags);
         let t = s.topic.as_deref().unwrap_or("");
         b.put_u16_le(t.len() as u16);
         b.put_slice(t.as_bytes());
         b.put_u8(s.min_priority.map_or(0, |p| p as u8));
+        if let Some(ms) = s.from_time_ms {
+            b.put_u64_le(ms);
+        }
     });
 }
 
@@ -448,7 +464,7 @@ pub fn decode_subscribe(body: &[u8]) -> Result<SubscribeBody, DecodeError> {
     let mut r = Reader::new(body);
     let from_offset = r.u64()?;
     let flags = r.u8()?;
-    if flags & !3 != 0 {
+    if flags & !7 != 0 {
         return Err(DecodeError::Invalid {
             field: "subscribe flags",
             reason: format!("{flags:#04x}"),
@@ -464,16 +480,116 @@ pub fn decode_subscribe(body: &[u8]) -> Result<SubscribeBody, DecodeError> {
     } else {
         None
     };
+    let from_time_ms = if flags & 4 != 0 { Some(r.u64()?) } else { None };
+    if r.remaining() != 0 {
+        return Err(DecodeError::Invalid {
+            field: "subscribe",
+            reason: format!("{} bytes after the body", r.remaining()),
+        });
+    }
     Ok(SubscribeBody {
         from_offset,
         topic: (flags & 1 != 0).then(|| topic.to_owned()),
         min_priority,
+        from_time_ms,
     })
 }
 
 /// Encodes a status request / response header: `u64 req_id` (+ JSON for the response).
 pub fn put_status(buf: &mut BytesMut, req_id: u64) {
     put_frame(buf, Kind::Status, &req_id.to_le_bytes());
+}
+
+/// Most record bytes a node answers one [`Kind::StreamFetch`] with.
+pub const MAX_STREAM_CHUNK_BYTES: u32 = 4 << 20;
+
+/// A request for the stream's records `from..to` (at most `max_bytes` of them per answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamFetch {
+    /// Request id.
+    pub req_id: u64,
+    /// First offset wanted.
+    pub from: u64,
+    /// One past the last offset wanted.
+    pub to: u64,
+    /// Bytes of records per answer, at most.
+    pub max_bytes: u32,
+}
+
+/// Encodes a [`Kind::StreamFetch`] frame.
+pub fn put_stream_fetch(buf: &mut BytesMut, f: &StreamFetch) {
+    put_frame_with(buf, Kind::StreamFetch, |b| {
+        b.put_u64_le(f.req_id);
+        b.put_u64_le(f.from);
+        b.put_u64_le(f.to);
+        b.put_u32_le(f.max_bytes);
+    });
+}
+
+/// Decodes a [`Kind::StreamFetch`] body.
+pub fn decode_stream_fetch(body: &[u8]) -> Result<StreamFetch, DecodeError> {
+    let mut r = Reader::new(body);
+    let f = StreamFetch {
+        req_id: r.u64()?,
+        from: r.u64()?,
+        to: r.u64()?,
+        max_bytes: r.u32()?,
+    };
+    if r.remaining() != 0 || f.to < f.from {
+        return Err(DecodeError::Invalid {
+            field: "stream fetch",
+            reason: format!(
+                "range {}..{} with {} bytes after it",
+                f.from,
+                f.to,
+                r.remaining()
+            ),
+        });
+    }
+    Ok(f)
+}
+
+/// The header of a [`Kind::StreamChunk`]: the sender's retained range, then the records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamChunk {
+    /// The request answered.
+    pub req_id: u64,
+    /// The sender's first retained offset.
+    pub first: u64,
+    /// The sender's next offset.
+    pub next: u64,
+    /// Whole batch records, back to back (empty: nothing more in the range yet).
+    pub records: Bytes,
+}
+
+/// Encodes a [`Kind::StreamChunk`] frame around `records`.
+pub fn put_stream_chunk(buf: &mut BytesMut, req_id: u64, first: u64, next: u64, records: &[u8]) {
+    put_frame_with(buf, Kind::StreamChunk, |b| {
+        b.put_u64_le(req_id);
+        b.put_u64_le(first);
+        b.put_u64_le(next);
+        b.put_slice(records);
+    });
+}
+
+/// Decodes a [`Kind::StreamChunk`] body (the records are checked by whoever stores them).
+pub fn decode_stream_chunk(body: &Bytes) -> Result<StreamChunk, DecodeError> {
+    let mut r = Reader::new(body);
+    let req_id = r.u64()?;
+    let first = r.u64()?;
+    let next = r.u64()?;
+    if next < first {
+        return Err(DecodeError::Invalid {
+            field: "stream chunk",
+            reason: format!("range {first}..{next}"),
+        });
+    }
+    Ok(StreamChunk {
+        req_id,
+        first,
+        next,
+        records: body.slice(24..),
+    })
 }
 
 /// Largest snapshot piece per [`Kind::SnapshotChunk`] frame (well under any frame limit).
@@ -600,16 +716,57 @@ mod tests {
     }
 
     #[test]
+    fn stream_fetches_and_chunks_round_trip() {
+        let f = StreamFetch {
+            req_id: 3,
+            from: 10,
+            to: 90,
+            max_bytes: 1 << 20,
+        };
+        let mut buf = BytesMut::new();
+        put_stream_fetch(&mut buf, &f);
+        let (k, body, _) = decode_frame(&buf, 1024).unwrap().unwrap();
+        assert_eq!(
+            (k, decode_stream_fetch(body).unwrap()),
+            (Kind::StreamFetch, f)
+        );
+        let mut bad = body.to_vec();
+        bad[16..24].copy_from_slice(&5u64.to_le_bytes());
+        assert!(decode_stream_fetch(&bad).is_err());
+        let mut buf = BytesMut::new();
+        put_stream_chunk(&mut buf, 3, 4, 90, b"records");
+        let (k, body, _) = decode_frame(&buf, 1024).unwrap().unwrap();
+        assert_eq!(k, Kind::StreamChunk);
+        let c = decode_stream_chunk(&Bytes::copy_from_slice(body)).unwrap();
+        assert_eq!(
+            (c.req_id, c.first, c.next, &c.records[..]),
+            (3, 4, 90, &b"records"[..])
+        );
+    }
+
+    #[test]
     fn subscribe_round_trip() {
         let s = SubscribeBody {
             from_offset: 42,
             topic: Some("orders".into()),
             min_priority: Some(Priority::Medium),
+            from_time_ms: None,
         };
         let mut buf = BytesMut::new();
         put_subscribe(&mut buf, &s);
         let (_, body, _) = decode_frame(&buf, 1024).unwrap().unwrap();
         assert_eq!(decode_subscribe(body).unwrap(), s);
+        // Without a time the body is the one earlier clients send, byte for byte.
+        assert_eq!(body.len(), 8 + 1 + 2 + 6 + 1);
+        let t = SubscribeBody {
+            from_time_ms: Some(1_700_000_000_000),
+            ..s
+        };
+        let mut buf = BytesMut::new();
+        put_subscribe(&mut buf, &t);
+        let (_, body, _) = decode_frame(&buf, 1024).unwrap().unwrap();
+        assert_eq!(decode_subscribe(body).unwrap(), t);
+        assert!(decode_subscribe(&body[..body.len() - 1]).is_err());
     }
 
     #[test]
@@ -680,6 +837,8 @@ mod tests {
             let _ = decode_publish_ok(&data);
             let _ = decode_subscribe(&data);
             let _ = decode_snapshot_chunk(&data);
+            let _ = decode_stream_fetch(&data);
+            let _ = decode_stream_chunk(&Bytes::from(data.clone()));
         }
     }
 }

@@ -71,8 +71,12 @@ pub struct SubscribeArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// First offset.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "from_time")]
     pub from: u64,
+    /// Start at the first event committed at or after this time: RFC 3339
+    /// (`2026-12-02T08:00:00Z`) or milliseconds since the Unix epoch.
+    #[arg(long, value_parser = parse_time_ms)]
+    pub from_time: Option<u64>,
     /// Only this topic.
     #[arg(long)]
     pub topic: Option<String>,
@@ -90,9 +94,25 @@ pub struct SubscribeArgs {
     pub json: bool,
 }
 
+/// `--from-time`: RFC 3339 or Unix milliseconds.
+fn parse_time_ms(s: &str) -> Result<u64, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        format!("`{s}` is neither RFC 3339 (2026-12-02T08:00:00Z) nor Unix milliseconds: {e}")
+    })?;
+    let since = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("`{s}` is before 1970"))?;
+    Ok(since.as_millis() as u64)
+}
+
 #[derive(Serialize)]
 struct EventLine<'a> {
     offset: u64,
+    /// Stream time: when the leader committed it, ms since the Unix epoch.
+    time_ms: u64,
     id: u64,
     topic: &'a str,
     priority: Priority,
@@ -114,6 +134,7 @@ pub fn subscribe(a: SubscribeArgs) -> anyhow::Result<()> {
         from_offset: a.from,
         topic: a.topic.clone(),
         min_priority,
+        from_time_ms: a.from_time,
     });
     runtime()?.block_on(async {
         let mut n = 0u64;
@@ -132,6 +153,7 @@ pub fn subscribe(a: SubscribeArgs) -> anyhow::Result<()> {
             let r = if a.json {
                 let line = EventLine {
                     offset: off,
+                    time_ms: e.ingest_ns / 1_000_000,
                     id: e.id.0,
                     topic: &e.topic,
                     priority: e.priority,
@@ -265,4 +287,24 @@ pub fn status(a: StatusArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(rows.iter().any(|(_, r)| r.is_ok()), "no endpoint answered");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time_ms;
+
+    #[test]
+    fn from_time_takes_rfc3339_or_unix_milliseconds_and_names_bad_input() {
+        assert_eq!(parse_time_ms("1764662400000"), Ok(1_764_662_400_000));
+        assert_eq!(parse_time_ms("2025-12-02T08:00:00Z"), Ok(1_764_662_400_000));
+        assert_eq!(
+            parse_time_ms("2025-12-02T08:00:00.250Z"),
+            Ok(1_764_662_400_250)
+        );
+        let err = parse_time_ms("yesterday").unwrap_err();
+        assert!(
+            err.contains("`yesterday`") && err.contains("RFC 3339"),
+            "{err}"
+        );
+    }
 }

@@ -9,23 +9,24 @@ use std::time::{Duration, Instant};
 /// `eventstream snapshot ...`.
 #[derive(Debug, Subcommand, Clone)]
 pub enum SnapshotCommand {
-    /// Save a consistent snapshot of a running node's applied state to FILE.
+    /// Save a backup of a running node into DIR: its snapshot, its stream's segment files,
+    /// and a manifest of checksums.
     Save(SaveArgs),
-    /// Verify a snapshot file and print what it holds.
+    /// Verify a backup (every checksum and every record) and print what it holds.
     Status(StatusArgs),
-    /// Seed an empty data directory for a member of a new cluster from a snapshot file.
+    /// Seed an empty data directory for a member of a new cluster from a backup.
     Restore(RestoreArgs),
 }
 
 /// `eventstream snapshot save`.
 #[derive(Debug, Args, Clone)]
 pub struct SaveArgs {
-    /// Where to write the snapshot.
-    pub file: PathBuf,
+    /// The backup directory to create (new, or empty).
+    pub dir: PathBuf,
     /// The node to take it from (`host:port`, any member; a caught-up follower spares the leader).
     #[arg(long)]
     pub endpoint: String,
-    /// Give up after this many seconds.
+    /// Give up on a request (the snapshot, one chunk of the stream) after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
     /// Print the summary as JSON.
@@ -39,8 +40,8 @@ pub struct SaveArgs {
 /// `eventstream snapshot status`.
 #[derive(Debug, Args, Clone)]
 pub struct StatusArgs {
-    /// The snapshot file.
-    pub file: PathBuf,
+    /// The backup directory (or a single snapshot file).
+    pub dir: PathBuf,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -49,8 +50,8 @@ pub struct StatusArgs {
 /// `eventstream snapshot restore`.
 #[derive(Debug, Args, Clone)]
 pub struct RestoreArgs {
-    /// The snapshot file.
-    pub file: PathBuf,
+    /// The backup directory (or a single snapshot file).
+    pub dir: PathBuf,
     /// The (new or empty) data directory of the member being seeded.
     #[arg(long)]
     pub data_dir: PathBuf,
@@ -96,7 +97,16 @@ fn print(sum: &SnapshotSummary, json: bool, verb: &str) -> anyhow::Result<()> {
         "  dedup window {} ids, offset index {} ids",
         sum.dedup_ids, sum.offset_index_ids
     );
-    println!("  size {} bytes  checksum {}", sum.size_bytes, sum.checksum);
+    println!(
+        "  snapshot {} bytes  checksum {}",
+        sum.size_bytes, sum.checksum
+    );
+    if sum.stream_segments > 0 {
+        println!(
+            "  stream {} segment files, {} bytes",
+            sum.stream_segments, sum.stream_bytes
+        );
+    }
     Ok(())
 }
 
@@ -107,16 +117,16 @@ pub fn run(cmd: SnapshotCommand) -> anyhow::Result<()> {
             let started = Instant::now();
             let base = a.tls.client_config(Vec::new())?;
             let timeout = Duration::from_secs(a.timeout_secs.max(1));
-            let sum = runtime()?.block_on(backup::save(&base, &a.endpoint, &a.file, timeout))?;
+            let sum = runtime()?.block_on(backup::save(&base, &a.endpoint, &a.dir, timeout))?;
             print(&sum, a.json, "saved")?;
             if !a.json {
                 println!("  took {:.3} s", started.elapsed().as_secs_f64());
             }
             Ok(())
         }
-        SnapshotCommand::Status(a) => print(&backup::verify(&a.file)?, a.json, "snapshot"),
+        SnapshotCommand::Status(a) => print(&backup::verify(&a.dir)?, a.json, "backup"),
         SnapshotCommand::Restore(a) => {
-            let sum = backup::restore(&a.file, &a.data_dir, &a.initial_cluster)?;
+            let sum = backup::restore(&a.dir, &a.data_dir, &a.initial_cluster)?;
             print(&sum, a.json, "restored")
         }
     }

@@ -1,12 +1,14 @@
 //! The snapshot format: one node's applied state at one log index — raft metadata, stream
-//! metadata, the member table, the dedup window, the offset index and the retained events.
-//! The same bytes are a raft snapshot's `data` (sent to a far-behind follower), the node's
-//! `DATA_DIR/state.snapshot` file (restart = load it, then replay the log after it) and a
-//! backup file (`eventstream snapshot save` / `status` / `restore`).
+//! metadata (first and next offsets, the newest stream time, the segment manifest), the member
+//! table, the dedup window and the offset index. Not the stream itself: that lives in the
+//! stream log ([`crate::stream`]), so a snapshot's size and the time to take one do not depend
+//! on how much is retained. The same bytes are a raft snapshot's `data` (sent to a far-behind
+//! follower, which then copies the segments it lacks), the node's `DATA_DIR/state.snapshot`
+//! file (restart = load it, then replay the log after it) and the state of a backup.
 //!
 //! # Layout (little-endian)
 //! ```text
-//! header   b"ESSNAP\r\n" | u32 format version (1) | u32 flags (0)
+//! header   b"ESSNAP\r\n" | u32 format version (2) | u32 flags (0)
 //! section  u8 kind | u32 crc32(body) | u64 body_len | body        (kinds 1..=5, in order)
 //!   1 meta     u64 index | u64 term | u32 n | n × u64 voter | u32 m | m × u64 learner
 //!              | u64 created_unix_ms | u64 first_offset | u64 next_offset
@@ -14,22 +16,25 @@
 //!   2 members  u32 n | n × (u64 id | str16 peer_addr | str16 http_addr ("" = none) | u8 learner)
 //!   3 dedup    u64 n | n × (u64 id | u64 timestamp_ns)          oldest first
 //!   4 offsets  u64 n | n × (u64 id | u64 offset)                oldest first
-//!   5 stream   u64 n | n × (u64 first_offset | u64 appended_unix_ms | u32 len | data
-//!                          | u32 k | k × u32 position)
+//!   5 stream   u64 last_timestamp_ms | u32 n | n × (u64 base | u64 next | u64 bytes
+//!                          | u64 max_timestamp_ms)             the segment manifest
 //! trailer  u8 0xFF | u32 crc32(every byte before this trailer)
 //! ```
-//! A stream chunk is one applied entry's data (encoded event blocks, see [`crate::codec`]) and
-//! the byte positions of its fresh events, exactly as [`crate::CommittedStream`] holds it.
+//! Format 1 (read, never written) carried the retained events in section 5 instead:
+//! `u64 n | n × (u64 first_offset | u64 appended_unix_ms | u32 len | data | u32 k | k × u32
+//! position)`, one applied entry's data and its fresh events' positions per chunk; a node
+//! starting from one moves them into its stream log.
 //!
 //! # Invariants (checked by [`decode`])
 //! * Every section's CRC and the whole-file CRC match; a missing trailer is a truncated file.
-//! * Chunks are contiguous: the first starts at `first_offset`, each next one where the
-//!   previous ended, the last ends at `next_offset`; positions strictly increase and each one
-//!   decodes to an event. So `next_offset - first_offset` events are retained.
+//! * `first_offset <= next_offset`; manifest segments are contiguous, ascending, and end at or
+//!   before `next_offset`. In format 1, chunks are contiguous from `first_offset` to
+//!   `next_offset`; positions strictly increase and each one decodes to an event.
 //! * Counts are checked against the bytes left before anything is allocated: [`decode`] is a
 //!   pure function that never panics and never allocates by an unchecked length.
 
 use crate::error::StorageError;
+use crate::stream::SegmentInfo;
 use bytes::{BufMut, Bytes, BytesMut};
 use eventstream_proto::codec::{self, Reader};
 use eventstream_proto::DecodeError;
@@ -40,7 +45,9 @@ use std::path::{Path, PathBuf};
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"ESSNAP\r\n";
 /// Format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The format that carried the stream's events (read for upgrades, never written).
+pub const FORMAT_WITH_EVENTS: u32 = 1;
 /// The snapshot file inside a node's data directory.
 pub const DATA_DIR_FILE: &str = "state.snapshot";
 const SECTION_HEADER: usize = 13;
@@ -100,7 +107,12 @@ pub struct SnapshotData {
     pub dedup: Vec<(u64, u64)>,
     /// Offsets of the most recent fresh ids `(id, offset)`, oldest first.
     pub offsets: Vec<(u64, u64)>,
-    /// Retained events.
+    /// The newest stream time at this index (ms since the epoch): the next entry's time is
+    /// at least this.
+    pub last_timestamp_ms: u64,
+    /// The stream log's segments at this index (what a follower or a backup copies).
+    pub segments: Vec<SegmentInfo>,
+    /// Retained events, from a format-1 snapshot only (empty otherwise).
     pub chunks: Vec<StreamChunk>,
 }
 
@@ -132,20 +144,41 @@ fn put_str16(b: &mut BytesMut, s: &str) {
     b.put_slice(&s.as_bytes()[..end]);
 }
 
-/// Encodes a snapshot.
+/// Encodes a snapshot (format 2: the manifest, never the events).
 pub fn encode(s: &SnapshotData) -> Bytes {
-    let stream_bytes: usize = s
-        .chunks
-        .iter()
-        .map(|c| 24 + c.data.len() + 4 * c.positions.len())
-        .sum();
     let mut buf = BytesMut::with_capacity(
-        256 + stream_bytes + 16 * (s.dedup.len() + s.offsets.len()) + 64 * s.members.len(),
+        256 + 32 * s.segments.len() + 16 * (s.dedup.len() + s.offsets.len()) + 64 * s.members.len(),
     );
+    put_header(&mut buf, FORMAT_VERSION);
+    put_state_sections(&mut buf, s);
+    section(&mut buf, 5, |b| {
+        b.put_u64_le(s.last_timestamp_ms);
+        b.put_u32_le(s.segments.len() as u32);
+        for g in &s.segments {
+            for v in [g.base_offset, g.next_offset, g.bytes, g.max_timestamp_ms] {
+                b.put_u64_le(v);
+            }
+        }
+    });
+    put_trailer(&mut buf);
+    buf.freeze()
+}
+
+fn put_header(buf: &mut BytesMut, version: u32) {
     buf.put_slice(MAGIC);
-    buf.put_u32_le(FORMAT_VERSION);
+    buf.put_u32_le(version);
     buf.put_u32_le(0);
-    section(&mut buf, 1, |b| {
+}
+
+fn put_trailer(buf: &mut BytesMut) {
+    let crc = crc32fast::hash(buf);
+    buf.put_u8(TRAILER);
+    buf.put_u32_le(crc);
+}
+
+/// Sections 1 to 4 (the same in both formats).
+fn put_state_sections(buf: &mut BytesMut, s: &SnapshotData) {
+    section(buf, 1, |b| {
         b.put_u64_le(s.index);
         b.put_u64_le(s.term);
         for list in [&s.voters, &s.learners] {
@@ -164,7 +197,7 @@ pub fn encode(s: &SnapshotData) -> Bytes {
             b.put_u64_le(v);
         }
     });
-    section(&mut buf, 2, |b| {
+    section(buf, 2, |b| {
         b.put_u32_le(s.members.len() as u32);
         for m in &s.members {
             b.put_u64_le(m.id);
@@ -174,7 +207,7 @@ pub fn encode(s: &SnapshotData) -> Bytes {
         }
     });
     for (kind, pairs) in [(3u8, &s.dedup), (4u8, &s.offsets)] {
-        section(&mut buf, kind, |b| {
+        section(buf, kind, |b| {
             b.put_u64_le(pairs.len() as u64);
             for (a, c) in pairs {
                 b.put_u64_le(*a);
@@ -182,6 +215,15 @@ pub fn encode(s: &SnapshotData) -> Bytes {
             }
         });
     }
+}
+
+/// Encodes a format-1 snapshot (the events in section 5), as nodes wrote it before the
+/// stream moved to its own log: for the tests that read one.
+#[doc(hidden)]
+pub fn encode_format_with_events(s: &SnapshotData) -> Bytes {
+    let mut buf = BytesMut::new();
+    put_header(&mut buf, FORMAT_WITH_EVENTS);
+    put_state_sections(&mut buf, s);
     section(&mut buf, 5, |b| {
         b.put_u64_le(s.chunks.len() as u64);
         for c in &s.chunks {
@@ -195,9 +237,7 @@ pub fn encode(s: &SnapshotData) -> Bytes {
             }
         }
     });
-    let crc = crc32fast::hash(&buf);
-    buf.put_u8(TRAILER);
-    buf.put_u32_le(crc);
+    put_trailer(&mut buf);
     buf.freeze()
 }
 
@@ -259,7 +299,7 @@ pub fn decode(src: &Bytes) -> Result<SnapshotData, DecodeError> {
         return Err(invalid("magic", "not an eventstream snapshot"));
     }
     let version = r.u32()?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_WITH_EVENTS {
         return Err(invalid("format version", version.to_string()));
     }
     if r.u32()? != 0 {
@@ -341,57 +381,10 @@ pub fn decode(src: &Bytes) -> Result<SnapshotData, DecodeError> {
             s.offsets = pairs;
         }
     }
-    {
-        let body = next_section(&mut r, 5)?;
-        let base = r.pos() - body.len();
-        let mut m = Reader::new(body);
-        let n = m.u64()?;
-        let n = count(&m, n, 24, "chunk count")?;
-        let mut expect = s.first_offset;
-        for _ in 0..n {
-            let first = m.u64()?;
-            let appended_unix_ms = m.u64()?;
-            if first != expect {
-                return Err(invalid(
-                    "chunk offset",
-                    format!("chunk starts at {first}, expected {expect}"),
-                ));
-            }
-            let len = m.u32()? as usize;
-            let at = base + m.pos();
-            m.take(len)?;
-            let data = src.slice(at..at + len);
-            let k = m.u32()?;
-            let k = count(&m, k.into(), 4, "position count")?;
-            if k == 0 {
-                return Err(invalid("chunk", "no events"));
-            }
-            let mut positions = Vec::with_capacity(k);
-            for _ in 0..k {
-                let p = m.u32()?;
-                if positions.last().is_some_and(|&last| p <= last) {
-                    return Err(invalid("position", "not increasing"));
-                }
-                codec::decode_event_at(&data, p as usize)?;
-                positions.push(p);
-            }
-            expect = first
-                .checked_add(k as u64)
-                .ok_or_else(|| invalid("chunk offset", "overflow"))?;
-            s.chunks.push(StreamChunk {
-                first,
-                appended_unix_ms,
-                data,
-                positions,
-            });
-        }
-        done(&m, "stream section")?;
-        if expect != s.next_offset {
-            return Err(invalid(
-                "stream",
-                format!("events end at {expect}, next offset is {}", s.next_offset),
-            ));
-        }
+    if version == FORMAT_WITH_EVENTS {
+        decode_chunks(src, &mut r, &mut s)?;
+    } else {
+        decode_manifest(&mut r, &mut s)?;
     }
     if r.remaining() != 5 {
         return Err(invalid(
@@ -400,6 +393,99 @@ pub fn decode(src: &Bytes) -> Result<SnapshotData, DecodeError> {
         ));
     }
     Ok(s)
+}
+
+/// Section 5 of format 2: the newest stream time and the segment manifest.
+fn decode_manifest(r: &mut Reader<'_>, s: &mut SnapshotData) -> Result<(), DecodeError> {
+    let mut m = Reader::new(next_section(r, 5)?);
+    s.last_timestamp_ms = m.u64()?;
+    let n = m.u32()?;
+    let n = count(&m, n.into(), 32, "segment count")?;
+    let mut expect = None;
+    for _ in 0..n {
+        let g = SegmentInfo {
+            base_offset: m.u64()?,
+            next_offset: m.u64()?,
+            bytes: m.u64()?,
+            max_timestamp_ms: m.u64()?,
+        };
+        if g.next_offset < g.base_offset
+            || expect.is_some_and(|e| e != g.base_offset)
+            || g.next_offset > s.next_offset
+        {
+            return Err(invalid(
+                "segment manifest",
+                format!(
+                    "segment {}..{} does not follow",
+                    g.base_offset, g.next_offset
+                ),
+            ));
+        }
+        expect = Some(g.next_offset);
+        s.segments.push(g);
+    }
+    done(&m, "stream section")
+}
+
+/// Section 5 of format 1: the retained events, checked to cover `first..next`.
+fn decode_chunks(src: &Bytes, r: &mut Reader<'_>, s: &mut SnapshotData) -> Result<(), DecodeError> {
+    let body = next_section(r, 5)?;
+    let base = r.pos() - body.len();
+    let mut m = Reader::new(body);
+    let n = m.u64()?;
+    let n = count(&m, n, 24, "chunk count")?;
+    let mut expect = s.first_offset;
+    for _ in 0..n {
+        let first = m.u64()?;
+        let appended_unix_ms = m.u64()?;
+        if first != expect {
+            return Err(invalid(
+                "chunk offset",
+                format!("chunk starts at {first}, expected {expect}"),
+            ));
+        }
+        let len = m.u32()? as usize;
+        let at = base + m.pos();
+        m.take(len)?;
+        let data = src.slice(at..at + len);
+        let k = m.u32()?;
+        let k = count(&m, k.into(), 4, "position count")?;
+        if k == 0 {
+            return Err(invalid("chunk", "no events"));
+        }
+        let mut positions = Vec::with_capacity(k);
+        for _ in 0..k {
+            let p = m.u32()?;
+            if positions.last().is_some_and(|&last| p <= last) {
+                return Err(invalid("position", "not increasing"));
+            }
+            codec::decode_event_at(&data, p as usize)?;
+            positions.push(p);
+        }
+        expect = first
+            .checked_add(k as u64)
+            .ok_or_else(|| invalid("chunk offset", "overflow"))?;
+        s.chunks.push(StreamChunk {
+            first,
+            appended_unix_ms,
+            data,
+            positions,
+        });
+    }
+    done(&m, "stream section")?;
+    if expect != s.next_offset {
+        return Err(invalid(
+            "stream",
+            format!("events end at {expect}, next offset is {}", s.next_offset),
+        ));
+    }
+    s.last_timestamp_ms = s
+        .chunks
+        .iter()
+        .map(|c| c.appended_unix_ms)
+        .max()
+        .unwrap_or(0);
+    Ok(())
 }
 
 /// The whole-file checksum [`encode`] wrote (the trailer's CRC32 of everything before it).
@@ -445,7 +531,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
 }
 
 /// `fsync` of a directory (after creating, renaming or deleting files in it).
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StorageError::io(dir, e))
@@ -543,10 +629,35 @@ mod tests {
             ],
             dedup: vec![(7, 0), (8, 0), (9, 0)],
             offsets: vec![(8, 13), (9, 14)],
+            last_timestamp_ms: 1_700_000_000_500,
+            segments: vec![
+                SegmentInfo {
+                    base_offset: 10,
+                    next_offset: 12,
+                    bytes: 300,
+                    max_timestamp_ms: 1_700_000_000_400,
+                },
+                SegmentInfo {
+                    base_offset: 12,
+                    next_offset: 15,
+                    bytes: 200,
+                    max_timestamp_ms: 1_700_000_000_500,
+                },
+            ],
+            chunks: Vec::new(),
+        }
+    }
+
+    /// The same state as format 1 wrote it: the events in section 5, no manifest.
+    fn sample_with_events() -> SnapshotData {
+        SnapshotData {
+            last_timestamp_ms: 5,
+            segments: Vec::new(),
             chunks: vec![
                 chunk(10, &[1, 2, 3], &[0, 2]),
                 chunk(12, &[7, 8, 9], &[0, 1, 2]),
             ],
+            ..sample()
         }
     }
 
@@ -557,10 +668,24 @@ mod tests {
         let back = decode(&bytes).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.events(), 5);
+        // The size does not depend on the events retained.
+        let many = SnapshotData {
+            next_offset: 10_000_000_000,
+            ..s.clone()
+        };
+        assert_eq!(encode(&many).len(), bytes.len());
         assert_eq!(
             file_checksum(&bytes),
             Some(crc32fast::hash(&bytes[..bytes.len() - 5]))
         );
+    }
+
+    #[test]
+    fn format_1_with_its_events_is_still_read() {
+        let s = sample_with_events();
+        let back = decode(&encode_format_with_events(&s)).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.chunks.len(), 2);
     }
 
     #[test]
@@ -578,12 +703,19 @@ mod tests {
 
     #[test]
     fn inconsistent_stream_is_rejected_even_with_good_checksums() {
-        let mut s = sample();
+        let mut s = sample_with_events();
         s.next_offset = 16;
-        let err = decode(&encode(&s)).unwrap_err();
+        let err = decode(&encode_format_with_events(&s)).unwrap_err();
         assert!(err.to_string().contains("events end at 15"), "{err}");
-        let mut s = sample();
+        let mut s = sample_with_events();
         s.chunks[1].first = 13;
+        assert!(decode(&encode_format_with_events(&s)).is_err());
+        // A manifest with a gap, or past the next offset.
+        let mut s = sample();
+        s.segments[1].base_offset = 13;
+        assert!(decode(&encode(&s)).is_err());
+        let mut s = sample();
+        s.next_offset = 14;
         assert!(decode(&encode(&s)).is_err());
     }
 

@@ -298,3 +298,90 @@ fn age_retention_drops_whole_old_segments_and_keeps_the_newest() {
     assert_eq!(log.segments().len(), 1);
     assert_eq!(log.next_offset(), 50);
 }
+
+/// Appends `n` one-event batches with ids `from..from + n` at time = id.
+fn fill(log: &StreamLog, from: u64, n: u64) {
+    for id in from..from + n {
+        log.append(1, id, &encode(&[id], 20)).unwrap();
+    }
+}
+
+/// Copies every record of `src` in `from..to` onto the end of `dst`.
+fn copy_records(src: &StreamLog, dst: &StreamLog, to: u64) {
+    while dst.next_offset() < to {
+        for b in src.read(dst.next_offset(), 500).unwrap().unwrap() {
+            if b.base_offset >= to {
+                return;
+            }
+            dst.append_record(&b.record).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_log_moved_aside_is_filled_and_spliced_back_in_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, _) = StreamLog::open(&dir.path().join("leader"), cfg(), 0).unwrap();
+    fill(&leader, 0, 120);
+    let main_dir = dir.path().join("p0");
+    let (main, _) = StreamLog::open(&main_dir, cfg(), 0).unwrap();
+    copy_records(&leader, &main, 40);
+    // A snapshot at offset 90 arrives: the 40 held move aside, the log restarts at 90.
+    let aside = main.move_to(&dir.path().join("p0.backfill"), 90).unwrap();
+    assert_eq!((main.first_offset(), main.next_offset()), (90, 90));
+    assert_eq!((aside.first_offset(), aside.next_offset()), (0, 40));
+    copy_records(&leader, &main, 120);
+    copy_records(&leader, &aside, 90);
+    main.adopt_prefix(aside).unwrap();
+    assert_eq!(
+        read_all(&main, 0),
+        (0..120).map(|i| (i, i)).collect::<Vec<_>>()
+    );
+    assert!(!dir.path().join("p0.backfill").exists());
+    drop(main);
+    let (reopened, _) = StreamLog::open(&main_dir, cfg(), 0).unwrap();
+    assert_eq!(read_all(&reopened, 0).len(), 120);
+    assert_eq!(reopened.offset_at_time(55).unwrap(), 55);
+}
+
+#[test]
+fn a_splice_cut_short_leaves_two_contiguous_logs_that_splice_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (main, _) = StreamLog::open(&dir.path().join("p0"), cfg(), 60).unwrap();
+    fill(&main, 60, 30);
+    let (aside, _) = StreamLog::open(&dir.path().join("aside"), cfg(), 0).unwrap();
+    fill(&aside, 0, 60);
+    assert!(aside.segments().len() > 2);
+    // A crash after the newest segment of the prefix moved: both halves still open whole.
+    let newest = aside.segments().last().unwrap().base_offset;
+    drop((main, aside));
+    for ext in ["index", "log"] {
+        let name = format!("{newest:020}.{ext}");
+        let from = dir.path().join("aside").join(&name);
+        if from.exists() {
+            std::fs::rename(&from, dir.path().join("p0").join(&name)).unwrap();
+        }
+    }
+    let (main, _) = StreamLog::open(&dir.path().join("p0"), cfg(), 0).unwrap();
+    let (aside, _) = StreamLog::open(&dir.path().join("aside"), cfg(), 0).unwrap();
+    assert_eq!((aside.next_offset(), main.first_offset()), (newest, newest));
+    main.adopt_prefix(aside).unwrap();
+    assert_eq!(
+        read_all(&main, 0),
+        (0..90).map(|i| (i, i)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_prefix_that_does_not_end_where_the_log_starts_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (main, _) = StreamLog::open(&dir.path().join("p0"), cfg(), 50).unwrap();
+    let (aside, _) = StreamLog::open(&dir.path().join("aside"), cfg(), 0).unwrap();
+    fill(&aside, 0, 10);
+    let err = main.adopt_prefix(aside).unwrap_err().to_string();
+    assert!(
+        err.contains("ends at 10") && err.contains("starts at 50"),
+        "{err}"
+    );
+    assert_eq!(read_all(&main, 50), vec![]);
+}

@@ -9,9 +9,11 @@ use bytes::Bytes;
 use eventstream_core::{Applier, DedupConfig, Dispatcher, Event, Priority, StatsHandle};
 use eventstream_node::replica::PersistJob;
 use eventstream_node::{
-    AckRegistry, CommittedStream, Member, NodeMetrics, Replica, ReplicaConfig, StateMachine,
+    answer_fetch, store_chunk, AckRegistry, CommittedStream, Member, NodeMetrics, Replica,
+    ReplicaConfig, StateMachine, Stored, StreamSettings,
 };
 use eventstream_proto::codec;
+use eventstream_proto::frame::{self, Kind, StreamFetch};
 use eventstream_storage::Wal;
 use raft::eraftpb::{Message, MessageType};
 use raft::StateRole;
@@ -102,6 +104,8 @@ pub struct Sim {
     pub snapshots_lost: u64,
     /// Drop this many snapshot messages (a failing transfer) before letting them through.
     pub drop_snapshots: u64,
+    /// Every chunk a node copied: (to, from, what was stored).
+    pub copies: Vec<(u64, u64, Stored)>,
     /// Replica settings of every node, also when restarted.
     tune: fn(&mut ReplicaConfig),
     tmp: tempfile::TempDir,
@@ -115,7 +119,13 @@ fn open(
     bootstrap: &[u64],
     tune: fn(&mut ReplicaConfig),
 ) -> (Replica, Arc<CommittedStream>, Arc<AckRegistry>) {
-    let stream = CommittedStream::new();
+    // Small segments and cache: retention, reads from the files and restarts over a log of
+    // many segments all happen within a short simulation.
+    let settings = StreamSettings {
+        segment_bytes: 4 << 10,
+        cache_bytes: 2 << 10,
+    };
+    let stream = CommittedStream::open(dir, settings).unwrap();
     let acks = AckRegistry::new();
     let applier = Applier::new(
         DedupConfig::default(),
@@ -168,6 +178,7 @@ impl Sim {
             cut: HashSet::new(),
             async_persist: false,
             compact_every: 0,
+            copies: Vec::new(),
             snapshots_delivered: 0,
             snapshots_lost: 0,
             drop_snapshots: 0,
@@ -252,6 +263,7 @@ impl Sim {
                     r.step(m);
                 }
             }
+            self.copy_missing_stream();
             let compact = self.compact_every > 0 && now % self.compact_every == 0;
             let mut out = Vec::new();
             for node in self.nodes.values_mut() {
@@ -324,6 +336,41 @@ impl Sim {
         }
     }
 
+    /// What a node's copy task does, one chunk per step: a node lacking stream offsets (a
+    /// snapshot took it past them) fetches them from the leader, or another node, over a link
+    /// that is not cut.
+    fn copy_missing_stream(&mut self) {
+        let up: Vec<u64> = self.up();
+        let leader = self.leader();
+        for &dst in &up {
+            let Some(missing) = self.nodes[&dst].stream.missing() else {
+                continue;
+            };
+            let mut sources: Vec<u64> = up.iter().copied().filter(|&s| s != dst).collect();
+            sources.sort_by_key(|&s| Some(s) != leader);
+            let Some(src) = sources
+                .into_iter()
+                .find(|&s| !self.cut.contains(&(dst, s)) && !self.cut.contains(&(s, dst)))
+            else {
+                continue;
+            };
+            let fetch = StreamFetch {
+                req_id: self.step,
+                from: missing.start,
+                to: missing.end,
+                max_bytes: 4096,
+            };
+            let answer = answer_fetch(&self.nodes[&src].stream, &fetch)
+                .unwrap()
+                .freeze();
+            let (kind, body, _) = frame::decode_frame(&answer, usize::MAX).unwrap().unwrap();
+            assert_eq!(kind, Kind::StreamChunk);
+            let chunk = frame::decode_stream_chunk(&Bytes::copy_from_slice(body)).unwrap();
+            let stored = store_chunk(&self.nodes[&dst].stream, &chunk).unwrap();
+            self.copies.push((dst, src, stored));
+        }
+    }
+
     /// The first node (by id) that believes it leads.
     pub fn leader(&self) -> Option<u64> {
         self.nodes
@@ -360,12 +407,18 @@ impl Sim {
         self.leader().unwrap()
     }
 
-    /// The stream of node `id` as `(offset, event id)`.
+    /// The stream of node `id` as `(offset, event id)`, up to a gap it is still copying.
     pub fn stream_ids(&self, id: u64) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        self.nodes[&id]
-            .stream
-            .read(0, usize::MAX, |_| true, &mut out);
+        let s = &self.nodes[&id].stream;
+        let mut next = s.first_offset();
+        while next < s.next_offset() {
+            let n = s.read(next, usize::MAX, |_| true, &mut out);
+            if n == next {
+                break;
+            }
+            next = n;
+        }
         out.into_iter().map(|(o, e)| (o, e.id.0)).collect()
     }
 }

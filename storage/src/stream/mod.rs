@@ -240,19 +240,30 @@ impl StreamLog {
     }
 
     /// Appends events `next_offset()..+count`, encoded back to back in `events`, all at
-    /// `timestamp_ms`. Written, not fsynced ([`sync`](Self::sync)).
-    pub fn append(&self, count: u32, timestamp_ms: u64, events: &[u8]) -> Result<(), StorageError> {
-        if count == 0 {
-            return Ok(());
-        }
+    /// `timestamp_ms`, and returns the batch written. Written, not fsynced
+    /// ([`sync`](Self::sync)).
+    pub fn append(
+        &self,
+        count: u32,
+        timestamp_ms: u64,
+        events: &[u8],
+    ) -> Result<Batch, StorageError> {
+        let base_offset = self.next_offset();
         let mut buf = BytesMut::new();
-        batch::put(&mut buf, self.next_offset(), count, timestamp_ms, events);
-        self.append_record(&buf)
+        batch::put(&mut buf, base_offset, count, timestamp_ms, events);
+        let b = Batch {
+            base_offset,
+            count,
+            timestamp_ms,
+            record: buf.freeze(),
+        };
+        self.write(&b)?;
+        Ok(b)
     }
 
     /// Appends one whole record (as [`read`](Self::read) returns and a peer sends them):
     /// checked by checksum, and it must start at `next_offset()`.
-    pub fn append_record(&self, record: &[u8]) -> Result<(), StorageError> {
+    pub fn append_record(&self, record: &[u8]) -> Result<Batch, StorageError> {
         let bytes = bytes::Bytes::copy_from_slice(record);
         let b = match batch::decode(&bytes)? {
             Some(b) if b.record.len() == bytes.len() => b,
@@ -265,6 +276,12 @@ impl StreamLog {
                 ))
             }
         };
+        self.write(&b)?;
+        Ok(b)
+    }
+
+    /// Writes `b` at the end, starting a new segment first when the newest one is full.
+    fn write(&self, b: &Batch) -> Result<(), StorageError> {
         let mut active = self.active();
         let st = active.state();
         if b.base_offset != st.next_offset {
@@ -275,10 +292,10 @@ impl StreamLog {
                 },
             ));
         }
-        if st.len > 0 && st.len + record.len() as u64 > self.cfg.segment_bytes {
+        if st.len > 0 && st.len + b.record.len() as u64 > self.cfg.segment_bytes {
             active = self.roll(&active, st.next_offset)?;
         }
-        active.append(record, &b, self.cfg.index_interval_bytes)
+        active.append(&b.record, b, self.cfg.index_interval_bytes)
     }
 
     /// Seals `full` (fsync + checkpoint) and starts a segment at `next`.
@@ -426,6 +443,86 @@ impl StreamLog {
         inner.segments.insert(start, seg);
         drop(inner);
         crate::snapshot::sync_dir(&self.dir)
+    }
+
+    /// Moves every segment into `dir` (which must not exist yet), as a log of its own that is
+    /// returned, and starts this one empty at `start` (a snapshot took the node past what it
+    /// held: the old segments wait in `dir` for the offsets between them and `start` to be
+    /// copied from another node). The move is one directory rename; a crash leaves either
+    /// the old log or the moved one, never a mix.
+    pub fn move_to(&self, dir: &Path, start: u64) -> Result<StreamLog, StorageError> {
+        let mut inner = self.inner_mut();
+        if let Some(active) = inner.segments.values().next_back() {
+            active.sync()?;
+            active.checkpoint(&self.dir)?;
+        }
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StorageError::io(parent, e))?;
+        }
+        std::fs::rename(&self.dir, dir).map_err(|e| StorageError::io(dir, e))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
+        inner.segments.clear();
+        inner
+            .segments
+            .insert(start, Segment::create(&self.dir, start)?);
+        drop(inner);
+        if let Some(parent) = self.dir.parent() {
+            crate::snapshot::sync_dir(parent)?;
+        }
+        crate::snapshot::sync_dir(&self.dir)?;
+        let (moved, _) = StreamLog::open(dir, self.cfg, start)?;
+        Ok(moved)
+    }
+
+    /// Puts `prefix` (a log ending exactly where this one starts) in front of this log: its
+    /// segments move into this directory, newest first, so after a crash at any point both
+    /// directories still hold contiguous logs and the splice resumes. `prefix`'s directory
+    /// is removed.
+    pub fn adopt_prefix(&self, prefix: StreamLog) -> Result<(), StorageError> {
+        let first = self.first_offset();
+        if prefix.next_offset() != first {
+            return Err(StorageError::CorruptLog {
+                path: prefix.dir.display().to_string(),
+                offset: prefix.next_offset(),
+                reason: format!(
+                    "ends at {}, the log it goes before starts at {first}",
+                    prefix.next_offset()
+                ),
+            });
+        }
+        prefix.checkpoint()?;
+        let moving: Vec<u64> = prefix
+            .inner()
+            .segments
+            .iter()
+            .filter(|(_, s)| s.state().len > 0)
+            .map(|(b, _)| *b)
+            .rev()
+            .collect();
+        for base in moving {
+            for (from, to) in [
+                (
+                    segment::index_path(&prefix.dir, base),
+                    segment::index_path(&self.dir, base),
+                ),
+                (
+                    segment::log_path(&prefix.dir, base),
+                    segment::log_path(&self.dir, base),
+                ),
+            ] {
+                match std::fs::rename(&from, &to) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io(&from, e)),
+                }
+            }
+            crate::snapshot::sync_dir(&self.dir)?;
+            let (seg, _) = Segment::open(&self.dir, base, self.cfg.index_interval_bytes, false)?;
+            self.inner_mut().segments.insert(base, seg);
+        }
+        let dir = prefix.dir.clone();
+        drop(prefix);
+        std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))
     }
 
     /// Seals the newest segment's index to disk (a clean shutdown: the next open needs no
