@@ -28,5 +28,5 @@ pub mod pipeline;
 pub mod replication;
 pub mod restart;
 
-pub use common::percentile;
+pub use common::{percentile, AckCheck};
 pub use error::BenchError;
