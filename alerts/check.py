@@ -47,6 +47,7 @@ def _load_dashboard_checks():
 _dashboard_checks = _load_dashboard_checks()
 check_metric_names = _dashboard_checks.check_metric_names
 load_contract = _dashboard_checks.load_contract
+report_problems = _dashboard_checks.report_problems
 
 SEVERITIES = {"critical", "warning", "info"}
 REQUIRED_ALERTS = {
@@ -261,10 +262,7 @@ def main() -> int:
                 + check_docs() + check_counts(rules))
     if not problems:
         problems += check_mutants(rules)
-    if problems:
-        for problem in problems:
-            print(f"alerts/check.py: {problem}", file=sys.stderr)
-        print(f"alerts/check.py: {len(problems)} problem(s)", file=sys.stderr)
+    if report_problems("alerts/check.py", problems):
         return 1
     count = sum(1 for _ in alerts_of(rules))
     print(f"alerts/check.py: {count} alerts: severities, annotations, runbooks, metric names ok; "

@@ -232,6 +232,15 @@ def promtool_parse(exprs: list) -> list:
     return problems
 
 
+def report_problems(script: str, problems: list) -> bool:
+    """Prints every problem, then how many there were, to stderr as `script: ...`; True if any."""
+    for problem in problems:
+        print(f"{script}: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{script}: {len(problems)} problem(s)", file=sys.stderr)
+    return bool(problems)
+
+
 def main() -> int:
     directory = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
     contract = load_contract()
@@ -246,10 +255,7 @@ def main() -> int:
         exprs += e
         panels += sum(1 for x in iter_panels(json.loads(path.read_text()).get("panels", [])) if x.get("type") != "row")
     problems += promtool_parse(exprs)
-    if problems:
-        for problem in problems:
-            print(f"dashboards/check.py: {problem}", file=sys.stderr)
-        print(f"dashboards/check.py: {len(problems)} problem(s)", file=sys.stderr)
+    if report_problems("dashboards/check.py", problems):
         return 1
     used = set()
     for _, expr in exprs:

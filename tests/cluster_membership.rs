@@ -11,7 +11,7 @@ use eventstream_core::{Event, Priority};
 use eventstream_proto::admin::{self, AdminRequest, MemberList};
 use eventstream_proto::frame::{self, ErrorCode, Kind, Role};
 use eventstream_testkit::ProcessCluster;
-use eventstream_testkit::{test_runtime, verify_acked};
+use eventstream_testkit::{test_runtime, verify_acked, Verified};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -258,12 +258,12 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
         .into_iter()
         .map(|(_, a)| a)
         .collect();
-    let eventstream_testkit::Verified {
-        lost,
-        duplicated: dup,
-        diverged,
-    } = rt.block_on(verify_acked(&eps, &acked)).unwrap();
-    assert_eq!((lost, dup, diverged), (0, 0, 0));
+    let verified = rt.block_on(verify_acked(&eps, &acked)).unwrap();
+    assert_eq!(
+        verified,
+        Verified::default(),
+        "nothing lost, duplicated or diverged"
+    );
     // The new members restart from their own logs (conf changes re-applied from the log).
     let (id, _) = cluster.live_endpoints()[3].clone();
     cluster.restart(id).unwrap();
@@ -369,7 +369,7 @@ fn leader_transfer_cli_sigterm_hand_off_and_bad_requests() {
     let v = rt
         .block_on(verify_acked(&cluster.endpoints(), &acked))
         .unwrap();
-    assert_eq!(v, eventstream_testkit::Verified::default());
+    assert_eq!(v, Verified::default());
 
     // Bad requests: clear errors, non-zero exit.
     let err = es_err(&["member", "remove", "9", "--endpoints", &eps]);

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::publish_batches;
+use common::{eventstream_ok, publish_batches};
 use eventstream_client::{Client, ClientConfig};
 use eventstream_testkit::ProcessCluster;
-use eventstream_testkit::{test_runtime, verify_acked};
+use eventstream_testkit::{test_runtime, verify_acked, Verified};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -42,80 +42,53 @@ fn kill_leader_restart_and_every_acknowledged_event_survives_once_in_order() {
         cluster.wait_healthy(Duration::from_secs(30)).await.unwrap();
         acked.extend(publish_batches(&client, 5, 10, "p").await);
         assert_eq!(acked.len(), 1250);
-        let eventstream_testkit::Verified {
-            lost,
-            duplicated: dup,
-            diverged,
-        } = verify_acked(&eps, &acked).await.unwrap();
-        assert_eq!((lost, dup, diverged), (0, 0, 0));
+        let verified = verify_acked(&eps, &acked).await.unwrap();
+        assert_eq!(
+            verified,
+            Verified::default(),
+            "nothing lost, duplicated or diverged"
+        );
     });
 
     // CLI: publish with a fixed id twice (second is deduplicated), subscribe, status.
-    let out = Command::new(EXE)
-        .args([
-            "publish",
-            "--endpoints",
-            &eps.join(","),
-            "--id",
-            "77",
-            "hello",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let first = String::from_utf8(out.stdout).unwrap();
-    let out = Command::new(EXE)
-        .args(["publish", "--endpoints", &eps[2], "--id", "77", "hello"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let first = eventstream_ok(&[
+        "publish",
+        "--endpoints",
+        &eps.join(","),
+        "--id",
+        "77",
+        "hello",
+    ]);
     assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
+        eventstream_ok(&["publish", "--endpoints", &eps[2], "--id", "77", "hello"]),
         first,
         "a retry is acknowledged with the original offset"
     );
     let offset: u64 = first.trim().parse().unwrap();
     assert_eq!(offset, 1250);
-    let out = Command::new(EXE)
-        .args([
-            "subscribe",
-            "--endpoints",
-            &eps[1],
-            "--from",
-            &offset.to_string(),
-            "--idle-exit-ms",
-            "1000",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = eventstream_ok(&[
+        "subscribe",
+        "--endpoints",
+        &eps[1],
+        "--from",
+        &offset.to_string(),
+        "--idle-exit-ms",
+        "1000",
+        "--json",
+    ])
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
     assert_eq!(lines.len(), 1, "stored once");
     assert_eq!(lines[0]["payload"], "hello");
     assert_eq!(lines[0]["id"], 77);
-    let out = Command::new(EXE)
-        .args(["status", "--endpoints", &eps.join(","), "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&eventstream_ok(&[
+        "status",
+        "--endpoints",
+        &eps.join(","),
+        "--json",
+    ]))
+    .unwrap();
     let arr = v.as_array().unwrap();
     assert_eq!(arr.len(), 3);
     let leaders: Vec<_> = arr
@@ -126,11 +99,7 @@ fn kill_leader_restart_and_every_acknowledged_event_survives_once_in_order() {
     assert!(arr
         .iter()
         .all(|s| s["status"]["members"].as_array().unwrap().len() == 3));
-    let table = Command::new(EXE)
-        .args(["status", "--endpoints", &eps.join(",")])
-        .output()
-        .unwrap();
-    let table = String::from_utf8(table.stdout).unwrap();
+    let table = eventstream_ok(&["status", "--endpoints", &eps.join(",")]);
     assert!(
         table.contains("| ENDPOINT") && table.contains("leader") && table.lines().count() == 7,
         "{table}"

@@ -29,25 +29,11 @@
 
 mod live_cluster;
 
+use eventstream_testkit::{query_path, Prometheus};
 use live_cluster::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Debian's Prometheus, killed on drop.
-struct Prometheus {
-    child: Child,
-    endpoint: String,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One entry of `/api/v1/alerts`.
 #[derive(Debug, Clone)]
@@ -71,54 +57,21 @@ impl std::fmt::Display for ActiveAlert {
     }
 }
 
-impl Prometheus {
-    fn start(binary: &Path, dir: &Path, targets: &[String], rules: &Path) -> Prometheus {
-        let config = dir.join("prometheus.yml");
-        let targets = targets
-            .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 rule_files:\n  - '{}'\n\
-                 scrape_configs:\n  - job_name: eventstream\n    scrape_interval: 1s\n    \
-                 scrape_timeout: 900ms\n    static_configs:\n      - targets: [{targets}]\n",
-                rules.display()
-            ),
-        )
-        .unwrap();
-        let port = free_ports(1)[0];
-        let log = dir.join("prometheus.log");
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("prometheus starts");
-        Prometheus {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
+/// What this test reads from Prometheus' HTTP API.
+trait Api {
     /// `GET path` on the HTTP API; the `data` member of a `success` answer.
+    fn api(&self, path: &str) -> Result<serde_json::Value, String>;
+
+    /// An instant query's result vector.
+    fn query(&self, promql: &str) -> Result<Vec<serde_json::Value>, String>;
+
+    /// Pending and firing alerts.
+    fn alerts(&self) -> Vec<ActiveAlert>;
+}
+
+impl Api for Prometheus {
     fn api(&self, path: &str) -> Result<serde_json::Value, String> {
-        let (code, body) = http_get(&self.endpoint, path)?;
+        let (code, body) = http_get(&format!("http://{}", self.addr()), path)?;
         let v: serde_json::Value =
             serde_json::from_str(&body).map_err(|e| format!("{path}: not JSON ({e}): {body}"))?;
         if code != 200 || v["status"] != "success" {
@@ -127,9 +80,8 @@ impl Prometheus {
         Ok(v["data"].clone())
     }
 
-    /// An instant query's result vector.
     fn query(&self, promql: &str) -> Result<Vec<serde_json::Value>, String> {
-        let data = self.api(&format!("/api/v1/query?query={}", urlencode(promql)))?;
+        let data = self.api(&query_path(promql))?;
         match data["resultType"].as_str() {
             Some("vector") => Ok(data["result"].as_array().cloned().unwrap_or_default()),
             Some("scalar") => Ok(vec![data["result"].clone()]),
@@ -137,7 +89,6 @@ impl Prometheus {
         }
     }
 
-    /// Pending and firing alerts.
     fn alerts(&self) -> Vec<ActiveAlert> {
         let data = self.api("/api/v1/alerts").expect("GET /api/v1/alerts");
         data["alerts"]
@@ -249,8 +200,9 @@ fn prometheus_on_a_live_cluster_dashboards_have_data_and_alerts_follow_a_leader_
         &prometheus_bin,
         cluster.dir(),
         &cluster.http_addrs(),
-        &rules,
-    );
+        Some(&rules),
+    )
+    .expect("prometheus starts");
 
     // The rule file is loaded and every rule evaluates without error.
     let rule_states = poll(

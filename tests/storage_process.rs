@@ -17,7 +17,7 @@ use eventstream_client::{Client, ClientConfig};
 use eventstream_core::{Event, Priority};
 use eventstream_proto::frame::ErrorCode;
 use eventstream_testkit::ProcessCluster;
-use eventstream_testkit::{raw_publish_error, test_runtime, verify_acked};
+use eventstream_testkit::{raw_publish_error, test_runtime, verify_acked, Verified};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -74,12 +74,12 @@ fn corrupt_and_torn_tail_is_truncated_and_the_node_rejoins() {
         cluster.restart(leader).unwrap();
         cluster.wait_healthy(Duration::from_secs(60)).await.unwrap();
         acked.extend(publish_batches(&client, 10, 10, "p").await);
-        let eventstream_testkit::Verified {
-            lost,
-            duplicated: dup,
-            diverged,
-        } = verify_acked(&eps, &acked).await.unwrap();
-        assert_eq!((lost, dup, diverged), (0, 0, 0));
+        let verified = verify_acked(&eps, &acked).await.unwrap();
+        assert_eq!(
+            verified,
+            Verified::default(),
+            "nothing lost, duplicated or diverged"
+        );
     });
     let log = std::fs::read_to_string(dir.path().join(format!(
         "node-{}.log",
@@ -202,11 +202,7 @@ fn full_disk_stops_writes_on_that_node_and_says_why() {
         .filter(|&id| id != 3)
         .map(|id| eps[(id - 1) as usize].clone())
         .collect();
-    let eventstream_testkit::Verified {
-        lost,
-        duplicated: dup,
-        diverged,
-    } = rt.block_on(verify_acked(&healthy, &acked)).unwrap();
-    assert_eq!((lost, dup, diverged), (0, 0, 0), "leader {leader}");
+    let verified = rt.block_on(verify_acked(&healthy, &acked)).unwrap();
+    assert_eq!(verified, Verified::default(), "leader {leader}");
     drop(cluster);
 }

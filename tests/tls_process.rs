@@ -121,10 +121,35 @@ fn tls_process_cluster_with_cli_clients() {
         &p("client.key"),
     ];
 
-    let mut args = vec!["publish", "--endpoints", &eps, "--topic", "sec"];
-    args.extend(tls_flags);
-    args.extend(["one", "two", "three"]);
-    let out = run(&args, &[]);
+    // A command with the client's TLS flags.
+    let run_tls = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend(tls_flags);
+        run(&args, &[])
+    };
+    let transfer = |token: Option<&str>| {
+        let mut args = vec![
+            "leader",
+            "transfer",
+            "--endpoints",
+            &eps,
+            "--timeout",
+            "10s",
+        ];
+        args.extend(token.into_iter().flat_map(|t| ["--token", t]));
+        run_tls(&args)
+    };
+
+    let out = run_tls(&[
+        "publish",
+        "--endpoints",
+        &eps,
+        "--topic",
+        "sec",
+        "one",
+        "two",
+        "three",
+    ]);
     assert!(out.status.success(), "publish: {}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n1\n2\n");
 
@@ -159,9 +184,7 @@ fn tls_process_cluster_with_cli_clients() {
         .collect();
     assert_eq!(payloads, ["one", "two", "three"]);
 
-    let mut args = vec!["status", "--endpoints", &eps, "--json"];
-    args.extend(tls_flags);
-    let out = run(&args, &[]);
+    let out = run_tls(&["status", "--endpoints", &eps, "--json"]);
     assert!(out.status.success(), "status: {}", stderr(&out));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(rows
@@ -171,55 +194,22 @@ fn tls_process_cluster_with_cli_clients() {
         .all(|r| r["status"]["leader_id"].is_u64()));
 
     // Mutating admin operations need the bearer token; listing members does not.
-    let mut args = vec!["member", "list", "--endpoints", &eps, "--json"];
-    args.extend(tls_flags);
-    let out = run(&args, &[]);
+    let out = run_tls(&["member", "list", "--endpoints", &eps, "--json"]);
     assert!(out.status.success(), "member list: {}", stderr(&out));
-    let mut args = vec![
-        "leader",
-        "transfer",
-        "--endpoints",
-        &eps,
-        "--timeout",
-        "10s",
-    ];
-    args.extend(tls_flags);
-    let out = run(&args, &[]);
+    let out = transfer(None);
     assert!(!out.status.success(), "transfer without a token succeeded");
     assert!(
         stderr(&out).contains("nauthorized"),
         "transfer without a token: {}",
         stderr(&out)
     );
-    let mut args = vec![
-        "leader",
-        "transfer",
-        "--endpoints",
-        &eps,
-        "--timeout",
-        "10s",
-        "--token",
-        "wrong",
-    ];
-    args.extend(tls_flags);
-    let out = run(&args, &[]);
+    let out = transfer(Some("wrong"));
     assert!(
         !out.status.success() && stderr(&out).contains("nauthorized"),
         "transfer with a wrong token: {}",
         stderr(&out)
     );
-    let mut args = vec![
-        "leader",
-        "transfer",
-        "--endpoints",
-        &eps,
-        "--timeout",
-        "10s",
-        "--token",
-        "s3cret",
-    ];
-    args.extend(tls_flags);
-    let out = run(&args, &[]);
+    let out = transfer(Some("s3cret"));
     assert!(
         out.status.success(),
         "transfer with the token: {}",

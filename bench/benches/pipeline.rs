@@ -12,6 +12,7 @@
 //! Each iteration moves `EVENTS` events and waits until the consumer has handled the last one.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use eventstream_core::hdrhistogram::Histogram;
 use eventstream_core::{
     clock, new_latency_histogram, Decision, DedupConfig, DedupWindow, Engine, Event, EventId,
     Priority, Topic,
@@ -48,6 +49,53 @@ fn event(id: u64) -> Event {
 fn wait_for(counter: &AtomicU64, target: u64) {
     while counter.load(Ordering::Acquire) < target {
         std::hint::spin_loop();
+    }
+}
+
+/// `iters` runs of `EVENTS` fresh ids each: `publish(first)` sends ids `first..first + EVENTS`;
+/// a run is timed from its first publish until the consumer's count in `handled` includes its
+/// last event.
+fn timed_runs(
+    iters: u64,
+    next_id: &mut u64,
+    handled: &AtomicU64,
+    mut publish: impl FnMut(u64),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let target = handled.load(Ordering::Acquire) + EVENTS;
+        let first = *next_id;
+        *next_id += EVENTS;
+        let start = Instant::now();
+        publish(first);
+        wait_for(handled, target);
+        total += start.elapsed();
+    }
+    total
+}
+
+/// What the eventstream worker does per event, built plainly for the other substrates: the
+/// same dedup window, the same latency histogram, a no-op handler.
+struct PlainWork {
+    window: DedupWindow,
+    hist: Histogram<u64>,
+}
+
+impl PlainWork {
+    fn new() -> PlainWork {
+        PlainWork {
+            window: DedupWindow::new(DedupConfig::default()),
+            hist: new_latency_histogram(),
+        }
+    }
+
+    #[inline]
+    fn handle(&mut self, e: &Event) {
+        if self.window.check(e.id.0, e.ingest_ns) == Decision::Fresh {
+            self.hist
+                .saturating_record(clock::now_ns().saturating_sub(e.ingest_ns).max(1));
+            std::hint::black_box(e.payload.len());
+        }
     }
 }
 
@@ -99,13 +147,8 @@ fn pipeline(c: &mut Criterion) {
         let mut next_id = 1u64;
         g.bench_function("eventstream", |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let publisher = engine.publisher();
-                    let target = handled.load(Ordering::Acquire) + EVENTS;
-                    let first = next_id;
-                    next_id += EVENTS;
-                    let start = Instant::now();
+                let publisher = engine.publisher();
+                timed_runs(iters, &mut next_id, &handled, |first| {
                     let mut buf = Vec::with_capacity(BATCH);
                     let mut id = first;
                     while id < first + EVENTS {
@@ -114,10 +157,7 @@ fn pipeline(c: &mut Criterion) {
                         id += k;
                         let _ = publisher.publish_batch(&mut buf);
                     }
-                    wait_for(&handled, target);
-                    total += start.elapsed();
-                }
-                total
+                })
             })
         });
         let stats = engine.shutdown().unwrap();
@@ -133,40 +173,27 @@ fn pipeline(c: &mut Criterion) {
             if let Some(c) = consumer_core {
                 core_affinity::set_for_current(c);
             }
-            let mut window = DedupWindow::new(DedupConfig::default());
-            let mut hist = new_latency_histogram();
-            let handler = |e: &Event| std::hint::black_box(e.payload.len());
+            let mut work = PlainWork::new();
             let mut n = 0u64;
             while let Ok(e) = rx.recv() {
-                if window.check(e.id.0, e.ingest_ns) == Decision::Fresh {
-                    hist.saturating_record(clock::now_ns().saturating_sub(e.ingest_ns).max(1));
-                    handler(&e);
-                }
+                work.handle(&e);
                 n += 1;
                 if n % 1024 == 0 {
                     h.store(n, Ordering::Release);
                 }
             }
-            hist.len()
+            work.hist.len()
         });
         let mut next_id = 1u64;
         g.bench_function("crossbeam_channel", |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let target = handled.load(Ordering::Acquire) + EVENTS;
-                    let first = next_id;
-                    next_id += EVENTS;
-                    let start = Instant::now();
+                timed_runs(iters, &mut next_id, &handled, |first| {
                     for id in first..first + EVENTS {
                         let mut e = event(id);
                         e.ingest_ns = clock::now_ns();
                         tx.send(e).unwrap();
                     }
-                    wait_for(&handled, target);
-                    total += start.elapsed();
-                }
-                total
+                })
             })
         });
         drop(tx);
@@ -178,14 +205,10 @@ fn pipeline(c: &mut Criterion) {
         use disruptor::{build_single_producer, BusySpin, ProcessorSettings, Producer};
         let handled = Arc::new(AtomicU64::new(0));
         let h = handled.clone();
-        let mut window = DedupWindow::new(DedupConfig::default());
-        let mut hist = new_latency_histogram();
+        let mut work = PlainWork::new();
         let mut n = 0u64;
         let processor = move |e: &Event, _seq: i64, end_of_batch: bool| {
-            if window.check(e.id.0, e.ingest_ns) == Decision::Fresh {
-                hist.saturating_record(clock::now_ns().saturating_sub(e.ingest_ns).max(1));
-                std::hint::black_box(e.payload.len());
-            }
+            work.handle(e);
             n += 1;
             if end_of_batch {
                 h.store(n, Ordering::Release);
@@ -206,12 +229,7 @@ fn pipeline(c: &mut Criterion) {
         let mut next_id = 1u64;
         g.bench_function("disruptor", |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let target = handled.load(Ordering::Acquire) + EVENTS;
-                    let first = next_id;
-                    next_id += EVENTS;
-                    let start = Instant::now();
+                timed_runs(iters, &mut next_id, &handled, |first| {
                     let topic = Topic::new_inline("bench");
                     let mut id = first;
                     while id < first + EVENTS {
@@ -227,10 +245,7 @@ fn pipeline(c: &mut Criterion) {
                             }
                         });
                     }
-                    wait_for(&handled, target);
-                    total += start.elapsed();
-                }
-                total
+                })
             })
         });
     }

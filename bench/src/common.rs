@@ -1,17 +1,18 @@
-//! What the cluster benchmarks share: a percentile of a sorted sample, the data directory of
-//! a run, and publishers that record what was acknowledged (checked afterwards with
-//! `eventstream_testkit::verify_acked`).
+//! What the cluster benchmarks share: percentiles of a sample, the data directory of a run,
+//! and publishers that record what was acknowledged, checked at the end with
+//! `eventstream_testkit::verify_acked` ([`AckCheck`]).
 
 use crate::error::BenchError;
 use bytes::Bytes;
 use eventstream_client::{Client, ClientConfig};
 use eventstream_core::hdrhistogram::Histogram;
 use eventstream_core::{Event, Priority};
-use eventstream_testkit::Scratch;
+use eventstream_testkit::{verify_acked, ProcessCluster, Scratch};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The `q` quantile of an ascending sample (0 for an empty one).
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -20,6 +21,17 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
+}
+
+/// Median, 99th percentile and maximum of a sample, in any order (0 for an empty one).
+pub(crate) fn p50_p99_max(sample: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = sample.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    (
+        percentile(&sorted, 0.5),
+        percentile(&sorted, 0.99),
+        sorted.last().copied().unwrap_or(0.0),
+    )
 }
 
 /// A histogram quantile in milliseconds (the histogram records nanoseconds).
@@ -122,16 +134,60 @@ impl AckedLoad {
         t
     }
 
-    /// Stops the publishers; returns what was acknowledged and how many requests failed
-    /// after all retries.
-    pub(crate) async fn stop(&self) -> (Vec<(u64, u64)>, u64) {
+    /// Stops the publishers, waits for `cluster` to be healthy again and checks everything
+    /// acknowledged against every node's stream.
+    pub(crate) async fn finish(
+        &self,
+        cluster: &mut ProcessCluster,
+    ) -> Result<AckCheck, BenchError> {
         self.stop.store(true, Ordering::Relaxed);
         let tasks = std::mem::take(&mut *lock(&self.tasks));
         for t in tasks {
             let _ = t.await;
         }
         let acked = lock(&self.acked).clone();
-        (acked, self.failed.load(Ordering::Relaxed))
+        cluster.wait_healthy(Duration::from_secs(30)).await?;
+        let v = verify_acked(&cluster.endpoints(), &acked).await?;
+        Ok(AckCheck {
+            acked: acked.len() as u64,
+            lost: v.lost,
+            duplicated: v.duplicated,
+            diverged_nodes: v.diverged,
+            failed_requests: self.failed.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// What the check at the end of a cluster benchmark found (in its report's JSON, these are
+/// fields of the report itself).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct AckCheck {
+    /// Events acknowledged.
+    pub acked: u64,
+    /// Acknowledged events not readable afterwards, or not at their offset (must be 0).
+    pub lost: u64,
+    /// Acknowledged events stored more than once (must be 0).
+    pub duplicated: u64,
+    /// Nodes whose committed stream differs from node 1's (must be 0).
+    pub diverged_nodes: u64,
+    /// Publish requests that failed after all retries (not acknowledged, so not "lost").
+    pub failed_requests: u64,
+}
+
+impl AckCheck {
+    /// Nothing acknowledged was lost or duplicated, and every node holds the same stream.
+    pub fn intact(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.diverged_nodes == 0
+    }
+}
+
+impl std::fmt::Display for AckCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "acked {}, lost {}, duplicated {}, diverged nodes {}",
+            self.acked, self.lost, self.duplicated, self.diverged_nodes
+        )
     }
 }
 

@@ -3,12 +3,11 @@
 //! acknowledged write on the new leader) and checks that nothing acknowledged was lost or
 //! duplicated.
 
-use crate::common::{percentile, AckedLoad};
+use crate::common::{p50_p99_max, AckCheck, AckedLoad};
 use crate::error::BenchError;
 use bytes::Bytes;
 use eventstream_client::{Client, ClientConfig};
 use eventstream_core::{Event, Priority};
-use eventstream_testkit::verify_acked;
 use eventstream_testkit::ProcessCluster;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -53,16 +52,9 @@ pub struct FailoverReport {
     pub failover_p99_ms: f64,
     /// Maximum.
     pub failover_max_ms: f64,
-    /// Events acknowledged.
-    pub acked: u64,
-    /// Acknowledged events not readable afterwards (must be 0).
-    pub lost: u64,
-    /// Acknowledged events stored more than once (must be 0).
-    pub duplicated: u64,
-    /// Nodes whose committed stream differs from node 1's (must be 0).
-    pub diverged_nodes: u64,
-    /// Publish requests that failed after all retries (not acknowledged, so not "lost").
-    pub failed_requests: u64,
+    /// Every acknowledged event checked against the nodes' streams.
+    #[serde(flatten)]
+    pub check: AckCheck,
     /// Wall time.
     pub seconds: f64,
 }
@@ -161,23 +153,16 @@ async fn failover(
     }
     stop.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (acked, failed) = load.stop().await;
-    cluster.wait_healthy(Duration::from_secs(30)).await?;
-    let v = verify_acked(&eps, &acked).await?;
+    let check = load.finish(&mut cluster).await?;
     drop(cluster);
-    let mut sorted = failovers.clone();
-    sorted.sort_by(f64::total_cmp);
+    let (p50, p99, max) = p50_p99_max(&failovers);
     Ok(FailoverReport {
         kills: failovers.len(),
-        failover_p50_ms: percentile(&sorted, 0.5),
-        failover_p99_ms: percentile(&sorted, 0.99),
-        failover_max_ms: sorted.last().copied().unwrap_or(0.0),
+        failover_p50_ms: p50,
+        failover_p99_ms: p99,
+        failover_max_ms: max,
         failover_ms: failovers,
-        acked: acked.len() as u64,
-        lost: v.lost,
-        duplicated: v.duplicated,
-        diverged_nodes: v.diverged,
-        failed_requests: failed,
+        check,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -187,8 +172,8 @@ impl std::fmt::Display for FailoverReport {
         let r = self;
         writeln!(
             f,
-            "failover: {} kills; p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; acked {}, lost {}, duplicated {}, diverged nodes {}",
-            r.kills, r.failover_p50_ms, r.failover_p99_ms, r.failover_max_ms, r.acked, r.lost, r.duplicated, r.diverged_nodes
+            "failover: {} kills; p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {}",
+            r.kills, r.failover_p50_ms, r.failover_p99_ms, r.failover_max_ms, r.check
         )
     }
 }

@@ -16,9 +16,10 @@
 //! `ring`, `dedup`, `histogram`, `pipeline` (eventstream vs crossbeam-channel vs the
 //! `disruptor` crate in one run) and `apply` (wall-clock and thread-CPU time).
 //! `examples/apply_cost.rs` applies a fixed number of events (`apply_cost EVENTS BATCH`), for
-//! `perf stat -e task-clock` comparisons between builds.
+//! `perf stat -e task-clock` comparisons between builds; both drive [`apply::ApplyLoop`].
 #![warn(missing_docs)]
 
+pub mod apply;
 mod common;
 mod error;
 pub mod failover;
@@ -28,5 +29,5 @@ pub mod pipeline;
 pub mod replication;
 pub mod restart;
 
-pub use common::percentile;
+pub use common::{percentile, AckCheck};
 pub use error::BenchError;

@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 /// Options of `bench overload`.
@@ -331,13 +332,17 @@ fn slope(points: &[(f64, f64)]) -> f64 {
     }
 }
 
+fn net_error(addr: &str, source: std::io::Error) -> BenchError {
+    BenchError::Network {
+        peer: addr.into(),
+        source,
+    }
+}
+
 async fn connect_client(addr: &str) -> Result<TcpStream, BenchError> {
     let s = TcpStream::connect(addr)
         .await
-        .map_err(|e| BenchError::Network {
-            peer: addr.into(),
-            source: e,
-        })?;
+        .map_err(|e| net_error(addr, e))?;
     let _ = s.set_nodelay(true);
     let mut s = s;
     let mut b = BytesMut::new();
@@ -346,29 +351,44 @@ async fn connect_client(addr: &str) -> Result<TcpStream, BenchError> {
         Kind::Hello,
         &frame::encode_hello(frame::Role::Client),
     );
-    s.write_all(&b).await.map_err(|e| BenchError::Network {
-        peer: addr.into(),
-        source: e,
-    })?;
+    s.write_all(&b).await.map_err(|e| net_error(addr, e))?;
     Ok(s)
+}
+
+/// A client connection to `addr` on which `request` (whole frames) has been sent: the reader
+/// of the answers, and the writer (kept open until the answers are read).
+async fn send_request(
+    addr: &str,
+    request: &[u8],
+) -> Result<(FrameReader<OwnedReadHalf>, OwnedWriteHalf), BenchError> {
+    let (r, mut w) = connect_client(addr).await?.into_split();
+    w.write_all(request).await.map_err(|e| net_error(addr, e))?;
+    Ok((FrameReader::new(r, 64 << 20), w))
+}
+
+/// The next frame `addr` sends on `reader` (`None` at the end of the stream) within `wait`;
+/// `late` says what did not come in time.
+async fn next_answer(
+    reader: &mut FrameReader<OwnedReadHalf>,
+    addr: &str,
+    wait: Duration,
+    late: impl FnOnce() -> String,
+) -> Result<Option<(Kind, Bytes)>, BenchError> {
+    tokio::time::timeout(wait, reader.next())
+        .await
+        .map_err(|_| BenchError::Timeout(late()))?
+        .map_err(|e| net_error(addr, e))
 }
 
 /// The status JSON of a node, with its `publishes` counters.
 async fn raw_status(addr: &str) -> Result<serde_json::Value, BenchError> {
-    let s = connect_client(addr).await?;
-    let (r, mut w) = s.into_split();
     let mut b = BytesMut::new();
     frame::put_status(&mut b, 1);
-    let net = |e| BenchError::Network {
-        peer: addr.into(),
-        source: e,
-    };
-    w.write_all(&b).await.map_err(net)?;
-    let mut reader = FrameReader::new(r, 64 << 20);
-    let f = tokio::time::timeout(Duration::from_secs(5), reader.next())
-        .await
-        .map_err(|_| BenchError::Timeout(format!("status of {addr}")))?
-        .map_err(net)?;
+    let (mut reader, _w) = send_request(addr, &b).await?;
+    let f = next_answer(&mut reader, addr, Duration::from_secs(5), || {
+        format!("status of {addr}")
+    })
+    .await?;
     match f {
         Some((Kind::StatusOk, body)) if body.len() >= 8 => serde_json::from_slice(&body[8..])
             .map_err(|e| BenchError::Timeout(format!("status of {addr}: {e}"))),
@@ -617,20 +637,13 @@ struct StreamCheck {
 /// Subscribes to `addr` from offset 0: `(earliest offset, answered Compacted)`. A node that
 /// trimmed answers `Compacted` with its earliest offset in the request-id field.
 async fn earliest_offset(addr: &str) -> Result<(u64, bool), BenchError> {
-    let s = connect_client(addr).await?;
-    let (r, mut w) = s.into_split();
     let mut b = BytesMut::new();
     frame::put_subscribe(&mut b, &SubscribeBody::default());
-    let net = |e| BenchError::Network {
-        peer: addr.into(),
-        source: e,
-    };
-    w.write_all(&b).await.map_err(net)?;
-    let mut reader = FrameReader::new(r, 64 << 20);
-    let f = tokio::time::timeout(Duration::from_secs(10), reader.next())
-        .await
-        .map_err(|_| BenchError::Timeout(format!("no answer to a subscription on {addr}")))?
-        .map_err(net)?;
+    let (mut reader, _w) = send_request(addr, &b).await?;
+    let f = next_answer(&mut reader, addr, Duration::from_secs(10), || {
+        format!("no answer to a subscription on {addr}")
+    })
+    .await?;
     match f {
         Some((Kind::Events, _)) => Ok((0, false)),
         Some((Kind::Error, body)) => match frame::decode_error(&body) {
@@ -661,8 +674,6 @@ async fn check_stream(
     end: u64,
     common_from: u64,
 ) -> Result<StreamCheck, BenchError> {
-    let s = connect_client(addr).await?;
-    let (r, mut w) = s.into_split();
     let mut b = BytesMut::new();
     frame::put_subscribe(
         &mut b,
@@ -671,11 +682,7 @@ async fn check_stream(
             ..SubscribeBody::default()
         },
     );
-    w.write_all(&b).await.map_err(|e| BenchError::Network {
-        peer: addr.into(),
-        source: e,
-    })?;
-    let mut reader = FrameReader::new(r, 64 << 20);
+    let (mut reader, _w) = send_request(addr, &b).await?;
     let ls: Vec<_> = ledgers
         .iter()
         .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()))
@@ -684,13 +691,10 @@ async fn check_stream(
     let mut c = StreamCheck::default();
     let mut next = from;
     while next < end {
-        let f = tokio::time::timeout(Duration::from_secs(10), reader.next())
-            .await
-            .map_err(|_| BenchError::Timeout(format!("stream of {addr} stopped at {next}")))?
-            .map_err(|e| BenchError::Network {
-                peer: addr.into(),
-                source: e,
-            })?;
+        let f = next_answer(&mut reader, addr, Duration::from_secs(10), || {
+            format!("stream of {addr} stopped at {next}")
+        })
+        .await?;
         let body = match f {
             Some((Kind::Events, body)) => body,
             Some((Kind::Error, body)) => {

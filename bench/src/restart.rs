@@ -2,9 +2,8 @@
 //! leader of a 3-process cluster while clients publish; reports the longest gap between
 //! acknowledged writes around each restart and checks that nothing acknowledged was lost.
 
-use crate::common::{percentile, AckedLoad};
+use crate::common::{p50_p99_max, AckCheck, AckedLoad};
 use crate::error::BenchError;
-use eventstream_testkit::verify_acked;
 use eventstream_testkit::ProcessCluster;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -52,16 +51,9 @@ pub struct RestartReport {
     pub target_ms: f64,
     /// Per restart: did leadership move before the old leader exited (term + 1, no election)?
     pub handed_off: Vec<bool>,
-    /// Events acknowledged.
-    pub acked: u64,
-    /// Acknowledged events not readable afterwards (must be 0).
-    pub lost: u64,
-    /// Acknowledged events stored twice (must be 0).
-    pub duplicated: u64,
-    /// Nodes whose stream differs from node 1's (must be 0).
-    pub diverged_nodes: u64,
-    /// Publish requests that failed after all retries.
-    pub failed_requests: u64,
+    /// Every acknowledged event checked against the nodes' streams.
+    #[serde(flatten)]
+    pub check: AckCheck,
     /// Wall time, s.
     pub seconds: f64,
 }
@@ -123,25 +115,18 @@ async fn restart(a: &RestartOptions, exe: &Path, dir: &Path) -> Result<RestartRe
         gaps.push(gap);
         handed_off.push(moved);
     }
-    let (acked, failed) = load.stop().await;
-    cluster.wait_healthy(Duration::from_secs(30)).await?;
-    let v = verify_acked(&eps, &acked).await?;
+    let check = load.finish(&mut cluster).await?;
     drop(cluster);
-    let mut sorted = gaps.clone();
-    sorted.sort_by(f64::total_cmp);
+    let (p50, p99, max) = p50_p99_max(&gaps);
     Ok(RestartReport {
         restarts: gaps.len(),
-        gap_p50_ms: percentile(&sorted, 0.5),
-        gap_p99_ms: percentile(&sorted, 0.99),
-        gap_max_ms: sorted.last().copied().unwrap_or(0.0),
+        gap_p50_ms: p50,
+        gap_p99_ms: p99,
+        gap_max_ms: max,
         target_ms: 300.0,
         gap_ms: gaps,
         handed_off,
-        acked: acked.len() as u64,
-        lost: v.lost,
-        duplicated: v.duplicated,
-        diverged_nodes: v.diverged,
-        failed_requests: failed,
+        check,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -151,10 +136,10 @@ impl std::fmt::Display for RestartReport {
         let r = self;
         writeln!(
             f,
-            "restart: {} graceful leader restarts; longest write gap p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target {:.0} ms); handed off {}/{}; acked {}, lost {}, duplicated {}, diverged nodes {}",
+            "restart: {} graceful leader restarts; longest write gap p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target {:.0} ms); handed off {}/{}; {}",
             r.restarts, r.gap_p50_ms, r.gap_p99_ms, r.gap_max_ms, r.target_ms,
             r.handed_off.iter().filter(|h| **h).count(), r.handed_off.len(),
-            r.acked, r.lost, r.duplicated, r.diverged_nodes
+            r.check
         )
     }
 }

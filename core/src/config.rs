@@ -239,6 +239,33 @@ impl EngineConfig {
     }
 }
 
+/// The set-up of the tests that race a worker going to sleep against publishers.
+#[cfg(test)]
+impl EngineConfig {
+    /// Every tier a ring of `capacity` slots (`Reject` when full), unpinned workers that park on
+    /// their first empty poll for at most `park_timeout_us`.
+    pub(crate) fn parking_at_once(capacity: usize, park_timeout_us: u64) -> EngineConfig {
+        let tier = TierConfig {
+            capacity,
+            overflow: OverflowPolicy::Reject,
+        };
+        EngineConfig {
+            tiers: TiersConfig {
+                realtime: tier,
+                transactional: tier,
+                batch: tier,
+            },
+            idle: IdleStrategy::SpinThenPark {
+                spin_iters: 0,
+                yield_iters: 0,
+                park_timeout_us,
+            },
+            pin_workers: false,
+            ..EngineConfig::default()
+        }
+    }
+}
+
 mod opt_duration_ms {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;

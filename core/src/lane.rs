@@ -182,21 +182,33 @@ impl Lane {
         }
     }
 
+    /// One push into `tier`'s ring: `Ok` with the answer to the publisher when the event went
+    /// in (the worker is woken) or the ring is closed (counted), `Err` with the event when the
+    /// ring is full.
+    #[inline]
+    fn push(&self, tier: usize, event: Event) -> Result<Result<Published, PublishError>, Event> {
+        match self.rings[tier].push(event) {
+            Ok(()) => {
+                self.wake_worker();
+                Ok(Ok(Published::Accepted))
+            }
+            Err(PushError::Closed(e)) => {
+                self.counters[tier]
+                    .rejected_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(Err(PublishError::Closed(e)))
+            }
+            Err(PushError::Full(e)) => Err(e),
+        }
+    }
+
     /// Pushes one event under its tier's policy (`force_reject` for `try_publish`).
     fn publish(&self, event: Event, force_reject: bool) -> Result<Published, PublishError> {
         let tier = self.tier_map.tier(event.priority).index();
-        let ring = &self.rings[tier];
         let counters = &self.counters[tier];
-        let mut event = match ring.push(event) {
-            Ok(()) => {
-                self.wake_worker();
-                return Ok(Published::Accepted);
-            }
-            Err(PushError::Closed(e)) => {
-                counters.rejected_closed.fetch_add(1, Ordering::Relaxed);
-                return Err(PublishError::Closed(e));
-            }
-            Err(PushError::Full(e)) => e,
+        let mut event = match self.push(tier, event) {
+            Ok(answer) => return answer,
+            Err(full) => full,
         };
         counters.full.fetch_add(1, Ordering::Relaxed);
         let policy = if force_reject {
@@ -219,16 +231,9 @@ impl Lane {
                     self.wake_worker();
                     self.wait_for_space(attempt);
                     attempt = attempt.saturating_add(1);
-                    event = match ring.push(event) {
-                        Ok(()) => {
-                            self.wake_worker();
-                            return Ok(Published::Accepted);
-                        }
-                        Err(PushError::Closed(e)) => {
-                            counters.rejected_closed.fetch_add(1, Ordering::Relaxed);
-                            return Err(PublishError::Closed(e));
-                        }
-                        Err(PushError::Full(e)) => e,
+                    event = match self.push(tier, event) {
+                        Ok(answer) => return answer,
+                        Err(full) => full,
                     };
                 }
             }
@@ -264,11 +269,7 @@ impl Lane {
                     counters
                         .rejected_closed
                         .fetch_add(left as u64, Ordering::Relaxed);
-                    // Handed back stamped, as `publish` hands back a refused event.
-                    rejected.extend(events.by_ref().take(left).map(|mut e| {
-                        stamp(&mut e);
-                        e
-                    }));
+                    hand_back(events, left, &mut stamp, rejected);
                     return;
                 }
                 Some(n) if n > 0 => {
@@ -291,11 +292,7 @@ impl Lane {
                     counters
                         .rejected_full
                         .fetch_add(left as u64, Ordering::Relaxed);
-                    // Handed back stamped, as `publish` hands back a refused event.
-                    rejected.extend(events.by_ref().take(left).map(|mut e| {
-                        stamp(&mut e);
-                        e
-                    }));
+                    hand_back(events, left, &mut stamp, rejected);
                     return;
                 }
                 OverflowPolicy::DropNewest => {
@@ -313,6 +310,19 @@ impl Lane {
             }
         }
     }
+}
+
+/// Hands the next `left` events of a run back stamped, as `publish` hands back a refused event.
+fn hand_back(
+    events: &mut std::vec::Drain<'_, Event>,
+    left: usize,
+    stamp: &mut impl FnMut(&mut Event),
+    rejected: &mut Vec<Event>,
+) {
+    rejected.extend(events.by_ref().take(left).map(|mut e| {
+        stamp(&mut e);
+        e
+    }));
 }
 
 impl TierSource for Lane {
@@ -474,7 +484,6 @@ impl Publisher {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::config::{IdleStrategy, TierConfig, TiersConfig};
     use crate::event::Priority;
     use crate::stats::ApplierSlot;
     use crate::sync::AtomicU8;
@@ -495,24 +504,9 @@ mod loom_tests {
     /// Rings of two slots (never full here: `Reject` would show it), and a worker that parks
     /// on its first empty poll, so every step of going to sleep races the publishers.
     fn config() -> EngineConfig {
-        let tier = TierConfig {
-            capacity: 2,
-            overflow: OverflowPolicy::Reject,
-        };
         EngineConfig {
-            tiers: TiersConfig {
-                realtime: tier,
-                transactional: tier,
-                batch: tier,
-            },
-            idle: IdleStrategy::SpinThenPark {
-                spin_iters: 0,
-                yield_iters: 0,
-                park_timeout_us: 10_000_000,
-            },
             max_batch: 4,
-            pin_workers: false,
-            ..EngineConfig::default()
+            ..EngineConfig::parking_at_once(2, 10_000_000)
         }
     }
 

@@ -244,11 +244,9 @@ impl Worker {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::config::{TierConfig, TiersConfig};
     use crate::event::Priority;
     use crate::lane::Publisher;
     use crate::stats::{StatsHandle, WorkerStatus};
-    use crate::tier::OverflowPolicy;
     use std::sync::mpsc;
 
     /// Hands the id of every event the worker takes to the test.
@@ -285,24 +283,7 @@ mod tests {
         park_timeout: Duration,
         before_park: impl FnOnce(&Arc<Lane>) + Send + 'static,
     ) -> Running {
-        let tier = TierConfig {
-            capacity: 8,
-            overflow: OverflowPolicy::Reject,
-        };
-        let config = EngineConfig {
-            tiers: TiersConfig {
-                realtime: tier,
-                transactional: tier,
-                batch: tier,
-            },
-            idle: IdleStrategy::SpinThenPark {
-                spin_iters: 0,
-                yield_iters: 0,
-                park_timeout_us: park_timeout.as_micros() as u64,
-            },
-            pin_workers: false,
-            ..EngineConfig::default()
-        };
+        let config = EngineConfig::parking_at_once(8, park_timeout.as_micros() as u64);
         let (lane, consumers) = Lane::new(&config);
         let stats = StatsHandle::detached();
         let state = Arc::new(CachePadded::new(AtomicU8::new(RUNNING)));

@@ -47,6 +47,32 @@ impl Gate {
     }
 }
 
+/// An engine whose handler waits at the returned gate before each batch, then records the
+/// priorities it was handed, in the order it was handed them.
+fn ordered_behind_gate(cfg: EngineConfig) -> (Gate, Arc<Mutex<Vec<Priority>>>, Engine) {
+    let gate = Gate::default();
+    let g = gate.clone();
+    let order: Arc<Mutex<Vec<Priority>>> = Arc::default();
+    let o = order.clone();
+    let engine = Engine::builder()
+        .config(cfg)
+        .on_any(move |b: &[Event]| {
+            g.wait();
+            o.lock().unwrap().extend(b.iter().map(|e| e.priority));
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    (gate, order, engine)
+}
+
+/// `n` events of one priority, with automatic ids.
+fn events(n: usize, priority: Priority) -> Vec<Event> {
+    (0..n)
+        .map(|_| Event::new("x", priority, &b""[..]))
+        .collect()
+}
+
 #[test]
 fn many_producers_nothing_lost_nothing_duplicated_per_producer_order_per_tier() {
     const PRODUCERS: u64 = 4;
@@ -423,22 +449,10 @@ fn duplicates_are_dropped_and_counted() {
 
 #[test]
 fn low_priority_is_not_starved() {
-    let gate = Gate::default();
-    let g = gate.clone();
-    let order: Arc<Mutex<Vec<Priority>>> = Arc::default();
-    let o = order.clone();
     let mut cfg = test_config();
     cfg.max_batch = 8;
     cfg.starvation_rounds = 4;
-    let engine = Engine::builder()
-        .config(cfg)
-        .on_any(move |b: &[Event]| {
-            g.wait();
-            o.lock().unwrap().extend(b.iter().map(|e| e.priority));
-            Ok(())
-        })
-        .start()
-        .unwrap();
+    let (gate, order, engine) = ordered_behind_gate(cfg);
     let publisher = engine.publisher();
     // The worker takes the first event and waits at the gate; then both tiers fill up, so its
     // next pass sees both (without this, a pass that looked at an empty realtime ring just
@@ -447,13 +461,9 @@ fn low_priority_is_not_starved() {
         .publish(Event::new("x", Priority::High, &b""[..]))
         .unwrap();
     gate.wait_entered();
-    let mut batch: Vec<Event> = (0..2000)
-        .map(|_| Event::new("x", Priority::High, &b""[..]))
-        .collect();
+    let mut batch = events(2000, Priority::High);
     let _ = publisher.publish_batch(&mut batch);
-    let mut low: Vec<Event> = (0..16)
-        .map(|_| Event::new("x", Priority::Low, &b""[..]))
-        .collect();
+    let mut low = events(16, Priority::Low);
     let _ = publisher.publish_batch(&mut low);
     gate.open();
     let stats = engine.shutdown().unwrap();
@@ -468,34 +478,18 @@ fn low_priority_is_not_starved() {
 
 #[test]
 fn strict_priority_drains_realtime_before_batch() {
-    let gate = Gate::default();
-    let g = gate.clone();
-    let order: Arc<Mutex<Vec<Priority>>> = Arc::default();
-    let o = order.clone();
     let mut cfg = test_config();
     cfg.max_batch = 1024;
-    let engine = Engine::builder()
-        .config(cfg)
-        .on_any(move |b: &[Event]| {
-            g.wait();
-            o.lock().unwrap().extend(b.iter().map(|e| e.priority));
-            Ok(())
-        })
-        .start()
-        .unwrap();
+    let (gate, order, engine) = ordered_behind_gate(cfg);
     let publisher = engine.publisher();
     // While the worker is blocked on its first event, queue low then critical.
     let _ = publisher
         .publish(Event::new("x", Priority::Medium, &b""[..]))
         .unwrap();
     gate.wait_entered();
-    let mut low: Vec<Event> = (0..10)
-        .map(|_| Event::new("x", Priority::Low, &b""[..]))
-        .collect();
+    let mut low = events(10, Priority::Low);
     let _ = publisher.publish_batch(&mut low);
-    let mut crit: Vec<Event> = (0..10)
-        .map(|_| Event::new("x", Priority::Critical, &b""[..]))
-        .collect();
+    let mut crit = events(10, Priority::Critical);
     let _ = publisher.publish_batch(&mut crit);
     gate.open();
     engine.shutdown().unwrap();

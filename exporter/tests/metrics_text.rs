@@ -368,30 +368,22 @@ fn every_catalog_series_is_present_and_well_formed() {
     let final_stats = engine.shutdown().unwrap();
     let telemetry = Telemetry::new(stats_handle.clone(), None, &Default::default(), 10).unwrap();
     let (_, samples) = parse(&telemetry.render_prometheus());
-    assert_eq!(
-        value(&samples, "eventstream_events_processed_total", &[]),
-        final_stats.processed as f64
-    );
-    assert_eq!(
-        value(&samples, "eventstream_events_received_total", &[]),
-        final_stats.received as f64
-    );
-    assert_eq!(
-        value(&samples, "eventstream_events_accepted_total", &[]),
-        final_stats.accepted as f64
-    );
-    assert_eq!(
-        value(&samples, "eventstream_dedup_hits_total", &[]),
-        final_stats.dedup_hits as f64
-    );
-    assert_eq!(
-        value(&samples, "eventstream_handler_errors_total", &[]),
-        final_stats.handler_errors as f64
-    );
-    assert_eq!(
-        value(&samples, "eventstream_event_latency_seconds_count", &[]),
-        stats_handle.latency_histogram().len() as f64
-    );
+    for (name, engine_total) in [
+        ("eventstream_events_processed_total", final_stats.processed),
+        ("eventstream_events_received_total", final_stats.received),
+        ("eventstream_events_accepted_total", final_stats.accepted),
+        ("eventstream_dedup_hits_total", final_stats.dedup_hits),
+        (
+            "eventstream_handler_errors_total",
+            final_stats.handler_errors,
+        ),
+        (
+            "eventstream_event_latency_seconds_count",
+            stats_handle.latency_histogram().len(),
+        ),
+    ] {
+        assert_eq!(value(&samples, name, &[]), engine_total as f64, "{name}");
+    }
     assert_eq!(value(&samples, "eventstream_workers_alive", &[]), 0.0);
     assert_eq!(value(&samples, "eventstream_workers", &[]), 2.0);
 }

@@ -3,67 +3,32 @@
 
 mod common;
 
-use common::fake_cluster::FakeCluster;
 use common::*;
-use eventstream_exporter::Exporter;
+use eventstream_testkit::{query_path, Prometheus};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-/// Kills Prometheus when the test ends, however it ends.
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Prometheus {
-    fn start(binary: &std::path::Path, target: SocketAddr) -> Self {
-        let dir = temp_dir("prometheus");
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: eventstream\n    scrape_interval: 1s\n    scrape_timeout: 900ms\n    \
-                 static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = dir.join("prometheus.log");
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.join("prometheus.err")).unwrap())
-            .spawn()
-            .expect("prometheus starts");
-        Prometheus { child, addr, log }
-    }
-
+/// Instant queries through Prometheus' HTTP API.
+trait Query {
     /// Runs an instant query; `None` while Prometheus is not answering yet.
+    fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>>;
+
+    /// Polls `promql` until `accept` likes the result (or 30 s pass).
+    fn eventually(
+        &self,
+        promql: &str,
+        accept: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value>;
+}
+
+impl Query for Prometheus {
     fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
-        let path = format!("/api/v1/query?query={}", urlencode(promql));
+        let addr: SocketAddr = self.addr().parse().unwrap();
         let r = raw(
-            self.addr,
+            addr,
             format!(
-                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                self.addr
+                "GET {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+                query_path(promql)
             )
             .as_bytes(),
         )
@@ -76,7 +41,6 @@ impl Prometheus {
         Some(v["data"]["result"].as_array().cloned().unwrap_or_default())
     }
 
-    /// Polls `promql` until `accept` likes the result (or 30 s pass).
     fn eventually(
         &self,
         promql: &str,
@@ -92,22 +56,11 @@ impl Prometheus {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         panic!(
-            "query {promql} never became acceptable; last result {last:?}\nprometheus log:\n{log}"
+            "query {promql} never became acceptable; last result {last:?}\nprometheus log:\n{}",
+            self.log()
         );
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn scalar(sample: &serde_json::Value) -> f64 {
@@ -120,11 +73,10 @@ fn prometheus_scrapes_and_promql_answers() {
         return;
     };
     let load = LoadedEngine::start(10_000);
-    let exporter = Exporter::builder(test_config(), load.engine().stats_handle())
-        .replication(Arc::new(FakeCluster::leader()))
-        .start()
-        .unwrap();
-    let prom = Prometheus::start(&binary, exporter.local_addr());
+    let exporter = cluster_exporter_for(load.engine());
+    let dir = temp_dir("prometheus");
+    let prom = Prometheus::start(&binary, &dir, &[exporter.local_addr().to_string()], None)
+        .expect("prometheus starts");
 
     prom.eventually(r#"up{job="eventstream"}"#, |r| {
         r.len() == 1 && scalar(&r[0]) == 1.0

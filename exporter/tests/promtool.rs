@@ -2,12 +2,9 @@
 
 mod common;
 
-use common::fake_cluster::FakeCluster;
 use common::*;
-use eventstream_exporter::Exporter;
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[test]
@@ -16,10 +13,7 @@ fn promtool_check_metrics_is_clean() {
         return;
     };
     let load = LoadedEngine::start(10_000);
-    let exporter = Exporter::builder(test_config(), load.engine().stats_handle())
-        .replication(Arc::new(FakeCluster::leader()))
-        .start()
-        .unwrap();
+    let exporter = cluster_exporter_for(load.engine());
     let addr = exporter.local_addr();
     // Exercise every route (and a 404/405) so the HTTP series have several label sets.
     for path in eventstream_exporter::ROUTES {

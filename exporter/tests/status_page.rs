@@ -3,12 +3,9 @@
 
 mod common;
 
-use common::fake_cluster::FakeCluster;
 use common::*;
-use eventstream_exporter::Exporter;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
 
 fn chromium() -> Option<std::path::PathBuf> {
@@ -73,10 +70,7 @@ fn status_page_renders_live_numbers_without_js_errors() {
         return;
     };
     let load = LoadedEngine::start(10_000);
-    let exporter = Exporter::builder(test_config(), load.engine().stats_handle())
-        .replication(Arc::new(FakeCluster::leader()))
-        .start()
-        .unwrap();
+    let exporter = cluster_exporter_for(load.engine());
     let url = format!("http://{}/", exporter.local_addr());
     // Let a few seconds of history accumulate so the charts have lines.
     wait_for(Duration::from_secs(20), "history", || {

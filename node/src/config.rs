@@ -495,39 +495,23 @@ impl NodeConfig {
 
     /// The default of every setting as text, by key (for `--help`).
     pub fn defaults() -> std::collections::BTreeMap<String, String> {
-        fn walk(
-            prefix: &str,
-            t: &toml::Table,
-            out: &mut std::collections::BTreeMap<String, String>,
-        ) {
-            for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                match v {
-                    toml::Value::Table(inner) => walk(&key, inner, out),
-                    toml::Value::String(s) => {
-                        out.insert(key, s.clone());
-                    }
-                    toml::Value::Array(a) => {
-                        let items: Vec<String> = a
-                            .iter()
-                            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
-                            .collect();
-                        out.insert(key, items.join(","));
-                    }
-                    other => {
-                        out.insert(key, other.to_string());
-                    }
-                }
-            }
-        }
         let table: toml::Table =
             toml::from_str(&NodeConfig::default().to_toml()).unwrap_or_default();
         let mut out = std::collections::BTreeMap::new();
-        walk("", &table, &mut out);
+        for_each_leaf("", &table, &mut |key, v| {
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Array(a) => {
+                    let items: Vec<String> = a
+                        .iter()
+                        .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                        .collect();
+                    items.join(",")
+                }
+                other => other.to_string(),
+            };
+            out.insert(key, text);
+        });
         out
     }
 
@@ -761,6 +745,22 @@ impl NodeConfig {
     }
 }
 
+/// Calls `leaf` with the dotted key (below `prefix`) and the value of every setting in `t`,
+/// the leaves of its nested tables.
+fn for_each_leaf(prefix: &str, t: &toml::Table, leaf: &mut impl FnMut(String, &toml::Value)) {
+    for (k, v) in t {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(inner) => for_each_leaf(&key, inner, leaf),
+            _ => leaf(key, v),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -795,30 +795,39 @@ mod tests {
         };
         assert_eq!(field(peers("x")), "peers");
         assert_eq!(field(peers("2=host")), "peers");
+        // One setting out of range at a time, and the field it is named by.
+        type OutOfRange = (fn(&mut NodeConfig), &'static str);
+        let cases: [OutOfRange; 7] = [
+            (|c| c.raft.tick_ms = 0, "raft.tick_ms"),
+            (|c| c.engine.ring_capacity = 1000, "engine.ring_capacity"),
+            (|c| c.raft.heartbeat_ticks = 20, "raft.heartbeat_ticks"),
+            (
+                |c| c.storage.log_keep_entries = 0,
+                "storage.log_keep_entries",
+            ),
+            (
+                |c| c.storage.snapshot_entries = 0,
+                "storage.snapshot_entries",
+            ),
+            // 0 turns the byte trigger off (below); a tiny one would snapshot on every
+            // compaction check.
+            (
+                |c| c.storage.snapshot_bytes = 4096,
+                "storage.snapshot_bytes",
+            ),
+            (
+                |c| c.limits.max_peer_frame_bytes = 1 << 20,
+                "limits.max_peer_frame_bytes",
+            ),
+        ];
+        for (set, name) in cases {
+            let mut c = ok();
+            set(&mut c);
+            assert_eq!(field(c), name);
+        }
         let mut c = ok();
-        c.raft.tick_ms = 0;
-        assert_eq!(field(c), "raft.tick_ms");
-        let mut c = ok();
-        c.engine.ring_capacity = 1000;
-        assert_eq!(field(c), "engine.ring_capacity");
-        let mut c = ok();
-        c.raft.heartbeat_ticks = 20;
-        assert_eq!(field(c), "raft.heartbeat_ticks");
-        let mut c = ok();
-        c.storage.log_keep_entries = 0;
-        assert_eq!(field(c), "storage.log_keep_entries");
-        let mut c = ok();
-        c.storage.snapshot_entries = 0;
-        assert_eq!(field(c), "storage.snapshot_entries");
-        // 0 turns the byte trigger off; a tiny one would snapshot on every compaction check.
-        let mut c = ok();
-        c.storage.snapshot_bytes = 4096;
-        assert_eq!(field(c.clone()), "storage.snapshot_bytes");
         c.storage.snapshot_bytes = 0;
         assert!(c.validate().is_ok());
-        let mut c = ok();
-        c.limits.max_peer_frame_bytes = 1 << 20;
-        assert_eq!(field(c), "limits.max_peer_frame_bytes");
     }
 
     #[test]
@@ -869,20 +878,7 @@ mod tests {
         cfg.admin.token_file = Some("t".into());
         let table: toml::Table = toml::from_str(&cfg.to_toml()).unwrap();
         let mut leaves = Vec::new();
-        fn walk(prefix: &str, t: &toml::Table, out: &mut Vec<String>) {
-            for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                match v {
-                    toml::Value::Table(inner) => walk(&key, inner, out),
-                    _ => out.push(key),
-                }
-            }
-        }
-        walk("", &table, &mut leaves);
+        for_each_leaf("", &table, &mut |key, _| leaves.push(key));
         let mut keys: Vec<String> = s.iter().map(|x| x.key.clone()).collect();
         leaves.sort();
         keys.sort();

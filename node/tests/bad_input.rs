@@ -5,8 +5,10 @@
 //! before it and the cluster keep working: a publish is acknowledged and an open
 //! subscription on another node receives it.
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
-use eventstream_core::{Engine, Event, Priority};
+use eventstream_core::{Event, Priority};
 use eventstream_node::LocalCluster;
 use eventstream_proto::codec;
 use eventstream_proto::frame::{self, ErrorBody, ErrorCode, Kind, SubscribeBody};
@@ -50,12 +52,14 @@ impl Raw {
         Some((kind, body))
     }
 
-    /// The error frame that closes this connection, then the end of stream.
-    fn closing_error(&mut self) -> ErrorBody {
+    /// The error frame that closes this connection (a bad request whose message contains
+    /// `says`), then the end of stream.
+    fn closing_error(&mut self, says: &str) -> ErrorBody {
         let (kind, body) = self.frame().expect("an error frame before the close");
         assert_eq!(kind, Kind::Error);
         let e = frame::decode_error(&body).unwrap();
         assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}");
+        assert!(e.message.contains(says), "{}", e.message);
         assert!(
             self.frame().is_none(),
             "the connection is closed after the error"
@@ -96,13 +100,7 @@ struct World {
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let cluster = LocalCluster::start(
-            3,
-            dir.path(),
-            |c| c.raft.tick_ms = 10,
-            |_| Engine::builder(),
-        )
-        .unwrap();
+        let cluster = common::cluster(3, dir.path(), |_| {});
         let leader = cluster.wait_for_leader(Duration::from_secs(10)).unwrap();
         let eps = cluster.endpoints();
         let follower = if leader == 1 { 2 } else { 1 };
@@ -124,11 +122,23 @@ impl World {
         w
     }
 
-    fn protocol_errors(&self) -> u64 {
+    fn leader_node(&self) -> &eventstream_node::Node {
         self.cluster.nodes[(self.leader - 1) as usize]
             .as_ref()
             .unwrap()
-            .protocol_errors()
+    }
+
+    fn protocol_errors(&self) -> u64 {
+        self.leader_node().protocol_errors()
+    }
+
+    /// Whether the leader's committed stream holds an event with this id.
+    fn leader_stored(&self, id: u64) -> bool {
+        let mut all = Vec::new();
+        self.leader_node()
+            .stream()
+            .read(0, usize::MAX, |_: &Event| true, &mut all);
+        all.iter().any(|(_, e)| e.id.0 == id)
     }
 
     fn wait_protocol_errors(&self, want: u64) {
@@ -169,8 +179,7 @@ fn oversized_frame_closes_only_its_connection() {
     let before = w.protocol_errors();
     let mut bad = Raw::client(&w.addr);
     bad.send(&[1, Kind::Publish as u8, 0, 0, 0xff, 0xff, 0xff, 0x7f]); // a 2 GiB publish
-    let e = bad.closing_error();
-    assert!(e.message.contains("exceeds maximum"), "{}", e.message);
+    bad.closing_error("exceeds maximum");
     w.wait_protocol_errors(before + 1);
     w.still_works();
     w.cluster.shutdown();
@@ -185,16 +194,14 @@ fn wrong_protocol_version_closes_only_its_connection() {
     frame::put_status(&mut f, 1);
     f[0] = 2; // a version this build does not speak
     bad.send(&f);
-    let e = bad.closing_error();
-    assert!(e.message.contains("unsupported version 2"), "{}", e.message);
+    bad.closing_error("unsupported version 2");
     w.wait_protocol_errors(before + 1);
     // Before the hello, too: the first frame's version is checked the same way.
     let mut bad = Raw::connect(&w.addr);
     let mut h = hello();
     h[0] = 9;
     bad.send(&h);
-    let e = bad.closing_error();
-    assert!(e.message.contains("unsupported version 9"), "{}", e.message);
+    bad.closing_error("unsupported version 9");
     w.wait_protocol_errors(before + 2);
     w.still_works();
     w.cluster.shutdown();
@@ -210,18 +217,11 @@ fn unknown_priority_is_a_bad_request_and_closes_only_its_connection() {
     assert_eq!(f[30], Priority::High as u8);
     f[30] = 9;
     bad.send(&f);
-    let e = bad.closing_error();
+    let e = bad.closing_error("priority");
     assert_eq!(e.req_id, 77, "the error answers the bad request");
-    assert!(e.message.contains("priority"), "{}", e.message);
     w.wait_protocol_errors(before + 1);
     w.still_works();
-    // Nothing of the bad request was stored.
-    let leader = w.cluster.nodes[(w.leader - 1) as usize].as_ref().unwrap();
-    let mut all = Vec::new();
-    leader
-        .stream()
-        .read(0, usize::MAX, |_: &Event| true, &mut all);
-    assert!(all.iter().all(|(_, e)| e.id.0 != 5));
+    assert!(!w.leader_stored(5), "nothing of the bad request was stored");
     w.cluster.shutdown();
 }
 
@@ -239,14 +239,6 @@ fn stream_cut_inside_a_frame_closes_only_its_connection() {
     );
     w.wait_protocol_errors(before + 1);
     w.still_works();
-    let leader = w.cluster.nodes[(w.leader - 1) as usize].as_ref().unwrap();
-    let mut all = Vec::new();
-    leader
-        .stream()
-        .read(0, usize::MAX, |_: &Event| true, &mut all);
-    assert!(
-        all.iter().all(|(_, e)| e.id.0 != 3),
-        "the cut publish was not stored"
-    );
+    assert!(!w.leader_stored(3), "the cut publish was not stored");
     w.cluster.shutdown();
 }

@@ -1,19 +1,16 @@
 //! An in-process 3-node cluster over real loopback TCP: publish through the client, read the
 //! committed stream from every node, follower redirects, dedup of retries, bad frames.
 
+mod common;
+
 use bytes::Bytes;
 use eventstream_client::{Client, ClientConfig};
 use eventstream_core::replication::ReplicationSource;
 use eventstream_core::{Engine, Event, Priority};
-use eventstream_node::LocalCluster;
 use eventstream_proto::frame::{self, ErrorCode, Kind, SubscribeBody};
 use eventstream_testkit::{test_runtime, wait_until};
 use std::io::{Read, Write};
 use std::time::Duration;
-
-fn start(dir: &std::path::Path) -> LocalCluster {
-    LocalCluster::start(3, dir, |c| c.raft.tick_ms = 10, |_| Engine::builder()).unwrap()
-}
 
 fn ev(i: u64) -> Event {
     Event::new(
@@ -26,7 +23,7 @@ fn ev(i: u64) -> Event {
 #[test]
 fn publish_subscribe_redirect_dedup_and_bad_frames() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = start(dir.path());
+    let cluster = common::cluster(3, dir.path(), |_| {});
     let leader = cluster
         .wait_for_leader(Duration::from_secs(10))
         .expect("leader");
@@ -193,7 +190,7 @@ fn publish_subscribe_redirect_dedup_and_bad_frames() {
 #[test]
 fn stopped_follower_restarts_and_catches_up() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = start(dir.path());
+    let mut cluster = common::cluster(3, dir.path(), |_| {});
     let leader = cluster
         .wait_for_leader(Duration::from_secs(10))
         .expect("leader");
@@ -236,7 +233,7 @@ fn stopped_follower_restarts_and_catches_up() {
 #[test]
 fn conditional_leader_transfer_acts_only_on_the_named_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = start(dir.path());
+    let cluster = common::cluster(3, dir.path(), |_| {});
     let leader = cluster
         .wait_for_leader(Duration::from_secs(10))
         .expect("leader");
@@ -280,18 +277,11 @@ fn conditional_leader_transfer_acts_only_on_the_named_leader() {
 #[test]
 fn restarted_follower_catches_up_by_snapshot_over_tcp() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(
-        3,
-        dir.path(),
-        |c| {
-            c.raft.tick_ms = 10;
-            c.storage.snapshot_entries = 20;
-            c.storage.log_keep_entries = 5;
-            c.storage.compaction_interval_ms = 50;
-        },
-        |_| Engine::builder(),
-    )
-    .unwrap();
+    let mut cluster = common::cluster(3, dir.path(), |c| {
+        c.storage.snapshot_entries = 20;
+        c.storage.log_keep_entries = 5;
+        c.storage.compaction_interval_ms = 50;
+    });
     let leader = cluster
         .wait_for_leader(Duration::from_secs(10))
         .expect("leader");

@@ -3,11 +3,12 @@
 //! (status, readiness, publish errors), and never acknowledges what it did not fsync; a torn
 //! tail left by a short write is truncated on restart and the node rejoins.
 
+mod common;
+
 use bytes::Bytes;
 use eventstream_client::{Client, ClientConfig};
 use eventstream_core::replication::ReplicationSource;
 use eventstream_core::{Engine, Event, Priority};
-use eventstream_node::LocalCluster;
 use eventstream_proto::frame::ErrorCode;
 use eventstream_storage::fault::{self, WalOp, EIO, ENOSPC};
 use eventstream_testkit::{raw_publish_error, test_runtime, wait_until};
@@ -33,17 +34,10 @@ fn node_dir(dir: &Path, id: u64) -> std::path::PathBuf {
 /// of a write whose fsync failed would prove the node reported it persisted to raft anyway.
 fn single_node_failed_fsync_is_never_acknowledged(async_persist: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(
-        1,
-        dir.path(),
-        |c| {
-            c.raft.tick_ms = 10;
-            c.raft.async_persist = async_persist;
-            c.limits.request_timeout_ms = 1_000;
-        },
-        |_| Engine::builder(),
-    )
-    .unwrap();
+    let cluster = common::cluster(1, dir.path(), |c| {
+        c.raft.async_persist = async_persist;
+        c.limits.request_timeout_ms = 1_000;
+    });
     cluster.wait_for_leader(Duration::from_secs(10)).unwrap();
     let eps = cluster.endpoints();
     let node = cluster.nodes[0].as_ref().unwrap();
@@ -110,16 +104,9 @@ fn failed_fsync_is_never_acknowledged_sync_persist() {
 #[test]
 fn full_disk_on_the_leader_then_restart_truncates_and_rejoins() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(
-        3,
-        dir.path(),
-        |c| {
-            c.raft.tick_ms = 10;
-            c.limits.request_timeout_ms = 1_000;
-        },
-        |_| Engine::builder(),
-    )
-    .unwrap();
+    let mut cluster = common::cluster(3, dir.path(), |c| {
+        c.limits.request_timeout_ms = 1_000;
+    });
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).unwrap();
     let eps = cluster.endpoints();
     let rt = test_runtime();
@@ -192,13 +179,7 @@ fn full_disk_on_the_leader_then_restart_truncates_and_rejoins() {
 #[test]
 fn failed_fsync_on_a_follower_leaves_the_cluster_writable() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(
-        3,
-        dir.path(),
-        |c| c.raft.tick_ms = 10,
-        |_| Engine::builder(),
-    )
-    .unwrap();
+    let cluster = common::cluster(3, dir.path(), |_| {});
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).unwrap();
     let follower = if leader == 1 { 2 } else { 1 };
     let eps = cluster.endpoints();

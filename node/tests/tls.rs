@@ -3,11 +3,13 @@
 //! refused, config validation of the TLS and token settings, and the token in the client
 //! `Hello`.
 
+mod common;
+
 use bytes::Bytes;
 use eventstream_client::status_with;
 use eventstream_client::tls::{AdminToken, ClientTls};
 use eventstream_client::{Client, ClientConfig, ClientError};
-use eventstream_core::{Engine, Event, Priority};
+use eventstream_core::{Event, Priority};
 use eventstream_node::{LocalCluster, NodeConfig, NodeError};
 use eventstream_proto::frame::{self, Kind, Role, SubscribeBody};
 use eventstream_testkit::{test_runtime, wait_until, Pki};
@@ -75,16 +77,9 @@ fn errors(c: &LocalCluster) -> (u64, u64) {
 fn mutual_tls_cluster_serves_tls_clients_and_refuses_plain_and_foreign_ones() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::generate(dir.path());
-    let cluster = LocalCluster::start(
-        3,
-        &dir.path().join("data"),
-        |c| {
-            c.raft.tick_ms = 10;
-            pki.node(c, "node", true);
-        },
-        |_| Engine::builder(),
-    )
-    .unwrap();
+    let cluster = common::cluster(3, &dir.path().join("data"), |c| {
+        pki.node(c, "node", true);
+    });
     let leader = cluster
         .wait_for_leader(Duration::from_secs(10))
         .expect("a leader elected over mutual TLS");
@@ -159,17 +154,10 @@ fn mutual_tls_cluster_serves_tls_clients_and_refuses_plain_and_foreign_ones() {
 fn isolated_third_node(bad_cert: &str) {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::generate(dir.path());
-    let cluster = LocalCluster::start(
-        3,
-        &dir.path().join("data"),
-        |c| {
-            c.raft.tick_ms = 10;
-            let cert = if c.id == 3 { bad_cert } else { "node" };
-            pki.node(c, cert, false);
-        },
-        |_| Engine::builder(),
-    )
-    .unwrap();
+    let cluster = common::cluster(3, &dir.path().join("data"), |c| {
+        let cert = if c.id == 3 { bad_cert } else { "node" };
+        pki.node(c, cert, false);
+    });
     let leader = cluster
         .wait_for_leader(Duration::from_secs(10))
         .expect("nodes 1 and 2 elect a leader");
@@ -212,17 +200,10 @@ fn client_certificate_cannot_impersonate_a_peer() {
 fn explicit_server_name_replaces_the_address_host() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::generate(dir.path());
-    let cluster = LocalCluster::start(
-        3,
-        &dir.path().join("data"),
-        |c| {
-            c.raft.tick_ms = 10;
-            pki.node(c, "shared", false);
-            c.tls.server_name = Some("eventstream.internal".into());
-        },
-        |_| Engine::builder(),
-    )
-    .unwrap();
+    let cluster = common::cluster(3, &dir.path().join("data"), |c| {
+        pki.node(c, "shared", false);
+        c.tls.server_name = Some("eventstream.internal".into());
+    });
     cluster
         .wait_for_leader(Duration::from_secs(10))
         .expect("peers verify each other by the configured name");
@@ -277,35 +258,22 @@ fn tls_and_token_settings_are_validated_with_the_field_named() {
         "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
-    assert_eq!(
-        field(tls("missing.pem", "node.key", "ca.pem").validate()),
-        "tls.cert"
-    );
-    assert_eq!(
-        field(tls("garbage.pem", "node.key", "ca.pem").validate()),
-        "tls.cert"
-    );
-    assert_eq!(
-        field(tls("bad-body.pem", "node.key", "ca.pem").validate()),
-        "tls.cert"
-    );
-    assert_eq!(
-        field(tls("node.pem", "node.pem", "ca.pem").validate()),
-        "tls.key"
-    );
-    // A key that parses but belongs to another certificate.
-    assert_eq!(
-        field(tls("node.pem", "client.key", "ca.pem").validate()),
-        "tls.key"
-    );
-    assert_eq!(
-        field(tls("node.pem", "node.key", "garbage.pem").validate()),
-        "tls.ca"
-    );
-    assert_eq!(
-        field(tls("node.pem", "node.key", "missing.pem").validate()),
-        "tls.ca"
-    );
+    for (cert, key, ca, wrong) in [
+        ("missing.pem", "node.key", "ca.pem", "tls.cert"),
+        ("garbage.pem", "node.key", "ca.pem", "tls.cert"),
+        ("bad-body.pem", "node.key", "ca.pem", "tls.cert"),
+        ("node.pem", "node.pem", "ca.pem", "tls.key"),
+        // A key that parses but belongs to another certificate.
+        ("node.pem", "client.key", "ca.pem", "tls.key"),
+        ("node.pem", "node.key", "garbage.pem", "tls.ca"),
+        ("node.pem", "node.key", "missing.pem", "tls.ca"),
+    ] {
+        assert_eq!(
+            field(tls(cert, key, ca).validate()),
+            wrong,
+            "cert {cert}, key {key}, ca {ca}"
+        );
+    }
     let mut half = base();
     half.tls.cert = Some(pki.path("node.pem"));
     assert_eq!(field(half.validate()), "tls.key");
@@ -379,16 +347,9 @@ fn hello_token_is_accepted_and_a_malformed_one_closes_only_that_connection() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), "s3cret").unwrap();
     let token_file = dir.path().join("token");
-    let cluster = LocalCluster::start(
-        1,
-        &dir.path().join("data"),
-        |c| {
-            c.raft.tick_ms = 10;
-            c.admin.token_file = Some(token_file.clone());
-        },
-        |_| Engine::builder(),
-    )
-    .unwrap();
+    let cluster = common::cluster(1, &dir.path().join("data"), |c| {
+        c.admin.token_file = Some(token_file.clone());
+    });
     cluster.wait_for_leader(Duration::from_secs(10)).unwrap();
     let ep = cluster.endpoints()[0].clone();
     let node = cluster.nodes[0].as_ref().unwrap();

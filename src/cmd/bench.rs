@@ -5,7 +5,7 @@ use super::ClientTlsArgs;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use eventstream_bench::pipeline::{Idle, PipelineOptions};
-use eventstream_bench::{failover, hiccups, overload, pipeline, replication, restart};
+use eventstream_bench::{failover, hiccups, overload, pipeline, replication, restart, AckCheck};
 use eventstream_node::config::OverloadPolicy;
 use std::path::PathBuf;
 
@@ -309,10 +309,13 @@ fn show<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool) -> anyh
 
 /// Fails (non-zero exit) when a cluster benchmark found acknowledged events lost, duplicated
 /// or diverged.
-fn ensure_intact(lost: u64, duplicated: u64, diverged: u64) -> anyhow::Result<()> {
+fn ensure_intact(c: &AckCheck) -> anyhow::Result<()> {
     anyhow::ensure!(
-        lost == 0 && duplicated == 0 && diverged == 0,
-        "acknowledged events were lost ({lost}), duplicated ({duplicated}) or diverged ({diverged} nodes)"
+        c.intact(),
+        "acknowledged events were lost ({}), duplicated ({}) or diverged ({} nodes)",
+        c.lost,
+        c.duplicated,
+        c.diverged_nodes
     );
     Ok(())
 }
@@ -346,13 +349,13 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let json = a.json;
             let r = failover::run(&a.into(), &this_binary()?)?;
             show(&r, json)?;
-            ensure_intact(r.lost, r.duplicated, r.diverged_nodes)
+            ensure_intact(&r.check)
         }
         BenchCommand::Restart(a) => {
             let json = a.json;
             let r = restart::run(&a.into(), &this_binary()?)?;
             show(&r, json)?;
-            ensure_intact(r.lost, r.duplicated, r.diverged_nodes)
+            ensure_intact(&r.check)
         }
         BenchCommand::Overload(a) => {
             let json = a.json;

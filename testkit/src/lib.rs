@@ -14,6 +14,7 @@
 //! * [`runtime`] / [`test_runtime`] — the tokio runtime clients are driven from.
 //! * [`raw_publish_error`] — one publish over a raw connection, for the error a node answers.
 //! * [`wait_until`] — polls a condition, panicking with what it waited for.
+//! * [`Prometheus`] — a real Prometheus scraping given targets, killed on drop.
 //! * `fault` (feature `fault-injection`) — the storage crate's write/fsync fault injection.
 //! * `Pki` (feature `pki`) — CA, node, client and rogue certificates generated at run time.
 //!
@@ -26,6 +27,7 @@ mod error;
 mod pki;
 mod ports;
 mod procs;
+mod prometheus;
 mod raw;
 mod runtime;
 mod scratch;
@@ -39,6 +41,7 @@ pub use eventstream_storage::fault;
 pub use pki::Pki;
 pub use ports::{free_ports, Ports};
 pub use procs::{agreed_leader, ProcessCluster, Route};
+pub use prometheus::{query_path, Prometheus};
 pub use raw::raw_publish_error;
 pub use runtime::{runtime, test_runtime};
 pub use scratch::Scratch;

@@ -16,6 +16,17 @@ pub fn eventstream() -> Command {
     Command::new(env!("CARGO_BIN_EXE_eventstream"))
 }
 
+/// Runs `eventstream ARGS` to its end: its stdout, or a panic with its stderr if it failed.
+pub fn eventstream_ok(args: &[&str]) -> String {
+    let out = eventstream().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "eventstream {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `GET path` on `addr` (`host:port`, or a `http://` URL) with the doctor's HTTP client:
 /// status and body (de-chunked). Panics if the server cannot be reached.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {

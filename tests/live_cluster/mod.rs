@@ -82,18 +82,6 @@ pub fn http_get(endpoint: &str, path: &str) -> Result<(u16, String), String> {
     eventstream_doctor::http::get(endpoint, path, Duration::from_secs(5)).map_err(|e| e.to_string())
 }
 
-/// Percent-encodes a query-string value.
-pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// One node process.
 struct NodeProc {
     id: u64,

@@ -206,6 +206,15 @@ pub fn exporter_for(engine: &Engine) -> ExporterHandle {
         .expect("exporter starts")
 }
 
+/// Starts an exporter on 127.0.0.1:0 for `engine` whose cluster series come from a fake
+/// leader ([`fake_cluster::FakeCluster::leader`]).
+pub fn cluster_exporter_for(engine: &Engine) -> ExporterHandle {
+    Exporter::builder(test_config(), engine.stats_handle())
+        .replication(Arc::new(fake_cluster::FakeCluster::leader()))
+        .start()
+        .expect("exporter starts")
+}
+
 pub fn test_config() -> ExporterConfig {
     ExporterConfig {
         publish_interval: Duration::from_millis(100),
