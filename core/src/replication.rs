@@ -277,10 +277,46 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
     /// Counters.
     pub counters: ReplicationCounters,
+    /// The stream's storage: segment files, cache, copying, the data volume.
+    #[serde(default)]
+    pub stream: StreamStorage,
     /// Why this node's log can no longer be written (full disk, failed fsync), if it cannot:
     /// such a node accepts no writes and is not ready until restarted on working storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_failure: Option<String>,
+}
+
+/// How a node stores its stream: segment files on disk, the memory cache in front of them,
+/// offsets being copied from another member, and the volume the data directory is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamStorage {
+    /// Segment files held (the backfill's included).
+    pub segments: u64,
+    /// Bytes of those files.
+    pub retained_bytes: u64,
+    /// Bytes of the newest batches held in memory.
+    pub cache_bytes: u64,
+    /// Subscriber reads served from the memory cache (monotonic).
+    pub cache_reads: u64,
+    /// Subscriber reads that went to the segment files (monotonic).
+    pub disk_reads: u64,
+    /// Sealed segments whose index had to be rebuilt by scanning at start-up (missing or
+    /// stale checkpoint: a crash, or a segment sealed by an older build).
+    pub index_rebuilds: u64,
+    /// Offsets this node lacks below its log (a snapshot took it past them) and is copying
+    /// from another member; 0 when the stream is whole.
+    pub missing_events: u64,
+    /// Record bytes copied from other members (monotonic).
+    pub copied_bytes: u64,
+    /// Record bytes served to members copying from this node, and to backups (monotonic).
+    pub copy_served_bytes: u64,
+    /// Copy attempts that failed (member unreachable, bad record) (monotonic).
+    pub copy_failures: u64,
+    /// Size of the volume the data directory is on, bytes (0 if unknown).
+    pub volume_total_bytes: u64,
+    /// Bytes an unprivileged process can still write there (0 if unknown).
+    pub volume_free_bytes: u64,
 }
 
 /// Latency histograms of one node's replication, in nanoseconds.

@@ -6,7 +6,7 @@
 use eventstream_core::hdrhistogram::Histogram;
 use eventstream_core::replication::{
     ClusterStatus, PublishCounts, PublishOutcome, RaftRole, ReplicationCounters,
-    ReplicationHistograms, ReplicationSource,
+    ReplicationHistograms, ReplicationSource, StreamStorage,
 };
 use eventstream_proto::Member;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -114,6 +114,48 @@ pub struct NodeMetrics {
     /// The configured `peers` (a joining node hears from members its log has not added yet).
     configured: Vec<Member>,
     id: u64,
+    /// The stream and its copy counters, read for the status' [`StreamStorage`].
+    stream: std::sync::OnceLock<StreamProbe>,
+}
+
+/// Where the status reads the stream's storage from.
+#[derive(Debug)]
+struct StreamProbe {
+    stream: Arc<crate::stream::CommittedStream>,
+    copies: Arc<crate::copy::CopyCounters>,
+    data_dir: std::path::PathBuf,
+}
+
+impl StreamProbe {
+    fn storage(&self) -> StreamStorage {
+        let mut s = self.stream.storage();
+        let c = &self.copies;
+        s.copied_bytes = c.bytes.load(Ordering::Relaxed);
+        s.copy_served_bytes = c.served_bytes.load(Ordering::Relaxed);
+        s.copy_failures = c.failures.load(Ordering::Relaxed);
+        if let Some((total, free)) = volume_of(&self.data_dir) {
+            (s.volume_total_bytes, s.volume_free_bytes) = (total, free);
+        }
+        s
+    }
+}
+
+/// Size and space available to unprivileged writers of the file system holding `dir`.
+fn volume_of(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `st` points to
+    // writable memory of the size `statvfs` fills; it is read only after a 0 return, when the
+    // call has initialised it.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: `statvfs` returned 0, so it wrote the whole struct.
+    let st = unsafe { st.assume_init() };
+    let frsize = st.f_frsize as u64;
+    Some((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
 }
 
 impl NodeMetrics {
@@ -135,6 +177,7 @@ impl NodeMetrics {
             peers_connected: 0,
             members: Vec::new(),
             counters: ReplicationCounters::default(),
+            stream: Default::default(),
             storage_failure: None,
         };
         NodeMetrics {
@@ -172,6 +215,7 @@ impl NodeMetrics {
             storage_failure: Mutex::new(None),
             storage_failed: AtomicBool::new(false),
             configured: members.clone(),
+            stream: std::sync::OnceLock::new(),
             members: RwLock::new(members),
             learners: RwLock::new(Vec::new()),
             id,
@@ -358,6 +402,23 @@ impl NodeMetrics {
     }
 }
 
+impl NodeMetrics {
+    /// Lets the status report the stream's storage (`status().stream`): its files, cache and
+    /// copies, and the volume `data_dir` is on. Once; later calls are ignored.
+    pub(crate) fn attach_stream(
+        &self,
+        stream: Arc<crate::stream::CommittedStream>,
+        copies: Arc<crate::copy::CopyCounters>,
+        data_dir: &std::path::Path,
+    ) {
+        let _ = self.stream.set(StreamProbe {
+            stream,
+            copies,
+            data_dir: data_dir.to_path_buf(),
+        });
+    }
+}
+
 impl ReplicationSource for NodeMetrics {
     fn status(&self) -> ClusterStatus {
         let mut s = self
@@ -367,6 +428,9 @@ impl ReplicationSource for NodeMetrics {
             .clone();
         s.counters = self.counters();
         (s.stream_first_offset, s.stream_next_offset) = self.stream_offsets();
+        if let Some(p) = self.stream.get() {
+            s.stream = p.storage();
+        }
         if let Some(why) = self.storage_failure() {
             s.storage_failure = Some(why);
             s.leader_id = None;

@@ -242,6 +242,7 @@ impl Node {
                 source: e,
             })?;
         let copies = Arc::new(crate::copy::CopyCounters::default());
+        metrics.attach_stream(stream.clone(), copies.clone(), &cfg.data_dir);
         let ctx = Arc::new(ServerCtx {
             id: cfg.id,
             metrics: metrics.clone(),
@@ -442,6 +443,11 @@ impl Node {
         let _ = self.driver_tx.send(DriverMsg::Stop);
         if let Some(d) = self.driver.take() {
             let _ = d.join();
+            // Nothing appends any more: seal the newest segment's index, so the next start
+            // reads it instead of scanning the segment.
+            if let Err(e) = self.ctx.stream.checkpoint() {
+                tracing::warn!(id = self.id, error = %e, "could not checkpoint the stream index");
+            }
         }
     }
 }

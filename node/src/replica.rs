@@ -1415,6 +1415,7 @@ impl Replica {
             peers_connected: 0,
             members,
             counters: Default::default(),
+            stream: Default::default(),
             storage_failure: None,
         };
         self.metrics.set_status(status);

@@ -738,13 +738,11 @@ fn status_frame(req_id: u64, ctx: &ServerCtx) -> io::Result<BytesMut> {
     if let Some(o) = v.as_object_mut() {
         let p = serde_json::to_value(ctx.publishes.snapshot()).map_err(invalid)?;
         o.insert("publishes".into(), p);
-        o.insert(
-            "stream".into(),
-            serde_json::json!({
-                "first_offset": ctx.stream.first_offset(),
-                "next_offset": ctx.stream.next_offset(),
-            }),
-        );
+        // The stream's offsets as of now, next to its storage figures.
+        if let Some(st) = o.get_mut("stream").and_then(|v| v.as_object_mut()) {
+            st.insert("first_offset".into(), ctx.stream.first_offset().into());
+            st.insert("next_offset".into(), ctx.stream.next_offset().into());
+        }
     }
     let json = serde_json::to_vec(&v).map_err(invalid)?;
     let mut b = BytesMut::new();

@@ -139,6 +139,8 @@ pub(crate) struct ReadCounters {
 #[derive(Debug)]
 pub struct CommittedStream {
     log: StreamLog,
+    /// Segments scanned at open for want of a valid index checkpoint.
+    index_rebuilds: u64,
     /// What the node held before a snapshot took it further, being filled up to the log.
     backfill: Mutex<Option<StreamLog>>,
     backfill_dir: std::path::PathBuf,
@@ -194,6 +196,7 @@ impl CommittedStream {
         let next = log.next_offset();
         let stream = Arc::new(CommittedStream {
             log,
+            index_rebuilds: rec.scanned as u64,
             backfill: Mutex::new(backfill),
             backfill_dir,
             cfg,
@@ -210,6 +213,24 @@ impl CommittedStream {
 
     fn backfill(&self) -> std::sync::MutexGuard<'_, Option<StreamLog>> {
         self.backfill.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stream's storage for the status (the copy and volume fields are the caller's).
+    pub fn storage(&self) -> eventstream_core::replication::StreamStorage {
+        let (bf_segments, bf_bytes) = self
+            .backfill()
+            .as_ref()
+            .map_or((0, 0), |b| (b.segments().len() as u64, b.bytes()));
+        eventstream_core::replication::StreamStorage {
+            segments: self.log.segments().len() as u64 + bf_segments,
+            retained_bytes: self.log.bytes() + bf_bytes,
+            cache_bytes: self.cache().bytes,
+            cache_reads: self.reads.hits.load(Ordering::Relaxed),
+            disk_reads: self.reads.misses.load(Ordering::Relaxed),
+            index_rebuilds: self.index_rebuilds,
+            missing_events: self.missing().map_or(0, |r| r.end.saturating_sub(r.start)),
+            ..Default::default()
+        }
     }
 
     /// The offsets this node lacks between what it held before a snapshot and the log (being

@@ -357,5 +357,30 @@ fn restarted_follower_catches_up_by_snapshot_over_tcp() {
         sent >= 1 && received >= 1,
         "sent {sent}, received {received}"
     );
+    // The status reports the copy and the stream's storage.
+    let storage = |id: u64| {
+        cluster.nodes[(id - 1) as usize]
+            .as_ref()
+            .unwrap()
+            .metrics()
+            .status()
+            .stream
+    };
+    let copied = storage(down);
+    assert!(
+        copied.copied_bytes > 0 && copied.missing_events == 0,
+        "{copied:?}"
+    );
+    let served: u64 = (1..=3).map(|id| storage(id).copy_served_bytes).sum();
+    assert!(
+        served >= copied.copied_bytes,
+        "served {served}, copied {copied:?}"
+    );
+    let l = storage(leader);
+    assert!(l.segments >= 1 && l.retained_bytes > 0, "{l:?}");
+    assert!(
+        l.volume_total_bytes >= l.volume_free_bytes && l.volume_free_bytes > 0,
+        "{l:?}"
+    );
     cluster.shutdown();
 }
