@@ -154,8 +154,13 @@ fn volume_of(dir: &std::path::Path) -> Option<(u64, u64)> {
     }
     // SAFETY: `statvfs` returned 0, so it wrote the whole struct.
     let st = unsafe { st.assume_init() };
-    let frsize = st.f_frsize as u64;
-    Some((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
+    // The field types differ between targets (u64 on 64-bit Linux, narrower elsewhere).
+    let (frsize, blocks, avail) = (
+        u64::from(st.f_frsize),
+        u64::from(st.f_blocks),
+        u64::from(st.f_bavail),
+    );
+    Some((blocks * frsize, avail * frsize))
 }
 
 impl NodeMetrics {
