@@ -154,13 +154,7 @@ fn volume_of(dir: &std::path::Path) -> Option<(u64, u64)> {
     }
     // SAFETY: `statvfs` returned 0, so it wrote the whole struct.
     let st = unsafe { st.assume_init() };
-    // The field types differ between targets (u64 on 64-bit Linux, narrower elsewhere).
-    let (frsize, blocks, avail) = (
-        u64::from(st.f_frsize),
-        u64::from(st.f_blocks),
-        u64::from(st.f_bavail),
-    );
-    Some((blocks * frsize, avail * frsize))
+    Some((st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize))
 }
 
 impl NodeMetrics {

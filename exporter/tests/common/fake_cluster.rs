@@ -4,7 +4,7 @@ use eventstream_core::hdrhistogram::Histogram;
 use eventstream_core::new_latency_histogram;
 use eventstream_core::replication::{
     ClusterStatus, MemberStatus, PublishOutcomes, RaftRole, ReplicationCounters,
-    ReplicationHistograms, ReplicationSource,
+    ReplicationHistograms, ReplicationSource, StreamStorage,
 };
 use std::sync::Mutex;
 
@@ -57,6 +57,20 @@ impl FakeCluster {
                 log_bytes: 1 << 20,
                 stream_first_offset: 500,
                 stream_next_offset: 1500,
+                stream: StreamStorage {
+                    segments: 3,
+                    retained_bytes: 150 << 20,
+                    cache_bytes: 32 << 20,
+                    cache_reads: 900,
+                    disk_reads: 100,
+                    index_rebuilds: 1,
+                    missing_events: 0,
+                    copied_bytes: 1 << 20,
+                    copy_served_bytes: 2 << 20,
+                    copy_failures: 2,
+                    volume_total_bytes: 100 << 30,
+                    volume_free_bytes: 40 << 30,
+                },
                 proposals_pending: 2,
                 peers_connected: 3,
                 members: vec![
