@@ -25,7 +25,9 @@ Checked:
   - node ConfigMap: eventstream.toml is TOML whose keys (and section keys) are all settings of
     the binary's NodeConfig (node/src/config.rs), without `id` (prepended per pod); data_dir, http.port,
     listen port and the `peers` list agree with the StatefulSet (one entry per replica, id =
-    ordinal + 1, peer DNS through the headless Service); node-ids is present and read.
+    ordinal + 1, peer DNS through the headless Service); node-ids is present and read;
+  - disk budget: retention.max_bytes is set, and it plus one stream segment plus the raft log
+    between snapshots fits in 85 % of the data volume claim.
 """
 
 import json
@@ -277,6 +279,23 @@ class Checker:
         script = " ".join(container.get("args", []))
         self.require("/etc/eventstream/eventstream.toml" in script and "/etc/eventstream/node-ids" in script,
                      "the entrypoint does not read /etc/eventstream/eventstream.toml and /etc/eventstream/node-ids")
+        self.disk_budget(config, spec)
+
+    def disk_budget(self, config, spec):
+        """The stream's retention fits the data volume: retained bytes + one segment (retention
+        deletes whole segments) + the raft log between snapshots stay within 85 % of the claim,
+        the level EventStreamDiskFilling warns at."""
+        claim = quantity(spec["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"])
+        retention = config.get("retention", {}).get("max_bytes", 0)
+        storage = config.get("storage", {})
+        if not self.require(retention > 0, "retention.max_bytes is unset: the stream would grow until the volume is full"):
+            return
+        segment = storage.get("stream_segment_bytes", 64 << 20)
+        wal = storage.get("snapshot_bytes", 256 << 20) + storage.get("segment_bytes", 64 << 20)
+        need = retention + segment + wal
+        self.require(need <= 0.85 * claim,
+                     f"retention.max_bytes {retention} + a stream segment {segment} + the log between snapshots {wal} "
+                     f"= {need} bytes exceeds 85 % of the {claim:.0f}-byte data volume")
 
 
 NODE_CONFIG = ROOT / "node" / "src" / "config.rs"

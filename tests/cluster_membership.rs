@@ -102,6 +102,9 @@ fn grow_a_loaded_cluster_3_to_5_and_shrink_it_to_3_without_losing_acknowledged_e
         "10",
         "--storage-compaction-interval-ms",
         "100",
+        // Many small segments: joiners copy the stream below their snapshot in many chunks.
+        "--storage-stream-segment-bytes",
+        "65536",
     ]
     .iter()
     .map(|s| s.to_string())

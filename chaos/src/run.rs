@@ -214,7 +214,20 @@ async fn run_async(cfg: &ChaosConfig, dir: &std::path::Path) -> Result<ChaosOutc
         .map(|&p| SocketAddr::from(([127, 0, 0, 1], p)))
         .collect();
     let proxies = Proxies::start(&real).await?;
-    let extra = vec!["--limits-request-timeout-ms".to_owned(), "2000".to_owned()];
+    // Frequent snapshots and small stream segments: a node killed or cut off for a while is
+    // caught up by snapshot and copies the stream below it from another member, under faults.
+    let extra: Vec<String> = [
+        "--limits-request-timeout-ms",
+        "2000",
+        "--storage-snapshot-entries",
+        "500",
+        "--storage-log-keep-entries",
+        "100",
+        "--storage-stream-segment-bytes",
+        "65536",
+    ]
+    .map(String::from)
+    .to_vec();
     let routes: std::collections::BTreeMap<(u64, u64), String> = (1..=cfg.nodes as u64)
         .flat_map(|i| (1..=cfg.nodes as u64).map(move |j| (i, j)))
         .filter(|(i, j)| i != j)

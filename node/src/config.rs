@@ -944,7 +944,7 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_kubernetes_config_is_valid_and_bounds_memory() {
+    fn the_shipped_kubernetes_config_is_valid_and_bounds_memory_apart_from_retention() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../k8s/config/eventstream.toml");
         let mut c = NodeConfig::from_toml_file(&path).unwrap();
@@ -953,10 +953,14 @@ mod tests {
         c.validate().unwrap();
         let (r, s) = (&c.retention, &c.storage);
         assert!(r.max_bytes > 0 && s.snapshot_bytes > 0 && s.log_keep_bytes > 0);
-        // Peak memory (stream, kept log, one snapshot being written) stays well under the
-        // pod's 2 GiB limit, and snapshots rewrite the stream at most once per 4× its size of
-        // log (docs/cluster.md, "Memory").
-        assert!(2 * r.max_bytes + s.log_keep_bytes <= 1 << 30);
-        assert!(s.snapshot_bytes >= 4 * r.max_bytes);
+        // Memory does not depend on retention (the stream is on disk): the read cache, the
+        // kept log and the log between compaction checks stay well under the pod's 2 GiB
+        // limit (docs/cluster.md, "Storage and memory"); k8s/check.py checks the disk budget
+        // against the volume claim.
+        assert!(s.read_cache_bytes + s.log_keep_bytes + s.snapshot_bytes <= 1 << 30);
+        assert!(
+            r.max_bytes > 8 * s.stream_segment_bytes,
+            "retention spans many segments"
+        );
     }
 }

@@ -326,3 +326,153 @@ async fn dial(addr: &str, c: &Copier) -> io::Result<(ConnReader, ConnWriter)> {
     w.write_all(&b).await?;
     Ok((r, w))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::StreamSettings;
+    use bytes::BytesMut;
+    use eventstream_core::{Event, Priority};
+    use eventstream_proto::codec;
+
+    fn settings() -> StreamSettings {
+        StreamSettings {
+            segment_bytes: 1 << 10,
+            cache_bytes: 0,
+        }
+    }
+
+    /// A stream of `n` one-event batches, event id = offset + 1.
+    fn source(dir: &std::path::Path, n: u64) -> Arc<CommittedStream> {
+        let s = CommittedStream::open(dir, settings()).unwrap();
+        for i in 0..n {
+            let mut b = BytesMut::new();
+            codec::put_event(
+                &mut b,
+                &Event::new("t", Priority::Low, vec![7; 40]).with_id(i + 1),
+            );
+            s.append(1, 1_000 + i, &b).unwrap();
+        }
+        s
+    }
+
+    /// A node whose snapshot is at `next` and that held nothing: it lacks `first..next`.
+    fn behind(dir: &std::path::Path, first: u64, next: u64) -> Arc<CommittedStream> {
+        let s = CommittedStream::open(dir, settings()).unwrap();
+        s.align(first, next).unwrap();
+        assert_eq!(s.missing(), Some(first..next));
+        s
+    }
+
+    fn chunk_of(s: &CommittedStream, from: u64, to: u64, max_bytes: u32) -> StreamChunk {
+        let f = StreamFetch {
+            req_id: 1,
+            from,
+            to,
+            max_bytes,
+        };
+        let b = answer_fetch(s, &f).unwrap().freeze();
+        let (kind, body, _) = frame::decode_frame(&b, usize::MAX).unwrap().unwrap();
+        assert_eq!(kind, Kind::StreamChunk);
+        frame::decode_stream_chunk(&Bytes::copy_from_slice(body)).unwrap()
+    }
+
+    #[test]
+    fn copying_chunk_by_chunk_fills_the_gap_and_splices() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let src = source(a.path(), 100);
+        let dst = behind(b.path(), 0, 100);
+        let mut rounds = 0;
+        while let Some(m) = dst.missing() {
+            let c = chunk_of(&src, m.start, m.end, 600);
+            assert!(
+                c.records.len() <= 600 + 200,
+                "about max_bytes: {}",
+                c.records.len()
+            );
+            match store_chunk(&dst, &c).unwrap() {
+                Stored::Copied { next, .. } => assert!(next > m.start),
+                other => panic!("{other:?}"),
+            }
+            rounds += 1;
+        }
+        assert!(rounds > 3, "copied in {rounds} chunks");
+        let mut out = Vec::new();
+        let mut next = 0;
+        while next < 100 {
+            next = dst.read(next, 1000, |_| true, &mut out);
+        }
+        let ids: Vec<u64> = out.iter().map(|(o, e)| (o + 1) * 1000 + e.id.0).collect();
+        assert_eq!(
+            ids,
+            (0..100).map(|o| (o + 1) * 1000 + o + 1).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            store_chunk(&dst, &chunk_of(&src, 0, 100, 600)).unwrap(),
+            Stored::Done
+        );
+    }
+
+    #[test]
+    fn a_forged_torn_or_misplaced_record_is_refused_and_only_whole_checked_records_are_stored() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let src = source(a.path(), 20);
+        let dst = behind(b.path(), 0, 20);
+        let good = chunk_of(&src, 0, 20, 400);
+        // A flipped byte in the first record: its checksum fails, nothing is stored.
+        let mut forged = good.records.to_vec();
+        forged[30] ^= 0x40;
+        let forged = StreamChunk {
+            records: Bytes::from(forged),
+            ..good.clone()
+        };
+        assert!(store_chunk(&dst, &forged).is_err());
+        assert_eq!(dst.missing(), Some(0..20));
+        // Records that start after the gap's start (offsets 5.. when 0 is next) do not fit.
+        let later = chunk_of(&src, 5, 20, 400);
+        assert!(store_chunk(&dst, &later).is_err());
+        assert_eq!(dst.missing(), Some(0..20));
+        // A torn last record: the whole ones before it are stored (each checked), not it.
+        let torn = StreamChunk {
+            records: good.records.slice(..good.records.len() - 3),
+            ..good.clone()
+        };
+        assert!(store_chunk(&dst, &torn).is_err());
+        let m = dst.missing().unwrap();
+        assert!(m.start > 0 && m.end == 20, "{m:?}");
+        let next = chunk_of(&src, m.start, 20, 400);
+        assert!(matches!(
+            store_chunk(&dst, &next).unwrap(),
+            Stored::Copied { .. }
+        ));
+    }
+
+    #[test]
+    fn a_member_that_deleted_the_start_restarts_the_copy_at_its_first_offset() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let src = source(a.path(), 60);
+        src.trim(
+            &crate::stream::Retention {
+                max_events: 20,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+        let first = src.contiguous_first();
+        assert!(first > 0);
+        let dst = behind(b.path(), 0, 60);
+        let c = chunk_of(&src, 0, 60, 400);
+        assert!(c.records.is_empty() && c.first == first);
+        assert_eq!(
+            store_chunk(&dst, &c).unwrap(),
+            Stored::Restarted { at: first }
+        );
+        assert_eq!(dst.missing(), Some(first..60));
+        assert_eq!(dst.first_offset(), first);
+        while let Some(m) = dst.missing() {
+            store_chunk(&dst, &chunk_of(&src, m.start, m.end, 400)).unwrap();
+        }
+        assert_eq!((dst.first_offset(), dst.next_offset()), (first, 60));
+    }
+}
