@@ -192,7 +192,10 @@ fn verify_local(c: &LocalCluster, expect: u64, timeout: Duration) -> bool {
     let from = streams.iter().map(|s| s.first_offset()).max().unwrap_or(0);
     let ids = |s: &CommittedStream| {
         let mut v = Vec::new();
-        s.read(from, usize::MAX, |_| true, &mut v);
+        let mut next = from;
+        while next < s.next_offset() {
+            next = s.read(next, usize::MAX, |_| true, &mut v);
+        }
         v.into_iter().map(|(_, e)| e.id.0).collect::<Vec<u64>>()
     };
     let first = ids(&streams[0]);

@@ -280,6 +280,9 @@ pub struct ClusterStatus {
     /// The stream's storage: segment files, cache, copying, the data volume.
     #[serde(default)]
     pub stream: StreamStorage,
+    /// Longest snapshot taken or installed since start, ms.
+    #[serde(default)]
+    pub snapshot_max_ms: u64,
     /// Why this node's log can no longer be written (full disk, failed fsync), if it cannot:
     /// such a node accepts no writes and is not ready until restarted on working storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]

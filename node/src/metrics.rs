@@ -177,6 +177,7 @@ impl NodeMetrics {
             members: Vec::new(),
             counters: ReplicationCounters::default(),
             stream: Default::default(),
+            snapshot_max_ms: 0,
             storage_failure: None,
         };
         NodeMetrics {
@@ -430,6 +431,12 @@ impl ReplicationSource for NodeMetrics {
         if let Some(p) = self.stream.get() {
             s.stream = p.storage();
         }
+        s.snapshot_max_ms = self
+            .snapshot_ns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .max()
+            / 1_000_000;
         if let Some(why) = self.storage_failure() {
             s.storage_failure = Some(why);
             s.leader_id = None;

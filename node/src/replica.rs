@@ -1416,6 +1416,7 @@ impl Replica {
             members,
             counters: Default::default(),
             stream: Default::default(),
+            snapshot_max_ms: 0,
             storage_failure: None,
         };
         self.metrics.set_status(status);

@@ -71,6 +71,7 @@ impl FakeCluster {
                     volume_total_bytes: 100 << 30,
                     volume_free_bytes: 40 << 30,
                 },
+                snapshot_max_ms: 40_000,
                 proposals_pending: 2,
                 peers_connected: 3,
                 members: vec![
