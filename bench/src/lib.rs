@@ -9,6 +9,8 @@
 //! * [`replication`] — replicated publish throughput and commit latency.
 //! * [`failover`] — `kill -9` of the leader, time until writes are acknowledged again.
 //! * [`restart`] — graceful leader restarts, the longest gap between acknowledged writes.
+//! * [`soak`] — the stream on disk under a long write load on real processes: memory against
+//!   retained bytes, snapshots, a catch-up read, crash restart, follower catch-up.
 //! * [`overload`] — producers at a multiple of the cluster's capacity: back-pressure, RSS,
 //!   exact accounting.
 //!
@@ -28,6 +30,7 @@ pub mod overload;
 pub mod pipeline;
 pub mod replication;
 pub mod restart;
+pub mod soak;
 
 pub use common::{percentile, AckCheck};
 pub use error::BenchError;

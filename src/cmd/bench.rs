@@ -5,7 +5,10 @@ use super::ClientTlsArgs;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use eventstream_bench::pipeline::{Idle, PipelineOptions};
-use eventstream_bench::{failover, hiccups, overload, pipeline, replication, restart, AckCheck};
+use eventstream_bench::soak::SoakOptions;
+use eventstream_bench::{
+    failover, hiccups, overload, pipeline, replication, restart, soak, AckCheck,
+};
 use eventstream_node::config::OverloadPolicy;
 use std::path::PathBuf;
 
@@ -23,6 +26,9 @@ pub enum BenchCommand {
     Restart(RestartArgs),
     /// Producers at 2x the cluster's capacity: back-pressure, RSS, exact accounting.
     Overload(OverloadArgs),
+    /// The stream on disk under a long write load on real node processes: memory against
+    /// retained bytes, snapshots, a catch-up read, crash restart, follower catch-up.
+    Soak(SoakArgs),
     /// The machine's own floor under tail latency: time taken from a pinned spinning thread.
     Hiccups(HiccupArgs),
 }
@@ -217,6 +223,92 @@ impl From<RestartArgs> for eventstream_bench::restart::RestartOptions {
     }
 }
 
+/// `eventstream bench soak`.
+#[derive(Debug, Args, Clone)]
+pub struct SoakArgs {
+    /// Node processes.
+    #[arg(long, default_value_t = SoakOptions::default().nodes)]
+    pub nodes: usize,
+    /// Payload bytes to write (e.g. 20GiB, 512MiB).
+    #[arg(long, default_value = "20GiB", value_parser = parse_size)]
+    pub total: u64,
+    /// Payload sizes in bytes, comma-separated; each gets an equal share of --total.
+    #[arg(long, value_delimiter = ',', default_value = "100,1024")]
+    pub payloads: Vec<usize>,
+    /// Events per publish request.
+    #[arg(long, default_value_t = SoakOptions::default().batch)]
+    pub batch: usize,
+    /// Concurrent publishing clients.
+    #[arg(long, default_value_t = SoakOptions::default().clients)]
+    pub clients: usize,
+    /// `retention.max_bytes` of every node.
+    #[arg(long, default_value = "6GiB", value_parser = parse_size)]
+    pub retention: u64,
+    /// `storage.stream_segment_bytes`.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub segment: u64,
+    /// `storage.snapshot_bytes`.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub snapshot: u64,
+    /// Seconds of half-rate writes without the reader, for comparison.
+    #[arg(long, default_value_t = SoakOptions::default().baseline_secs)]
+    pub baseline_secs: u64,
+    /// Payload written while a follower is stopped (0 skips the follower catch-up).
+    #[arg(long, default_value = "5GiB", value_parser = parse_size)]
+    pub follower_gap: u64,
+    /// Data directory (default: a temporary directory under the current one).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl From<SoakArgs> for SoakOptions {
+    fn from(a: SoakArgs) -> Self {
+        SoakOptions {
+            nodes: a.nodes,
+            total_bytes: a.total,
+            payloads: a.payloads,
+            batch: a.batch,
+            clients: a.clients,
+            retention_bytes: a.retention,
+            segment_bytes: a.segment,
+            snapshot_bytes: a.snapshot,
+            baseline_secs: a.baseline_secs,
+            follower_gap_bytes: a.follower_gap,
+            data_dir: a.data_dir,
+        }
+    }
+}
+
+/// A size: bytes, or with a KiB/MiB/GiB/KB/MB/GB suffix.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 512MiB, 20GiB, 1000000)"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "`{other}` is not a size unit (B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    Ok((n * factor as f64) as u64)
+}
+
 /// `eventstream bench overload`.
 #[derive(Debug, Args, Clone)]
 pub struct OverloadArgs {
@@ -357,6 +449,16 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             show(&r, json)?;
             ensure_intact(&r.check)
         }
+        BenchCommand::Soak(a) => {
+            let json = a.json;
+            let r = soak::run(&a.into(), &this_binary()?)?;
+            show(&r, json)?;
+            anyhow::ensure!(
+                r.verified,
+                "acknowledged events missing from a node's stream"
+            );
+            Ok(())
+        }
         BenchCommand::Overload(a) => {
             let json = a.json;
             let r = overload::run(&a.into())?;
@@ -364,5 +466,20 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             anyhow::ensure!(r.valid, "overload checks failed (see the report)");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units_and_name_bad_input() {
+        assert_eq!(parse_size("20GiB"), Ok(20 << 30));
+        assert_eq!(parse_size("1.5MiB"), Ok(3 << 19));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").unwrap_err().contains("`lots`"));
+        assert!(parse_size("3TB").unwrap_err().contains("`TB`"));
     }
 }
