@@ -10,7 +10,8 @@
          warnings and infos are suppressed;
        - critical alerts of that cluster, and warnings of another cluster (another namespace or
          job), stay active;
-       - without a NoLeader/QuorumLost source, warnings are active.
+       - without a NoLeader/QuorumLost source, warnings are active;
+       - EventStreamDiskAlmostFull suppresses EventStreamDiskFilling of the same node only.
 
 Usage: alerts/check_alertmanager.py [CONFIG]   (default: alerts/alertmanager.yml)
 
@@ -71,10 +72,13 @@ def request(url: str, data=None):
         return json.loads(text) if text.strip().startswith(("[", "{")) else text
 
 
-def alert(name: str, severity: str, namespace: str, job: str = "eventstream") -> dict:
+def alert(name: str, severity: str, namespace: str, job: str = "eventstream", instance: str = "") -> dict:
     now = datetime.now(timezone.utc)
+    labels = {"alertname": name, "severity": severity, "namespace": namespace, "job": job}
+    if instance:
+        labels["instance"] = instance
     return {
-        "labels": {"alertname": name, "severity": severity, "namespace": namespace, "job": job},
+        "labels": labels,
         "annotations": {"summary": f"{name} test alert"},
         "startsAt": (now - timedelta(minutes=1)).isoformat(),
         "endsAt": (now + timedelta(minutes=30)).isoformat(),
@@ -97,6 +101,9 @@ def check_inhibition(alertmanager: str) -> list:
         alert("EventStreamProposalsFailing", "warning", "ns-noleader"),
         alert("EventStreamHighLatency", "warning", "ns-healthy"),
         alert("EventStreamNodeDown", "critical", "ns-healthy"),
+        alert("EventStreamDiskAlmostFull", "critical", "ns-disk", instance="es-0:8080"),
+        alert("EventStreamDiskFilling", "warning", "ns-disk", instance="es-0:8080"),
+        alert("EventStreamDiskFilling", "warning", "ns-disk", instance="es-1:8080"),
     ]
     expected = {
         ("EventStreamQuorumLost", "ns-quorum", "eventstream"): "active",
@@ -108,6 +115,9 @@ def check_inhibition(alertmanager: str) -> list:
         ("EventStreamProposalsFailing", "ns-noleader", "eventstream"): "suppressed",
         ("EventStreamHighLatency", "ns-healthy", "eventstream"): "active",
         ("EventStreamNodeDown", "ns-healthy", "eventstream"): "active",
+        ("EventStreamDiskAlmostFull", "ns-disk", "eventstream", "es-0:8080"): "active",
+        ("EventStreamDiskFilling", "ns-disk", "eventstream", "es-0:8080"): "suppressed",
+        ("EventStreamDiskFilling", "ns-disk", "eventstream", "es-1:8080"): "active",
     }
 
     problems = []
@@ -137,7 +147,10 @@ def check_inhibition(alertmanager: str) -> list:
                 got = {}
                 for a in request(f"{base}/api/v2/alerts"):
                     labels = a["labels"]
-                    got[(labels["alertname"], labels["namespace"], labels["job"])] = a["status"]["state"]
+                    key = (labels["alertname"], labels["namespace"], labels["job"])
+                    if "instance" in labels:
+                        key += (labels["instance"],)
+                    got[key] = a["status"]["state"]
                 if got == expected or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
@@ -165,7 +178,8 @@ def main() -> int:
             print(f"alerts/check_alertmanager.py: {problem}", file=sys.stderr)
         return 1
     print("alerts/check_alertmanager.py: routes critical->pager, warning->chat, info->tickets; "
-          "NoLeader/QuorumLost suppress their cluster's warnings and infos on a live Alertmanager, nothing else")
+          "NoLeader/QuorumLost suppress their cluster's warnings and infos, DiskAlmostFull its node's DiskFilling, "
+          "on a live Alertmanager, nothing else")
     return 0
 
 

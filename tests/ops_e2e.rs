@@ -3,13 +3,15 @@
 //! (evaluating `alerts/eventstream.rules.yml` every second) while a background client publishes.
 //!
 //! Asserted:
-//! * the rule file loads: every alerting rule in it (15 today), each evaluated without error;
+//! * the rule file loads: every alerting rule in it (19 today), each evaluated without error;
 //! * every panel query of `dashboards/overview.json` and `dashboards/cluster.json` (extracted
 //!   by `dashboards/check.py`'s `panel_queries`) returns data through `/api/v1/query`;
 //! * a healthy cluster under load has no alert firing, and none pending either (pending means
 //!   "would fire if this lasted"; a healthy cluster must not even get there) — except
 //!   EventStreamHighFsyncLatency and EventStreamHighLatency pending, which on this shared
-//!   2-core machine measure the machine as much as the cluster and are only noted; instead,
+//!   2-core machine measure the machine as much as the cluster and are only noted (as are
+//!   EventStreamDiskFilling and EventStreamDiskAlmostFull pending: the nodes' data directories
+//!   are on this machine's disk, however full it is); instead,
 //!   each node's median event latency (through Prometheus) must be far below the 1 ms
 //!   objective, which holds when the histogram measures the node's local stage;
 //! * after `kill -9` of the leader (the design in docs/operate.md: a normal failover fires
@@ -292,7 +294,12 @@ fn prometheus_on_a_live_cluster_dashboards_have_data_and_alerts_follow_a_leader_
     //   preempted apply delays a whole batch, so the p99 can pass 1 ms. The median cannot: the
     //   histogram measures each node's local stage (commit received -> handler), microseconds,
     //   so the per-node median over the test must be far below the 1 ms objective. That is
-    //   asserted below whether or not the alert is pending.
+    //   asserted below whether or not the alert is pending;
+    // - DiskFilling / DiskAlmostFull: the nodes keep their data in a temporary directory on
+    //   this machine's disk, so the free fraction is the machine's (a developer's disk 90 %
+    //   full makes DiskFilling pending at once), not something the cluster did. Their `for:`
+    //   (10 and 5 minutes) is longer than this test, so they cannot fire here; that they fire
+    //   at the right ratio is alerts/tests/storage.test.yml's job.
     //
     // Start-up is not "healthy" yet: until every peer connection is up, a node briefly reports
     // fewer connected peers than a quorum, and QuorumLost can go pending for one evaluation.
@@ -330,7 +337,10 @@ fn prometheus_on_a_live_cluster_dashboards_have_data_and_alerts_follow_a_leader_
         for a in alerts {
             let machine_dependent = matches!(
                 a.name.as_str(),
-                "EventStreamHighFsyncLatency" | "EventStreamHighLatency"
+                "EventStreamHighFsyncLatency"
+                    | "EventStreamHighLatency"
+                    | "EventStreamDiskFilling"
+                    | "EventStreamDiskAlmostFull"
             );
             if machine_dependent && a.state == "pending" {
                 noted.insert(format!(

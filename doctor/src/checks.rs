@@ -344,6 +344,7 @@ fn replication_and_elections(c: &mut Ctx<'_>) {
     apply_lag(c);
     proposals_failed(c);
     quorum(c);
+    stream_copy(c);
 }
 
 /// EventStreamNoLeader.
@@ -464,11 +465,86 @@ fn quorum(c: &mut Ctx<'_>) {
     }
 }
 
-/// Disk fsync: failed log storage (EventStreamStorageFailed), then p99 fsync against
-/// `fsync_p99_seconds` (EventStreamHighFsyncLatency).
+/// Stream offsets this node lacks and copies from another member (EventStreamStreamCopyStuck):
+/// a warning when some are missing and no byte was copied between the two scrapes. The rule
+/// waits 15 minutes without progress; the doctor sees only its interval, so its warning says
+/// "not copying now" and the alert says "stuck".
+fn stream_copy(c: &mut Ctx<'_>) {
+    let Some(missing) = c.now("eventstream_stream_missing_events", &[]) else {
+        return;
+    };
+    if missing <= 0.0 {
+        return;
+    }
+    let copied = c
+        .delta("eventstream_stream_copied_bytes_total", &[])
+        .unwrap_or(0.0);
+    let failures = c
+        .delta("eventstream_stream_copy_failures_total", &[])
+        .unwrap_or(0.0);
+    let grade = warning_if(copied <= 0.0);
+    let summary = if copied > 0.0 {
+        format!("copying {missing:.0} missing stream events")
+    } else {
+        format!("{missing:.0} stream events missing, none copied")
+    };
+    c.add(
+        Area::ReplicationAndElections,
+        grade,
+        summary,
+        format!(
+            "eventstream_stream_missing_events {missing:.0}; copied {:.0} B/s, {failures:.0} copy failures in the interval",
+            copied / c.dt
+        ),
+        "The node copies the offsets it lacks from the leader or another member: check the peer network to them and the node's log for failed copies.",
+        alert_if(grade, "EventStreamStreamCopyStuck"),
+    );
+}
+
+/// Disk fsync: failed log storage (EventStreamStorageFailed), p99 fsync against
+/// `fsync_p99_seconds` (EventStreamHighFsyncLatency), then the data volume's free space.
 fn disk_fsync(c: &mut Ctx<'_>) {
     storage_failed(c);
     fsync_latency(c);
+    disk_space(c);
+}
+
+/// Free / size of the data volume against `disk_free_critical_ratio`
+/// (EventStreamDiskAlmostFull) and `disk_free_warning_ratio` (EventStreamDiskFilling). A
+/// volume of unknown size (0) is skipped, as the rules' division leaves it out.
+fn disk_space(c: &mut Ctx<'_>) {
+    let (Some(size), Some(free)) = (
+        c.now("eventstream_storage_volume_size_bytes", &[]),
+        c.now("eventstream_storage_volume_free_bytes", &[]),
+    ) else {
+        return;
+    };
+    if size <= 0.0 {
+        return;
+    }
+    let ratio = free / size;
+    let (grade, alert) = if ratio < c.t.disk_free_critical_ratio {
+        (Grade::Critical, Some("EventStreamDiskAlmostFull"))
+    } else if ratio < c.t.disk_free_warning_ratio {
+        (Grade::Warning, Some("EventStreamDiskFilling"))
+    } else {
+        (Grade::Ok, None)
+    };
+    const GIB: f64 = (1u64 << 30) as f64;
+    c.add(
+        Area::DiskFsync,
+        grade,
+        format!("data volume {:.1} % free", ratio * 100.0),
+        format!(
+            "{:.1} GiB free of {:.1} GiB (warning below {:.0} %, critical below {:.0} %)",
+            free / GIB,
+            size / GIB,
+            c.t.disk_free_warning_ratio * 100.0,
+            c.t.disk_free_critical_ratio * 100.0
+        ),
+        "Grow the volume, or lower retention.max_bytes to fit it; look for another process writing there.",
+        alert,
+    );
 }
 
 /// A failed log write or fsync is latched until restart (alert EventStreamStorageFailed fires

@@ -65,6 +65,10 @@ pub struct Thresholds {
     pub fd_ratio: f64,
     /// Duplicate share above which producers are retrying unusually often.
     pub dedup_hit_ratio: f64,
+    /// EventStreamDiskFilling: free / size of the data volume below this (a warning).
+    pub disk_free_warning_ratio: f64,
+    /// EventStreamDiskAlmostFull: free / size of the data volume below this (critical).
+    pub disk_free_critical_ratio: f64,
 }
 
 impl Default for Thresholds {
@@ -78,6 +82,8 @@ impl Default for Thresholds {
             leader_changes_per_hour: 3.0,
             fd_ratio: 0.8,
             dedup_hit_ratio: 0.05,
+            disk_free_warning_ratio: 0.15,
+            disk_free_critical_ratio: 0.05,
         }
     }
 }
@@ -118,7 +124,7 @@ pub enum Area {
     Dedup,
     /// Leadership, quorum, follower and apply lag, failed proposals, nodes down.
     ReplicationAndElections,
-    /// Log storage failure and fsync latency.
+    /// Log storage failure, fsync latency and the data volume's free space.
     DiskFsync,
     /// File descriptors, memory, CPU.
     Resources,
@@ -593,6 +599,123 @@ mod tests {
             .runbook
             .as_deref()
             .is_some_and(|u| u.ends_with("EventStreamStorageFailed.md")));
+    }
+
+    /// A healthy node whose data volume (100 GiB) has `free_gib` free.
+    fn with_volume(k: f64, free_gib: f64) -> String {
+        format!(
+            "{}eventstream_storage_volume_size_bytes 107374182400\n\
+             eventstream_storage_volume_free_bytes {}\n",
+            healthy(k, 0.0, true),
+            free_gib * 1073741824.0
+        )
+    }
+
+    /// The disk-space finding of a node (there is at most one per node).
+    fn disk_space(r: &Report) -> Vec<&Finding> {
+        r.findings
+            .iter()
+            .filter(|f| f.summary.starts_with("data volume"))
+            .collect()
+    }
+
+    #[test]
+    fn the_data_volume_warns_below_15_percent_free_and_is_critical_below_5() {
+        let grade = |free_gib: f64| {
+            let r = evaluate(
+                &[node(
+                    "http://a:1",
+                    &with_volume(1.0, free_gib),
+                    &with_volume(2.0, free_gib),
+                )],
+                1.0,
+                Thresholds::default(),
+            );
+            let found = disk_space(&r);
+            assert_eq!(found.len(), 1, "{}", r.render());
+            (found[0].grade, found[0].alert, r.overall)
+        };
+        assert_eq!(grade(40.0), (Grade::Ok, None, Grade::Ok));
+        assert_eq!(grade(15.0), (Grade::Ok, None, Grade::Ok));
+        assert_eq!(
+            grade(10.0),
+            (
+                Grade::Warning,
+                Some("EventStreamDiskFilling"),
+                Grade::Warning
+            )
+        );
+        assert_eq!(
+            grade(3.0),
+            (
+                Grade::Critical,
+                Some("EventStreamDiskAlmostFull"),
+                Grade::Critical
+            )
+        );
+        // A volume of unknown size (0) is not graded, as the rules leave it out.
+        let unknown = healthy(2.0, 0.0, true)
+            + "eventstream_storage_volume_size_bytes 0\neventstream_storage_volume_free_bytes 0\n";
+        let r = evaluate(
+            &[node("http://a:1", &unknown, &unknown)],
+            1.0,
+            Thresholds::default(),
+        );
+        assert!(disk_space(&r).is_empty(), "{}", r.render());
+        assert_eq!(r.overall, Grade::Ok);
+    }
+
+    #[test]
+    fn missing_stream_events_warn_only_while_nothing_is_copied() {
+        let copying = |k: f64, missing: f64, copied: f64| {
+            format!(
+                "{}eventstream_stream_missing_events {missing}\n\
+                 eventstream_stream_copied_bytes_total {copied}\n\
+                 eventstream_stream_copy_failures_total {}\n",
+                healthy(k, 0.0, true),
+                k * 2.0
+            )
+        };
+        let copy_findings = |first: &str, second: &str| {
+            let r = evaluate(
+                &[node("http://a:1", first, second)],
+                1.0,
+                Thresholds::default(),
+            );
+            let found: Vec<Finding> = r
+                .findings
+                .iter()
+                .filter(|f| {
+                    f.summary.contains("missing stream events")
+                        || f.summary.contains("stream events missing")
+                })
+                .cloned()
+                .collect();
+            (found, r.overall)
+        };
+        // Stuck: 500 missing, the copy counter did not move.
+        let (found, overall) =
+            copy_findings(&copying(1.0, 500.0, 4096.0), &copying(2.0, 500.0, 4096.0));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].grade, Grade::Warning);
+        assert_eq!(found[0].alert, Some("EventStreamStreamCopyStuck"));
+        assert_eq!(
+            found[0].runbook.as_deref(),
+            Some("alerts/runbooks/EventStreamStreamCopyStuck.md")
+        );
+        assert!(found[0].evidence.contains("2 copy failures"), "{found:?}");
+        assert_eq!(overall, Grade::Warning);
+        // Copying: bytes arrived in the interval.
+        let (found, overall) =
+            copy_findings(&copying(1.0, 500.0, 4096.0), &copying(2.0, 400.0, 8192.0));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].grade, found[0].alert), (Grade::Ok, None));
+        assert_eq!(overall, Grade::Ok);
+        // Whole: nothing to report.
+        let (found, overall) =
+            copy_findings(&copying(1.0, 0.0, 8192.0), &copying(2.0, 0.0, 8192.0));
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(overall, Grade::Ok);
     }
 
     #[test]

@@ -3,6 +3,15 @@
 
 use eventstream_doctor::Thresholds;
 
+/// The rules file's text.
+fn rules() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../alerts/eventstream.rules.yml"
+    );
+    std::fs::read_to_string(path).expect("alerts/eventstream.rules.yml")
+}
+
 fn rule_expr(rules: &str, alert: &str) -> String {
     let start = rules
         .find(&format!("alert: {alert}\n"))
@@ -27,11 +36,7 @@ fn has_threshold(expr: &str, value: f64) -> bool {
 
 #[test]
 fn doctor_thresholds_match_the_alert_rules() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../alerts/eventstream.rules.yml"
-    );
-    let rules = std::fs::read_to_string(path).expect("alerts/eventstream.rules.yml");
+    let rules = rules();
     let t = Thresholds::default();
     for (alert, value) in [
         ("EventStreamHighLatency", t.latency_p99_seconds),
@@ -40,6 +45,8 @@ fn doctor_thresholds_match_the_alert_rules() {
         ("EventStreamFollowerApplyLag", t.apply_lag_entries),
         ("EventStreamHighFsyncLatency", t.fsync_p99_seconds),
         ("EventStreamHighLeaderChanges", t.leader_changes_per_hour),
+        ("EventStreamDiskFilling", t.disk_free_warning_ratio),
+        ("EventStreamDiskAlmostFull", t.disk_free_critical_ratio),
     ] {
         let expr = rule_expr(&rules, alert);
         assert!(
@@ -51,16 +58,34 @@ fn doctor_thresholds_match_the_alert_rules() {
 
 #[test]
 fn doctor_storage_check_matches_the_alert_rule() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../alerts/eventstream.rules.yml"
-    );
-    let rules = std::fs::read_to_string(path).expect("alerts/eventstream.rules.yml");
+    let rules = rules();
     // The doctor grades `eventstream_raft_storage_failed >= 1` critical; the rule must test
     // the same flag against 1.
     let expr = rule_expr(&rules, "EventStreamStorageFailed");
     assert!(
         expr.contains("eventstream_raft_storage_failed") && has_threshold(&expr, 1.0),
+        "the rule says: {expr}"
+    );
+}
+
+#[test]
+fn doctor_disk_and_copy_checks_read_the_alert_rules_metrics() {
+    let rules = rules();
+    // The doctor grades free / size of the data volume; the rules divide the same two series.
+    for alert in ["EventStreamDiskFilling", "EventStreamDiskAlmostFull"] {
+        let expr = rule_expr(&rules, alert);
+        assert!(
+            expr.contains(
+                "eventstream_storage_volume_free_bytes / eventstream_storage_volume_size_bytes <"
+            ),
+            "{alert}: the rule says: {expr}"
+        );
+    }
+    // The doctor warns on missing events with no copied bytes; so does the rule.
+    let expr = rule_expr(&rules, "EventStreamStreamCopyStuck");
+    assert!(
+        expr.contains("eventstream_stream_missing_events > 0")
+            && expr.contains("eventstream_stream_copied_bytes_total"),
         "the rule says: {expr}"
     );
 }

@@ -656,6 +656,105 @@ pub const STREAM_LAST_OFFSET: MetricDef = def(
     "Offset of the last event committed to the stream (next offset - 1), even if compaction has since removed it; -1 while nothing was ever committed. Retained events = last - first + 1.",
     Cluster,
 );
+/// Segment files of the stream.
+pub const STREAM_SEGMENTS: MetricDef = def(
+    "eventstream_stream_segments",
+    Gauge,
+    "segments",
+    &[],
+    "Segment files this node holds for the stream (the backfill's included).",
+    Cluster,
+);
+/// Bytes of the stream's segment files.
+pub const STREAM_RETAINED_BYTES: MetricDef = def(
+    "eventstream_stream_retained_bytes",
+    Gauge,
+    "bytes",
+    &[],
+    "Bytes of the stream's segment files on this node's data volume (what retention bounds).",
+    Cluster,
+);
+/// Bytes of the stream held in memory.
+pub const STREAM_CACHE_BYTES: MetricDef = def(
+    "eventstream_stream_cache_bytes",
+    Gauge,
+    "bytes",
+    &[],
+    "Bytes of the newest stream batches held in memory for subscribers that are caught up.",
+    Cluster,
+);
+/// Subscriber reads, by where they were served from.
+pub const STREAM_READS: MetricDef = def(
+    "eventstream_stream_reads_total",
+    Counter,
+    "reads",
+    &["source"],
+    "Subscriber reads of the stream, by where they were served from (cache: memory, disk: the segment files).",
+    Cluster,
+);
+/// Segment indexes rebuilt at start-up.
+pub const STREAM_INDEX_REBUILDS: MetricDef = def(
+    "eventstream_stream_index_rebuilds_total",
+    Counter,
+    "segments",
+    &[],
+    "Sealed segments whose index had to be rebuilt by scanning at start-up (missing or stale checkpoint: a crash, or a segment sealed by an older build).",
+    Cluster,
+);
+/// Offsets this node lacks and is copying from another member.
+pub const STREAM_MISSING_EVENTS: MetricDef = def(
+    "eventstream_stream_missing_events",
+    Gauge,
+    "events",
+    &[],
+    "Offsets this node lacks below its log (a snapshot took it past them) and is copying from another member; 0 when its stream is whole.",
+    Cluster,
+);
+/// Record bytes copied from other members.
+pub const STREAM_COPIED_BYTES: MetricDef = def(
+    "eventstream_stream_copied_bytes_total",
+    Counter,
+    "bytes",
+    &[],
+    "Stream record bytes this node copied from other members to fill its missing offsets.",
+    Cluster,
+);
+/// Record bytes served to members copying from this node.
+pub const STREAM_COPY_SERVED_BYTES: MetricDef = def(
+    "eventstream_stream_copy_served_bytes_total",
+    Counter,
+    "bytes",
+    &[],
+    "Stream record bytes this node served to members copying from it, and to backups.",
+    Cluster,
+);
+/// Copy attempts that failed.
+pub const STREAM_COPY_FAILURES: MetricDef = def(
+    "eventstream_stream_copy_failures_total",
+    Counter,
+    "attempts",
+    &[],
+    "Attempts to copy missing stream offsets from another member that failed (member unreachable, bad record); the copy is retried.",
+    Cluster,
+);
+/// Size of the data volume.
+pub const STORAGE_VOLUME_SIZE: MetricDef = def(
+    "eventstream_storage_volume_size_bytes",
+    Gauge,
+    "bytes",
+    &[],
+    "Size of the volume this node's data directory is on (statvfs), in bytes; 0 if unknown.",
+    Cluster,
+);
+/// Free space of the data volume.
+pub const STORAGE_VOLUME_FREE: MetricDef = def(
+    "eventstream_storage_volume_free_bytes",
+    Gauge,
+    "bytes",
+    &[],
+    "Bytes an unprivileged process can still write on the data directory's volume (statvfs f_bavail); 0 if unknown. The disk alerts use free / size.",
+    Cluster,
+);
 /// Connections closed for protocol errors.
 pub const PROTOCOL_ERRORS: MetricDef = def(
     "eventstream_protocol_errors_total",
@@ -774,6 +873,17 @@ pub const ALL: &[MetricDef] = &[
     RAFT_COMMIT_LATENCY,
     STREAM_FIRST_OFFSET,
     STREAM_LAST_OFFSET,
+    STREAM_SEGMENTS,
+    STREAM_RETAINED_BYTES,
+    STREAM_CACHE_BYTES,
+    STREAM_READS,
+    STREAM_INDEX_REBUILDS,
+    STREAM_MISSING_EVENTS,
+    STREAM_COPIED_BYTES,
+    STREAM_COPY_SERVED_BYTES,
+    STREAM_COPY_FAILURES,
+    STORAGE_VOLUME_SIZE,
+    STORAGE_VOLUME_FREE,
     PROTOCOL_ERRORS,
     TLS_HANDSHAKE_FAILURES,
     PUBLISH_REQUESTS,

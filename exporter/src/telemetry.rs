@@ -17,7 +17,9 @@ use crate::config::BuildInfo;
 use crate::histogram::{fmt_f64, write_header, Buckets};
 use crate::process::{self, ProcessSample};
 use eventstream_core::hdrhistogram::Histogram;
-use eventstream_core::replication::{ClusterStatus, PublishOutcomes, RaftRole, ReplicationSource};
+use eventstream_core::replication::{
+    ClusterStatus, PublishOutcomes, RaftRole, ReplicationSource, StreamStorage,
+};
 use eventstream_core::{LatencySummary, Priority, Stats, StatsHandle, Tier};
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
@@ -310,6 +312,7 @@ struct ClusterSeries {
     snapshot_send_failures: Counter,
     stream_first_offset: Gauge,
     stream_last_offset: Gauge,
+    stream: StreamSeries,
     protocol_errors: Counter,
     tls_handshake_failures: Counter,
     /// `[requests, events]` per outcome, in `PublishOutcomes::by_outcome` order.
@@ -351,6 +354,7 @@ impl ClusterSeries {
             snapshot_send_failures: c(&RAFT_SNAPSHOT_SEND_FAILURES),
             stream_first_offset: g(&STREAM_FIRST_OFFSET),
             stream_last_offset: g(&STREAM_LAST_OFFSET),
+            stream: StreamSeries::register(r),
             protocol_errors: c(&PROTOCOL_ERRORS),
             tls_handshake_failures: c(&TLS_HANDSHAKE_FAILURES),
             publishes: PublishOutcomes::default()
@@ -402,6 +406,7 @@ impl ClusterSeries {
             .absolute(c.snapshot_send_failures);
         self.stream_first_offset.set(s.stream_first_offset as f64);
         self.stream_last_offset.set(stream_last_offset(s));
+        self.stream.update(&s.stream);
         self.protocol_errors.absolute(c.protocol_errors);
         self.tls_handshake_failures
             .absolute(c.tls_handshake_failures);
@@ -409,6 +414,61 @@ impl ClusterSeries {
             series[0].absolute(counts[0]);
             series[1].absolute(counts[1]);
         }
+    }
+}
+
+/// The stream's storage (segment files, cache, copying, the data volume), registered with the
+/// other cluster series and set from [`StreamStorage`] at each publish.
+#[derive(Debug)]
+struct StreamSeries {
+    segments: Gauge,
+    retained_bytes: Gauge,
+    cache_bytes: Gauge,
+    cache_reads: Counter,
+    disk_reads: Counter,
+    index_rebuilds: Counter,
+    missing_events: Gauge,
+    copied_bytes: Counter,
+    copy_served_bytes: Counter,
+    copy_failures: Counter,
+    volume_size_bytes: Gauge,
+    volume_free_bytes: Gauge,
+}
+
+impl StreamSeries {
+    fn register(r: &PrometheusRecorder) -> Self {
+        use catalog::*;
+        let g = |def: &MetricDef| register_gauge(r, def, &[]);
+        let c = |def: &MetricDef| register_counter(r, def, &[]);
+        StreamSeries {
+            segments: g(&STREAM_SEGMENTS),
+            retained_bytes: g(&STREAM_RETAINED_BYTES),
+            cache_bytes: g(&STREAM_CACHE_BYTES),
+            cache_reads: register_counter(r, &STREAM_READS, &[("source", "cache")]),
+            disk_reads: register_counter(r, &STREAM_READS, &[("source", "disk")]),
+            index_rebuilds: c(&STREAM_INDEX_REBUILDS),
+            missing_events: g(&STREAM_MISSING_EVENTS),
+            copied_bytes: c(&STREAM_COPIED_BYTES),
+            copy_served_bytes: c(&STREAM_COPY_SERVED_BYTES),
+            copy_failures: c(&STREAM_COPY_FAILURES),
+            volume_size_bytes: g(&STORAGE_VOLUME_SIZE),
+            volume_free_bytes: g(&STORAGE_VOLUME_FREE),
+        }
+    }
+
+    fn update(&self, s: &StreamStorage) {
+        self.segments.set(s.segments as f64);
+        self.retained_bytes.set(s.retained_bytes as f64);
+        self.cache_bytes.set(s.cache_bytes as f64);
+        self.cache_reads.absolute(s.cache_reads);
+        self.disk_reads.absolute(s.disk_reads);
+        self.index_rebuilds.absolute(s.index_rebuilds);
+        self.missing_events.set(s.missing_events as f64);
+        self.copied_bytes.absolute(s.copied_bytes);
+        self.copy_served_bytes.absolute(s.copy_served_bytes);
+        self.copy_failures.absolute(s.copy_failures);
+        self.volume_size_bytes.set(s.volume_total_bytes as f64);
+        self.volume_free_bytes.set(s.volume_free_bytes as f64);
     }
 }
 

@@ -6,7 +6,7 @@ use crate::catalog::LATENCY_BUCKETS;
 use crate::config::BuildInfo;
 use crate::process::ProcessSample;
 use crate::telemetry::{HistoryPoint, Published, Throughput};
-use eventstream_core::replication::{ClusterStatus, ReplicationCounters};
+use eventstream_core::replication::{ClusterStatus, ReplicationCounters, StreamStorage};
 use eventstream_core::{LatencySummary, Priority, WorkerStatus};
 use serde::Serialize;
 
@@ -337,6 +337,8 @@ pub struct RaftView {
     pub peers_connected: u64,
     /// Counters.
     pub counters: ReplicationCounters,
+    /// The stream's storage: segment files, cache, offsets being copied, the data volume.
+    pub stream: StreamStorage,
 }
 
 impl RaftView {
@@ -358,6 +360,7 @@ impl RaftView {
             proposals_pending: s.proposals_pending,
             peers_connected: s.peers_connected,
             counters: s.counters,
+            stream: s.stream,
         }
     }
 }

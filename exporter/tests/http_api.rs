@@ -151,6 +151,13 @@ fn health_and_ready_report_why() {
     assert_eq!(c["raft"]["role"], "follower");
     assert_eq!(c["raft"]["term"], 7);
     assert_eq!(c["raft"]["apply_lag"], 2);
+    // This node's stream storage, as the fake reports it.
+    let stream = &c["raft"]["stream"];
+    assert_eq!(stream["segments"], 3);
+    assert_eq!(stream["retained_bytes"], 150u64 << 20);
+    assert_eq!(stream["missing_events"], 0);
+    assert_eq!(stream["volume_total_bytes"], 100u64 << 30);
+    assert_eq!(stream["volume_free_bytes"], 40u64 << 30);
     assert_eq!(c["members"].as_array().unwrap().len(), 4);
     assert_eq!(c["node"]["ready"], false);
     assert_eq!(c["node"]["healthy"], false);

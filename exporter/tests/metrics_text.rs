@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+const MIB: f64 = (1u64 << 20) as f64;
+const GIB: f64 = (1u64 << 30) as f64;
+
 /// One sample line.
 #[derive(Debug, Clone)]
 struct Sample {
@@ -301,6 +304,31 @@ fn every_catalog_series_is_present_and_well_formed() {
         value(&samples, "eventstream_stream_last_offset", &[]),
         1499.0
     );
+    // The stream's storage, as the fake node reports it.
+    for (name, labels, want) in [
+        ("eventstream_stream_segments", &[][..], 3.0),
+        ("eventstream_stream_retained_bytes", &[], 150.0 * MIB),
+        ("eventstream_stream_cache_bytes", &[], 32.0 * MIB),
+        (
+            "eventstream_stream_reads_total",
+            &[("source", "cache")],
+            900.0,
+        ),
+        (
+            "eventstream_stream_reads_total",
+            &[("source", "disk")],
+            100.0,
+        ),
+        ("eventstream_stream_index_rebuilds_total", &[], 1.0),
+        ("eventstream_stream_missing_events", &[], 0.0),
+        ("eventstream_stream_copied_bytes_total", &[], MIB),
+        ("eventstream_stream_copy_served_bytes_total", &[], 2.0 * MIB),
+        ("eventstream_stream_copy_failures_total", &[], 2.0),
+        ("eventstream_storage_volume_size_bytes", &[], 100.0 * GIB),
+        ("eventstream_storage_volume_free_bytes", &[], 40.0 * GIB),
+    ] {
+        assert_eq!(value(&samples, name, labels), want, "{name}{labels:?}");
+    }
     for (name, want) in [
         ("eventstream_raft_snapshot_send_failures_total", 6.0),
         ("eventstream_protocol_errors_total", 7.0),
@@ -397,6 +425,7 @@ fn cluster_series_only_with_a_source_and_lag_only_on_the_leader() {
     for cluster_only in [
         "eventstream_raft_",
         "eventstream_stream_",
+        "eventstream_storage_",
         "eventstream_publish_",
         "eventstream_protocol_errors_total",
         "eventstream_tls_handshake_failures_total",
@@ -423,6 +452,10 @@ fn cluster_series_only_with_a_source_and_lag_only_on_the_leader() {
         // A fresh node: nothing committed yet; the learner (node 4) was promoted to voter.
         s.stream_first_offset = 0;
         s.stream_next_offset = 0;
+        // It is copying the stream it lacks, and its volume is nearly full.
+        s.stream.missing_events = 250;
+        s.stream.copied_bytes = 3 << 20;
+        s.stream.volume_free_bytes = 1 << 20;
         for m in &mut s.members {
             m.learner = false;
         }
@@ -447,6 +480,18 @@ fn cluster_series_only_with_a_source_and_lag_only_on_the_leader() {
     assert_eq!(value(&samples, "eventstream_raft_term", &[]), 8.0);
     assert_eq!(value(&samples, "eventstream_stream_first_offset", &[]), 0.0);
     assert_eq!(value(&samples, "eventstream_stream_last_offset", &[]), -1.0);
+    assert_eq!(
+        value(&samples, "eventstream_stream_missing_events", &[]),
+        250.0
+    );
+    assert_eq!(
+        value(&samples, "eventstream_stream_copied_bytes_total", &[]),
+        3.0 * MIB
+    );
+    assert_eq!(
+        value(&samples, "eventstream_storage_volume_free_bytes", &[]),
+        MIB
+    );
     assert_eq!(value(&samples, "eventstream_raft_members", &[]), 4.0);
     assert_eq!(value(&samples, "eventstream_raft_learners", &[]), 0.0);
 }

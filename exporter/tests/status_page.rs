@@ -134,6 +134,16 @@ fn status_page_renders_live_numbers_without_js_errors() {
     // The fake's stream holds offsets 500 ..= 1499.
     let summary = element_text(&dom, "raft-summary");
     assert!(summary.contains("offsets 500–1,499"), "{summary}");
+    // The fake's stream storage: 3 segments, 150 MiB, 40 of 100 GiB free, nothing missing.
+    let stream = element_text(&dom, "stream-summary");
+    for part in [
+        "3 segments",
+        "150.0 MiB retained",
+        "40.0 GiB free of 100.0 GiB (40 %)",
+        "no missing events",
+    ] {
+        assert!(stream.contains(part), "{part}: {stream}");
+    }
 
     let shot = artifacts_dir().join("status-page.png");
     let _ = std::fs::remove_file(&shot);
