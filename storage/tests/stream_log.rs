@@ -385,3 +385,118 @@ fn a_prefix_that_does_not_end_where_the_log_starts_is_refused() {
     );
     assert_eq!(read_all(&main, 50), vec![]);
 }
+
+/// The `.index` checkpoint files in `dir`, by base offset.
+fn checkpoints(dir: &Path) -> Vec<u64> {
+    let mut bases: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension()? == "index").then(|| p.file_stem()?.to_str()?.parse().ok())?
+        })
+        .collect();
+    bases.sort();
+    bases
+}
+
+#[test]
+fn a_full_segment_is_sealed_by_the_next_roll_or_a_sync_never_by_its_own_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = StreamLog::open(dir.path(), cfg(), 0).unwrap();
+    // Fill the first segment and start the second: the first is not sealed yet.
+    let mut id = 0;
+    while log.segments().len() < 2 {
+        id += 1;
+        fill(&log, id, 1);
+    }
+    let segs: Vec<u64> = log.segments().iter().map(|s| s.base_offset).collect();
+    assert!(checkpoints(dir.path()).is_empty(), "sealed at its own roll");
+    // The next roll seals it (and only it).
+    while log.segments().len() < 3 {
+        id += 1;
+        fill(&log, id, 1);
+    }
+    assert_eq!(checkpoints(dir.path()), vec![segs[0]]);
+    // A sync seals every full segment.
+    log.sync().unwrap();
+    let all: Vec<u64> = log.segments().iter().map(|s| s.base_offset).collect();
+    assert_eq!(checkpoints(dir.path()), all[..all.len() - 1].to_vec());
+    drop(log);
+    let (log, rec) = StreamLog::open(dir.path(), cfg(), 0).unwrap();
+    assert_eq!(rec.from_checkpoint, all.len() - 1, "{rec:?}");
+    assert_eq!(read_all(&log, 0).len() as u64, id);
+}
+
+#[test]
+fn a_crash_before_a_full_segment_was_sealed_cuts_its_torn_end_and_drops_what_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = StreamLog::open(dir.path(), cfg(), 0).unwrap();
+    let mut id = 0;
+    while log.segments().len() < 4 {
+        id += 1;
+        fill(&log, id, 1);
+    }
+    let segs: Vec<u64> = log.segments().iter().map(|s| s.base_offset).collect();
+    // Segments 0 and 1 are sealed, 2 is full and waiting for its seal, 3 is the newest.
+    assert_eq!(checkpoints(dir.path()), segs[..2].to_vec());
+    drop(log);
+    // The crash lost the end of segment 2 (its writeback was not done).
+    let torn = dir.path().join(format!("{:020}.log", segs[2]));
+    let len = std::fs::metadata(&torn).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&torn)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    let (log, rec) = StreamLog::open(dir.path(), cfg(), 0).unwrap();
+    assert!(rec.truncated_bytes > 0, "{rec:?}");
+    let kept: Vec<u64> = log.segments().iter().map(|s| s.base_offset).collect();
+    assert_eq!(
+        kept,
+        segs[..3].to_vec(),
+        "the segment after the torn one stays"
+    );
+    assert!(!dir.path().join(format!("{:020}.log", segs[3])).exists());
+    // Whole batches before the tear survive, in order, and appends continue after them.
+    let events = read_all(&log, 0);
+    let next = log.next_offset();
+    assert!(
+        next < segs[3] && next > segs[2],
+        "next {next}, segments {segs:?}"
+    );
+    assert_eq!(events.len() as u64, next);
+    assert!(events
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.0 == i as u64 && e.1 == i as u64 + 1));
+    fill(&log, 1000, 3);
+    assert_eq!(log.next_offset(), next + 3);
+}
+
+#[test]
+fn a_torn_segment_older_than_the_one_before_the_newest_is_an_error_even_without_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = StreamLog::open(dir.path(), cfg(), 0).unwrap();
+    let mut id = 0;
+    while log.segments().len() < 4 {
+        id += 1;
+        fill(&log, id, 1);
+    }
+    let segs: Vec<u64> = log.segments().iter().map(|s| s.base_offset).collect();
+    drop(log);
+    let old = dir.path().join(format!("{:020}.log", segs[1]));
+    let len = std::fs::metadata(&old).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    std::fs::remove_file(dir.path().join(format!("{:020}.index", segs[1]))).unwrap();
+    let err = StreamLog::open(dir.path(), cfg(), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("corrupt"), "{err}");
+}

@@ -15,11 +15,21 @@
 //! the tail is recovered by checksum (torn or corrupt batches cut off) and the node replays
 //! the WAL from its snapshot, truncating the stream to the snapshot's next offset first.
 //!
+//! A full segment is not fsynced when the next one starts: the roll only starts its
+//! writeback, and the seal (fsync, then the checkpoint file) happens at the following roll
+//! or the next [`StreamLog::sync`]. The applying thread so never waits for a whole segment
+//! to reach the disk (a synchronous seal stalled every node's apply, and with it every
+//! acknowledgement, for as long as a segment takes to write). A crash before the seal leaves
+//! a segment without a checkpoint file; it may be torn like the newest one, and what
+//! follows a torn segment is dropped (all of it is after the snapshot, so the WAL has it).
+//!
 //! # Invariants
 //! * Offsets are contiguous: each segment starts where the previous one ends, and batches
 //!   within a segment follow each other without gaps; `first_offset..next_offset` is held.
-//! * Only the newest segment is appended to; a full one is sealed (checkpointed index written)
-//!   and a new one started.
+//! * Only the newest segment is appended to; a full one is closed, a new one started, and
+//!   the full one sealed (fsynced, then its index checkpointed) by the next roll or sync.
+//! * A checkpoint file exists only for a segment whose records were durable when it was
+//!   written; everything up to [`StreamLog::sync`]'s return is durable.
 //! * Retention deletes whole sealed segments, oldest first; the newest segment always stays,
 //!   so `next_offset` survives a restart even when every event has aged out.
 //! * Readers never see a partial batch: a segment's visible length only grows after the batch
@@ -103,6 +113,11 @@ pub struct Compacted {
 struct Inner {
     /// By base offset; the last one is the one appended to.
     segments: BTreeMap<u64, Arc<Segment>>,
+    /// Full segments whose seal (fsync, then checkpoint) is still to do, oldest first. A
+    /// roll only starts their writeback, so the applying thread never waits for a whole
+    /// segment to reach the disk; the next roll, [`StreamLog::sync`] or
+    /// [`StreamLog::checkpoint`] completes it.
+    unsealed: Vec<u64>,
 }
 
 /// One partition's stream log. Shared: appends come from the applying thread, reads from
@@ -135,9 +150,14 @@ impl StreamLog {
         let mut segments = BTreeMap::new();
         let last = bases.last().copied();
         let mut expect: Option<u64> = None;
-        for base in bases {
+        let mut unsealed = Vec::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let newest = Some(base) == last;
+            // Only the segment before the newest can be full and unsealed (each roll seals
+            // the one before it); without a checkpoint file it may be torn like the newest.
+            let unsealed_full = i + 2 == bases.len() && !segment::index_path(dir, base).exists();
             let (seg, scanned) =
-                Segment::open(dir, base, cfg.index_interval_bytes, Some(base) == last)?;
+                Segment::open(dir, base, cfg.index_interval_bytes, newest || unsealed_full)?;
             if let Some(e) = expect {
                 if base != e {
                     return Err(StorageError::CorruptLog {
@@ -154,7 +174,21 @@ impl StreamLog {
             }
             rec.truncated_bytes += scanned.truncated_bytes;
             expect = Some(seg.state().next_offset);
+            if !newest && !scanned.from_checkpoint {
+                unsealed.push(base);
+            }
             segments.insert(base, seg);
+            if scanned.truncated_bytes > 0 && !newest {
+                // A seal a crash interrupted left this segment torn: what follows it was
+                // written after the hole and cannot be part of the log (the node replays it
+                // from the WAL).
+                for &later in &bases[i + 1..] {
+                    tracing::warn!(base = later, "dropping a stream segment after a torn one");
+                    remove_segment_files(dir, later)?;
+                }
+                unsealed.retain(|b| *b != base);
+                break;
+            }
         }
         if segments.is_empty() {
             segments.insert(start, Segment::create(dir, start)?);
@@ -164,7 +198,7 @@ impl StreamLog {
             StreamLog {
                 dir: dir.to_path_buf(),
                 cfg,
-                inner: RwLock::new(Inner { segments }),
+                inner: RwLock::new(Inner { segments, unsealed }),
             },
             rec,
         ))
@@ -298,19 +332,58 @@ impl StreamLog {
         active.append(&b.record, b, self.cfg.index_interval_bytes)
     }
 
-    /// Seals `full` (fsync + checkpoint) and starts a segment at `next`.
+    /// Closes `full` to appends, starts its writeback, seals the segments closed before it
+    /// (their writeback has had a whole segment's time) and starts a segment at `next`.
     fn roll(&self, full: &Arc<Segment>, next: u64) -> Result<Arc<Segment>, StorageError> {
-        full.sync()?;
-        full.checkpoint(&self.dir)?;
+        // A checkpoint from a clean stop is stale once appends went on; until the seal
+        // writes a fresh one, no checkpoint file marks the segment as possibly torn.
+        let stale = segment::index_path(&self.dir, full.base);
+        match std::fs::remove_file(&stale) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io(&stale, e)),
+        }
+        full.start_writeback();
+        self.seal_unsealed()?;
         let seg = Segment::create(&self.dir, next)?;
         crate::snapshot::sync_dir(&self.dir)?;
-        self.inner_mut().segments.insert(next, seg.clone());
+        let mut inner = self.inner_mut();
+        inner.unsealed.push(full.base);
+        inner.segments.insert(next, seg.clone());
         Ok(seg)
     }
 
-    /// Makes everything appended durable (`fdatasync` of the newest segment: sealed ones were
-    /// synced when sealed).
+    /// Seals every full segment still waiting: fsync, then the checkpoint (written only once
+    /// the records it describes are durable, so a checkpoint file marks a whole segment).
+    fn seal_unsealed(&self) -> Result<(), StorageError> {
+        let waiting: Vec<Arc<Segment>> = {
+            let inner = self.inner();
+            let newest = inner.segments.keys().next_back().copied();
+            inner
+                .unsealed
+                .iter()
+                .filter(|b| Some(**b) != newest)
+                .filter_map(|b| inner.segments.get(b).cloned())
+                .collect()
+        };
+        for seg in &waiting {
+            seg.sync()?;
+            seg.checkpoint(&self.dir)?;
+        }
+        let mut inner = self.inner_mut();
+        inner
+            .unsealed
+            .retain(|b| !waiting.iter().any(|s| s.base == *b));
+        // Segments dropped meanwhile (retention, a reset) need no seal.
+        let Inner { segments, unsealed } = &mut *inner;
+        unsealed.retain(|b| segments.contains_key(b));
+        Ok(())
+    }
+
+    /// Makes everything appended durable: seals the full segments still waiting, then
+    /// `fdatasync` of the newest.
     pub fn sync(&self) -> Result<(), StorageError> {
+        self.seal_unsealed()?;
         self.active().sync()
     }
 
@@ -451,6 +524,7 @@ impl StreamLog {
     /// copied from another node). The move is one directory rename; a crash leaves either
     /// the old log or the moved one, never a mix.
     pub fn move_to(&self, dir: &Path, start: u64) -> Result<StreamLog, StorageError> {
+        self.seal_unsealed()?;
         let mut inner = self.inner_mut();
         if let Some(active) = inner.segments.values().next_back() {
             active.sync()?;
@@ -528,6 +602,7 @@ impl StreamLog {
     /// Seals the newest segment's index to disk (a clean shutdown: the next open needs no
     /// scan of it). Appends may continue; the checkpoint is then stale and ignored.
     pub fn checkpoint(&self) -> Result<(), StorageError> {
+        self.seal_unsealed()?;
         let active = self.active();
         active.sync()?;
         active.checkpoint(&self.dir)

@@ -99,7 +99,8 @@ impl Segment {
     }
 
     /// Opens an existing segment: its checkpoint if valid, else a scan. `tail` allows a torn or
-    /// corrupt end (cut off: only the last segment may have one); elsewhere it is corruption.
+    /// corrupt end, which is cut off (the newest segment, or a full one whose seal a crash
+    /// interrupted); elsewhere it is corruption.
     pub fn open(
         dir: &Path,
         base: u64,
@@ -173,6 +174,18 @@ impl Segment {
         self.file
             .sync_data()
             .map_err(|e| StorageError::io(&self.path, e))
+    }
+
+    /// Asks the kernel to start writing the file's dirty pages back, without waiting (a
+    /// sealed segment: its [`sync`](Self::sync) later then finds little left to write).
+    /// Best effort: a failure only means the later sync does all the work.
+    pub fn start_writeback(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor belongs to `self.file`, which stays open for the whole call;
+        // sync_file_range reads its integer arguments only and touches no memory of ours.
+        let _ = unsafe {
+            libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+        };
     }
 
     /// Reads `n` bytes at `pos` (whole batches: the caller stays within `len`).
