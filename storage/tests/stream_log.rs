@@ -400,16 +400,28 @@ fn checkpoints(dir: &Path) -> Vec<u64> {
     bases
 }
 
-#[test]
-fn a_full_segment_is_sealed_by_the_next_roll_or_a_sync_never_by_its_own_roll() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _) = StreamLog::open(dir.path(), cfg(), 0).unwrap();
-    // Fill the first segment and start the second: the first is not sealed yet.
+/// A log in `dir` with one-event batches (ids from 1) until it has `n` segments; the last id.
+fn log_with_segments(dir: &Path, n: usize) -> (StreamLog, u64) {
+    let (log, _) = StreamLog::open(dir, cfg(), 0).unwrap();
     let mut id = 0;
-    while log.segments().len() < 2 {
+    while log.segments().len() < n {
         id += 1;
         fill(&log, id, 1);
     }
+    (log, id)
+}
+
+/// Cuts the last `bytes` off the file at `path` (a crash that lost them).
+fn cut_end(path: &Path, bytes: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(f.metadata().unwrap().len() - bytes).unwrap();
+}
+
+#[test]
+fn a_full_segment_is_sealed_by_the_next_roll_or_a_sync_never_by_its_own_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    // Fill the first segment and start the second: the first is not sealed yet.
+    let (log, mut id) = log_with_segments(dir.path(), 2);
     let segs: Vec<u64> = log.segments().iter().map(|s| s.base_offset).collect();
     assert!(checkpoints(dir.path()).is_empty(), "sealed at its own roll");
     // The next roll seals it (and only it).
@@ -431,25 +443,14 @@ fn a_full_segment_is_sealed_by_the_next_roll_or_a_sync_never_by_its_own_roll() {
 #[test]
 fn a_crash_before_a_full_segment_was_sealed_cuts_its_torn_end_and_drops_what_follows() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = StreamLog::open(dir.path(), cfg(), 0).unwrap();
-    let mut id = 0;
-    while log.segments().len() < 4 {
-        id += 1;
-        fill(&log, id, 1);
-    }
+    let (log, _) = log_with_segments(dir.path(), 4);
     let segs: Vec<u64> = log.segments().iter().map(|s| s.base_offset).collect();
     // Segments 0 and 1 are sealed, 2 is full and waiting for its seal, 3 is the newest.
     assert_eq!(checkpoints(dir.path()), segs[..2].to_vec());
     drop(log);
     // The crash lost the end of segment 2 (its writeback was not done).
     let torn = dir.path().join(format!("{:020}.log", segs[2]));
-    let len = std::fs::metadata(&torn).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&torn)
-        .unwrap()
-        .set_len(len - 7)
-        .unwrap();
+    cut_end(&torn, 7);
     let (log, rec) = StreamLog::open(dir.path(), cfg(), 0).unwrap();
     assert!(rec.truncated_bytes > 0, "{rec:?}");
     let kept: Vec<u64> = log.segments().iter().map(|s| s.base_offset).collect();
@@ -478,22 +479,11 @@ fn a_crash_before_a_full_segment_was_sealed_cuts_its_torn_end_and_drops_what_fol
 #[test]
 fn a_torn_segment_older_than_the_one_before_the_newest_is_an_error_even_without_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = StreamLog::open(dir.path(), cfg(), 0).unwrap();
-    let mut id = 0;
-    while log.segments().len() < 4 {
-        id += 1;
-        fill(&log, id, 1);
-    }
+    let (log, _) = log_with_segments(dir.path(), 4);
     let segs: Vec<u64> = log.segments().iter().map(|s| s.base_offset).collect();
     drop(log);
     let old = dir.path().join(format!("{:020}.log", segs[1]));
-    let len = std::fs::metadata(&old).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&old)
-        .unwrap()
-        .set_len(len - 7)
-        .unwrap();
+    cut_end(&old, 7);
     std::fs::remove_file(dir.path().join(format!("{:020}.index", segs[1]))).unwrap();
     let err = StreamLog::open(dir.path(), cfg(), 0)
         .unwrap_err()
