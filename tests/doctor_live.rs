@@ -1,4 +1,4 @@
-//! Issue 7, item 5: `eventstream doctor` (the binary) against live systems.
+//! `eventstream doctor` (the binary) against live systems.
 //!
 //! * A slow handler fills a queue: an in-process engine whose handler sleeps, with an exporter on
 //!   127.0.0.1:0, is fed faster than it drains until the realtime tier is more than 80 % full;

@@ -1,4 +1,4 @@
-//! Issue 7, item 4: the shipped operations artefacts against a real Prometheus and a live
+//! The shipped operations artefacts against a real Prometheus and a live
 //! cluster. Debian's `prometheus` scrapes three real `eventstream node` processes every second
 //! (evaluating `alerts/eventstream.rules.yml` every second) while a background client publishes.
 //!
