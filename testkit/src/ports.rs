@@ -44,7 +44,7 @@ fn lock_dir() -> PathBuf {
 }
 
 /// Takes the machine-wide lease on `port`, if nobody holds it.
-fn lease(port: u16) -> Option<File> {
+pub(crate) fn lease(port: u16) -> Option<File> {
     let dir = lock_dir();
     let _ = std::fs::create_dir_all(&dir);
     let f = File::create(dir.join(format!("{port}.lock"))).ok()?;

@@ -50,6 +50,9 @@ pub struct ProcessCluster {
     /// TLS settings and token for the status probes (endpoints ignored).
     client: ClientConfig,
     _ports: Option<Ports>,
+    /// Leases of the ports [`next_endpoint`](Self::next_endpoint) handed out, held for the
+    /// cluster's life so no later pick (here or in another test) returns the same port.
+    spare_ports: std::sync::Mutex<Vec<Ports>>,
 }
 
 impl std::fmt::Debug for ProcessCluster {
@@ -129,6 +132,7 @@ impl ProcessCluster {
             route,
             client: ClientConfig::new(Vec::new()),
             _ports: None,
+            spare_ports: std::sync::Mutex::default(),
         }
     }
 
@@ -329,7 +333,13 @@ impl ProcessCluster {
 
     /// A free loopback address for the next node.
     pub fn next_endpoint(&self) -> Result<String, TestkitError> {
-        Ok(free_ports(1)?.addrs().remove(0))
+        let ports = free_ports(1)?;
+        let addr = ports.addrs().remove(0);
+        self.spare_ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ports);
+        Ok(addr)
     }
 
     /// Stops node `id` for good (after `member remove`): it is no longer started or polled.
@@ -553,6 +563,43 @@ impl Drop for ProcessCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Endpoints for nodes not started yet stay leased while the cluster lives, so two picks
+    /// never return the same port (a lease dropped at once let the next pick take it again).
+    #[test]
+    fn endpoints_for_later_nodes_stay_leased_until_the_cluster_goes() {
+        let scratch = crate::Scratch::new("procs-spare");
+        let c = ProcessCluster::build(
+            Path::new("/bin/false"),
+            scratch.path(),
+            Vec::new(),
+            &[],
+            None,
+        );
+        let picked: Vec<u16> = (0..20)
+            .map(|_| {
+                c.next_endpoint()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        for p in &picked {
+            assert!(crate::ports::lease(*p).is_none(), "port {p} was released");
+        }
+        let mut distinct = picked.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), picked.len(), "{picked:?}");
+        drop(c);
+        assert!(
+            crate::ports::lease(picked[0]).is_some(),
+            "released with the cluster"
+        );
+    }
 
     /// A "node binary" that exits at once: the wait reports its exit status and log.
     #[test]
