@@ -452,6 +452,7 @@ pub fn restore(
             id: m.id,
             addr: m.addr.clone(),
             http_addr: m.http_addr.clone(),
+            kafka_addr: m.kafka_addr.clone(),
             learner: false,
         })
         .collect();

@@ -21,6 +21,8 @@
 //!   node; retention trims it from the front.
 //! * [`AckRegistry`] — publishes waiting (by event id) for their offsets.
 //! * [`NodeMetrics`] — implements core's `ReplicationSource` for exporters.
+//! * [`Gateway`] — publish and read steps for listeners of other protocols (the Kafka one):
+//!   admitted, limited and acknowledged as native publishes are.
 //! * [`NodeError`] — the crate's one error type.
 //!
 //! The wire format lives in `eventstream-proto`, the log and snapshot formats in
@@ -34,6 +36,7 @@ pub mod config;
 mod copy;
 mod driver;
 mod error;
+mod gateway;
 mod join;
 mod metrics;
 mod node;
@@ -51,9 +54,11 @@ pub use copy::{answer_fetch, store_chunk, CopyCounters, Stored};
 pub use driver::raise_thread_priority;
 pub use error::NodeError;
 pub use eventstream_proto::Member;
+pub use gateway::{Gateway, Producer, StreamRead};
 pub use metrics::NodeMetrics;
 pub use node::{LocalCluster, Node, ProposalStage};
 pub use replica::{Replica, ReplicaConfig};
+pub use server::Refusal;
 pub use state::StateMachine;
 pub use stream::{CommittedStream, Retention, StreamSettings};
 pub use transport::decode_raft_message;

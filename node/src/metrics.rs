@@ -510,11 +510,13 @@ mod tests {
                     id: 1,
                     addr: "a:1".into(),
                     http_addr: None,
+                    kafka_addr: None,
                 },
                 Member {
                     id: 2,
                     addr: "b:1".into(),
                     http_addr: None,
+                    kafka_addr: None,
                 },
             ],
         );
@@ -543,6 +545,7 @@ mod tests {
             id,
             addr: format!("h{id}:1"),
             http_addr: None,
+            kafka_addr: None,
         };
         let m = NodeMetrics::new(1, vec![mem(1), mem(2), mem(3)]);
         m.set_connected(2, true);
@@ -572,6 +575,7 @@ mod tests {
                 id: 1,
                 addr: "a:1".into(),
                 http_addr: None,
+                kafka_addr: None,
             }],
         );
         m.stream_first_offset.store(10, Ordering::Relaxed);

@@ -369,6 +369,11 @@ impl Node {
         self.addr
     }
 
+    /// Publish and read steps for a listener of another protocol.
+    pub fn gateway(&self) -> crate::Gateway {
+        crate::Gateway::new(self.ctx.clone())
+    }
+
     /// Replication state for exporters (`ReplicationSource`).
     pub fn metrics(&self) -> Arc<NodeMetrics> {
         self.metrics.clone()

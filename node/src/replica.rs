@@ -1105,6 +1105,7 @@ impl Replica {
                 id: m.id,
                 addr: m.addr.clone(),
                 http_addr: m.http_addr.clone(),
+                kafka_addr: m.kafka_addr.clone(),
                 learner: s.learners.contains(&m.id),
             })
             .collect();
@@ -1433,6 +1434,7 @@ fn member_of(m: &SnapshotMember) -> Member {
         id: m.id,
         addr: m.addr.clone(),
         http_addr: m.http_addr.clone(),
+        kafka_addr: m.kafka_addr.clone(),
     }
 }
 

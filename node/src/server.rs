@@ -34,7 +34,7 @@ use bytes::{Bytes, BytesMut};
 use eventstream_client::net::{invalid, FrameReader};
 use eventstream_client::tls::{self, AdminToken, ConnReader, ConnWriter};
 use eventstream_core::replication::{PublishOutcome, ReplicationSource};
-use eventstream_core::{BatchOutcome, Engine, Event, Publisher};
+use eventstream_core::{Engine, Event, Publisher};
 use eventstream_proto::codec;
 use eventstream_proto::frame::{self, ErrorBody, ErrorCode, Kind, Role};
 use std::io;
@@ -391,7 +391,7 @@ async fn serve_client(
         ctx,
         state: conn_state,
         tx,
-        publisher: ctx.engine.publisher(),
+        publisher: std::sync::Mutex::new(ctx.engine.publisher()),
         slots: Arc::new(Semaphore::new(ctx.max_inflight_per_connection)),
         failed_req_id: 0,
     };
@@ -435,7 +435,7 @@ struct ClientConn<'a> {
     /// Answers, to the connection's writer task.
     tx: mpsc::Sender<BytesMut>,
     /// Gives events without an id one (and puts them into the tier rings).
-    publisher: Publisher,
+    publisher: std::sync::Mutex<Publisher>,
     /// One permit per publish request in flight on this connection.
     slots: Arc<Semaphore>,
     /// The request a protocol error answers (0: it names none).
@@ -487,13 +487,12 @@ impl ClientConn<'_> {
         }
     }
 
-    /// A publish: counted as received; refused when this node cannot take it
-    /// ([`check_publish`]) or an in-flight limit is reached ([`inflight_permits`]); else put
-    /// into the tier rings, and a task answers it once it is committed, failed or timed out
-    /// ([`answer_publish`]), holding its in-flight permits until then.
+    /// A publish: admitted ([`admit`]) or answered with why not; an admitted one is answered
+    /// by a task once it is committed, failed or timed out ([`answer_publish`]), holding its
+    /// in-flight permits until then.
     async fn handle_publish(&mut self, body: &Bytes) -> io::Result<Step> {
         let ctx = self.ctx;
-        let (req_id, mut events) = match frame::decode_publish(body) {
+        let (req_id, events) = match frame::decode_publish(body) {
             Ok(p) => p,
             Err(e) => {
                 // Answer the request itself (its id is the first field), so a client fails it
@@ -504,65 +503,18 @@ impl ClientConn<'_> {
                 return Err(invalid(format!("bad publish: {e}")));
             }
         };
-        let n_events = events.len();
-        ctx.publishes.received(n_events);
-        if let Some(reply) = check_publish(req_id, &events, ctx) {
-            ctx.publishes.answered(PublishOutcome::OtherError, n_events);
-            return Ok(Step::Answer(reply));
-        }
-        let permits = match inflight_permits(&self.slots, n_events, ctx).await {
-            Ok(p) => p,
-            Err(why) => {
-                ctx.publishes
-                    .answered(PublishOutcome::RejectedInflight, n_events);
-                return Ok(Step::Answer(error_frame(req_id, ErrorCode::Busy, ctx, why)));
+        match admit(ctx, &self.publisher, &self.slots, events).await {
+            Ok(admitted) => {
+                tokio::spawn(answer_publish(
+                    ctx.clone(),
+                    self.tx.clone(),
+                    req_id,
+                    admitted,
+                ));
+                Ok(Step::Read)
             }
-        };
-        let (waiting, outcome) = self.publish_to_rings(req_id, &mut events);
-        if !outcome.rejected.is_empty() || outcome.dropped > 0 {
-            ctx.acks.cancel(waiting.ticket, &waiting.ids);
-            let code = if ctx.engine.workers_alive() {
-                ErrorCode::Busy
-            } else {
-                ErrorCode::ShuttingDown
-            };
-            ctx.publishes
-                .answered(PublishOutcome::RejectedRings, n_events);
-            let msg = format!(
-                "{} of {} events refused by full tier rings; retry with the same ids",
-                outcome.rejected.len() + outcome.dropped,
-                waiting.ids.len()
-            );
-            return Ok(Step::Answer(error_frame(req_id, code, ctx, msg)));
+            Err(r) => Ok(Step::Answer(error_frame(req_id, r.code, ctx, r.message))),
         }
-        tokio::spawn(answer_publish(
-            ctx.clone(),
-            self.tx.clone(),
-            waiting,
-            permits,
-        ));
-        Ok(Step::Read)
-    }
-
-    /// Gives ids to the events that have none, registers the request for the events'
-    /// offsets, and puts the events into the tier rings.
-    fn publish_to_rings(&self, req_id: u64, events: &mut Vec<Event>) -> (Waiting, BatchOutcome) {
-        for e in events.iter_mut() {
-            if e.id.is_auto() {
-                e.id = self.publisher.next_id();
-            }
-        }
-        let ids: Vec<u64> = events.iter().map(|e| e.id.0).collect();
-        let (ticket, done) = self.ctx.acks.register(&ids);
-        let outcome = self.publisher.publish_batch(events);
-        let waiting = Waiting {
-            req_id,
-            events: ids.len(),
-            ticket,
-            ids,
-            done,
-        };
-        (waiting, outcome)
     }
 
     /// The node's status, plus its publish counters and the stream's retained range.
@@ -642,14 +594,77 @@ impl ClientConn<'_> {
     }
 }
 
-/// A publish in the tier rings, waiting for the offsets of its events.
-struct Waiting {
-    req_id: u64,
+/// A publish in the tier rings, waiting for the offsets of its events, with the in-flight
+/// permits it holds until it is answered.
+pub(crate) struct Admitted {
     /// Events in the request.
     events: usize,
     ticket: Ticket,
     ids: Vec<u64>,
     done: oneshot::Receiver<Result<Vec<u64>, AckError>>,
+    permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
+}
+
+/// Admits a publish: counts it as received; refuses it when this node cannot take it
+/// ([`publish_refusal`]) or an in-flight limit is reached ([`inflight_permits`]); else gives
+/// the events without an id one, registers the request for their offsets and puts them into
+/// the tier rings. Every refusal is counted in its outcome.
+pub(crate) async fn admit(
+    ctx: &ServerCtx,
+    publisher: &std::sync::Mutex<Publisher>,
+    slots: &Arc<Semaphore>,
+    mut events: Vec<Event>,
+) -> Result<Admitted, Refusal> {
+    let n_events = events.len();
+    ctx.publishes.received(n_events);
+    if let Some(r) = publish_refusal(&events, ctx) {
+        ctx.publishes.answered(PublishOutcome::OtherError, n_events);
+        return Err(r);
+    }
+    let permits = inflight_permits(slots, n_events, ctx)
+        .await
+        .map_err(|why| {
+            ctx.publishes
+                .answered(PublishOutcome::RejectedInflight, n_events);
+            Refusal::new(ErrorCode::Busy, why)
+        })?;
+    // Not held across an await: the publisher is one connection's, the lock never contended
+    // but by that connection's own requests.
+    let publisher = publisher.lock().unwrap_or_else(|p| p.into_inner());
+    for e in events.iter_mut() {
+        if e.id.is_auto() {
+            e.id = publisher.next_id();
+        }
+    }
+    let ids: Vec<u64> = events.iter().map(|e| e.id.0).collect();
+    let (ticket, done) = ctx.acks.register(&ids);
+    let outcome = publisher.publish_batch(&mut events);
+    drop(publisher);
+    if !outcome.rejected.is_empty() || outcome.dropped > 0 {
+        ctx.acks.cancel(ticket, &ids);
+        let code = if ctx.engine.workers_alive() {
+            ErrorCode::Busy
+        } else {
+            ErrorCode::ShuttingDown
+        };
+        ctx.publishes
+            .answered(PublishOutcome::RejectedRings, n_events);
+        return Err(Refusal::new(
+            code,
+            format!(
+                "{} of {} events refused by full tier rings; retry with the same ids",
+                outcome.rejected.len() + outcome.dropped,
+                ids.len()
+            ),
+        ));
+    }
+    Ok(Admitted {
+        events: n_events,
+        ticket,
+        ids,
+        done,
+        permits,
+    })
 }
 
 /// What waiting for a publish's commit ended with: offsets or why not, the registry gone
@@ -659,73 +674,105 @@ type CommitWait = Result<
     tokio::time::error::Elapsed,
 >;
 
-/// Waits (up to the request timeout) for a publish to be committed, counts its outcome and
-/// queues its answer. The request stops counting against the in-flight limits only once its
-/// answer is queued: a client that does not read its answers runs out of slots.
-async fn answer_publish(
-    ctx: Arc<ServerCtx>,
-    tx: mpsc::Sender<BytesMut>,
-    w: Waiting,
-    permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
+/// Waits (up to the request timeout) for an admitted publish to be committed and counts its
+/// outcome. Its in-flight permits are released when the caller drops what this returns with.
+pub(crate) async fn await_commit(
+    ctx: &ServerCtx,
+    a: Admitted,
+) -> (
+    Result<Vec<u64>, Refusal>,
+    (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
 ) {
-    let answer = tokio::time::timeout(ctx.request_timeout, w.done).await;
+    let answer = tokio::time::timeout(ctx.request_timeout, a.done).await;
     let outcome = match &answer {
         Ok(Ok(Ok(_))) => PublishOutcome::Acked,
         Ok(Ok(Err(AckError::Dropped(_)))) => PublishOutcome::RejectedRaft,
         Err(_) => PublishOutcome::TimedOut,
         _ => PublishOutcome::OtherError,
     };
-    ctx.publishes.answered(outcome, w.events);
-    let reply = publish_reply(answer, w.req_id, w.ticket, &w.ids, &ctx);
-    let _ = tx.send(reply).await;
-    drop(permits);
+    ctx.publishes.answered(outcome, a.events);
+    (commit_result(answer, a.ticket, &a.ids, ctx), a.permits)
 }
 
-/// The answer to a publish that waited for its commit; a timed-out one is cancelled.
-fn publish_reply(
-    answer: CommitWait,
+/// Waits for a publish's commit and queues its answer. The request stops counting against
+/// the in-flight limits only once its answer is queued: a client that does not read its
+/// answers runs out of slots.
+async fn answer_publish(
+    ctx: Arc<ServerCtx>,
+    tx: mpsc::Sender<BytesMut>,
     req_id: u64,
-    ticket: Ticket,
-    ids: &[u64],
-    ctx: &ServerCtx,
-) -> BytesMut {
-    match answer {
-        Ok(Ok(Ok(offsets))) => {
+    admitted: Admitted,
+) {
+    let (result, permits) = await_commit(&ctx, admitted).await;
+    let reply = match result {
+        Ok(offsets) => {
             let mut b = BytesMut::with_capacity(24 + offsets.len() * 8);
             frame::put_publish_ok(&mut b, req_id, &offsets);
             b
         }
-        Ok(Ok(Err(AckError::NotLeader))) => error_frame(
-            req_id,
+        Err(r) => error_frame(req_id, r.code, ctx.as_ref(), r.message),
+    };
+    let _ = tx.send(reply).await;
+    drop(permits);
+}
+
+/// Why a publish was not stored (or not known to be): the protocol's error class and a
+/// message for the client. Every front end (the native protocol, the Kafka listener) answers
+/// with its own encoding of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The error class (`retryable()` tells whether the same ids may be sent again).
+    pub code: ErrorCode,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The offsets a publish that waited for its commit got, or why not; a timed-out one is
+/// cancelled.
+pub(crate) fn commit_result(
+    answer: CommitWait,
+    ticket: Ticket,
+    ids: &[u64],
+    ctx: &ServerCtx,
+) -> Result<Vec<u64>, Refusal> {
+    match answer {
+        Ok(Ok(Ok(offsets))) => Ok(offsets),
+        Ok(Ok(Err(AckError::NotLeader))) => Err(Refusal::new(
             ErrorCode::NotLeader,
-            ctx,
             "leadership lost before commit; retry with the same ids",
-        ),
+        )),
         Ok(Ok(Err(AckError::Dropped(why)))) => {
             let code = if ctx.metrics.leader_id() == 0 {
                 ErrorCode::Unavailable
             } else {
                 ErrorCode::Busy
             };
-            error_frame(req_id, code, ctx, why)
+            Err(Refusal::new(code, why))
         }
         Ok(Ok(Err(AckError::ShuttingDown))) | Ok(Err(_))
             if ctx.metrics.storage_failure().is_some() =>
         {
             let why = ctx.metrics.storage_failure().unwrap_or_default();
-            storage_failed_frame(req_id, ctx, &why)
+            Err(storage_failed(ctx, &why))
         }
         Ok(Ok(Err(AckError::ShuttingDown))) | Ok(Err(_)) => {
-            error_frame(req_id, ErrorCode::ShuttingDown, ctx, "node shutting down")
+            Err(Refusal::new(ErrorCode::ShuttingDown, "node shutting down"))
         }
         Err(_) => {
             ctx.acks.cancel(ticket, ids);
-            error_frame(
-                req_id,
+            Err(Refusal::new(
                 ErrorCode::Timeout,
-                ctx,
                 "not committed in time; retry with the same ids",
-            )
+            ))
         }
     }
 }
@@ -914,11 +961,9 @@ async fn inflight_permits(
 /// The answer to a publish on a node whose log cannot be written: not acknowledged, retryable
 /// on another node (its events were not persisted here; if a quorum committed them anyway, a
 /// retry with the same ids is deduplicated to the original offsets).
-fn storage_failed_frame(req_id: u64, ctx: &ServerCtx, why: &str) -> BytesMut {
-    error_frame(
-        req_id,
+fn storage_failed(ctx: &ServerCtx, why: &str) -> Refusal {
+    Refusal::new(
         ErrorCode::Unavailable,
-        ctx,
         format!(
             "storage failed on node {}: {why}; this node accepts no writes, publish to another node",
             ctx.id
@@ -926,36 +971,31 @@ fn storage_failed_frame(req_id: u64, ctx: &ServerCtx, why: &str) -> BytesMut {
     )
 }
 
-fn check_publish(req_id: u64, events: &[Event], ctx: &ServerCtx) -> Option<BytesMut> {
+/// Why this node cannot take `events` now (storage failed, not the leader, an invalid event),
+/// or `None`.
+pub(crate) fn publish_refusal(events: &[Event], ctx: &ServerCtx) -> Option<Refusal> {
     if let Some(why) = ctx.metrics.storage_failure() {
-        return Some(storage_failed_frame(req_id, ctx, &why));
+        return Some(storage_failed(ctx, &why));
     }
     if !ctx.metrics.is_leader() {
-        let (code, msg) = if ctx.metrics.leader_id() == 0 {
-            (ErrorCode::Unavailable, "no leader elected yet; retry")
+        return Some(if ctx.metrics.leader_id() == 0 {
+            Refusal::new(ErrorCode::Unavailable, "no leader elected yet; retry")
         } else {
-            (ErrorCode::NotLeader, "publish to the leader")
-        };
-        return Some(error_frame(req_id, code, ctx, msg));
+            Refusal::new(ErrorCode::NotLeader, "publish to the leader")
+        });
     }
-    for e in events {
-        if let Err(err) = codec::validate_event(e, ctx.max_event_bytes) {
-            return Some(error_frame(
-                req_id,
-                ErrorCode::BadRequest,
-                ctx,
-                format!("event {}: {err}", e.id),
-            ));
-        }
-    }
-    None
+    events.iter().find_map(|e| {
+        codec::validate_event(e, ctx.max_event_bytes)
+            .err()
+            .map(|err| Refusal::new(ErrorCode::BadRequest, format!("event {}: {err}", e.id)))
+    })
 }
 
 /// What a subscriber asked to see.
 #[derive(Debug, Clone)]
-struct Filter {
-    topic: Option<String>,
-    min_priority: Option<eventstream_core::Priority>,
+pub(crate) struct Filter {
+    pub(crate) topic: Option<String>,
+    pub(crate) min_priority: Option<eventstream_core::Priority>,
 }
 
 impl Filter {
@@ -968,7 +1008,7 @@ impl Filter {
 /// Events from `next` on: from the memory cache inline, from the segment files on a blocking
 /// thread (a subscriber catching up from far back must not hold up the connections this
 /// runtime serves).
-async fn read_stream(
+pub(crate) async fn read_stream(
     ctx: &Arc<ServerCtx>,
     next: u64,
     filter: &Filter,
@@ -992,7 +1032,7 @@ async fn read_stream(
 
 /// Runs `f` on tokio's blocking pool. A panic in `f` is re-raised here; a runtime shutting
 /// down is `Closed`.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, NodeError> {
     match tokio::task::spawn_blocking(f).await {
@@ -1124,6 +1164,7 @@ mod admin_auth_tests {
             id: 1,
             addr: "127.0.0.1:7001".into(),
             http_addr: None,
+            kafka_addr: None,
         }];
         let ctx = ServerCtx {
             id: 1,

@@ -263,6 +263,7 @@ fn unsafe_membership_requests_are_refused() {
             id: 7,
             addr: member(follower).addr,
             http_addr: None,
+            kafka_addr: None,
         },
         learner: true,
     };

@@ -241,6 +241,7 @@ mod tests {
                     id: 4,
                     addr: "10.0.0.4:7000".into(),
                     http_addr: Some("10.0.0.4:8080".into()),
+                    kafka_addr: None,
                 },
                 learner: true,
             },

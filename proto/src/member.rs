@@ -1,5 +1,8 @@
 //! A cluster member as configured and as carried in conf-change entries and admin requests:
-//! `ID=HOST:PORT` or `ID=HOST:PORT@HTTP_HOST:HTTP_PORT`.
+//! `ID=HOST:PORT[@HTTP_HOST:HTTP_PORT][+KAFKA_HOST:KAFKA_PORT]`: the address peers and native
+//! clients use, then optionally the HTTP (metrics, API) address and the Kafka-protocol
+//! listener's address (what Kafka clients are told to connect to, Kafka's advertised
+//! listener). `+` cannot occur in a host or port, so the parts never mix.
 
 use crate::error::DecodeError;
 
@@ -12,19 +15,37 @@ pub struct Member {
     pub addr: String,
     /// HTTP (metrics/API) address, if known.
     pub http_addr: Option<String>,
+    /// Kafka-protocol listener address advertised to Kafka clients, if it has one.
+    pub kafka_addr: Option<String>,
 }
 
 impl Member {
-    /// The member as `ID=HOST:PORT[@HTTP_HOST:HTTP_PORT]` (what [`parse_member`] reads).
+    /// The member as `ID=HOST:PORT[@HTTP][+KAFKA]` (what [`parse_member`] reads).
     pub fn spec(&self) -> String {
-        match &self.http_addr {
-            Some(h) => format!("{}={}@{h}", self.id, self.addr),
-            None => format!("{}={}", self.id, self.addr),
+        let mut s = format!("{}={}", self.id, self.addr);
+        if let Some(h) = &self.http_addr {
+            s.push('@');
+            s.push_str(h);
+        }
+        if let Some(k) = &self.kafka_addr {
+            s.push('+');
+            s.push_str(k);
+        }
+        s
+    }
+
+    /// A member with only its peer/client address.
+    pub fn new(id: u64, addr: impl Into<String>) -> Self {
+        Member {
+            id,
+            addr: addr.into(),
+            http_addr: None,
+            kafka_addr: None,
         }
     }
 }
 
-/// Parses one `ID=HOST:PORT[@HTTP_HOST:HTTP_PORT]` member. The error's reason quotes the
+/// Parses one `ID=HOST:PORT[@HTTP_HOST:HTTP_PORT][+KAFKA_HOST:KAFKA_PORT]` member. The error's reason quotes the
 /// specification and says what is wrong with it.
 pub fn parse_member(s: &str) -> Result<Member, DecodeError> {
     let bad = |reason: String| DecodeError::Invalid {
@@ -41,18 +62,23 @@ pub fn parse_member(s: &str) -> Result<Member, DecodeError> {
     if id == 0 {
         return Err(bad("id 0 is reserved".into()));
     }
+    let (rest, kafka) = match rest.split_once('+') {
+        Some((r, k)) => (r, Some(k.trim().to_owned())),
+        None => (rest, None),
+    };
     let (addr, http) = match rest.split_once('@') {
         Some((a, h)) => (a.trim(), Some(h.trim().to_owned())),
         None => (rest.trim(), None),
     };
     check_addr(addr).map_err(bad)?;
-    if let Some(h) = &http {
-        check_addr(h).map_err(bad)?;
+    for extra in [&http, &kafka].into_iter().flatten() {
+        check_addr(extra).map_err(bad)?;
     }
     Ok(Member {
         id,
         addr: addr.to_owned(),
         http_addr: http,
+        kafka_addr: kafka,
     })
 }
 
@@ -78,6 +104,15 @@ mod tests {
         let m = parse_member("2=127.0.0.1:7002@127.0.0.1:9002").unwrap();
         assert_eq!(m.http_addr.as_deref(), Some("127.0.0.1:9002"));
         assert_eq!(parse_member(&m.spec()).unwrap(), m);
+        let k = parse_member("3=10.0.0.3:7003@10.0.0.3:9003+kafka-3.example:9092").unwrap();
+        assert_eq!(k.http_addr.as_deref(), Some("10.0.0.3:9003"));
+        assert_eq!(k.kafka_addr.as_deref(), Some("kafka-3.example:9092"));
+        assert_eq!(parse_member(&k.spec()).unwrap(), k);
+        let only_kafka = parse_member("4=h:1+h:9092").unwrap();
+        assert_eq!(
+            (only_kafka.http_addr, only_kafka.kafka_addr.as_deref()),
+            (None, Some("h:9092"))
+        );
         for bad in [
             "x",
             "0=h:1",
@@ -86,6 +121,8 @@ mod tests {
             "2=h:99999",
             "a=h:1",
             "2=h:1@x",
+            "2=h:1+x",
+            "2=h:1@h:2+",
         ] {
             let err = parse_member(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{bad}: {err}");

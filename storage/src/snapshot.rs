@@ -8,18 +8,20 @@
 //!
 //! # Layout (little-endian)
 //! ```text
-//! header   b"ESSNAP\r\n" | u32 format version (2) | u32 flags (0)
+//! header   b"ESSNAP\r\n" | u32 format version (3) | u32 flags (0)
 //! section  u8 kind | u32 crc32(body) | u64 body_len | body        (kinds 1..=5, in order)
 //!   1 meta     u64 index | u64 term | u32 n | n × u64 voter | u32 m | m × u64 learner
 //!              | u64 created_unix_ms | u64 first_offset | u64 next_offset
 //!              | u64 dedup_window | u64 dedup_max_age_ns (0 = none)
-//!   2 members  u32 n | n × (u64 id | str16 peer_addr | str16 http_addr ("" = none) | u8 learner)
+//!   2 members  u32 n | n × (u64 id | str16 peer_addr | str16 http_addr ("" = none)
+//!              | str16 kafka_addr ("" = none) | u8 learner)
 //!   3 dedup    u64 n | n × (u64 id | u64 timestamp_ns)          oldest first
 //!   4 offsets  u64 n | n × (u64 id | u64 offset)                oldest first
 //!   5 stream   u64 last_timestamp_ms | u32 n | n × (u64 base | u64 next | u64 bytes
 //!                          | u64 max_timestamp_ms)             the segment manifest
 //! trailer  u8 0xFF | u32 crc32(every byte before this trailer)
 //! ```
+//! Format 2 (read, never written) is format 3 without the members' `kafka_addr`.
 //! Format 1 (read, never written) carried the retained events in section 5 instead:
 //! `u64 n | n × (u64 first_offset | u64 appended_unix_ms | u32 len | data | u32 k | k × u32
 //! position)`, one applied entry's data and its fresh events' positions per chunk; a node
@@ -45,7 +47,9 @@ use std::path::{Path, PathBuf};
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"ESSNAP\r\n";
 /// Format version written by this build.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+/// Format 2: members without a Kafka address (read, never written).
+const FORMAT_NO_KAFKA: u32 = 2;
 /// The format that carried the stream's events (read for upgrades, never written).
 pub const FORMAT_WITH_EVENTS: u32 = 1;
 /// The snapshot file inside a node's data directory.
@@ -62,6 +66,8 @@ pub struct SnapshotMember {
     pub addr: String,
     /// HTTP address, if any.
     pub http_addr: Option<String>,
+    /// Kafka-protocol listener address, if any.
+    pub kafka_addr: Option<String>,
     /// Learner (non-voting) member.
     pub learner: bool,
 }
@@ -150,7 +156,7 @@ pub fn encode(s: &SnapshotData) -> Bytes {
         256 + 32 * s.segments.len() + 16 * (s.dedup.len() + s.offsets.len()) + 64 * s.members.len(),
     );
     put_header(&mut buf, FORMAT_VERSION);
-    put_state_sections(&mut buf, s);
+    put_state_sections(&mut buf, s, FORMAT_VERSION);
     section(&mut buf, 5, |b| {
         b.put_u64_le(s.last_timestamp_ms);
         b.put_u32_le(s.segments.len() as u32);
@@ -177,7 +183,7 @@ fn put_trailer(buf: &mut BytesMut) {
 }
 
 /// Sections 1 to 4 (the same in both formats).
-fn put_state_sections(buf: &mut BytesMut, s: &SnapshotData) {
+fn put_state_sections(buf: &mut BytesMut, s: &SnapshotData, version: u32) {
     section(buf, 1, |b| {
         b.put_u64_le(s.index);
         b.put_u64_le(s.term);
@@ -203,6 +209,9 @@ fn put_state_sections(buf: &mut BytesMut, s: &SnapshotData) {
             b.put_u64_le(m.id);
             put_str16(b, &m.addr);
             put_str16(b, m.http_addr.as_deref().unwrap_or(""));
+            if version >= FORMAT_VERSION {
+                put_str16(b, m.kafka_addr.as_deref().unwrap_or(""));
+            }
             b.put_u8(u8::from(m.learner));
         }
     });
@@ -223,7 +232,7 @@ fn put_state_sections(buf: &mut BytesMut, s: &SnapshotData) {
 pub fn encode_format_with_events(s: &SnapshotData) -> Bytes {
     let mut buf = BytesMut::new();
     put_header(&mut buf, FORMAT_WITH_EVENTS);
-    put_state_sections(&mut buf, s);
+    put_state_sections(&mut buf, s, FORMAT_WITH_EVENTS);
     section(&mut buf, 5, |b| {
         b.put_u64_le(s.chunks.len() as u64);
         for c in &s.chunks {
@@ -299,7 +308,7 @@ pub fn decode(src: &Bytes) -> Result<SnapshotData, DecodeError> {
         return Err(invalid("magic", "not an eventstream snapshot"));
     }
     let version = r.u32()?;
-    if version != FORMAT_VERSION && version != FORMAT_WITH_EVENTS {
+    if ![FORMAT_VERSION, FORMAT_NO_KAFKA, FORMAT_WITH_EVENTS].contains(&version) {
         return Err(invalid("format version", version.to_string()));
     }
     if r.u32()? != 0 {
@@ -352,6 +361,11 @@ pub fn decode(src: &Bytes) -> Result<SnapshotData, DecodeError> {
             let id = m.u64()?;
             let addr = m.str16("member address")?.to_owned();
             let http = m.str16("member http address")?;
+            let kafka = if version >= FORMAT_VERSION {
+                m.str16("member kafka address")?
+            } else {
+                ""
+            };
             let learner = match m.u8()? {
                 0 => false,
                 1 => true,
@@ -361,6 +375,7 @@ pub fn decode(src: &Bytes) -> Result<SnapshotData, DecodeError> {
                 id,
                 addr,
                 http_addr: (!http.is_empty()).then(|| http.to_owned()),
+                kafka_addr: (!kafka.is_empty()).then(|| kafka.to_owned()),
                 learner,
             });
         }
@@ -618,12 +633,14 @@ mod tests {
                     id: 1,
                     addr: "127.0.0.1:7001".into(),
                     http_addr: Some("127.0.0.1:9001".into()),
+                    kafka_addr: Some("127.0.0.1:9092".into()),
                     learner: false,
                 },
                 SnapshotMember {
                     id: 4,
                     addr: "h4:7000".into(),
                     http_addr: None,
+                    kafka_addr: None,
                     learner: true,
                 },
             ],
@@ -682,8 +699,13 @@ mod tests {
 
     #[test]
     fn format_1_with_its_events_is_still_read() {
-        let s = sample_with_events();
+        let mut s = sample_with_events();
         let back = decode(&encode_format_with_events(&s)).unwrap();
+        // Format 1 has no Kafka addresses: they come back as none.
+        assert_eq!(back.members[0].kafka_addr, None);
+        for m in &mut s.members {
+            m.kafka_addr = None;
+        }
         assert_eq!(back, s);
         assert_eq!(back.chunks.len(), 2);
     }

@@ -49,6 +49,7 @@ pub fn member(id: u64) -> Member {
         id,
         addr: format!("127.0.0.1:{}", 20_000 + id),
         http_addr: None,
+        kafka_addr: None,
     }
 }
 

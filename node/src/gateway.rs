@@ -1,0 +1,142 @@
+//! A front end's way into a node: publish events and wait for their offsets, read the
+//! committed stream, see the cluster. The native protocol's connections and every other
+//! listener (the Kafka-protocol one) go through the same steps, so a publish is admitted,
+//! limited, counted and acknowledged the same way whichever protocol carried it.
+//!
+//! Invariants:
+//! * A [`Producer`] is one connection's publishing side: it holds that connection's slots
+//!   (`limits.max_inflight_per_connection`) and draws on the node-wide event permits, like a
+//!   native connection; its publishes are counted in the node's publish outcomes.
+//! * [`Producer::publish`] answers `Ok` only with offsets committed on a quorum and fsynced
+//!   (the acknowledgement the native protocol gives); every `Err` is a [`Refusal`] whose code
+//!   says whether the same ids may be sent again.
+//! * Reads never block the runtime: segment files are read on the blocking pool.
+
+use crate::error::NodeError;
+use crate::server::{self, Filter, Refusal, ServerCtx};
+use eventstream_core::{Event, Publisher};
+use eventstream_proto::Member;
+use std::sync::Arc;
+use tokio::sync::{watch, Semaphore};
+
+/// A node's publish and read steps, for a listener of another protocol. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    ctx: Arc<ServerCtx>,
+}
+
+/// Events read from the committed stream.
+#[derive(Debug, Default)]
+pub struct StreamRead {
+    /// The events, with their offsets, in offset order.
+    pub events: Vec<(u64, Event)>,
+    /// Where to read on from: past everything examined (events filtered out included).
+    pub next: u64,
+}
+
+impl Gateway {
+    pub(crate) fn new(ctx: Arc<ServerCtx>) -> Self {
+        Gateway { ctx }
+    }
+
+    /// The publishing side of one connection.
+    pub fn producer(&self) -> Producer {
+        Producer {
+            ctx: self.ctx.clone(),
+            publisher: std::sync::Mutex::new(self.ctx.engine.publisher()),
+            slots: Arc::new(Semaphore::new(self.ctx.max_inflight_per_connection)),
+        }
+    }
+
+    /// This node's raft id.
+    pub fn node_id(&self) -> u64 {
+        self.ctx.id
+    }
+
+    /// The leader this node knows of (0: none right now).
+    pub fn leader_id(&self) -> u64 {
+        self.ctx.metrics.leader_id()
+    }
+
+    /// The cluster's members as this node knows them.
+    pub fn members(&self) -> Vec<Member> {
+        self.ctx.metrics.members()
+    }
+
+    /// The first offset this node serves.
+    pub fn first_offset(&self) -> u64 {
+        self.ctx.stream.first_offset()
+    }
+
+    /// One past the last committed offset.
+    pub fn next_offset(&self) -> u64 {
+        self.ctx.stream.next_offset()
+    }
+
+    /// The largest event payload a publish may carry.
+    pub fn max_event_bytes(&self) -> usize {
+        self.ctx.max_event_bytes
+    }
+
+    /// Changes whenever committed events are appended (the value: the next offset).
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.ctx.stream.watch()
+    }
+
+    /// The first offset whose stream time is at or after `unix_ms` (the next offset when
+    /// none is).
+    pub async fn offset_at_time(&self, unix_ms: u64) -> Result<u64, NodeError> {
+        let stream = self.ctx.stream.clone();
+        server::blocking(move || stream.offset_at_time(unix_ms)).await?
+    }
+
+    /// Events at offsets `>= from`, of `topic` only when given; `Err(Compacted)` when `from`
+    /// is below what retention kept.
+    pub async fn read(&self, from: u64, topic: Option<&str>) -> Result<StreamRead, NodeError> {
+        let filter = Filter {
+            topic: topic.map(str::to_owned),
+            min_priority: None,
+        };
+        let (next, events) = server::read_stream(&self.ctx, from, &filter).await;
+        match next {
+            Ok(next) => Ok(StreamRead { events, next }),
+            Err(Ok(earliest)) => Err(NodeError::Compacted {
+                requested: from,
+                earliest,
+            }),
+            Err(Err(e)) => Err(e),
+        }
+    }
+}
+
+/// One connection's publishing side (see the module's invariants).
+#[derive(Debug)]
+pub struct Producer {
+    ctx: Arc<ServerCtx>,
+    publisher: std::sync::Mutex<Publisher>,
+    slots: Arc<Semaphore>,
+}
+
+impl Producer {
+    /// Publishes `events` and waits until they are committed: their offsets, in order (an
+    /// event whose id was seen before gets its first offset), or why not.
+    pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<u64>, Refusal> {
+        let admitted = server::admit(&self.ctx, &self.publisher, &self.slots, events).await?;
+        let (result, permits) = server::await_commit(&self.ctx, admitted).await;
+        drop(permits);
+        result
+    }
+
+    /// Publishes `events` without waiting for their commit (a fire-and-forget producer):
+    /// `Err` only when they were not admitted. The commit is still counted in the node's
+    /// publish outcomes.
+    pub async fn publish_unacknowledged(&self, events: Vec<Event>) -> Result<(), Refusal> {
+        let admitted = server::admit(&self.ctx, &self.publisher, &self.slots, events).await?;
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            let (_, permits) = server::await_commit(&ctx, admitted).await;
+            drop(permits);
+        });
+        Ok(())
+    }
+}
