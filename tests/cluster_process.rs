@@ -82,6 +82,60 @@ fn kill_leader_restart_and_every_acknowledged_event_survives_once_in_order() {
     assert_eq!(lines.len(), 1, "stored once");
     assert_eq!(lines[0]["payload"], "hello");
     assert_eq!(lines[0]["id"], 77);
+    assert!(
+        lines[0].get("key").is_none() && lines[0].get("headers").is_none(),
+        "{}",
+        lines[0]
+    );
+    // A record key and headers (one null, a repeated name) survive to the subscriber.
+    let keyed = eventstream_ok(&[
+        "publish",
+        "--endpoints",
+        &eps.join(","),
+        "--key",
+        "customer-7",
+        "--header",
+        "trace=abc",
+        "--header",
+        "nil",
+        "--header",
+        "trace=",
+        "keyed",
+    ]);
+    assert_eq!(keyed.trim(), (offset + 1).to_string());
+    let sub = |json: bool| {
+        let from = (offset + 1).to_string();
+        let mut args = vec![
+            "subscribe",
+            "--endpoints",
+            &eps[0],
+            "--from",
+            &from,
+            "--idle-exit-ms",
+            "1000",
+        ];
+        if json {
+            args.push("--json");
+        }
+        eventstream_ok(&args)
+    };
+    let line: serde_json::Value = serde_json::from_str(sub(true).trim()).unwrap();
+    assert_eq!(line["payload"], "keyed");
+    assert_eq!(line["key"], "customer-7");
+    assert_eq!(
+        line["headers"],
+        serde_json::json!([
+            {"name": "trace", "value": "abc"},
+            {"name": "nil", "value": null},
+            {"name": "trace", "value": ""},
+        ])
+    );
+    let text = sub(false);
+    assert!(
+        text.trim_end()
+            .ends_with("\tkeyed\tkey=customer-7\theader.trace=abc\theader.nil\theader.trace="),
+        "{text}"
+    );
     let v: serde_json::Value = serde_json::from_str(&eventstream_ok(&[
         "status",
         "--endpoints",

@@ -42,6 +42,7 @@ fn event(id: u64) -> Event {
         priority: Priority::High,
         payload: bytes::Bytes::new(),
         ingest_ns: 0,
+        meta: None,
     }
 }
 

@@ -52,6 +52,7 @@ impl ApplyLoop {
                 priority: Priority::High,
                 payload: bytes::Bytes::new(),
                 ingest_ns: now,
+                meta: None,
             });
         }
         self.applier.apply(&mut self.buf);

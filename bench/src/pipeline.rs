@@ -260,6 +260,7 @@ pub fn run(args: &PipelineOptions) -> Result<PipelineReport, BenchError> {
                 priority: Priority::High,
                 payload: payload.clone(),
                 ingest_ns,
+                meta: None,
             };
             let mut sent = 0u64;
             let mut rejected = 0u64;
@@ -530,6 +531,7 @@ fn crossbeam_baseline(
                     priority: Priority::High,
                     payload: payload.clone(),
                     ingest_ns: clock::now_ns(),
+                    meta: None,
                 };
                 if tx.send(e).is_err() {
                     break;

@@ -93,6 +93,27 @@ impl std::str::FromStr for Priority {
     }
 }
 
+/// One header of an event: a name and a value that may be absent (Kafka's null header value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// The header's name (UTF-8).
+    pub name: String,
+    /// The header's value; `None` is a null value, distinct from an empty one.
+    pub value: Option<Bytes>,
+}
+
+/// What an event may carry besides its payload: a record key and ordered headers (Kafka's
+/// record model). Boxed in [`Event::meta`], so an event without them costs one pointer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMeta {
+    /// The record key; `None` is a null key, distinct from an empty one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Bytes>,
+    /// Headers in the order they were added; names may repeat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<Header>,
+}
+
 /// One event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -108,6 +129,9 @@ pub struct Event {
     /// clock ([`crate::clock::now_ns`]). Set by the publisher; latency is measured from here.
     #[serde(default)]
     pub ingest_ns: u64,
+    /// Key and headers, if the producer gave any (`None` for most events: one pointer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Box<EventMeta>>,
 }
 
 impl Default for Event {
@@ -120,6 +144,7 @@ impl Default for Event {
             priority: Priority::Low,
             payload: Bytes::new(),
             ingest_ns: 0,
+            meta: None,
         }
     }
 }
@@ -133,6 +158,7 @@ impl Event {
             priority,
             payload: payload.into(),
             ingest_ns: 0,
+            meta: None,
         }
     }
 
@@ -140,6 +166,36 @@ impl Event {
     pub fn with_id(mut self, id: u64) -> Self {
         self.id = EventId(id);
         self
+    }
+
+    /// The same event with record key `key`.
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.meta_mut().key = Some(key.into());
+        self
+    }
+
+    /// The same event with one more header (after those it has); `None` is a null value.
+    pub fn with_header(mut self, name: impl Into<String>, value: Option<Bytes>) -> Self {
+        self.meta_mut().headers.push(Header {
+            name: name.into(),
+            value,
+        });
+        self
+    }
+
+    /// The record key, if the event has one.
+    pub fn key(&self) -> Option<&Bytes> {
+        self.meta.as_ref()?.key.as_ref()
+    }
+
+    /// The headers, in order (empty if the event has none).
+    pub fn headers(&self) -> &[Header] {
+        self.meta.as_deref().map_or(&[], |m| &m.headers)
+    }
+
+    /// The event's key and headers, created empty if it had none.
+    pub fn meta_mut(&mut self) -> &mut EventMeta {
+        self.meta.get_or_insert_with(Box::default)
     }
 }
 
@@ -154,6 +210,41 @@ mod tests {
         assert!(json.contains("\"priority\":\"high\""), "{json}");
         let back: Event = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn key_and_headers_round_trip_through_serde_and_old_json_still_parses() {
+        let e = Event::new("orders", Priority::Low, &b"p"[..])
+            .with_id(7)
+            .with_key(&b"k1"[..])
+            .with_header("trace", Some(Bytes::from_static(b"abc")))
+            .with_header("nil", None)
+            .with_header("trace", Some(Bytes::new()));
+        assert_eq!(e.key().map(|k| &k[..]), Some(&b"k1"[..]));
+        let names: Vec<_> = e.headers().iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["trace", "nil", "trace"]);
+        assert_eq!(e.headers()[1].value, None);
+        assert_eq!(e.headers()[2].value, Some(Bytes::new()));
+        let back: Event = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+        // An event without them writes no `meta` field, and JSON without one parses.
+        let plain = Event::new("orders", Priority::Low, &b"p"[..]);
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("meta"), "{json}");
+        let old = r#"{"id":3,"topic":"t","priority":"high","payload":[1,2]}"#;
+        let parsed: Event = serde_json::from_str(old).unwrap();
+        assert_eq!((parsed.key(), parsed.headers().len()), (None, 0));
+    }
+
+    #[test]
+    fn key_and_headers_cost_an_event_one_pointer() {
+        // The rings move events by value: the extension is one boxed pointer.
+        assert_eq!(std::mem::size_of::<Option<Box<EventMeta>>>(), 8);
+        assert!(
+            std::mem::size_of::<Event>() <= 88,
+            "{}",
+            std::mem::size_of::<Event>()
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub use dedup::{Decision, DedupWindow, Tagged};
 pub use dispatch::{DispatchOutcome, Dispatcher, Handler, HandlerError};
 pub use engine::{Engine, EngineBuilder, StageContext, StageFactory};
 pub use error::{BatchOutcome, Error, PublishError, Published};
-pub use event::{Event, EventId, Priority, Topic};
+pub use event::{Event, EventId, EventMeta, Header, Priority, Topic};
 pub use lane::Publisher;
 pub use ring::Ring;
 pub use stats::{

@@ -55,6 +55,19 @@ fn gen_event(rng: &mut Rng) -> Event {
     )
     .with_id(rng.next_u64());
     e.ingest_ns = rng.next_u64();
+    if rng.one_in(3) {
+        let n = rng.below(16);
+        e = e.with_key(rng.bytes(n));
+    }
+    for _ in 0..if rng.one_in(3) { rng.below(4) } else { 0 } {
+        let value = if rng.one_in(4) {
+            None
+        } else {
+            let n = rng.below(16);
+            Some(Bytes::from(rng.bytes(n)))
+        };
+        e = e.with_header(gen_string(rng, 2), value);
+    }
     e
 }
 
@@ -63,11 +76,7 @@ fn gen_events(rng: &mut Rng) -> Vec<Event> {
 }
 
 fn same_events(a: &[Event], b: &[Event]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            (x.id, &x.topic, x.priority, &x.payload, x.ingest_ns)
-                == (y.id, &y.topic, y.priority, &y.payload, y.ingest_ns)
-        })
+    a == b
 }
 
 fn frame_body(f: &BytesMut) -> Vec<u8> {
@@ -261,6 +270,7 @@ impl Target for ClientProtocol {
                 codec::put_offset_events(
                     &mut b,
                     evs.iter().enumerate().map(|(i, e)| (i as u64 * 3, e)),
+                    rng.one_in(2),
                 );
                 b.to_vec()
             }
@@ -355,9 +365,9 @@ impl Target for ClientProtocol {
                 let r = codec::decode_offset_events(&src, 0);
                 if let Ok(evs) = &r {
                     let mut b = BytesMut::new();
-                    codec::put_offset_events(&mut b, evs.iter().map(|(o, e)| (*o, e)));
+                    codec::put_offset_events(&mut b, evs.iter().map(|(o, e)| (*o, e)), true);
                     let again = codec::decode_offset_events(&b.freeze(), 0).expect("re-encoded");
-                    assert_eq!(again.len(), evs.len());
+                    assert_eq!(&again, evs);
                 }
                 outcome(&r)
             }

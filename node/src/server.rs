@@ -102,6 +102,9 @@ pub struct ConnState {
     pub authorized: bool,
     /// The client presented a certificate that chains to `tls.ca` (mutual TLS).
     pub client_cert: bool,
+    /// The protocol version the connection speaks (its `Hello` said it): a subscriber of
+    /// version 1 gets its events without keys and headers.
+    pub version: u8,
 }
 
 impl ConnState {
@@ -111,6 +114,7 @@ impl ConnState {
         presented: Option<&[u8]>,
         expected: Option<&AdminToken>,
         cert: &PeerCert,
+        version: u8,
     ) -> Self {
         let authorized = match expected {
             None => true,
@@ -119,6 +123,7 @@ impl ConnState {
         ConnState {
             authorized,
             client_cert: cert.0.is_some(),
+            version,
         }
     }
 }
@@ -183,8 +188,12 @@ async fn handle(sock: TcpStream, ctx: &Arc<ServerCtx>) -> io::Result<()> {
     match hello.role {
         Role::Peer { from } => accept_peer(from, &cert, reader, w, ctx).await,
         Role::Client => {
-            let conn_state =
-                ConnState::for_client(hello.token.as_deref(), ctx.admin_token.as_ref(), &cert);
+            let conn_state = ConnState::for_client(
+                hello.token.as_deref(),
+                ctx.admin_token.as_ref(),
+                &cert,
+                hello.version,
+            );
             serve_client(reader, w, ctx, conn_state).await
         }
     }
@@ -460,7 +469,10 @@ impl ClientConn<'_> {
                     break;
                 }
                 Step::Gone => break,
-                Step::Subscribe(sub) => return subscribe(sub, reader, &self.tx, self.ctx).await,
+                Step::Subscribe(sub) => {
+                    let with_meta = self.state.version >= 2;
+                    return subscribe(sub, with_meta, reader, &self.tx, self.ctx).await;
+                }
                 Step::Copy(f) => {
                     let (stream, copies) = (self.ctx.stream.clone(), self.ctx.copies.clone());
                     return crate::copy::serve(f, reader, self.tx.clone(), stream, copies).await;
@@ -1042,21 +1054,25 @@ pub(crate) async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Encodes `batch` as `Events` frames, each under the size limit the client enforces.
-fn events_frames(batch: &[(u64, Event)], budget: usize) -> BytesMut {
+/// Encodes `batch` as `Events` frames, each under the size limit the client enforces;
+/// `with_meta`: with the events' keys and headers (a subscriber of protocol version 2).
+fn events_frames(batch: &[(u64, Event)], budget: usize, with_meta: bool) -> BytesMut {
+    let len = if with_meta {
+        codec::encoded_len
+    } else {
+        codec::encoded_len_v1
+    };
     let mut b = BytesMut::new();
     let mut start = 0;
     while start < batch.len() {
         let mut end = start;
         let mut size = 0;
-        while end < batch.len()
-            && (end == start || size + codec::encoded_len(&batch[end].1) + 8 < budget)
-        {
-            size += codec::encoded_len(&batch[end].1) + 8;
+        while end < batch.len() && (end == start || size + len(&batch[end].1) + 8 < budget) {
+            size += len(&batch[end].1) + 8;
             end += 1;
         }
         frame::put_frame_with(&mut b, Kind::Events, |b| {
-            codec::put_offset_events(b, batch[start..end].iter().map(|(o, e)| (*o, e)));
+            codec::put_offset_events(b, batch[start..end].iter().map(|(o, e)| (*o, e)), with_meta);
         });
         start = end;
     }
@@ -1074,6 +1090,7 @@ async fn start_offset(ctx: &Arc<ServerCtx>, sub: &frame::SubscribeBody) -> Resul
 
 async fn subscribe(
     sub: frame::SubscribeBody,
+    with_meta: bool,
     mut reader: FrameReader<ConnReader>,
     tx: &mpsc::Sender<BytesMut>,
     ctx: &Arc<ServerCtx>,
@@ -1122,7 +1139,11 @@ async fn subscribe(
             }
         };
         if !batch.is_empty() {
-            if tx.send(events_frames(&batch, budget)).await.is_err() {
+            if tx
+                .send(events_frames(&batch, budget, with_meta))
+                .await
+                .is_err()
+            {
                 return Ok(());
             }
             continue;
@@ -1199,6 +1220,7 @@ mod admin_auth_tests {
             hello.token.as_deref(),
             ctx.admin_token.as_ref(),
             &PeerCert::default(),
+            hello.version,
         )
     }
 

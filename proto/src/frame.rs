@@ -1,6 +1,6 @@
 //! Wire frames shared by the peer transport and the client protocol (see `docs/protocol.md`).
 //!
-//! A frame is an 8-byte header — `u8 version (1) | u8 kind | u16 reserved (0) | u32 length`,
+//! A frame is an 8-byte header — `u8 frame version (1) | u8 kind | u16 reserved (0) | u32 length`,
 //! little-endian — followed by `length` bytes of body. A length above the connection's maximum,
 //! an unknown version, kind or non-zero reserved field is a protocol error that closes that
 //! connection only. Every decoder here is a pure function over a byte slice.
@@ -10,8 +10,13 @@ use crate::error::DecodeError;
 use bytes::{BufMut, Bytes, BytesMut};
 use eventstream_core::{Event, Priority};
 
-/// Protocol version written by this build.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The frame header's version byte (the header layout; unchanged by protocol versions).
+pub const FRAME_VERSION: u8 = 1;
+/// The client protocol version this build speaks: 2 adds events' keys and headers. A client
+/// says its version in its `Hello`; the node answers in the lower of the two.
+pub const PROTOCOL_VERSION: u8 = 2;
+/// The first client protocol version (events without keys and headers).
+pub const PROTOCOL_V1: u8 = 1;
 /// Frame header length.
 pub const HEADER_LEN: usize = 8;
 /// Default largest frame body accepted (16 MiB).
@@ -94,7 +99,7 @@ impl Kind {
 
 /// Validates a header; returns the kind and body length.
 pub fn decode_header(h: &[u8; HEADER_LEN], max_body: usize) -> Result<(Kind, usize), DecodeError> {
-    if h[0] != PROTOCOL_VERSION {
+    if h[0] != FRAME_VERSION {
         return Err(DecodeError::Version(h[0]));
     }
     let kind = Kind::from_u8(h[1])?;
@@ -134,7 +139,7 @@ pub fn decode_frame(buf: &[u8], max_body: usize) -> Result<Option<RawFrame<'_>>,
 
 /// Appends a frame header for a body of `len` bytes.
 pub fn put_header(buf: &mut BytesMut, kind: Kind, len: usize) {
-    buf.put_u8(PROTOCOL_VERSION);
+    buf.put_u8(FRAME_VERSION);
     buf.put_u8(kind as u8);
     buf.put_u16_le(0);
     buf.put_u32_le(len as u32);
@@ -168,7 +173,8 @@ pub enum Role {
     },
 }
 
-/// Encodes a hello body.
+/// Encodes a hello body; a client's is that of protocol version 1 (see
+/// [`encode_client_hello`] for the current one).
 pub fn encode_hello(role: Role) -> Vec<u8> {
     let mut v = Vec::with_capacity(9);
     match role {
@@ -206,12 +212,23 @@ pub struct Hello {
     pub role: Role,
     /// The optional trailing `u16 len | token` of a client hello (see `docs/protocol.md`).
     pub token: Option<Vec<u8>>,
+    /// The protocol version the connection speaks: a client's (its hello's `u64` field, 0
+    /// meaning 1), at most [`PROTOCOL_VERSION`]; [`PROTOCOL_VERSION`] for a peer.
+    pub version: u8,
 }
 
-/// Encodes a client hello carrying `token` (at most [`MAX_TOKEN_LEN`] bytes, which
-/// the token file reader and the client check) after the version-1 body.
+/// Encodes a client hello of protocol version [`PROTOCOL_VERSION`] carrying `token` (at most
+/// [`MAX_TOKEN_LEN`] bytes, which the token file reader and the client check).
 pub fn encode_client_hello(token: Option<&[u8]>) -> Vec<u8> {
-    let mut v = encode_hello(Role::Client);
+    encode_client_hello_as(PROTOCOL_VERSION, token)
+}
+
+/// Encodes a client hello saying protocol `version`: `u8 role (1) | u64 version | [u16 len |
+/// token]`. A node of version 1 ignores the `u64` field of a client hello (it was 0).
+pub fn encode_client_hello_as(version: u8, token: Option<&[u8]>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(11 + token.map_or(0, |t| t.len()));
+    v.push(1);
+    v.extend_from_slice(&u64::from(version).to_le_bytes());
     if let Some(t) = token {
         let t = &t[..t.len().min(MAX_TOKEN_LEN)];
         v.extend_from_slice(&(t.len() as u16).to_le_bytes());
@@ -225,9 +242,22 @@ pub fn encode_client_hello(token: Option<&[u8]>) -> Vec<u8> {
 pub fn decode_hello_with_token(body: &[u8]) -> Result<Hello, DecodeError> {
     let role = decode_hello(body)?;
     let mut r = Reader::new(body);
-    r.take(9)?;
+    r.take(1)?;
+    let version = match role {
+        // A client from before versions were said sent 0; a newer one than this build is
+        // answered in this build's version.
+        Role::Client => r.u64()?.clamp(1, u64::from(PROTOCOL_VERSION)) as u8,
+        Role::Peer { .. } => {
+            r.u64()?;
+            PROTOCOL_VERSION
+        }
+    };
     if r.remaining() == 0 {
-        return Ok(Hello { role, token: None });
+        return Ok(Hello {
+            role,
+            token: None,
+            version,
+        });
     }
     let invalid = |reason: String| DecodeError::Invalid {
         field: "hello token",
@@ -253,6 +283,7 @@ pub fn decode_hello_with_token(body: &[u8]) -> Result<Hello, DecodeError> {
     Ok(Hello {
         role,
         token: Some(token),
+        version,
     })
 }
 
@@ -771,13 +802,17 @@ mod tests {
 
     #[test]
     fn client_hello_token_is_optional_and_length_checked() {
-        // Without a token the body is the version-1 hello, byte for byte.
-        assert_eq!(encode_client_hello(None), encode_hello(Role::Client));
+        // Without a token the body is the version-1 hello's 9 bytes, the u64 saying the
+        // version.
+        let plain = encode_client_hello(None);
+        assert_eq!(plain.len(), 9);
+        assert_eq!(plain[..2], [1, PROTOCOL_VERSION]);
         assert_eq!(
             decode_hello_with_token(&encode_client_hello(None)).unwrap(),
             Hello {
                 role: Role::Client,
-                token: None
+                token: None,
+                version: PROTOCOL_VERSION,
             }
         );
         let with = encode_client_hello(Some(b"s3cret"));
@@ -804,6 +839,28 @@ mod tests {
         let mut peer = encode_hello(Role::Peer { from: 2 });
         peer.extend_from_slice(&with[9..]);
         assert!(decode_hello_with_token(&peer).is_err());
+    }
+
+    #[test]
+    fn client_hello_says_its_protocol_version_and_the_node_answers_in_the_lower() {
+        let version = |body: &[u8]| decode_hello_with_token(body).unwrap().version;
+        // A version-1 client sent 0 in the u64 field.
+        assert_eq!(version(&encode_hello(Role::Client)), PROTOCOL_V1);
+        assert_eq!(version(&encode_client_hello_as(1, Some(b"t"))), PROTOCOL_V1);
+        assert_eq!(version(&encode_client_hello(Some(b"t"))), PROTOCOL_VERSION);
+        assert_eq!(
+            version(&encode_client_hello_as(200, None)),
+            PROTOCOL_VERSION
+        );
+        // A node of version 1 reads a version-2 client hello as a client hello.
+        assert_eq!(
+            decode_hello(&encode_client_hello(None)).unwrap(),
+            Role::Client
+        );
+        assert_eq!(
+            version(&encode_hello(Role::Peer { from: 2 })),
+            PROTOCOL_VERSION
+        );
     }
 
     #[test]

@@ -26,8 +26,27 @@ pub struct PublishArgs {
     /// Idempotency key of the first event (following events get id+1, id+2, ...); random if absent.
     #[arg(long)]
     pub id: Option<u64>,
+    /// Record key of every event (UTF-8 bytes).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// A header of every event, `NAME=VALUE`; `NAME` alone is a null value. Repeatable; the
+    /// order is kept and names may repeat.
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, Option<String>)>,
     /// Payloads; if none are given, one event per line of standard input.
     pub payloads: Vec<String>,
+}
+
+/// `--header NAME=VALUE` (or `NAME`: a null value).
+fn parse_header(s: &str) -> Result<(String, Option<String>), String> {
+    let (name, value) = match s.split_once('=') {
+        Some((n, v)) => (n, Some(v.to_owned())),
+        None => (s, None),
+    };
+    if name.is_empty() {
+        return Err(format!("`{s}` has no header name (NAME=VALUE)"));
+    }
+    Ok((name.to_owned(), value))
 }
 
 /// Runs `eventstream publish`; prints one offset per event.
@@ -42,7 +61,13 @@ pub fn publish(a: PublishArgs) -> anyhow::Result<()> {
         .into_iter()
         .enumerate()
         .map(|(i, p)| {
-            let e = Event::new(a.topic.as_str(), priority, Bytes::from(p));
+            let mut e = Event::new(a.topic.as_str(), priority, Bytes::from(p));
+            if let Some(k) = &a.key {
+                e = e.with_key(k.clone());
+            }
+            for (name, value) in &a.headers {
+                e = e.with_header(name.clone(), value.clone().map(Bytes::from));
+            }
             match a.id {
                 Some(id) => e.with_id(id + i as u64),
                 None => e,
@@ -89,7 +114,7 @@ pub struct SubscribeArgs {
     /// Stop when no event arrives for this many milliseconds.
     #[arg(long)]
     pub idle_exit_ms: Option<u64>,
-    /// One JSON object per line.
+    /// One JSON object per line (`key` and `headers` only for events that have them).
     #[arg(long)]
     pub json: bool,
 }
@@ -117,9 +142,43 @@ struct EventLine<'a> {
     topic: &'a str,
     priority: Priority,
     payload: String,
+    /// The record key (UTF-8, lossy); absent when the event has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    /// The headers in order; absent when the event has none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<HeaderLine>,
 }
 
-/// Runs `eventstream subscribe`: prints `offset id topic priority payload` lines (or JSON).
+#[derive(Serialize)]
+struct HeaderLine {
+    name: String,
+    /// UTF-8 (lossy); `null` for a null value.
+    value: Option<String>,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The text line's fields after the payload: `key=KEY`, then `header.NAME=VALUE` per header
+/// (`header.NAME` for a null value), each after a tab; empty for an event without them.
+fn meta_columns(e: &Event) -> String {
+    let mut s = String::new();
+    if let Some(k) = e.key() {
+        s.push_str(&format!("\tkey={}", lossy(k)));
+    }
+    for h in e.headers() {
+        match &h.value {
+            Some(v) => s.push_str(&format!("\theader.{}={}", h.name, lossy(v))),
+            None => s.push_str(&format!("\theader.{}", h.name)),
+        }
+    }
+    s
+}
+
+/// Runs `eventstream subscribe`: prints `offset id topic priority payload` lines, then the
+/// event's key and headers if it has them ([`meta_columns`]), or JSON objects.
 pub fn subscribe(a: SubscribeArgs) -> anyhow::Result<()> {
     let min_priority = a
         .min_priority
@@ -148,7 +207,7 @@ pub fn subscribe(a: SubscribeArgs) -> anyhow::Result<()> {
                 None => sub.next().await?,
             };
             let (off, e) = next;
-            let payload = String::from_utf8_lossy(&e.payload).into_owned();
+            let payload = lossy(&e.payload);
             let mut out = stdout.lock();
             let r = if a.json {
                 let line = EventLine {
@@ -158,13 +217,25 @@ pub fn subscribe(a: SubscribeArgs) -> anyhow::Result<()> {
                     topic: &e.topic,
                     priority: e.priority,
                     payload,
+                    key: e.key().map(|k| lossy(k)),
+                    headers: e
+                        .headers()
+                        .iter()
+                        .map(|h| HeaderLine {
+                            name: h.name.clone(),
+                            value: h.value.as_deref().map(lossy),
+                        })
+                        .collect(),
                 };
                 writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default())
             } else {
                 writeln!(
                     out,
-                    "{off}\t{}\t{}\t{}\t{payload}",
-                    e.id, e.topic, e.priority
+                    "{off}\t{}\t{}\t{}\t{payload}{}",
+                    e.id,
+                    e.topic,
+                    e.priority,
+                    meta_columns(&e)
                 )
             };
             if r.is_err() {

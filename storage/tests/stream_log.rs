@@ -490,3 +490,48 @@ fn a_torn_segment_older_than_the_one_before_the_newest_is_an_error_even_without_
         .to_string();
     assert!(err.contains("corrupt"), "{err}");
 }
+
+/// Events with a record key and headers come back from the segment files with them, also
+/// from sealed segments and after the log is reopened.
+#[test]
+fn keys_and_headers_survive_segments_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let events: Vec<Event> = (0..40u64)
+        .map(|i| {
+            let e = Event::new("t", Priority::Medium, vec![i as u8; 20]).with_id(i + 1);
+            if i % 2 == 0 {
+                e
+            } else {
+                e.with_key(format!("k{i}"))
+                    .with_header("h", Some(bytes::Bytes::from(vec![i as u8; 3])))
+                    .with_header("null", None)
+            }
+        })
+        .collect();
+    {
+        let (log, _) = StreamLog::open(dir.path(), cfg(), 0).unwrap();
+        for (i, pair) in events.chunks(2).enumerate() {
+            let mut b = BytesMut::new();
+            for e in pair {
+                codec::put_event(&mut b, e);
+            }
+            log.append(pair.len() as u32, 1_000 + i as u64, &b).unwrap();
+        }
+        log.sync().unwrap();
+    }
+    let (log, _) = StreamLog::open(dir.path(), cfg(), 0).unwrap();
+    assert!(log.segments().len() > 2, "the events span sealed segments");
+    let mut got = Vec::new();
+    let mut next = 0;
+    while next < events.len() as u64 {
+        for b in log.read(next, 700).unwrap().unwrap() {
+            for (off, e) in b.events().unwrap() {
+                if off >= next {
+                    got.push(e);
+                    next = off + 1;
+                }
+            }
+        }
+    }
+    assert_eq!(got, events);
+}

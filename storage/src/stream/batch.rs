@@ -5,9 +5,13 @@
 //! # Layout (little-endian)
 //! ```text
 //! u32 body_len | u32 crc32(body) | body
-//! body = u8 version (1) | u64 base_offset | u32 count | u64 timestamp_ms | events
+//! body = u8 version (2) | u64 base_offset | u32 count | u64 timestamp_ms | events
 //! events = count × event, encoded as the protocol's event codec encodes them
 //! ```
+//!
+//! Version 2 lets events carry a key and headers (the codec's meta flag in the priority
+//! byte); version 1, written by earlier builds, has events without them and still decodes.
+//! An event's bytes are the same in both, so records are written as version 2 always.
 //!
 //! Invariants (checked by [`decode_header`] and [`Batch::events`]): the checksum matches, the
 //! body is at least a header long, the count is not larger than the bytes can hold, and the
@@ -24,7 +28,9 @@ pub const RECORD_HEADER: usize = 8;
 /// version, base offset, count, timestamp.
 pub const BODY_HEADER: usize = 1 + 8 + 4 + 8;
 /// Format version written by this build.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// The format earlier builds wrote (events without keys and headers); still read.
+pub const VERSION_V1: u8 = 1;
 /// Largest batch body accepted on recovery or from a peer (64 MiB; an entry is at most
 /// `raft.max_entry_bytes`, 64 MiB at most).
 pub const MAX_BODY: usize = 64 << 20;
@@ -59,7 +65,8 @@ impl Batch {
     pub fn events(&self) -> Result<Vec<(u64, Event)>, DecodeError> {
         let src = self.events_bytes();
         let mut out = Vec::with_capacity(self.count as usize);
-        codec::decode_events_run(&src, self.count as usize, &mut out)?;
+        let allow_meta = self.record[RECORD_HEADER] == VERSION;
+        codec::decode_events_run(&src, self.count as usize, allow_meta, &mut out)?;
         Ok(out
             .into_iter()
             .enumerate()
@@ -114,7 +121,7 @@ pub fn decode(buf: &Bytes) -> Result<Option<Batch>, DecodeError> {
 fn decode_header(record: &Bytes) -> Result<Batch, DecodeError> {
     let mut r = codec::Reader::new(&record[RECORD_HEADER..]);
     let version = r.u8()?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_V1 {
         return Err(DecodeError::Version(version));
     }
     let base_offset = r.u64()?;
@@ -183,6 +190,43 @@ mod tests {
             decode(&Bytes::from(bad)),
             Err(DecodeError::Checksum { .. })
         ));
+    }
+
+    #[test]
+    fn version_1_records_still_decode_and_version_2_keeps_key_and_headers() {
+        let mut buf = BytesMut::new();
+        put(&mut buf, 5, 2, 1_000, &encoded(&[1, 2]));
+        let mut v1 = buf.to_vec();
+        // The record as an earlier build wrote it: version 1, checksum over the body.
+        v1[RECORD_HEADER] = VERSION_V1;
+        let crc = crc32fast::hash(&v1[RECORD_HEADER..]);
+        v1[4..8].copy_from_slice(&crc.to_le_bytes());
+        let old = decode(&Bytes::from(v1)).unwrap().unwrap();
+        let ids: Vec<_> = old
+            .events()
+            .unwrap()
+            .iter()
+            .map(|(o, e)| (*o, e.id.0))
+            .collect();
+        assert_eq!(ids, [(5, 1), (6, 2)]);
+
+        let e = Event::new("t", Priority::Low, &b"p"[..])
+            .with_id(9)
+            .with_key(&b"k"[..])
+            .with_header("h", None);
+        let mut b = BytesMut::new();
+        codec::put_event(&mut b, &e);
+        let mut buf = BytesMut::new();
+        put(&mut buf, 0, 1, 1_000, &b);
+        let record = decode(&buf.freeze()).unwrap().unwrap();
+        assert_eq!(record.record[RECORD_HEADER], VERSION);
+        assert_eq!(record.events().unwrap(), [(0, e)]);
+        // The same event bytes in a version-1 record are refused: version 1 has no meta.
+        let mut v1 = record.record.to_vec();
+        v1[RECORD_HEADER] = VERSION_V1;
+        let crc = crc32fast::hash(&v1[RECORD_HEADER..]);
+        v1[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode(&Bytes::from(v1)).unwrap().unwrap().events().is_err());
     }
 
     proptest! {
