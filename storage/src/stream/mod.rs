@@ -44,6 +44,10 @@
 //!   so `next_offset` survives a restart even when every event has aged out.
 //! * Readers never see a partial batch: a segment's visible length only grows after the batch
 //!   is written.
+//! * A segment's topic index names every one of its events exactly once. `BASE.topics` is
+//!   written only once the records it describes are durable (at the seal or a checkpoint,
+//!   like `BASE.index`, or rebuilt from a sealed segment after an fsync), is deleted with the
+//!   segment (retention, truncate, reset) and moves with it (`move_to`, `adopt_prefix`).
 
 pub mod batch;
 mod segment;
@@ -168,6 +172,30 @@ struct Inner {
     /// segment to reach the disk; the next roll, [`StreamLog::sync`] or
     /// [`StreamLog::checkpoint`] completes it.
     unsealed: Vec<u64>,
+}
+
+impl Inner {
+    /// The base of the segment holding `from` (the newest when `from` is past the end), or
+    /// [`Compacted`] when `from` is below the first offset held.
+    fn holding(&self, from: u64) -> Result<u64, Compacted> {
+        let first = *self
+            .segments
+            .keys()
+            .next()
+            .expect("a log always has a segment");
+        if from < first {
+            return Err(Compacted {
+                requested: from,
+                earliest: first,
+            });
+        }
+        Ok(*self
+            .segments
+            .range(..=from)
+            .next_back()
+            .expect("first <= from")
+            .0)
+    }
 }
 
 /// One partition's stream log. Shared: appends come from the applying thread, reads from
@@ -458,23 +486,10 @@ impl StreamLog {
     ) -> Result<Result<Vec<Batch>, Compacted>, StorageError> {
         let seg = {
             let inner = self.inner();
-            let first = *inner
-                .segments
-                .keys()
-                .next()
-                .expect("a log always has a segment");
-            if from < first {
-                return Ok(Err(Compacted {
-                    requested: from,
-                    earliest: first,
-                }));
+            match inner.holding(from) {
+                Ok(base) => inner.segments[&base].clone(),
+                Err(c) => return Ok(Err(c)),
             }
-            inner
-                .segments
-                .range(..=from)
-                .next_back()
-                .map(|(_, s)| s.clone())
-                .expect("first <= from")
         };
         let mut out = seg.read_from(from, max_bytes)?;
         // `from` was this segment's end: the batches are in the next one.
@@ -683,27 +698,14 @@ impl StreamLog {
     ) -> Result<Result<TopicRead, Compacted>, StorageError> {
         let segs: Vec<Arc<Segment>> = {
             let inner = self.inner();
-            let first = *inner
-                .segments
-                .keys()
-                .next()
-                .expect("a log always has a segment");
-            if from < first {
-                return Ok(Err(Compacted {
-                    requested: from,
-                    earliest: first,
-                }));
+            match inner.holding(from) {
+                Ok(base) => inner
+                    .segments
+                    .range(base..)
+                    .map(|(_, s)| s.clone())
+                    .collect(),
+                Err(c) => return Ok(Err(c)),
             }
-            let start = inner
-                .segments
-                .range(..=from)
-                .next_back()
-                .map_or(first, |(b, _)| *b);
-            inner
-                .segments
-                .range(start..)
-                .map(|(_, s)| s.clone())
-                .collect()
         };
         let mut out = TopicRead {
             events: Vec::new(),
