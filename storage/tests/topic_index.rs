@@ -362,3 +362,38 @@ fn memory_is_the_active_index_and_a_bounded_directory_cache() {
         log.topic_index_memory_bytes()
     );
 }
+
+#[test]
+fn a_reader_paging_while_events_are_appended_sees_each_event_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StreamConfig {
+        segment_bytes: 500,
+        ..StreamConfig::default()
+    };
+    let log = std::sync::Arc::new(StreamLog::open(dir.path(), cfg, 0).unwrap().0);
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for id in 0..3_000u64 {
+                let t = if id % 3 == 0 { "x" } else { "y" };
+                log.append(1, 5, &encode(&[(t, id)])).unwrap();
+            }
+        })
+    };
+    let mut got = Vec::new();
+    let mut next = 0;
+    while !writer.is_finished() || next < log.next_offset() {
+        let r = log.read_topic("x", next, 7, 1 << 20).unwrap().unwrap();
+        for e in &r.events {
+            assert!(
+                e.offset >= next && e.offset < r.next,
+                "{} after {next}",
+                e.offset
+            );
+            got.push(e.event.id.0);
+        }
+        next = r.next;
+    }
+    writer.join().unwrap();
+    assert_eq!(got, (0..3_000).step_by(3).collect::<Vec<u64>>());
+}

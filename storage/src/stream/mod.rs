@@ -207,6 +207,8 @@ pub struct StreamLog {
     inner: RwLock<Inner>,
     /// Sealed segments' topic directories, bounded by `cfg.topic_cache_bytes`.
     topic_dirs: Mutex<DirectoryCache>,
+    /// Held while a topic file is rebuilt, so two readers never write the same file at once.
+    topic_rebuild: Mutex<()>,
 }
 
 /// The directory of partition `p` under a node's data directory.
@@ -280,6 +282,7 @@ impl StreamLog {
                 cfg,
                 inner: RwLock::new(Inner { segments, unsealed }),
                 topic_dirs: Mutex::new(DirectoryCache::new(cfg.topic_cache_bytes as usize)),
+                topic_rebuild: Mutex::new(()),
             },
             rec,
         ))
@@ -740,6 +743,8 @@ impl StreamLog {
                         return Ok(Ok(out));
                     }
                     bytes += eventstream_proto::codec::encoded_len(&event);
+                    // Appends after `end` was read may already be in the active index.
+                    out.next = offset + 1;
                     out.events.push(TopicEvent {
                         offset,
                         timestamp_ms: run.timestamp_ms,
@@ -788,12 +793,19 @@ impl StreamLog {
             }
         }
         let path = topics::topics_path(&self.dir, seg.base);
+        let _rebuilding =
+            rebuild.then(|| self.topic_rebuild.lock().unwrap_or_else(|p| p.into_inner()));
         if rebuild {
             let idx = seg.build_topics()?;
             tracing::info!(path = %path.display(), "rebuilding a stream segment's topic index");
             // The file describes records that must be durable first, like a checkpoint.
             seg.sync()?;
             crate::snapshot::write_atomic(&path, &idx.encode(seg.base, len))?;
+            if !self.holds(seg) {
+                // Retention or a reset removed the segment meanwhile: no file may outlive it.
+                let _ = std::fs::remove_file(&path);
+                return Ok(None);
+            }
         }
         let Some(d) = TopicDirectory::read(&path, seg.base, len) else {
             return Ok(None);
@@ -803,17 +815,28 @@ impl StreamLog {
         Ok(Some(d))
     }
 
-    /// `topic`'s runs after rewriting `seg`'s topic file from a scan.
+    /// True while `seg` is one of the log's segments.
+    fn holds(&self, seg: &Segment) -> bool {
+        self.inner()
+            .segments
+            .get(&seg.base)
+            .is_some_and(|s| std::ptr::eq(&**s, seg))
+    }
+
+    /// `topic`'s runs after rewriting `seg`'s topic file from a scan (none if the segment was
+    /// removed meanwhile).
     fn rebuilt_runs(&self, seg: &Segment, topic: &str) -> Result<Vec<Run>, StorageError> {
-        let dir = self
-            .directory(seg, true)?
-            .ok_or_else(|| StorageError::CorruptLog {
-                path: topics::topics_path(&self.dir, seg.base)
-                    .display()
-                    .to_string(),
-                offset: 0,
-                reason: "the topic index just written does not read back".into(),
-            })?;
+        let rebuilt = self.directory(seg, true)?;
+        if rebuilt.is_none() && !self.holds(seg) {
+            return Ok(Vec::new());
+        }
+        let dir = rebuilt.ok_or_else(|| StorageError::CorruptLog {
+            path: topics::topics_path(&self.dir, seg.base)
+                .display()
+                .to_string(),
+            offset: 0,
+            reason: "the topic index just written does not read back".into(),
+        })?;
         Ok(match dir.get(topic) {
             Some(s) => dir.runs(s).unwrap_or_default(),
             None => Vec::new(),
