@@ -26,7 +26,7 @@ use crate::error::NodeError;
 use bytes::Bytes;
 use eventstream_core::Event;
 use eventstream_storage::stream::batch::Batch;
-use eventstream_storage::stream::{RetentionPolicy, StreamConfig, StreamLog};
+use eventstream_storage::stream::{RetentionPolicy, StreamConfig, StreamLog, TopicInfo};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -488,6 +488,63 @@ impl CommittedStream {
             .unwrap_or_else(|e| panic!("reading the stream from {from}: {e:?}"))
     }
 
+    /// Up to `max` events of `topic` at offsets `>= from` (about `max_bytes` of them at most),
+    /// each with its batch's stream time as `ingest_ns`, into `out`; returns the offset to
+    /// continue from, past every offset examined (a long range without the topic's events is
+    /// skipped in one call). Reads only that topic's events, through the segments' topic
+    /// indexes (blocking file reads: call it off the event loop). Every appended event is in
+    /// the log before it is in the cache, so the cache is not consulted. Refusals and errors
+    /// as for [`try_read`](Self::try_read); in the backfill's gap still being copied, nothing
+    /// is found and `from` is returned.
+    pub fn read_topic(
+        &self,
+        topic: &str,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+        out: &mut Vec<(u64, Event)>,
+    ) -> Result<u64, Result<u64, NodeError>> {
+        let bf = self.backfill();
+        let log = match bf.as_ref() {
+            Some(b) if from < self.log.first_offset() => {
+                if from >= b.next_offset() {
+                    return Ok(from);
+                }
+                b
+            }
+            _ => &self.log,
+        };
+        let read = match log.read_topic(topic, from, max, max_bytes) {
+            Ok(Ok(r)) => r,
+            Ok(Err(c)) => return Err(Ok(c.earliest)),
+            Err(e) => return Err(Err(e.into())),
+        };
+        out.extend(read.events.into_iter().map(|mut e| {
+            e.event.ingest_ns = e.timestamp_ms.saturating_mul(1_000_000);
+            (e.offset, e.event)
+        }));
+        Ok(read.next)
+    }
+
+    /// The topics of the retained stream (the backfill's included), by name, with their event
+    /// counts and first and last offsets.
+    pub fn topics(&self) -> Result<Vec<TopicInfo>, NodeError> {
+        let mut all = self.log.topics()?;
+        if let Some(b) = self.backfill().as_ref() {
+            for t in b.topics()? {
+                match all.binary_search_by(|x| x.name.cmp(&t.name)) {
+                    Ok(i) => {
+                        let x = &mut all[i];
+                        x.events += t.events;
+                        x.first_offset = t.first_offset;
+                    }
+                    Err(i) => all.insert(i, t),
+                }
+            }
+        }
+        Ok(all)
+    }
+
     /// Applies `policy` at wall-clock time `now_ms`: drops whole segments from the front.
     /// Returns the number of events dropped.
     pub fn trim(&self, policy: &Retention, now_ms: u64) -> Result<u64, NodeError> {
@@ -668,5 +725,56 @@ mod tests {
         assert_eq!(s.next_offset(), first + 3);
         s.truncate_to(100).unwrap();
         assert_eq!((s.first_offset(), s.next_offset()), (100, 100));
+    }
+
+    #[test]
+    fn a_topic_read_returns_only_its_events_with_the_stream_time_and_skips_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = CommittedStream::open(dir.path(), small()).unwrap();
+        let ev = |id: u64, t: &str| Event::new(t, Priority::Low, &b"p"[..]).with_id(id);
+        for k in 0..30u64 {
+            let t = if k % 10 == 3 { "rare" } else { "bulk" };
+            s.append(
+                2,
+                2_000 + k,
+                &encoded(&[ev(2 * k, t), ev(2 * k + 1, "bulk")]),
+            )
+            .unwrap();
+        }
+        let mut out = Vec::new();
+        let mut next = 0;
+        while next < s.next_offset() {
+            next = s.read_topic("rare", next, 2, 1 << 20, &mut out).unwrap();
+        }
+        let got: Vec<_> = out.iter().map(|(o, e)| (*o, e.id.0, e.ingest_ns)).collect();
+        assert_eq!(
+            got,
+            [
+                (6, 6, 2_003_000_000),
+                (26, 26, 2_013_000_000),
+                (46, 46, 2_023_000_000)
+            ]
+        );
+        let names: Vec<_> = s
+            .topics()
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.name.to_string(), t.events))
+            .collect();
+        assert_eq!(names, [("bulk".to_string(), 57), ("rare".to_string(), 3)]);
+        let dropped = s
+            .trim(
+                &Retention {
+                    max_events: 10,
+                    ..Retention::default()
+                },
+                0,
+            )
+            .unwrap();
+        assert!(dropped > 0);
+        assert!(matches!(
+            s.read_topic("rare", 0, 2, 1 << 20, &mut out),
+            Err(Ok(f)) if f == s.first_offset()
+        ));
     }
 }

@@ -99,6 +99,7 @@ fn cfg() -> StreamConfig {
     StreamConfig {
         segment_bytes: 600,
         index_interval_bytes: 150,
+        ..StreamConfig::default()
     }
 }
 

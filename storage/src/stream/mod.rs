@@ -5,7 +5,17 @@
 //! # Layout
 //! `DATA_DIR/stream/p0/` holds partition 0 (one partition today; the directory per partition
 //! lets a node hold several independent logs later). A segment is `BASE.log` (+ `BASE.index`
-//! once sealed); see [`segment`](self) for the formats and [`batch`] for the records.
+//! and `BASE.topics` once sealed); see [`segment`](self) for the formats, [`batch`] for the
+//! records and `topics.rs` for the per-topic index.
+//!
+//! # Reading one topic
+//! [`StreamLog::read_topic`] reads one topic's events through each segment's per-topic index:
+//! it reads the index's runs of that topic and then only the bytes of those events, so its
+//! cost follows what it returns (plus one index lookup per segment passed), not the stream.
+//! The active segment's index is in memory; a sealed one's is in its `BASE.topics`, whose
+//! directory is cached up to [`StreamConfig::topic_cache_bytes`]. Memory therefore does not
+//! grow with retention: the active segment's index (24 bytes per run of consecutive
+//! same-topic events in it, and a summary per topic) plus that cache.
 //!
 //! # Durability
 //! The stream is written when entries are applied, after raft made them durable on a quorum
@@ -34,17 +44,24 @@
 //!   so `next_offset` survives a restart even when every event has aged out.
 //! * Readers never see a partial batch: a segment's visible length only grows after the batch
 //!   is written.
+//! * A segment's topic index names every one of its events exactly once. `BASE.topics` is
+//!   written only once the records it describes are durable (at the seal or a checkpoint,
+//!   like `BASE.index`, or rebuilt from a sealed segment after an fsync), is deleted with the
+//!   segment (retention, truncate, reset) and moves with it (`move_to`, `adopt_prefix`).
 
 pub mod batch;
 mod segment;
+mod topics;
 
 use crate::error::StorageError;
 use batch::Batch;
 use bytes::BytesMut;
+use eventstream_core::{Event, Topic};
 use segment::Segment;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use topics::{DirectoryCache, Run, TopicDirectory};
 
 /// How a stream log lays out its files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +70,8 @@ pub struct StreamConfig {
     pub segment_bytes: u64,
     /// One sparse index entry per this many bytes of batches (and one per segment start).
     pub index_interval_bytes: u64,
+    /// Bytes of sealed segments' topic directories kept in memory for topic reads.
+    pub topic_cache_bytes: u64,
 }
 
 impl Default for StreamConfig {
@@ -60,6 +79,7 @@ impl Default for StreamConfig {
         StreamConfig {
             segment_bytes: 64 << 20,
             index_interval_bytes: 16 << 10,
+            topic_cache_bytes: 4 << 20,
         }
     }
 }
@@ -109,6 +129,40 @@ pub struct Compacted {
     pub earliest: u64,
 }
 
+/// One event of a topic read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicEvent {
+    /// Its stream offset.
+    pub offset: u64,
+    /// Its batch's stream time, ms since the epoch.
+    pub timestamp_ms: u64,
+    /// The event as stored.
+    pub event: Event,
+}
+
+/// What [`StreamLog::read_topic`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicRead {
+    /// The topic's events at offsets `>= from`, in offset order.
+    pub events: Vec<TopicEvent>,
+    /// The offset to read from next: past every offset examined, so a range without the
+    /// topic's events is skipped at once.
+    pub next: u64,
+}
+
+/// A topic present in the retained segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// The topic's name.
+    pub name: Topic,
+    /// Its events retained.
+    pub events: u64,
+    /// Offset of its first retained event.
+    pub first_offset: u64,
+    /// Offset of its last event.
+    pub last_offset: u64,
+}
+
 #[derive(Debug)]
 struct Inner {
     /// By base offset; the last one is the one appended to.
@@ -120,6 +174,30 @@ struct Inner {
     unsealed: Vec<u64>,
 }
 
+impl Inner {
+    /// The base of the segment holding `from` (the newest when `from` is past the end), or
+    /// [`Compacted`] when `from` is below the first offset held.
+    fn holding(&self, from: u64) -> Result<u64, Compacted> {
+        let first = *self
+            .segments
+            .keys()
+            .next()
+            .expect("a log always has a segment");
+        if from < first {
+            return Err(Compacted {
+                requested: from,
+                earliest: first,
+            });
+        }
+        Ok(*self
+            .segments
+            .range(..=from)
+            .next_back()
+            .expect("first <= from")
+            .0)
+    }
+}
+
 /// One partition's stream log. Shared: appends come from the applying thread, reads from
 /// any number of readers at once.
 #[derive(Debug)]
@@ -127,6 +205,10 @@ pub struct StreamLog {
     dir: PathBuf,
     cfg: StreamConfig,
     inner: RwLock<Inner>,
+    /// Sealed segments' topic directories, bounded by `cfg.topic_cache_bytes`.
+    topic_dirs: Mutex<DirectoryCache>,
+    /// Held while a topic file is rebuilt, so two readers never write the same file at once.
+    topic_rebuild: Mutex<()>,
 }
 
 /// The directory of partition `p` under a node's data directory.
@@ -199,6 +281,8 @@ impl StreamLog {
                 dir: dir.to_path_buf(),
                 cfg,
                 inner: RwLock::new(Inner { segments, unsealed }),
+                topic_dirs: Mutex::new(DirectoryCache::new(cfg.topic_cache_bytes as usize)),
+                topic_rebuild: Mutex::new(()),
             },
             rec,
         ))
@@ -210,6 +294,10 @@ impl StreamLog {
 
     fn inner_mut(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn topic_dirs(&self) -> std::sync::MutexGuard<'_, DirectoryCache> {
+        self.topic_dirs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn active(&self) -> Arc<Segment> {
@@ -337,11 +425,15 @@ impl StreamLog {
     fn roll(&self, full: &Arc<Segment>, next: u64) -> Result<Arc<Segment>, StorageError> {
         // A checkpoint from a clean stop is stale once appends went on; until the seal
         // writes a fresh one, no checkpoint file marks the segment as possibly torn.
-        let stale = segment::index_path(&self.dir, full.base);
-        match std::fs::remove_file(&stale) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StorageError::io(&stale, e)),
+        for stale in [
+            segment::index_path(&self.dir, full.base),
+            topics::topics_path(&self.dir, full.base),
+        ] {
+            match std::fs::remove_file(&stale) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(&stale, e)),
+            }
         }
         full.start_writeback();
         self.seal_unsealed()?;
@@ -369,6 +461,7 @@ impl StreamLog {
         for seg in &waiting {
             seg.sync()?;
             seg.checkpoint(&self.dir)?;
+            seg.release_topics();
         }
         let mut inner = self.inner_mut();
         inner
@@ -396,23 +489,10 @@ impl StreamLog {
     ) -> Result<Result<Vec<Batch>, Compacted>, StorageError> {
         let seg = {
             let inner = self.inner();
-            let first = *inner
-                .segments
-                .keys()
-                .next()
-                .expect("a log always has a segment");
-            if from < first {
-                return Ok(Err(Compacted {
-                    requested: from,
-                    earliest: first,
-                }));
+            match inner.holding(from) {
+                Ok(base) => inner.segments[&base].clone(),
+                Err(c) => return Ok(Err(c)),
             }
-            inner
-                .segments
-                .range(..=from)
-                .next_back()
-                .map(|(_, s)| s.clone())
-                .expect("first <= from")
         };
         let mut out = seg.read_from(from, max_bytes)?;
         // `from` was this segment's end: the batches are in the next one.
@@ -469,6 +549,7 @@ impl StreamLog {
                 return Ok(freed);
             }
             self.inner_mut().segments.remove(&first.base);
+            self.topic_dirs().remove(first.base);
             remove_segment_files(&self.dir, first.base)?;
             freed += st.len;
         }
@@ -494,6 +575,7 @@ impl StreamLog {
             remove_segment_files(&self.dir, base)?;
         }
         let seg = self.active();
+        self.topic_dirs().clear();
         seg.truncate_to(&self.dir, next, self.cfg.index_interval_bytes)
     }
 
@@ -515,6 +597,7 @@ impl StreamLog {
         inner.segments.clear();
         inner.segments.insert(start, seg);
         drop(inner);
+        self.topic_dirs().clear();
         crate::snapshot::sync_dir(&self.dir)
     }
 
@@ -540,6 +623,7 @@ impl StreamLog {
             .segments
             .insert(start, Segment::create(&self.dir, start)?);
         drop(inner);
+        self.topic_dirs().clear();
         if let Some(parent) = self.dir.parent() {
             crate::snapshot::sync_dir(parent)?;
         }
@@ -576,6 +660,10 @@ impl StreamLog {
         for base in moving {
             for (from, to) in [
                 (
+                    topics::topics_path(&prefix.dir, base),
+                    topics::topics_path(&self.dir, base),
+                ),
+                (
                     segment::index_path(&prefix.dir, base),
                     segment::index_path(&self.dir, base),
                 ),
@@ -597,6 +685,199 @@ impl StreamLog {
         let dir = prefix.dir.clone();
         drop(prefix);
         std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))
+    }
+
+    /// Up to `max_events` events of `topic` at offsets `>= from`, in order, stopping once about
+    /// `max_bytes` of encoded events are read (at least one event when there is one), and the
+    /// offset to continue from. Reads only the topic's events, found by the segments' topic
+    /// indexes; a sealed segment's missing or corrupt `BASE.topics` is rebuilt by a scan. A
+    /// `from` below the first offset held is [`Compacted`], as for [`read`](Self::read).
+    pub fn read_topic(
+        &self,
+        topic: &str,
+        from: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Result<TopicRead, Compacted>, StorageError> {
+        let segs: Vec<Arc<Segment>> = {
+            let inner = self.inner();
+            match inner.holding(from) {
+                Ok(base) => inner
+                    .segments
+                    .range(base..)
+                    .map(|(_, s)| s.clone())
+                    .collect(),
+                Err(c) => return Ok(Err(c)),
+            }
+        };
+        let mut out = TopicRead {
+            events: Vec::new(),
+            next: from,
+        };
+        let mut bytes = 0usize;
+        for seg in segs {
+            let end = seg.state().next_offset;
+            for run in self.topic_runs(&seg, topic, from)? {
+                let run_first = seg.base + u64::from(run.rel_offset);
+                if out.events.len() >= max_events || (!out.events.is_empty() && bytes >= max_bytes)
+                {
+                    out.next = run_first.max(from);
+                    return Ok(Ok(out));
+                }
+                let data = seg.read_at(u64::from(run.position), run.bytes as usize)?;
+                let mut events = Vec::with_capacity(run.count as usize);
+                eventstream_proto::codec::decode_events_run(
+                    &data,
+                    run.count as usize,
+                    &mut events,
+                )?;
+                for (i, event) in events.into_iter().enumerate() {
+                    let offset = run_first + i as u64;
+                    if offset < from {
+                        continue;
+                    }
+                    if out.events.len() >= max_events
+                        || (!out.events.is_empty() && bytes >= max_bytes)
+                    {
+                        out.next = offset;
+                        return Ok(Ok(out));
+                    }
+                    bytes += eventstream_proto::codec::encoded_len(&event);
+                    // Appends after `end` was read may already be in the active index.
+                    out.next = offset + 1;
+                    out.events.push(TopicEvent {
+                        offset,
+                        timestamp_ms: run.timestamp_ms,
+                        event,
+                    });
+                }
+            }
+            out.next = out.next.max(end);
+        }
+        Ok(Ok(out))
+    }
+
+    /// `topic`'s runs in `seg` that hold offsets `>= from`: from memory for the active
+    /// segment, else from its topic file (rebuilt when missing or corrupt).
+    fn topic_runs(&self, seg: &Segment, topic: &str, from: u64) -> Result<Vec<Run>, StorageError> {
+        if let Some(runs) = seg.topic_runs_in_memory(topic, from) {
+            return Ok(runs);
+        }
+        let rel = from.saturating_sub(seg.base);
+        let runs = match self.directory(seg, false)? {
+            Some(dir) => match dir.get(topic) {
+                None => return Ok(Vec::new()),
+                Some(s) => match dir.runs(s) {
+                    Some(runs) => runs,
+                    None => self.rebuilt_runs(seg, topic)?,
+                },
+            },
+            None => self.rebuilt_runs(seg, topic)?,
+        };
+        let i = runs.partition_point(|r| u64::from(r.rel_offset) + u64::from(r.count) <= rel);
+        Ok(runs[i..].to_vec())
+    }
+
+    /// The directory of a sealed segment's topic file, cached; `None` when the file is
+    /// missing, stale or corrupt. `rebuild` writes it anew from a scan first.
+    fn directory(
+        &self,
+        seg: &Segment,
+        rebuild: bool,
+    ) -> Result<Option<Arc<TopicDirectory>>, StorageError> {
+        let len = seg.state().len;
+        let key = (seg.base, len);
+        if !rebuild {
+            if let Some(d) = self.topic_dirs().get(key) {
+                return Ok(Some(d));
+            }
+        }
+        let path = topics::topics_path(&self.dir, seg.base);
+        let _rebuilding =
+            rebuild.then(|| self.topic_rebuild.lock().unwrap_or_else(|p| p.into_inner()));
+        if rebuild {
+            let idx = seg.build_topics()?;
+            tracing::info!(path = %path.display(), "rebuilding a stream segment's topic index");
+            // The file describes records that must be durable first, like a checkpoint.
+            seg.sync()?;
+            crate::snapshot::write_atomic(&path, &idx.encode(seg.base, len))?;
+            if !self.holds(seg) {
+                // Retention or a reset removed the segment meanwhile: no file may outlive it.
+                let _ = std::fs::remove_file(&path);
+                return Ok(None);
+            }
+        }
+        let Some(d) = TopicDirectory::read(&path, seg.base, len) else {
+            return Ok(None);
+        };
+        let d = Arc::new(d);
+        self.topic_dirs().insert(key, d.clone());
+        Ok(Some(d))
+    }
+
+    /// True while `seg` is one of the log's segments.
+    fn holds(&self, seg: &Segment) -> bool {
+        self.inner()
+            .segments
+            .get(&seg.base)
+            .is_some_and(|s| std::ptr::eq(&**s, seg))
+    }
+
+    /// `topic`'s runs after rewriting `seg`'s topic file from a scan (none if the segment was
+    /// removed meanwhile).
+    fn rebuilt_runs(&self, seg: &Segment, topic: &str) -> Result<Vec<Run>, StorageError> {
+        let rebuilt = self.directory(seg, true)?;
+        if rebuilt.is_none() && !self.holds(seg) {
+            return Ok(Vec::new());
+        }
+        let dir = rebuilt.ok_or_else(|| StorageError::CorruptLog {
+            path: topics::topics_path(&self.dir, seg.base)
+                .display()
+                .to_string(),
+            offset: 0,
+            reason: "the topic index just written does not read back".into(),
+        })?;
+        Ok(match dir.get(topic) {
+            Some(s) => dir.runs(s).unwrap_or_default(),
+            None => Vec::new(),
+        })
+    }
+
+    /// The topics present in the retained segments, by name, with their event counts and
+    /// first and last offsets. Reads each sealed segment's topic directory (cached).
+    pub fn topics(&self) -> Result<Vec<TopicInfo>, StorageError> {
+        let segs: Vec<Arc<Segment>> = self.inner().segments.values().cloned().collect();
+        let mut all: BTreeMap<Topic, TopicInfo> = BTreeMap::new();
+        for seg in segs {
+            let summaries = match seg.topic_summaries_in_memory() {
+                Some(s) => s,
+                None => match self.directory(&seg, false)? {
+                    Some(d) => d.topics.clone(),
+                    None => self
+                        .directory(&seg, true)?
+                        .map(|d| d.topics.clone())
+                        .unwrap_or_default(),
+                },
+            };
+            for s in summaries {
+                let e = all.entry(s.name.clone()).or_insert(TopicInfo {
+                    name: s.name,
+                    events: 0,
+                    first_offset: s.first_offset,
+                    last_offset: s.last_offset,
+                });
+                e.events += s.events;
+                e.last_offset = s.last_offset;
+            }
+        }
+        Ok(all.into_values().collect())
+    }
+
+    /// Bytes of topic index held in memory: the segments' in-memory indexes and the cache of
+    /// sealed segments' directories.
+    pub fn topic_index_memory_bytes(&self) -> usize {
+        let segs: Vec<Arc<Segment>> = self.inner().segments.values().cloned().collect();
+        segs.iter().map(|s| s.topics_memory_bytes()).sum::<usize>() + self.topic_dirs().bytes()
     }
 
     /// Seals the newest segment's index to disk (a clean shutdown: the next open needs no
@@ -626,7 +907,11 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
 }
 
 fn remove_segment_files(dir: &Path, base: u64) -> Result<(), StorageError> {
-    for p in [segment::log_path(dir, base), segment::index_path(dir, base)] {
+    for p in [
+        segment::log_path(dir, base),
+        segment::index_path(dir, base),
+        topics::topics_path(dir, base),
+    ] {
         match std::fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -3,6 +3,8 @@
 //!
 //! # Files
 //! * `BASE.log` — batch records ([`super::batch`]), `BASE` = the first offset, 20 digits.
+//! * `BASE.topics` — the per-topic index ([`super::topics`]): in memory while the segment is
+//!   appended to, written beside `BASE.index` when it is sealed.
 //! * `BASE.index` — the checkpoint of a sealed segment: `b"ESIX" | u32 version (1) | u64 base |
 //!   u64 next_offset | u64 log_len | u64 max_timestamp_ms | u32 n | n × (u32 rel_offset | u32
 //!   position | u64 timestamp_ms) | u32 crc32(everything before)`. Valid only while the log
@@ -14,6 +16,7 @@
 //! * Bytes beyond `len` are never read: a reader sees only whole, checksummed batches.
 
 use super::batch::{self, Batch};
+use super::topics::{self, Run, TopicIndex, TopicSummary};
 use crate::error::StorageError;
 use bytes::{Bytes, BytesMut};
 use std::fs::{File, OpenOptions};
@@ -58,6 +61,9 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     file: File,
     pub state: RwLock<SegmentState>,
+    /// The per-topic index while it is held in memory (the active segment, and one closed but
+    /// not yet sealed); `None` once it is on disk only.
+    topics: RwLock<Option<TopicIndex>>,
 }
 
 /// What recovery found in a segment file.
@@ -95,12 +101,15 @@ impl Segment {
                 next_offset: base,
                 ..SegmentState::default()
             }),
+            topics: RwLock::new(Some(TopicIndex::default())),
         }))
     }
 
     /// Opens an existing segment: its checkpoint if valid, else a scan. `tail` allows a torn or
     /// corrupt end, which is cut off (the newest segment, or a full one whose seal a crash
-    /// interrupted); elsewhere it is corruption.
+    /// interrupted); elsewhere it is corruption. A `tail` segment (still to be appended to or
+    /// sealed) gets its per-topic index rebuilt in memory by reading it; any other one reads
+    /// its `BASE.topics` when a topic is asked for.
     pub fn open(
         dir: &Path,
         base: u64,
@@ -139,19 +148,80 @@ impl Segment {
                 st
             }
         };
-        Ok((
-            Arc::new(Segment {
-                base,
-                path,
-                file,
-                state: RwLock::new(state),
-            }),
-            scanned,
-        ))
+        let seg = Arc::new(Segment {
+            base,
+            path,
+            file,
+            state: RwLock::new(state),
+            topics: RwLock::new(None),
+        });
+        if tail {
+            let idx = seg.build_topics()?;
+            *seg.topics_mut() = Some(idx);
+        }
+        Ok((seg, scanned))
     }
 
     pub fn state(&self) -> SegmentState {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn topics_mut(&self) -> std::sync::RwLockWriteGuard<'_, Option<TopicIndex>> {
+        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn topics_ref(&self) -> std::sync::RwLockReadGuard<'_, Option<TopicIndex>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The per-topic index of every batch in the segment, by reading it.
+    pub fn build_topics(&self) -> Result<TopicIndex, StorageError> {
+        let st = self.state();
+        let mut idx = TopicIndex::default();
+        let mut pos = 0u64;
+        while pos < st.len {
+            let got = self.batches_from(pos, &st, 8 << 20, |_| true)?;
+            if got.is_empty() {
+                break;
+            }
+            for b in &got {
+                let events = b.events()?;
+                idx.note_events(self.base, b, pos, events);
+                pos += b.record.len() as u64;
+            }
+        }
+        Ok(idx)
+    }
+
+    /// `topic`'s runs holding offsets `>= from`, if the index is in memory.
+    pub fn topic_runs_in_memory(&self, topic: &str, from: u64) -> Option<Vec<Run>> {
+        let guard = self.topics_ref();
+        let idx = guard.as_ref()?;
+        let Some(t) = idx.topics.get(topic) else {
+            return Some(Vec::new());
+        };
+        let rel = from.saturating_sub(self.base);
+        let i = t
+            .runs
+            .partition_point(|r| u64::from(r.rel_offset) + u64::from(r.count) <= rel);
+        Some(t.runs[i..].to_vec())
+    }
+
+    /// The topics of the segment, if the index is in memory.
+    pub fn topic_summaries_in_memory(&self) -> Option<Vec<TopicSummary>> {
+        self.topics_ref().as_ref().map(TopicIndex::summaries)
+    }
+
+    /// Drops the in-memory per-topic index (the segment is sealed: its file holds it).
+    pub fn release_topics(&self) {
+        *self.topics_mut() = None;
+    }
+
+    /// Bytes of the in-memory per-topic index (0 once released).
+    pub fn topics_memory_bytes(&self) -> usize {
+        self.topics_ref()
+            .as_ref()
+            .map_or(0, TopicIndex::memory_bytes)
     }
 
     /// Appends one encoded record of `batch` (written, not yet fsynced).
@@ -161,11 +231,22 @@ impl Segment {
         batch: &Batch,
         index_interval: u64,
     ) -> Result<(), StorageError> {
+        // The events are decoded before anything is written, so a batch the topic index cannot
+        // account for is refused whole.
+        let mut topics = self.topics_mut();
+        let events = match topics.as_ref() {
+            Some(_) => Some(batch.events()?),
+            None => None,
+        };
         (&self.file)
             .write_all(record)
             .map_err(|e| StorageError::io(&self.path, e))?;
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let position = st.len;
         note_batch(&mut st, self.base, batch, index_interval);
+        if let (Some(idx), Some(events)) = (topics.as_mut(), events) {
+            idx.note_events(self.base, batch, position, events);
+        }
         Ok(())
     }
 
@@ -305,6 +386,12 @@ impl Segment {
         }
         let crc = crc32fast::hash(&b);
         b.extend_from_slice(&crc.to_le_bytes());
+        if let Some(idx) = self.topics_ref().as_ref() {
+            crate::snapshot::write_atomic(
+                &topics::topics_path(dir, self.base),
+                &idx.encode(self.base, st.len),
+            )?;
+        }
         crate::snapshot::write_atomic(&index_path(dir, self.base), &b)
     }
 
@@ -322,7 +409,9 @@ impl Segment {
             next_offset: self.base,
             ..SegmentState::default()
         };
+        let mut topics = TopicIndex::default();
         for b in batches.iter().take_while(|b| b.next_offset() <= next) {
+            topics.note_events(self.base, b, fresh.len, b.events()?);
             note_batch(&mut fresh, self.base, b, index_interval);
         }
         if fresh.next_offset != next {
@@ -339,7 +428,9 @@ impl Segment {
             .sync_all()
             .map_err(|e| StorageError::io(&self.path, e))?;
         let _ = std::fs::remove_file(index_path(dir, self.base));
+        let _ = std::fs::remove_file(topics::topics_path(dir, self.base));
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        *self.topics_mut() = Some(topics);
         Ok(())
     }
 }
