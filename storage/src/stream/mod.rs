@@ -726,9 +726,12 @@ impl StreamLog {
                 }
                 let data = seg.read_at(u64::from(run.position), run.bytes as usize)?;
                 let mut events = Vec::with_capacity(run.count as usize);
+                // The run was indexed from a checked batch; a version-1 batch never carries the
+                // key-and-headers flag, so allowing it decodes either version the same.
                 eventstream_proto::codec::decode_events_run(
                     &data,
                     run.count as usize,
+                    true,
                     &mut events,
                 )?;
                 for (i, event) in events.into_iter().enumerate() {
