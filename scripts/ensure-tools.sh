@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs when it is missing: Debian's prometheus (with promtool),
-# prometheus-alertmanager (amtool) and chromium. Idempotent; prints what it does.
+# prometheus-alertmanager (amtool), chromium and kcat, and PyPI's confluent-kafka (a real
+# librdkafka client for the Kafka listener's tests). Idempotent; prints what it does.
 set -euo pipefail
 
 need=()
@@ -8,6 +9,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v kcat >/dev/null 2>&1 || need+=(kcat)
 if [ ${#need[@]} -gt 0 ]; then
   # Deduplicate.
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
@@ -20,7 +22,12 @@ if [ ${#need[@]} -gt 0 ]; then
   # tests run their own instances on loopback.
   $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-for t in promtool prometheus amtool chromium; do
+for t in promtool prometheus amtool chromium kcat; do
   command -v "$t" >/dev/null 2>&1 || { echo "ensure-tools: $t is still missing" >&2; exit 1; }
 done
-echo "ensure-tools: promtool, prometheus, amtool, chromium present"
+if ! python3 -c 'import confluent_kafka' >/dev/null 2>&1; then
+  echo "ensure-tools: installing confluent-kafka (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check confluent-kafka
+fi
+python3 -c 'import confluent_kafka' || { echo "ensure-tools: confluent-kafka is still missing" >&2; exit 1; }
+echo "ensure-tools: promtool, prometheus, amtool, chromium, kcat, confluent-kafka present"

@@ -156,7 +156,7 @@ settings! {
     pub struct NodeConfig {
         /// This node's raft id (non-zero, listed in `peers`).
         pub id: u64 = 0,
-        /// Every member, this node included: `ID=HOST:PORT` or `ID=HOST:PORT@HTTP_HOST:HTTP_PORT`.
+        /// Every member, this node included: `ID=HOST:PORT[@HTTP_HOST:HTTP_PORT][+KAFKA_HOST:KAFKA_PORT]`.
         pub peers: Vec<String> = Vec::new(),
         /// Address to bind for peers and clients (default: this node's address in `peers`).
         pub listen: Option<String> = None,
@@ -183,6 +183,8 @@ settings! {
         pub admin: AdminConfig = AdminConfig::default(),
         /// The HTTP exporter (metrics, API, status page), served by the binary.
         pub http: HttpConfig = HttpConfig::default(),
+        /// The Kafka-protocol listener, served by the binary (see `docs/kafka.md`).
+        pub kafka: KafkaConfig = KafkaConfig::default(),
     }
 }
 
@@ -322,6 +324,67 @@ settings! {
     pub struct HttpConfig {
         /// HTTP port on all interfaces; 0 turns HTTP off.
         pub port: u16 = 0,
+    }
+}
+
+settings! {
+    /// The Kafka-protocol listener, served by the binary (see `docs/kafka.md`).
+    pub struct KafkaConfig {
+        /// Address to bind for Kafka clients (default: this node's Kafka address in `peers`,
+        /// its `+HOST:PORT` part); with neither, the node has no Kafka listener.
+        pub listen: Option<String> = None,
+        /// Address Kafka clients are told to connect to for this node, Kafka's advertised
+        /// listener (default: its Kafka address in `peers`, else `listen`). Other members are
+        /// advertised by their Kafka addresses in `peers`.
+        pub advertised: Option<String> = None,
+        /// Priority of records without a `priority` header: critical, high, medium or low.
+        pub default_priority: String = "medium".to_owned(),
+        /// Largest Kafka request accepted, bytes; a larger one closes its connection.
+        pub max_request_bytes: u64 = 16 << 20,
+    }
+}
+
+impl NodeConfig {
+    /// Where this node's Kafka listener binds and what it advertises (`None`: no listener).
+    pub fn kafka_addresses(&self, members: &[Member]) -> Option<(String, String)> {
+        let own = self.me(members).kafka_addr;
+        let listen = self.kafka.listen.clone().or_else(|| own.clone())?;
+        let advertised = self
+            .kafka
+            .advertised
+            .clone()
+            .or(own)
+            .unwrap_or_else(|| listen.clone());
+        Some((listen, advertised))
+    }
+
+    fn validate_kafka(&self) -> Result<(), NodeError> {
+        let k = &self.kafka;
+        for (field, v) in [
+            ("kafka.listen", &k.listen),
+            ("kafka.advertised", &k.advertised),
+        ] {
+            if let Some(a) = v {
+                eventstream_proto::check_addr(a).map_err(|why| NodeError::config(field, why))?;
+            }
+        }
+        k.default_priority
+            .parse::<eventstream_core::Priority>()
+            .map_err(|_| {
+                NodeError::config(
+                    "kafka.default_priority",
+                    format!(
+                        "`{}` is not critical, high, medium or low",
+                        k.default_priority
+                    ),
+                )
+            })?;
+        range(
+            "kafka.max_request_bytes",
+            k.max_request_bytes,
+            1 << 20,
+            1 << 30,
+        )
     }
 }
 
@@ -539,6 +602,7 @@ impl NodeConfig {
         self.validate_storage()?;
         self.validate_limits()?;
         self.validate_engine()?;
+        self.validate_kafka()?;
         crate::tls::NodeTls::from_config(self)?;
         self.admin_token()?;
         Ok(members)

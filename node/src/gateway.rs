@@ -16,6 +16,7 @@ use crate::error::NodeError;
 use crate::server::{self, Filter, Refusal, ServerCtx};
 use eventstream_core::{Event, Publisher};
 use eventstream_proto::Member;
+use eventstream_storage::stream::TopicInfo;
 use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 
@@ -98,14 +99,51 @@ impl Gateway {
             min_priority: None,
         };
         let (next, events) = server::read_stream(&self.ctx, from, &filter).await;
-        match next {
-            Ok(next) => Ok(StreamRead { events, next }),
-            Err(Ok(earliest)) => Err(NodeError::Compacted {
-                requested: from,
-                earliest,
-            }),
-            Err(Err(e)) => Err(e),
-        }
+        stream_read(from, next, events)
+    }
+
+    /// Events of `topic` only, at offsets `>= from` (at most `max` of them, stopping once
+    /// `max_bytes` of payload are read), through the stream's per-topic index: the cost is
+    /// what it returns, however little of the stream the topic is. `next` skips every offset
+    /// examined, so a long stretch without the topic is passed in one call.
+    pub async fn read_topic(
+        &self,
+        topic: &str,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<StreamRead, NodeError> {
+        let (stream, topic) = (self.ctx.stream.clone(), topic.to_owned());
+        let (next, events) = server::blocking(move || {
+            let mut out = Vec::new();
+            let r = stream.read_topic(&topic, from, max, max_bytes, &mut out);
+            (r, out)
+        })
+        .await?;
+        stream_read(from, next, events)
+    }
+
+    /// The topics of the retained stream: name, events, first and last offsets.
+    pub async fn topics(&self) -> Result<Vec<TopicInfo>, NodeError> {
+        let stream = self.ctx.stream.clone();
+        server::blocking(move || stream.topics()).await?
+    }
+}
+
+/// A stream read's outcome as the gateway answers it: a `from` below retention is
+/// `Compacted`.
+fn stream_read(
+    from: u64,
+    next: Result<u64, Result<u64, NodeError>>,
+    events: Vec<(u64, Event)>,
+) -> Result<StreamRead, NodeError> {
+    match next {
+        Ok(next) => Ok(StreamRead { events, next }),
+        Err(Ok(earliest)) => Err(NodeError::Compacted {
+            requested: from,
+            earliest,
+        }),
+        Err(Err(e)) => Err(e),
     }
 }
 

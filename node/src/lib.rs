@@ -54,6 +54,7 @@ pub use copy::{answer_fetch, store_chunk, CopyCounters, Stored};
 pub use driver::raise_thread_priority;
 pub use error::NodeError;
 pub use eventstream_proto::Member;
+pub use eventstream_storage::stream::TopicInfo;
 pub use gateway::{Gateway, Producer, StreamRead};
 pub use metrics::NodeMetrics;
 pub use node::{LocalCluster, Node, ProposalStage};

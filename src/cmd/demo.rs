@@ -41,6 +41,10 @@ pub struct DemoArgs {
     /// port + `i` (port 0: any free ports).
     #[arg(long, default_value = "0.0.0.0:8080")]
     http: std::net::SocketAddr,
+    /// Kafka-protocol listener of cluster node 1 (Kafka clients bootstrap from it); node `i`
+    /// uses this port + `i` (port 0: any free ports).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    kafka: std::net::SocketAddr,
 }
 
 const TOPICS: [&str; 3] = ["orders", "payments", "clicks"];
@@ -244,8 +248,8 @@ fn summary_line(
     )
 }
 
-/// HTTP addresses for `n` nodes: `base` port + i, or free ports when `base` has port 0.
-fn http_addrs(base: SocketAddr, n: usize) -> anyhow::Result<Vec<SocketAddr>> {
+/// Addresses for `n` nodes: `base` port + i, or free ports when `base` has port 0.
+fn node_addrs(base: SocketAddr, n: usize) -> anyhow::Result<Vec<SocketAddr>> {
     (0..n)
         .map(|i| {
             if base.port() == 0 {
@@ -257,7 +261,7 @@ fn http_addrs(base: SocketAddr, n: usize) -> anyhow::Result<Vec<SocketAddr>> {
                 let port = base
                     .port()
                     .checked_add(i as u16)
-                    .context("--http port + node index overflows")?;
+                    .context("port + node index overflows")?;
                 Ok(SocketAddr::new(base.ip(), port))
             }
         })
@@ -265,7 +269,7 @@ fn http_addrs(base: SocketAddr, n: usize) -> anyhow::Result<Vec<SocketAddr>> {
 }
 
 /// Commands to paste into another terminal while the demo runs, against its nodes.
-fn print_try_it(endpoints: &[String], http: &[String]) {
+fn print_try_it(endpoints: &[String], http: &[String], kafka: &[String]) {
     let exe = std::env::current_exe()
         .ok()
         .map(|p| {
@@ -280,6 +284,9 @@ fn print_try_it(endpoints: &[String], http: &[String]) {
     println!("    {exe} subscribe --endpoints {eps} --topic orders --limit 5");
     let doctor: Vec<String> = http.iter().map(|h| format!("--endpoint {h}")).collect();
     println!("    {exe} doctor {}", doctor.join(" "));
+    let brokers = kafka.join(",");
+    println!("    echo hello | kcat -P -b {brokers} -t orders");
+    println!("    kcat -C -b {brokers} -t orders -o beginning -e");
 }
 
 fn cluster(args: DemoArgs, rate: u64, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
@@ -299,7 +306,8 @@ fn cluster(args: DemoArgs, rate: u64, stop: Arc<AtomicBool>) -> anyhow::Result<(
             temp.path().to_owned()
         }
     };
-    let https = http_addrs(args.http, args.nodes)?;
+    let https = node_addrs(args.http, args.nodes)?;
+    let kafkas = node_addrs(args.kafka, args.nodes)?;
     // What other nodes (and the status page) use to reach a node's HTTP API.
     let shown = |a: &SocketAddr| {
         let ip = if a.ip().is_unspecified() {
@@ -322,6 +330,8 @@ fn cluster(args: DemoArgs, rate: u64, stop: Arc<AtomicBool>) -> anyhow::Result<(
                     .unwrap_or(1);
                 p.push('@');
                 p.push_str(&http_for[id - 1]);
+                p.push('+');
+                p.push_str(&shown(&kafkas[id - 1]).to_string());
             }
         },
         |_| with_handlers(Engine::builder()),
@@ -341,6 +351,14 @@ fn cluster(args: DemoArgs, rate: u64, stop: Arc<AtomicBool>) -> anyhow::Result<(
                     )
                 })?;
         exporters.push(exporter);
+        let advertised = shown(&kafkas[i]).to_string();
+        super::kafka::start(
+            node,
+            &kafkas[i].to_string(),
+            advertised,
+            &eventstream_node::config::KafkaConfig::default(),
+        )
+        .with_context(|| format!("starting node {}'s Kafka listener (--kafka)", node.id()))?;
     }
     println!(
         "eventstream demo: {}-node raft cluster on loopback (logs in {}), {} events/s offered; Ctrl-C to stop",
@@ -362,8 +380,10 @@ fn cluster(args: DemoArgs, rate: u64, stop: Arc<AtomicBool>) -> anyhow::Result<(
         .wait_for_leader(Duration::from_secs(15))
         .context("no leader elected within 15 s")?;
     println!("  leader elected: node {leader}");
+    let bootstrap: Vec<String> = kafkas.iter().map(|a| shown(a).to_string()).collect();
+    println!("  Kafka bootstrap servers: {}", bootstrap.join(","));
     let http: Vec<String> = exporters.iter().map(|e| e.base_url()).collect();
-    print_try_it(&endpoints, &http);
+    print_try_it(&endpoints, &http, &bootstrap);
     let load = super::demo_load::DemoLoad::start(cluster.endpoints(), rate)
         .context("starting the load generator")?;
 

@@ -8,6 +8,7 @@ pub mod client;
 pub mod demo;
 mod demo_load;
 pub mod doctor;
+mod kafka;
 pub mod member;
 pub mod node;
 pub mod snapshot;

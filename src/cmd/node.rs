@@ -126,7 +126,16 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     let cfg = args.to_config().context("invalid node configuration")?;
     let http_port = cfg.http.port;
+    let kafka = cfg.kafka_addresses(&cfg.validate()?);
+    let kafka_cfg = cfg.kafka.clone();
     let node = Node::start(cfg, Engine::builder()).context("starting the node")?;
+    if let Some((listen, advertised)) = kafka {
+        let addr = super::kafka::start(&node, &listen, advertised.clone(), &kafka_cfg)?;
+        eprintln!(
+            "node {}: Kafka listener on {addr} (advertised as {advertised})",
+            node.id()
+        );
+    }
     let exporter = if http_port != 0 {
         let listen = SocketAddr::from(([0, 0, 0, 0], http_port));
         let source: Arc<dyn ReplicationSource> = node.metrics();

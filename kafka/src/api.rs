@@ -1,0 +1,249 @@
+//! The APIs and versions the listener offers, request decoding, and dispatch.
+//!
+//! Versions stop where Kafka moved from topic names to topic ids (Fetch 13, Produce 13):
+//! clients negotiate down through ApiVersions, and every current librdkafka, kcat and Java
+//! client speaks the versions offered here.
+
+use crate::conn::Broker;
+use crate::error::KafkaError;
+use crate::{admin, fetch, metadata, produce};
+use bytes::{Bytes, BytesMut};
+use eventstream_node::Producer;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::ResponseError;
+use std::sync::Arc;
+
+/// Every API offered, with the lowest and highest version.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DescribeConfigs, 1, 4),
+];
+
+/// The versions of `key` offered, if it is.
+fn offered(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, lo, hi)| (*lo, *hi))
+}
+
+/// A decoded request.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub header: RequestHeader,
+    pub key: ApiKey,
+    pub version: i16,
+    /// `None`: an ApiVersions request of a version not offered (answered with the error).
+    pub body: Option<RequestKind>,
+}
+
+/// Decodes one request (the bytes after its size prefix).
+pub(crate) fn decode(mut buf: Bytes) -> Result<Request, KafkaError> {
+    let malformed = |api: String, version: i16, reason: String| KafkaError::Malformed {
+        api,
+        version,
+        reason,
+    };
+    if buf.len() < 4 {
+        return Err(malformed("?".into(), -1, "shorter than a header".into()));
+    }
+    let raw_key = i16::from_be_bytes([buf[0], buf[1]]);
+    let version = i16::from_be_bytes([buf[2], buf[3]]);
+    let key = ApiKey::try_from(raw_key)
+        .map_err(|_| malformed(raw_key.to_string(), version, "unknown API key".into()))?;
+    let name = format!("{key:?}");
+    let in_range = offered(key).is_some_and(|(lo, hi)| (lo..=hi).contains(&version));
+    if !in_range && key != ApiKey::ApiVersions {
+        return Err(malformed(
+            name,
+            version,
+            "API or version not offered".into(),
+        ));
+    }
+    // An ApiVersions request of a newer version is read with the oldest header (its first
+    // fields are the same in every version) and answered with the error.
+    let header_version = if in_range {
+        key.request_header_version(version)
+    } else {
+        1
+    };
+    let header = RequestHeader::decode(&mut buf, header_version)
+        .map_err(|e| malformed(name.clone(), version, format!("header: {e:#}")))?;
+    let body = if in_range {
+        Some(
+            RequestKind::decode(key, &mut buf, version)
+                .map_err(|e| malformed(name.clone(), version, format!("{e:#}")))?,
+        )
+    } else {
+        None
+    };
+    Ok(Request {
+        header,
+        key,
+        version,
+        body,
+    })
+}
+
+/// Answers one request: the encoded response header and body, or `None` when the request
+/// gets no answer (an `acks=0` produce).
+pub(crate) async fn answer(
+    broker: Arc<Broker>,
+    producer: Arc<Producer>,
+    req: Request,
+) -> Option<Bytes> {
+    let correlation_id = req.header.correlation_id;
+    let Some(body) = req.body else {
+        return encode(correlation_id, ApiKey::ApiVersions, 0, &api_versions(true));
+    };
+    let v = req.version;
+    let response = match body {
+        RequestKind::ApiVersions(_) => api_versions(false),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::answer(&broker, r, v).await),
+        RequestKind::Produce(r) => match produce::answer(&broker, &producer, r).await {
+            Some(resp) => ResponseKind::Produce(resp),
+            None => return None,
+        },
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::answer(&broker, r, v).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(fetch::list_offsets(&broker, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(&broker, r).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(admin::describe_configs(&broker, r))
+        }
+        other => {
+            // `decode` lets only offered APIs through.
+            tracing::error!(request = ?other, "kafka request without a handler");
+            return None;
+        }
+    };
+    encode(correlation_id, req.key, v, &response)
+}
+
+fn encode(
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+    response: &ResponseKind,
+) -> Option<Bytes> {
+    let mut buf = BytesMut::new();
+    // ApiVersions answers always carry the oldest header, whatever the version (KIP-511).
+    let header_version = if key == ApiKey::ApiVersions {
+        0
+    } else {
+        key.response_header_version(version)
+    };
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let done = header
+        .encode(&mut buf, header_version)
+        .and_then(|_| response.encode(&mut buf, version));
+    match done {
+        Ok(()) => Some(buf.freeze()),
+        Err(e) => {
+            tracing::error!(api = ?key, version, error = %e, "encoding a kafka response");
+            None
+        }
+    }
+}
+
+fn api_versions(unsupported: bool) -> ResponseKind {
+    let keys = SUPPORTED
+        .iter()
+        .map(|(k, lo, hi)| {
+            ApiVersion::default()
+                .with_api_key(*k as i16)
+                .with_min_version(*lo)
+                .with_max_version(*hi)
+        })
+        .collect();
+    let code = if unsupported {
+        ResponseError::UnsupportedVersion.code()
+    } else {
+        0
+    };
+    ResponseKind::ApiVersions(
+        ApiVersionsResponse::default()
+            .with_error_code(code)
+            .with_api_keys(keys),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+    use kafka_protocol::protocol::StrBytes;
+
+    fn request(key: ApiKey, version: i16, body: &impl Encodable) -> Bytes {
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("test")))
+            .encode(&mut buf, key.request_header_version(version))
+            .unwrap();
+        body.encode(&mut buf, version).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn offered_versions_are_ones_the_codec_knows() {
+        for (k, lo, hi) in SUPPORTED {
+            let v = k.valid_versions();
+            assert!(
+                v.min <= *lo && *hi <= v.max,
+                "{k:?} {lo}..={hi} outside {v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn requests_decode_and_bad_ones_are_refused() {
+        let ok = decode(request(ApiKey::Metadata, 12, &MetadataRequest::default())).unwrap();
+        assert_eq!(
+            (ok.key, ok.version, ok.header.correlation_id),
+            (ApiKey::Metadata, 12, 7)
+        );
+        // A newer ApiVersions than offered is still answered (with the error).
+        let newer = decode(request(
+            ApiKey::ApiVersions,
+            3,
+            &ApiVersionsRequest::default(),
+        ));
+        assert!(newer.unwrap().body.is_some());
+        let mut v9 = request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).to_vec();
+        v9[3] = 9;
+        assert!(decode(Bytes::from(v9)).unwrap().body.is_none());
+        // Fetch 13 (topic ids) is not offered: the connection closes.
+        let fetch13 = request(
+            ApiKey::Fetch,
+            13,
+            &kafka_protocol::messages::FetchRequest::default(),
+        );
+        assert!(decode(fetch13)
+            .unwrap_err()
+            .to_string()
+            .contains("not offered"));
+        for bad in [
+            &b""[..],
+            b"\x00",
+            b"\x7f\x7f\x00\x00",
+            b"\x00\x03\x00\x0c\x00",
+        ] {
+            assert!(decode(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+        }
+    }
+}

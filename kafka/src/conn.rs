@@ -1,0 +1,203 @@
+//! The accept loop and one Kafka connection's life.
+//!
+//! A request is `i32 size | header | body`. The reader decodes each request, hands it to its
+//! own task and queues that task's handle; the writer awaits the handles in queue order, so
+//! answers leave in the order the requests came (Kafka's rule) while a long-polling fetch or
+//! a produce waiting for its commit does not stop the connection from reading on.
+//!
+//! Invariants:
+//! * A request over `max_request_bytes`, one that does not decode, or one of an API or
+//!   version this listener does not offer (other than ApiVersions, which answers
+//!   `UNSUPPORTED_VERSION` as Kafka does) closes that connection only, after the answers to
+//!   the requests before it; it is counted in `protocol_errors` and logged.
+//! * An `acks=0` produce has no answer; the writer skips it.
+//! * Answers queued per connection are bounded (`MAX_QUEUED`): a client that pipelines more
+//!   waits for the oldest to be answered.
+
+use crate::api;
+use crate::error::KafkaError;
+use bytes::{Bytes, BytesMut};
+use eventstream_core::Priority;
+use eventstream_node::{Gateway, Producer};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Requests one connection may have waiting for their answers.
+const MAX_QUEUED: usize = 64;
+
+/// How the listener behaves.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// Largest request accepted, bytes (the size prefix excluded).
+    pub max_request_bytes: usize,
+    /// Priority of records without a `priority` header.
+    pub default_priority: Priority,
+    /// This node's address as Kafka clients are told it (`host:port`); `None`: the member
+    /// table's Kafka address for this node.
+    pub advertised: Option<String>,
+    /// The cluster id Metadata reports.
+    pub cluster_id: String,
+}
+
+impl Default for KafkaOptions {
+    fn default() -> Self {
+        KafkaOptions {
+            max_request_bytes: 16 << 20,
+            default_priority: Priority::Medium,
+            advertised: None,
+            cluster_id: "eventstream".into(),
+        }
+    }
+}
+
+/// What the listener did, for metrics. Every field only grows, except `open_connections`.
+#[derive(Debug, Default)]
+pub struct KafkaCounters {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Connections open now.
+    pub open_connections: AtomicU64,
+    /// Requests decoded.
+    pub requests: AtomicU64,
+    /// Connections closed for a bad request (oversized, malformed, unsupported).
+    pub protocol_errors: AtomicU64,
+    /// Events acknowledged to Kafka producers (`acks=all|1`).
+    pub produced_events: AtomicU64,
+    /// Events of `acks=0` produce requests admitted (not answered).
+    pub unacknowledged_events: AtomicU64,
+    /// Produce partitions refused (not leader, busy, bad records, ...).
+    pub produce_errors: AtomicU64,
+    /// Events returned by fetches.
+    pub fetched_events: AtomicU64,
+}
+
+/// What every request of every connection shares.
+#[derive(Debug)]
+pub(crate) struct Broker {
+    pub gateway: Gateway,
+    pub opts: KafkaOptions,
+    pub counters: Arc<KafkaCounters>,
+}
+
+/// Serves Kafka clients on `listener` until the runtime stops.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    opts: KafkaOptions,
+    counters: Arc<KafkaCounters>,
+) {
+    let broker = Arc::new(Broker {
+        gateway,
+        opts,
+        counters,
+    });
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka listener: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let broker = broker.clone();
+        broker.counters.connections.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            broker
+                .counters
+                .open_connections
+                .fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = connection(sock, &broker).await {
+                if !matches!(e, KafkaError::Io(_)) {
+                    broker
+                        .counters
+                        .protocol_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, error = %e, "kafka connection closed");
+                } else {
+                    tracing::debug!(%peer, error = %e, "kafka connection ended");
+                }
+            }
+            broker
+                .counters
+                .open_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Reads requests until the client closes or sends a bad one; answers in order.
+async fn connection(sock: TcpStream, broker: &Arc<Broker>) -> Result<(), KafkaError> {
+    let (mut rd, wr) = sock.into_split();
+    let (tx, rx) = mpsc::channel::<JoinHandle<Option<Bytes>>>(MAX_QUEUED);
+    let writer = tokio::spawn(write_answers(wr, rx));
+    let producer = Arc::new(broker.gateway.producer());
+    let result = read_requests(&mut rd, broker, &producer, &tx).await;
+    drop(tx);
+    let _ = writer.await;
+    result
+}
+
+async fn read_requests(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    broker: &Arc<Broker>,
+    producer: &Arc<Producer>,
+    tx: &mpsc::Sender<JoinHandle<Option<Bytes>>>,
+) -> Result<(), KafkaError> {
+    while let Some(body) = read_frame(rd, broker.opts.max_request_bytes).await? {
+        let req = api::decode(body)?;
+        broker.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let task = tokio::spawn(api::answer(broker.clone(), producer.clone(), req));
+        if tx.send(task).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One request's bytes after its size prefix; `None` at a clean end of the stream.
+async fn read_frame(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    max: usize,
+) -> Result<Option<Bytes>, KafkaError> {
+    let mut len = [0u8; 4];
+    match rd.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let n = i32::from_be_bytes(len);
+    if n < 0 || n as usize > max {
+        return Err(KafkaError::Oversized { len: n.into(), max });
+    }
+    let mut body = BytesMut::zeroed(n as usize);
+    rd.read_exact(&mut body).await?;
+    Ok(Some(body.freeze()))
+}
+
+/// Writes each answer, size-prefixed, in the order the requests came.
+async fn write_answers(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<JoinHandle<Option<Bytes>>>,
+) {
+    while let Some(task) = rx.recv().await {
+        let answer = match task.await {
+            Ok(Some(a)) => a,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "kafka request task failed");
+                break;
+            }
+        };
+        let len = (answer.len() as u32).to_be_bytes();
+        if wr.write_all(&len).await.is_err() || wr.write_all(&answer).await.is_err() {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}

@@ -1,0 +1,39 @@
+//! # eventstream-kafka
+//!
+//! The Kafka-protocol listener: Kafka clients and tools (librdkafka and everything built on
+//! it, kcat, the Java client) produce to and fetch from an eventstream node with no
+//! eventstream library. Requests are decoded and responses encoded by the `kafka-protocol`
+//! crate; publishes and reads go through the node's [`eventstream_node::Gateway`], so a
+//! Kafka produce is admitted, limited, replicated, fsynced on a quorum and acknowledged
+//! exactly as a native publish is.
+//!
+//! The model (see `docs/kafka.md`):
+//! * every eventstream topic is a Kafka topic with one partition (0); any valid name exists
+//!   (created on first use); offsets are stream offsets, so a topic's offsets have gaps where
+//!   other topics' events sit;
+//! * the raft leader is every partition's leader; every member with a Kafka address is a
+//!   broker; a follower answers produce with `NOT_LEADER_OR_FOLLOWER`, and serves fetches
+//!   from its own copy of the committed stream;
+//! * `acks=all` and `acks=1` answer after the quorum commit and fsync; `acks=0` gets no
+//!   answer and is counted;
+//! * fetch long-polls (`max_wait_ms`, `min_bytes`) and reads only the topic's events through
+//!   the stream's per-topic index.
+//!
+//! Main items: [`serve`] (accept loop), [`KafkaOptions`], [`KafkaCounters`],
+//! [`KafkaError`]. Modules: `conn` (framing, in-order answers, one connection's life), `api`
+//! (the supported APIs and versions, dispatch), one module per request family
+//! (`metadata`, `produce`, `fetch`, `admin`), `records` (record batches ↔ events).
+#![warn(missing_docs)]
+
+mod admin;
+mod api;
+mod conn;
+mod error;
+mod fetch;
+mod metadata;
+mod produce;
+pub mod records;
+
+pub use api::SUPPORTED;
+pub use conn::{serve, KafkaCounters, KafkaOptions};
+pub use error::KafkaError;

@@ -1,0 +1,233 @@
+//! Kafka record batches ↔ eventstream events.
+//!
+//! * **In** (Produce): every record batch of a partition's `records` is decoded (v2 only, CRC
+//!   checked, gzip/snappy/lz4/zstd decompressed) into events of the topic: the value is the
+//!   payload (a null value becomes an empty payload), the key and the headers are kept in
+//!   order, the priority comes from a `priority` header (`critical|high|medium|low`) or the
+//!   listener's default. The producer's record timestamp is not kept: the leader gives every
+//!   event its stream time, which is what consumers read back (`LogAppendTime`).
+//! * **Out** (Fetch): events with their offsets become one v2 batch (uncompressed). Offsets
+//!   of a topic may have gaps (other topics' events sit there), which a batch's offset deltas
+//!   carry as they are; clients accept gaps, as in a compacted Kafka topic.
+
+use crate::error::KafkaError;
+use bytes::{Bytes, BytesMut};
+use eventstream_core::{Event, Header, Priority};
+use indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// The record header that names an event's priority.
+pub const PRIORITY_HEADER: &str = "priority";
+
+/// The events of `records` (one partition's record batches) for `topic`.
+pub fn decode_produce(
+    topic: &str,
+    records: &Bytes,
+    default_priority: Priority,
+) -> Result<Vec<Event>, KafkaError> {
+    let mut buf = records.clone();
+    let sets = RecordBatchDecoder::decode_all(&mut buf)
+        .map_err(|e| KafkaError::BadRecords(format!("{e:#}")))?;
+    let mut events = Vec::new();
+    for set in sets {
+        for r in set.records {
+            if r.control {
+                continue;
+            }
+            events.push(event_of(topic, r, default_priority)?);
+        }
+    }
+    Ok(events)
+}
+
+fn event_of(topic: &str, r: Record, default_priority: Priority) -> Result<Event, KafkaError> {
+    let mut priority = default_priority;
+    let mut e = Event::new(topic, priority, r.value.unwrap_or_default());
+    if let Some(k) = r.key {
+        e = e.with_key(k);
+    }
+    for (name, value) in r.headers {
+        if &*name == PRIORITY_HEADER {
+            let text = value.as_deref().unwrap_or_default();
+            priority = std::str::from_utf8(text)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| {
+                    KafkaError::BadRecords(format!(
+                        "header `priority` is `{}`: expected critical, high, medium or low",
+                        String::from_utf8_lossy(text)
+                    ))
+                })?;
+        }
+        e = e.with_header(name.to_string(), value);
+    }
+    e.priority = priority;
+    Ok(e)
+}
+
+/// One v2 record batch holding `events` (offset order), timestamps in milliseconds from
+/// each event's stream time (`ingest_ns` as read from the stream).
+pub fn encode_fetch(events: &[(u64, Event)]) -> Result<Bytes, KafkaError> {
+    if events.is_empty() {
+        return Ok(Bytes::new());
+    }
+    let records: Vec<Record> = events.iter().map(|(o, e)| record_of(*o, e)).collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| KafkaError::Encode(format!("{e:#}")))?;
+    Ok(buf.freeze())
+}
+
+fn record_of(offset: u64, e: &Event) -> Record {
+    let headers: IndexMap<StrBytes, Option<Bytes>> = e
+        .headers()
+        .iter()
+        .map(|Header { name, value }| (StrBytes::from_string(name.clone()), value.clone()))
+        .collect();
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::LogAppend,
+        offset: offset as i64,
+        // The encoder starts a new batch where `offset - sequence` changes; a constant keeps
+        // a topic's events with gaps between their offsets in one batch.
+        sequence: offset as i32,
+        timestamp: (e.ingest_ns / 1_000_000) as i64,
+        key: e.key().cloned(),
+        value: Some(e.payload.clone()),
+        headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(records: &[Record], compression: Compression) -> Bytes {
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    fn produced(value: &str, key: Option<&str>, headers: &[(&str, Option<&str>)]) -> Record {
+        Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1_700_000_000_000,
+            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            headers: headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        StrBytes::from_string((*n).to_owned()),
+                        v.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn produced_records_become_events_with_key_headers_and_priority() {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut second = produced("b", None, &[("priority", Some("critical"))]);
+            second.offset = 1;
+            let rs = [
+                produced("a", Some("k1"), &[("trace", Some("t-1")), ("n", None)]),
+                second,
+            ];
+            let events = decode_produce("orders", &batch(&rs, c), Priority::Low).unwrap();
+            assert_eq!(events.len(), 2, "{c:?}");
+            assert_eq!(&events[0].payload[..], b"a");
+            assert_eq!(events[0].topic, "orders");
+            assert_eq!(events[0].priority, Priority::Low);
+            assert_eq!(events[0].key().map(|k| &k[..]), Some(&b"k1"[..]));
+            let h = events[0].headers();
+            assert_eq!(
+                (h[0].name.as_str(), h[0].value.as_deref()),
+                ("trace", Some(&b"t-1"[..]))
+            );
+            assert_eq!((h[1].name.as_str(), h[1].value.as_deref()), ("n", None));
+            assert_eq!(events[1].priority, Priority::Critical);
+            assert_eq!(events[1].key(), None);
+        }
+    }
+
+    #[test]
+    fn a_bad_priority_header_or_garbage_is_refused() {
+        let rs = [produced("a", None, &[("priority", Some("urgent"))])];
+        let err = decode_produce("t", &batch(&rs, Compression::None), Priority::Low).unwrap_err();
+        assert!(err.to_string().contains("urgent"), "{err}");
+        let mut bytes = batch(&[produced("a", None, &[])], Compression::None).to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        assert!(decode_produce("t", &Bytes::from(bytes), Priority::Low).is_err());
+        assert!(decode_produce("t", &Bytes::from_static(b"\x00\x01"), Priority::Low).is_err());
+    }
+
+    #[test]
+    fn fetched_events_keep_offsets_with_gaps_in_one_batch() {
+        let evs: Vec<(u64, Event)> = [3u64, 7, 8, 20]
+            .iter()
+            .map(|&o| {
+                let mut e = Event::new("t", Priority::High, format!("v{o}"))
+                    .with_key(format!("k{o}"))
+                    .with_header("h", Some(Bytes::from_static(b"x")));
+                e.ingest_ns = (1_700_000_000_000 + o) * 1_000_000;
+                (o, e)
+            })
+            .collect();
+        let mut bytes = encode_fetch(&evs).unwrap();
+        let sets = RecordBatchDecoder::decode_all(&mut bytes).unwrap();
+        assert_eq!(sets.len(), 1, "one batch");
+        let got: Vec<(i64, i64, Option<Bytes>)> = sets[0]
+            .records
+            .iter()
+            .map(|r| (r.offset, r.timestamp, r.key.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            evs.iter()
+                .map(|(o, e)| (*o as i64, (1_700_000_000_000 + o) as i64, e.key().cloned()))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(sets[0].records[0].headers.len(), 1);
+        assert!(encode_fetch(&[]).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,44 @@
+//! Starts a node's Kafka-protocol listener (the node crate does not depend on the listener;
+//! the binary composes them, as it does the HTTP exporter).
+
+use anyhow::Context;
+use eventstream_kafka::{KafkaCounters, KafkaOptions};
+use eventstream_node::config::KafkaConfig;
+use eventstream_node::Node;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Binds `listen` and serves Kafka clients on the node's runtime, advertising `advertised`
+/// for this node; the bound address.
+pub fn start(
+    node: &Node,
+    listen: &str,
+    advertised: String,
+    cfg: &KafkaConfig,
+) -> anyhow::Result<SocketAddr> {
+    let std_listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("binding the Kafka listener on {listen} (kafka.listen)"))?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let opts = KafkaOptions {
+        max_request_bytes: cfg.max_request_bytes as usize,
+        default_priority: cfg
+            .default_priority
+            .parse()
+            .context("kafka.default_priority")?,
+        advertised: Some(advertised),
+        ..KafkaOptions::default()
+    };
+    let rt = node.runtime_handle();
+    let listener = {
+        let _guard = rt.enter();
+        tokio::net::TcpListener::from_std(std_listener)?
+    };
+    rt.spawn(eventstream_kafka::serve(
+        listener,
+        node.gateway(),
+        opts,
+        Arc::new(KafkaCounters::default()),
+    ));
+    Ok(addr)
+}
