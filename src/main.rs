@@ -3,6 +3,11 @@
 
 mod cmd;
 
+/// Very large blocks are mapped without reserving memory (see `eventstream_kafka::alloc`): a
+/// peer's request that declares billions of elements cannot abort the process.
+#[global_allocator]
+static ALLOCATOR: eventstream_kafka::alloc::Allocator = eventstream_kafka::alloc::Allocator;
+
 use clap::{Parser, Subcommand};
 
 /// eventstream: a priority-tiered, replicated event-stream engine.

@@ -85,6 +85,7 @@ fn no_library_crate_depends_on_clap() {
         "eventstream-client",
         "eventstream-storage",
         "eventstream-node",
+        "eventstream-kafka",
         "eventstream-exporter",
         "eventstream-doctor",
         "eventstream-chaos",
@@ -107,6 +108,7 @@ fn production_crates_do_not_depend_on_the_test_kit_or_fault_injection() {
         "eventstream-client",
         "eventstream-storage",
         "eventstream-node",
+        "eventstream-kafka",
         "eventstream-exporter",
     ] {
         let deps = tree(lib, &["-e", "normal"]);

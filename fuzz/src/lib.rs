@@ -21,9 +21,11 @@
 //! [`alloc_bound`] (64 × the input length + 64 KiB, plus a target's documented fixed
 //! allowance) — a decoder that sizes an allocation by an unchecked length field fails this.
 
+mod kafka;
 pub mod targets;
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use eventstream_kafka::alloc::Allocator as Inner;
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -54,30 +56,31 @@ impl CountingAlloc {
     }
 }
 
-// SAFETY: every call is forwarded unchanged to `System`, which upholds `GlobalAlloc`'s
+// SAFETY: every call is forwarded unchanged to `Inner` (the system allocator, very large
+// blocks mapped without reserving memory, as in the node binary), which upholds `GlobalAlloc`'s
 // contract; the only addition is a relaxed atomic update that neither allocates nor panics.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         Self::note(layout.size());
         // SAFETY: the caller's layout obligations are passed on unchanged.
-        unsafe { System.alloc(layout) }
+        unsafe { Inner.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         Self::note(layout.size());
         // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
+        unsafe { Inner.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with `layout` (every allocation goes there).
-        unsafe { System.dealloc(ptr, layout) }
+        // SAFETY: `ptr` was allocated by `Inner` with `layout` (every allocation goes there).
+        unsafe { Inner.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         Self::note(new_size);
         // SAFETY: as for `dealloc`; `new_size` is the caller's, passed on unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { Inner.realloc(ptr, layout, new_size) }
     }
 }
 

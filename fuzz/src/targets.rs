@@ -23,6 +23,7 @@ pub fn all() -> Vec<Box<dyn Target>> {
         Box::new(WalReplay::new()),
         Box::new(ConfigToml),
         Box::new(ConfigOverrides),
+        Box::new(crate::kafka::KafkaRequests),
     ]
 }
 

@@ -94,6 +94,30 @@ pub(crate) fn decode(mut buf: Bytes) -> Result<Request, KafkaError> {
     })
 }
 
+/// The listener's decoder entry point without a node: decodes one request (the bytes after
+/// its size prefix) as the listener does and, for a produce, every partition's record batches
+/// into events. The number of events, or why the request would close its connection (or,
+/// for records, be refused). What the fuzzer drives.
+pub fn check_request(buf: Bytes) -> Result<usize, KafkaError> {
+    let req = decode(buf)?;
+    let Some(RequestKind::Produce(p)) = req.body else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for t in &p.topic_data {
+        for part in &t.partition_data {
+            let records = part.records.clone().unwrap_or_default();
+            n += crate::records::decode_produce(
+                &t.name.0,
+                &records,
+                eventstream_core::Priority::Low,
+            )?
+            .len();
+        }
+    }
+    Ok(n)
+}
+
 /// Answers one request: the encoded response header and body, or `None` when the request
 /// gets no answer (an `acks=0` produce).
 pub(crate) async fn answer(

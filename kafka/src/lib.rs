@@ -20,12 +20,14 @@
 //!   the stream's per-topic index.
 //!
 //! Main items: [`serve`] (accept loop), [`KafkaOptions`], [`KafkaCounters`],
-//! [`KafkaError`]. Modules: `conn` (framing, in-order answers, one connection's life), `api`
+//! [`KafkaError`], and [`alloc::Allocator`], the global allocator a process serving the
+//! listener installs (the decoder may reserve capacity from counts a peer chose). Modules: `conn` (framing, in-order answers, one connection's life), `api`
 //! (the supported APIs and versions, dispatch), one module per request family
 //! (`metadata`, `produce`, `fetch`, `admin`), `records` (record batches ↔ events).
 #![warn(missing_docs)]
 
 mod admin;
+pub mod alloc;
 mod api;
 mod conn;
 mod error;
@@ -34,6 +36,6 @@ mod metadata;
 mod produce;
 pub mod records;
 
-pub use api::SUPPORTED;
+pub use api::{check_request, SUPPORTED};
 pub use conn::{serve, KafkaCounters, KafkaOptions};
 pub use error::KafkaError;

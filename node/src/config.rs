@@ -861,7 +861,20 @@ mod tests {
         assert_eq!(field(peers("2=host")), "peers");
         // One setting out of range at a time, and the field it is named by.
         type OutOfRange = (fn(&mut NodeConfig), &'static str);
-        let cases: [OutOfRange; 7] = [
+        let cases: [OutOfRange; 11] = [
+            (|c| c.kafka.listen = Some("nohost".into()), "kafka.listen"),
+            (
+                |c| c.kafka.advertised = Some("h:99999".into()),
+                "kafka.advertised",
+            ),
+            (
+                |c| c.kafka.default_priority = "urgent".into(),
+                "kafka.default_priority",
+            ),
+            (
+                |c| c.kafka.max_request_bytes = 1000,
+                "kafka.max_request_bytes",
+            ),
             (|c| c.raft.tick_ms = 0, "raft.tick_ms"),
             (|c| c.engine.ring_capacity = 1000, "engine.ring_capacity"),
             (|c| c.raft.heartbeat_ticks = 20, "raft.heartbeat_ticks"),
@@ -892,6 +905,34 @@ mod tests {
         let mut c = ok();
         c.storage.snapshot_bytes = 0;
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_kafka_listener_binds_and_advertises_the_members_kafka_address_unless_set() {
+        let mut c = ok();
+        let members = c.validate().unwrap();
+        assert_eq!(
+            c.kafka_addresses(&members),
+            None,
+            "no Kafka address: no listener"
+        );
+        c.peers[1].push_str("+kafka-1.example:9092");
+        let members = c.validate().unwrap();
+        let pair = |l: &str, a: &str| Some((l.to_owned(), a.to_owned()));
+        assert_eq!(
+            c.kafka_addresses(&members),
+            pair("kafka-1.example:9092", "kafka-1.example:9092")
+        );
+        c.kafka.listen = Some("0.0.0.0:9092".into());
+        assert_eq!(
+            c.kafka_addresses(&members),
+            pair("0.0.0.0:9092", "kafka-1.example:9092")
+        );
+        c.kafka.advertised = Some("lb.example:19092".into());
+        assert_eq!(
+            c.kafka_addresses(&members),
+            pair("0.0.0.0:9092", "lb.example:19092")
+        );
     }
 
     #[test]
@@ -940,6 +981,8 @@ mod tests {
         cfg.tls.ca = Some("a".into());
         cfg.tls.server_name = Some("n".into());
         cfg.admin.token_file = Some("t".into());
+        cfg.kafka.listen = Some("l:1".into());
+        cfg.kafka.advertised = Some("a:1".into());
         let table: toml::Table = toml::from_str(&cfg.to_toml()).unwrap();
         let mut leaves = Vec::new();
         for_each_leaf("", &table, &mut |key, _| leaves.push(key));
