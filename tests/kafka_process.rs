@@ -52,15 +52,28 @@ fn api_versions_answered(addr: &str) -> bool {
     s.read_exact(&mut body).is_ok() && body[..4] == 7i32.to_be_bytes() && body[4..6] == [0, 0]
 }
 
+/// The body of `GET path` (HTTP/1.0, read to the end).
+fn get(addr: &str, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 #[test]
 fn a_request_declaring_billions_of_elements_closes_its_connection_not_the_node() {
-    let ports = eventstream_testkit::free_ports(2).unwrap();
+    let ports = eventstream_testkit::free_ports(3).unwrap();
     let (node, kafka) = (ports.addrs()[0].clone(), ports.addrs()[1].clone());
+    let http = ports[2];
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(EXE)
         .args(["node", "--id", "1", "--peers", &format!("1={node}+{kafka}")])
         .arg("--data-dir")
         .arg(dir.path())
+        .args(["--http-port", &http.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -93,6 +106,23 @@ fn a_request_declaring_billions_of_elements_closes_its_connection_not_the_node()
     assert!(
         api_versions_answered(&kafka),
         "the node still serves Kafka clients"
+    );
+    // Counted on /metrics (the status is refreshed every 50 ms).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let m = get(&format!("127.0.0.1:{http}"), "/metrics");
+        if m.contains("eventstream_kafka_protocol_errors_total 2") || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        metrics.contains("eventstream_kafka_protocol_errors_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("eventstream_kafka_requests_total 2"),
+        "two ApiVersions decoded: {metrics}"
     );
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();

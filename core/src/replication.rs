@@ -287,6 +287,32 @@ pub struct ClusterStatus {
     /// such a node accepts no writes and is not ready until restarted on working storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_failure: Option<String>,
+    /// The node's Kafka-protocol listener, if it runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaListenerStats>,
+}
+
+/// What a node's Kafka-protocol listener did since start (counters only grow, except
+/// `open_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaListenerStats {
+    /// Connections open now.
+    pub open_connections: u64,
+    /// Connections accepted.
+    pub connections: u64,
+    /// Requests decoded.
+    pub requests: u64,
+    /// Connections closed for a bad request (oversized, malformed, unsupported).
+    pub protocol_errors: u64,
+    /// Events acknowledged to producers after their commit (`acks=all|1`).
+    pub produced_events: u64,
+    /// Events of `acks=0` produce requests admitted (never answered).
+    pub unacknowledged_events: u64,
+    /// Produce partitions refused (not leader, busy, bad records, ...).
+    pub produce_errors: u64,
+    /// Events returned by fetches.
+    pub fetched_events: u64,
 }
 
 /// How a node stores its stream: segment files on disk, the memory cache in front of them,

@@ -755,6 +755,60 @@ pub const STORAGE_VOLUME_FREE: MetricDef = def(
     "Bytes an unprivileged process can still write on the data directory's volume (statvfs f_bavail); 0 if unknown. The disk alerts use free / size.",
     Cluster,
 );
+/// Open Kafka-protocol connections.
+pub const KAFKA_CONNECTIONS: MetricDef = def(
+    "eventstream_kafka_connections",
+    Gauge,
+    "connections",
+    &[],
+    "Connections open now on this node's Kafka-protocol listener (0 without a listener).",
+    Cluster,
+);
+/// Kafka requests decoded.
+pub const KAFKA_REQUESTS: MetricDef = def(
+    "eventstream_kafka_requests_total",
+    Counter,
+    "requests",
+    &[],
+    "Kafka-protocol requests this node's listener decoded.",
+    Cluster,
+);
+/// Kafka connections closed for a bad request.
+pub const KAFKA_PROTOCOL_ERRORS: MetricDef = def(
+    "eventstream_kafka_protocol_errors_total",
+    Counter,
+    "connections",
+    &[],
+    "Kafka-protocol connections closed for a bad request: over kafka.max_request_bytes, malformed, or an API or version not offered.",
+    Cluster,
+);
+/// Events produced over the Kafka protocol, by acknowledgement.
+pub const KAFKA_PRODUCED_EVENTS: MetricDef = def(
+    "eventstream_kafka_produced_events_total",
+    Counter,
+    "events",
+    &["acks"],
+    "Events produced over the Kafka protocol: acks=\"quorum\" acknowledged after commit and fsync (acks=all|1), acks=\"none\" admitted from acks=0 requests, never answered.",
+    Cluster,
+);
+/// Kafka produce partitions refused.
+pub const KAFKA_PRODUCE_ERRORS: MetricDef = def(
+    "eventstream_kafka_produce_errors_total",
+    Counter,
+    "partitions",
+    &[],
+    "Partitions of Kafka produce requests answered with an error (not the leader, busy, timed out, bad records).",
+    Cluster,
+);
+/// Events returned by Kafka fetches.
+pub const KAFKA_FETCHED_EVENTS: MetricDef = def(
+    "eventstream_kafka_fetched_events_total",
+    Counter,
+    "events",
+    &[],
+    "Events returned to Kafka consumers by fetches on this node.",
+    Cluster,
+);
 /// Connections closed for protocol errors.
 pub const PROTOCOL_ERRORS: MetricDef = def(
     "eventstream_protocol_errors_total",
@@ -884,6 +938,12 @@ pub const ALL: &[MetricDef] = &[
     STREAM_COPY_FAILURES,
     STORAGE_VOLUME_SIZE,
     STORAGE_VOLUME_FREE,
+    KAFKA_CONNECTIONS,
+    KAFKA_REQUESTS,
+    KAFKA_PROTOCOL_ERRORS,
+    KAFKA_PRODUCED_EVENTS,
+    KAFKA_PRODUCE_ERRORS,
+    KAFKA_FETCHED_EVENTS,
     PROTOCOL_ERRORS,
     TLS_HANDSHAKE_FAILURES,
     PUBLISH_REQUESTS,

@@ -18,7 +18,7 @@ use crate::histogram::{fmt_f64, write_header, Buckets};
 use crate::process::{self, ProcessSample};
 use eventstream_core::hdrhistogram::Histogram;
 use eventstream_core::replication::{
-    ClusterStatus, PublishOutcomes, RaftRole, ReplicationSource, StreamStorage,
+    ClusterStatus, KafkaListenerStats, PublishOutcomes, RaftRole, ReplicationSource, StreamStorage,
 };
 use eventstream_core::{LatencySummary, Priority, Stats, StatsHandle, Tier};
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder, SharedString, Unit};
@@ -313,6 +313,7 @@ struct ClusterSeries {
     stream_first_offset: Gauge,
     stream_last_offset: Gauge,
     stream: StreamSeries,
+    kafka: KafkaSeries,
     protocol_errors: Counter,
     tls_handshake_failures: Counter,
     /// `[requests, events]` per outcome, in `PublishOutcomes::by_outcome` order.
@@ -355,6 +356,7 @@ impl ClusterSeries {
             stream_first_offset: g(&STREAM_FIRST_OFFSET),
             stream_last_offset: g(&STREAM_LAST_OFFSET),
             stream: StreamSeries::register(r),
+            kafka: KafkaSeries::register(r),
             protocol_errors: c(&PROTOCOL_ERRORS),
             tls_handshake_failures: c(&TLS_HANDSHAKE_FAILURES),
             publishes: PublishOutcomes::default()
@@ -407,6 +409,7 @@ impl ClusterSeries {
         self.stream_first_offset.set(s.stream_first_offset as f64);
         self.stream_last_offset.set(stream_last_offset(s));
         self.stream.update(&s.stream);
+        self.kafka.update(&s.kafka.unwrap_or_default());
         self.protocol_errors.absolute(c.protocol_errors);
         self.tls_handshake_failures
             .absolute(c.tls_handshake_failures);
@@ -414,6 +417,44 @@ impl ClusterSeries {
             series[0].absolute(counts[0]);
             series[1].absolute(counts[1]);
         }
+    }
+}
+
+/// The Kafka-protocol listener's counters (zero on a node without one).
+#[derive(Debug)]
+struct KafkaSeries {
+    connections: Gauge,
+    requests: Counter,
+    protocol_errors: Counter,
+    produced_quorum: Counter,
+    produced_none: Counter,
+    produce_errors: Counter,
+    fetched: Counter,
+}
+
+impl KafkaSeries {
+    fn register(r: &PrometheusRecorder) -> Self {
+        use catalog::*;
+        let c = |def: &MetricDef| register_counter(r, def, &[]);
+        KafkaSeries {
+            connections: register_gauge(r, &KAFKA_CONNECTIONS, &[]),
+            requests: c(&KAFKA_REQUESTS),
+            protocol_errors: c(&KAFKA_PROTOCOL_ERRORS),
+            produced_quorum: register_counter(r, &KAFKA_PRODUCED_EVENTS, &[("acks", "quorum")]),
+            produced_none: register_counter(r, &KAFKA_PRODUCED_EVENTS, &[("acks", "none")]),
+            produce_errors: c(&KAFKA_PRODUCE_ERRORS),
+            fetched: c(&KAFKA_FETCHED_EVENTS),
+        }
+    }
+
+    fn update(&self, k: &KafkaListenerStats) {
+        self.connections.set(k.open_connections as f64);
+        self.requests.absolute(k.requests);
+        self.protocol_errors.absolute(k.protocol_errors);
+        self.produced_quorum.absolute(k.produced_events);
+        self.produced_none.absolute(k.unacknowledged_events);
+        self.produce_errors.absolute(k.produce_errors);
+        self.fetched.absolute(k.fetched_events);
     }
 }
 

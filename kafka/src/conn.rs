@@ -75,6 +75,23 @@ pub struct KafkaCounters {
     pub fetched_events: AtomicU64,
 }
 
+impl KafkaCounters {
+    /// The counters now, as a node's status carries them.
+    pub fn stats(&self) -> eventstream_core::replication::KafkaListenerStats {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        eventstream_core::replication::KafkaListenerStats {
+            open_connections: l(&self.open_connections),
+            connections: l(&self.connections),
+            requests: l(&self.requests),
+            protocol_errors: l(&self.protocol_errors),
+            produced_events: l(&self.produced_events),
+            unacknowledged_events: l(&self.unacknowledged_events),
+            produce_errors: l(&self.produce_errors),
+            fetched_events: l(&self.fetched_events),
+        }
+    }
+}
+
 /// What every request of every connection shares.
 #[derive(Debug)]
 pub(crate) struct Broker {

@@ -5,8 +5,8 @@
 
 use eventstream_core::hdrhistogram::Histogram;
 use eventstream_core::replication::{
-    ClusterStatus, PublishCounts, PublishOutcome, RaftRole, ReplicationCounters,
-    ReplicationHistograms, ReplicationSource, StreamStorage,
+    ClusterStatus, KafkaListenerStats, PublishCounts, PublishOutcome, RaftRole,
+    ReplicationCounters, ReplicationHistograms, ReplicationSource, StreamStorage,
 };
 use eventstream_proto::Member;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,6 +116,17 @@ pub struct NodeMetrics {
     id: u64,
     /// The stream and its copy counters, read for the status' [`StreamStorage`].
     stream: std::sync::OnceLock<StreamProbe>,
+    /// Reads the Kafka listener's counters, once one is attached.
+    kafka: std::sync::OnceLock<KafkaProbe>,
+}
+
+/// Reads a front end's counters for the status (the node does not know the listener).
+struct KafkaProbe(Box<dyn Fn() -> KafkaListenerStats + Send + Sync>);
+
+impl std::fmt::Debug for KafkaProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KafkaProbe")
+    }
 }
 
 /// Where the status reads the stream's storage from.
@@ -179,6 +190,7 @@ impl NodeMetrics {
             stream: Default::default(),
             snapshot_max_ms: 0,
             storage_failure: None,
+            kafka: None,
         };
         NodeMetrics {
             elections: AtomicU64::new(0),
@@ -216,6 +228,7 @@ impl NodeMetrics {
             storage_failed: AtomicBool::new(false),
             configured: members.clone(),
             stream: std::sync::OnceLock::new(),
+            kafka: std::sync::OnceLock::new(),
             members: RwLock::new(members),
             learners: RwLock::new(Vec::new()),
             id,
@@ -405,6 +418,12 @@ impl NodeMetrics {
 impl NodeMetrics {
     /// Lets the status report the stream's storage (`status().stream`): its files, cache and
     /// copies, and the volume `data_dir` is on. Once; later calls are ignored.
+    /// Reports a Kafka-protocol listener's counters in the status (and so on `/metrics`);
+    /// the first one attached stays.
+    pub fn attach_kafka(&self, probe: impl Fn() -> KafkaListenerStats + Send + Sync + 'static) {
+        let _ = self.kafka.set(KafkaProbe(Box::new(probe)));
+    }
+
     pub(crate) fn attach_stream(
         &self,
         stream: Arc<crate::stream::CommittedStream>,
@@ -431,6 +450,7 @@ impl ReplicationSource for NodeMetrics {
         if let Some(p) = self.stream.get() {
             s.stream = p.storage();
         }
+        s.kafka = self.kafka.get().map(|probe| (probe.0)());
         s.snapshot_max_ms = self
             .snapshot_ns
             .lock()

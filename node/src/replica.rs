@@ -1419,6 +1419,7 @@ impl Replica {
             stream: Default::default(),
             snapshot_max_ms: 0,
             storage_failure: None,
+            kafka: None,
         };
         self.metrics.set_status(status);
     }

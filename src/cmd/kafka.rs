@@ -34,11 +34,14 @@ pub fn start(
         let _guard = rt.enter();
         tokio::net::TcpListener::from_std(std_listener)?
     };
+    let counters = Arc::new(KafkaCounters::default());
+    let shown = counters.clone();
+    node.metrics().attach_kafka(move || shown.stats());
     rt.spawn(eventstream_kafka::serve(
         listener,
         node.gateway(),
         opts,
-        Arc::new(KafkaCounters::default()),
+        counters,
     ));
     Ok(addr)
 }

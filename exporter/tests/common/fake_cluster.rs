@@ -104,6 +104,7 @@ impl FakeCluster {
                     },
                 },
                 storage_failure: None,
+                kafka: None,
             }),
             ready: Mutex::new(Ok(())),
             fsync_ns: Mutex::new(fsync),
