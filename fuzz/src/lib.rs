@@ -24,6 +24,13 @@
 mod kafka;
 pub mod targets;
 
+/// The unit tests run the targets too, `kafka-requests` among them: its decoder reserves
+/// array capacity from counts on the wire, which only the node's allocator serves without
+/// committing memory (the fuzzer binary installs it beneath its counting allocator).
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: eventstream_kafka::alloc::Allocator = eventstream_kafka::alloc::Allocator;
+
 use eventstream_kafka::alloc::Allocator as Inner;
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
