@@ -27,6 +27,10 @@ fn twice_capacity_gets_back_pressure_with_exact_accounting_and_bounded_memory() 
             "16",
             "--retention-max-events",
             "10000",
+            // Retention deletes whole segments: 1 MiB ones roll many times within the run
+            // whatever the machine's speed (64 MiB ones need ~500 k events first).
+            "--stream-segment-bytes",
+            "1048576",
             "--snapshot-entries",
             "50",
             "--log-keep-entries",

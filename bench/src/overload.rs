@@ -70,6 +70,9 @@ pub struct OverloadOptions {
     pub retention_max_events: u64,
     /// The nodes' `retention.max_bytes` (0 = no limit).
     pub retention_max_bytes: u64,
+    /// The nodes' `storage.stream_segment_bytes`: retention deletes whole segments, so a run
+    /// that should see it trim writes more than one segment.
+    pub stream_segment_bytes: u64,
     /// The nodes' `storage.snapshot_entries` (entries applied between compactions).
     pub snapshot_entries: u64,
     /// The nodes' `storage.log_keep_entries` (entries kept below the applied index at compaction).
@@ -96,6 +99,7 @@ impl Default for OverloadOptions {
             max_inflight_per_connection: None,
             retention_max_events: 1_000_000,
             retention_max_bytes: 0,
+            stream_segment_bytes: 64 << 20,
             snapshot_entries: 1_000,
             log_keep_entries: 500,
             compaction_interval_ms: 5_000,
@@ -778,6 +782,7 @@ fn extra_flags(a: &OverloadOptions) -> Vec<String> {
     for (flag, n) in [
         ("--retention-max-events", a.retention_max_events),
         ("--retention-max-bytes", a.retention_max_bytes),
+        ("--storage-stream-segment-bytes", a.stream_segment_bytes),
         ("--storage-snapshot-entries", a.snapshot_entries),
         ("--storage-log-keep-entries", a.log_keep_entries),
         ("--storage-compaction-interval-ms", a.compaction_interval_ms),

@@ -94,6 +94,10 @@ pub(crate) fn decode(mut buf: Bytes) -> Result<Request, KafkaError> {
     })
 }
 
+/// What [`check_request`]'s produce batches may expand to in all (the listener's default:
+/// four times the default `kafka.max_request_bytes`).
+const DECOMPRESSED_PER_REQUEST_BYTES: usize = 64 << 20;
+
 /// The listener's decoder entry point without a node: decodes one request (the bytes after
 /// its size prefix) as the listener does and, for a produce, every partition's record batches
 /// into events. The number of events, or why the request would close its connection (or,
@@ -103,6 +107,7 @@ pub fn check_request(buf: Bytes) -> Result<usize, KafkaError> {
     let Some(RequestKind::Produce(p)) = req.body else {
         return Ok(0);
     };
+    let budget = crate::decompress::Budget::new(DECOMPRESSED_PER_REQUEST_BYTES);
     let mut n = 0;
     for t in &p.topic_data {
         for part in &t.partition_data {
@@ -111,6 +116,7 @@ pub fn check_request(buf: Bytes) -> Result<usize, KafkaError> {
                 &t.name.0,
                 &records,
                 eventstream_core::Priority::Low,
+                &budget,
             )?
             .len();
         }

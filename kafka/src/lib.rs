@@ -30,6 +30,7 @@ mod admin;
 pub mod alloc;
 mod api;
 mod conn;
+mod decompress;
 mod error;
 mod fetch;
 mod metadata;

@@ -7,6 +7,7 @@
 //! not answered, as Kafka does; its events are counted in `unacknowledged_events`.
 
 use crate::conn::Broker;
+use crate::decompress::Budget;
 use crate::metadata::valid_topic;
 use crate::records;
 use eventstream_node::{Producer, Refusal};
@@ -17,6 +18,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+/// A produce request's compressed batches may expand to this many times
+/// `kafka.max_request_bytes` in all; past it the partition is answered `CORRUPT_MESSAGE`.
+pub(crate) const DECOMPRESSION_FACTOR: usize = 4;
 
 /// The Kafka error a refused publish is answered with.
 pub(crate) fn kafka_error(code: ErrorCode) -> ResponseError {
@@ -41,15 +46,28 @@ pub(crate) async fn answer(
     req: ProduceRequest,
 ) -> Option<ProduceResponse> {
     let fire_and_forget = req.acks == 0;
+    // What all of the request's compressed batches may expand to.
+    let budget = Arc::new(Budget::new(
+        b.opts
+            .max_request_bytes
+            .saturating_mul(DECOMPRESSION_FACTOR),
+    ));
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
         let name = t.name.0.to_string();
         let mut parts = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
             let (b, producer, name) = (b.clone(), producer.clone(), name.clone());
+            let budget = budget.clone();
             let records = p.records.unwrap_or_default();
             let task = tokio::spawn(async move {
-                publish(&b, &producer, &name, p.index, records, fire_and_forget).await
+                let batch = Batch {
+                    topic: &name,
+                    partition: p.index,
+                    records,
+                    budget: &budget,
+                };
+                publish(&b, &producer, batch, fire_and_forget).await
             });
             parts.push((p.index, task));
         }
@@ -92,14 +110,26 @@ fn partition_response(index: i32, outcome: Outcome) -> PartitionProduceResponse 
     }
 }
 
+/// One partition's part of a produce request.
+struct Batch<'a> {
+    topic: &'a str,
+    partition: i32,
+    records: bytes::Bytes,
+    budget: &'a Budget,
+}
+
 async fn publish(
     b: &Broker,
     producer: &Producer,
-    topic: &str,
-    partition: i32,
-    records: bytes::Bytes,
+    batch: Batch<'_>,
     fire_and_forget: bool,
 ) -> Outcome {
+    let Batch {
+        topic,
+        partition,
+        records,
+        budget,
+    } = batch;
     if partition != 0 {
         return Err((
             ResponseError::UnknownTopicOrPartition,
@@ -112,7 +142,7 @@ async fn publish(
             format!("`{topic}` is not a valid topic name"),
         ));
     }
-    let events = records::decode_produce(topic, &records, b.opts.default_priority)
+    let events = records::decode_produce(topic, &records, b.opts.default_priority, budget)
         .map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
     let n = events.len() as u64;
     if n == 0 {

@@ -10,8 +10,9 @@
 //!   of a topic may have gaps (other topics' events sit there), which a batch's offset deltas
 //!   carry as they are; clients accept gaps, as in a compacted Kafka topic.
 
+use crate::decompress::{decompress, Budget};
 use crate::error::KafkaError;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use eventstream_core::{Event, Header, Priority};
 use indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
@@ -22,15 +23,24 @@ use kafka_protocol::records::{
 /// The record header that names an event's priority.
 pub const PRIORITY_HEADER: &str = "priority";
 
-/// The events of `records` (one partition's record batches) for `topic`.
+/// The events of `records` (one partition's record batches) for `topic`; compressed batches
+/// expand within `budget` ([`crate::decompress`]).
 pub fn decode_produce(
     topic: &str,
     records: &Bytes,
     default_priority: Priority,
+    budget: &Budget,
 ) -> Result<Vec<Event>, KafkaError> {
     let mut buf = records.clone();
-    let sets = RecordBatchDecoder::decode_all(&mut buf)
+    let mut sets = Vec::new();
+    while buf.has_remaining() {
+        let set = RecordBatchDecoder::decode_with_custom_compression(
+            &mut buf,
+            Some(|c: &mut Bytes, codec| decompress(c, codec, budget).map_err(Into::into)),
+        )
         .map_err(|e| KafkaError::BadRecords(format!("{e:#}")))?;
+        sets.push(set);
+    }
     let mut events = Vec::new();
     for set in sets {
         for r in set.records {
@@ -172,7 +182,13 @@ mod tests {
                 produced("a", Some("k1"), &[("trace", Some("t-1")), ("n", None)]),
                 second,
             ];
-            let events = decode_produce("orders", &batch(&rs, c), Priority::Low).unwrap();
+            let events = decode_produce(
+                "orders",
+                &batch(&rs, c),
+                Priority::Low,
+                &Budget::new(1 << 20),
+            )
+            .unwrap();
             assert_eq!(events.len(), 2, "{c:?}");
             assert_eq!(&events[0].payload[..], b"a");
             assert_eq!(events[0].topic, "orders");
@@ -192,13 +208,31 @@ mod tests {
     #[test]
     fn a_bad_priority_header_or_garbage_is_refused() {
         let rs = [produced("a", None, &[("priority", Some("urgent"))])];
-        let err = decode_produce("t", &batch(&rs, Compression::None), Priority::Low).unwrap_err();
+        let err = decode_produce(
+            "t",
+            &batch(&rs, Compression::None),
+            Priority::Low,
+            &Budget::new(1 << 20),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("urgent"), "{err}");
         let mut bytes = batch(&[produced("a", None, &[])], Compression::None).to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xFF;
-        assert!(decode_produce("t", &Bytes::from(bytes), Priority::Low).is_err());
-        assert!(decode_produce("t", &Bytes::from_static(b"\x00\x01"), Priority::Low).is_err());
+        assert!(decode_produce(
+            "t",
+            &Bytes::from(bytes),
+            Priority::Low,
+            &Budget::new(1 << 20)
+        )
+        .is_err());
+        assert!(decode_produce(
+            "t",
+            &Bytes::from_static(b"\x00\x01"),
+            Priority::Low,
+            &Budget::new(1 << 20)
+        )
+        .is_err());
     }
 
     #[test]

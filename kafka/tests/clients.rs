@@ -392,3 +392,82 @@ fn a_kafka_producer_follows_a_leader_change() {
     );
     c.nodes.shutdown();
 }
+
+#[test]
+fn a_compressed_batch_expanding_past_the_budget_is_refused_and_the_connection_stays() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    let c = Cluster::start(1); // max_request_bytes 1 MiB: 4 MiB may be decompressed per request
+    let record = |value: Vec<u8>| Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 0,
+        key: None,
+        value: Some(value.into()),
+        headers: Default::default(),
+    };
+    let produce = |value: Vec<u8>| {
+        let mut records = BytesMut::new();
+        let opts = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Zstd,
+        };
+        RecordBatchEncoder::encode(&mut records, [&record(value)], &opts).unwrap();
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("bombs")))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records.freeze()))])]);
+        let mut body = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::Produce as i16)
+            .with_request_api_version(9)
+            .with_correlation_id(5)
+            .encode(&mut body, ApiKey::Produce.request_header_version(9))
+            .unwrap();
+        req.encode(&mut body, 9).unwrap();
+        let mut framed = (body.len() as i32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&body);
+        framed
+    };
+    let mut s = TcpStream::connect(c.kafka[0]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let answer = |s: &mut TcpStream, req: Vec<u8>| {
+        s.write_all(&req).unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+        s.read_exact(&mut resp).unwrap();
+        let mut resp = bytes::Bytes::from(resp);
+        ResponseHeader::decode(&mut resp, ApiKey::Produce.response_header_version(9)).unwrap();
+        let r = ProduceResponse::decode(&mut resp, 9).unwrap();
+        let p = &r.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    // 64 MiB of zeros compress to a few KB.
+    let bomb = produce(vec![0; 64 << 20]);
+    assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+    let (code, _) = answer(&mut s, bomb);
+    assert_eq!(code, 2, "CORRUPT_MESSAGE");
+    // The same connection still produces a batch within the budget.
+    let (code, offset) = answer(&mut s, produce(vec![7; 100_000]));
+    assert_eq!((code, offset), (0, 0));
+    c.nodes.shutdown();
+}

@@ -346,6 +346,9 @@ pub struct OverloadArgs {
     /// The nodes' `--retention-max-bytes` (0 = no limit).
     #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().retention_max_bytes)]
     pub retention_max_bytes: u64,
+    /// The nodes' `--storage-stream-segment-bytes` (retention deletes whole segments).
+    #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().stream_segment_bytes)]
+    pub stream_segment_bytes: u64,
     /// The nodes' `--snapshot-entries` (entries applied between compactions).
     #[arg(long, default_value_t = eventstream_bench::overload::OverloadOptions::default().snapshot_entries)]
     pub snapshot_entries: u64,
@@ -380,6 +383,7 @@ impl From<OverloadArgs> for eventstream_bench::overload::OverloadOptions {
             max_inflight_per_connection: a.max_inflight_per_connection,
             retention_max_events: a.retention_max_events,
             retention_max_bytes: a.retention_max_bytes,
+            stream_segment_bytes: a.stream_segment_bytes,
             snapshot_entries: a.snapshot_entries,
             log_keep_entries: a.log_keep_entries,
             compaction_interval_ms: a.compaction_interval_ms,
