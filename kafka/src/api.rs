@@ -6,7 +6,7 @@
 
 use crate::conn::Broker;
 use crate::error::KafkaError;
-use crate::{admin, fetch, metadata, produce};
+use crate::{admin, coordinator, fetch, metadata, produce};
 use bytes::{Bytes, BytesMut};
 use eventstream_node::Producer;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -26,7 +26,24 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
 ];
+
+/// One connection's side of every request: its publishing side and the client's address.
+#[derive(Debug)]
+pub(crate) struct Client {
+    pub producer: Producer,
+    /// The client's IP address (DescribeGroups shows it).
+    pub host: String,
+}
 
 /// The versions of `key` offered, if it is.
 fn offered(key: ApiKey) -> Option<(i16, i16)> {
@@ -128,7 +145,7 @@ pub fn check_request(buf: Bytes) -> Result<usize, KafkaError> {
 /// gets no answer (an `acks=0` produce).
 pub(crate) async fn answer(
     broker: Arc<Broker>,
-    producer: Arc<Producer>,
+    client: Arc<Client>,
     req: Request,
 ) -> Option<Bytes> {
     let correlation_id = req.header.correlation_id;
@@ -139,27 +156,64 @@ pub(crate) async fn answer(
     let response = match body {
         RequestKind::ApiVersions(_) => api_versions(false),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::answer(&broker, r, v).await),
-        RequestKind::Produce(r) => match produce::answer(&broker, &producer, r).await {
+        RequestKind::Produce(r) => match produce::answer(&broker, &client, r).await {
             Some(resp) => ResponseKind::Produce(resp),
             None => return None,
         },
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::answer(&broker, r, v).await),
+        other => dispatch(&broker, &client, &req.header, other, v).await?,
+    };
+    encode(correlation_id, req.key, v, &response)
+}
+
+/// Every request but ApiVersions, Metadata and Produce: the group coordinator's, reads and
+/// administration.
+async fn dispatch(
+    broker: &Broker,
+    client: &Client,
+    header: &RequestHeader,
+    body: RequestKind,
+    v: i16,
+) -> Option<ResponseKind> {
+    Some(match body {
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(coordinator::find_coordinator(broker, r, v))
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(
+            coordinator::join_group(broker, r, header, &client.host, v).await,
+        ),
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(coordinator::sync_group(broker, r).await)
+        }
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(coordinator::heartbeat(broker, r)),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(coordinator::leave_group(broker, r, v))
+        }
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(
+            coordinator::offset_commit(broker, &client.producer, r).await,
+        ),
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(coordinator::offset_fetch(broker, r, v))
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(coordinator::list_groups(broker, r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(coordinator::describe_groups(broker, r))
+        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::answer(broker, r, v).await),
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(fetch::list_offsets(&broker, r).await)
+            ResponseKind::ListOffsets(fetch::list_offsets(broker, r).await)
         }
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(admin::create_topics(&broker, r).await)
+            ResponseKind::CreateTopics(admin::create_topics(broker, r).await)
         }
         RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(admin::describe_configs(&broker, r))
+            ResponseKind::DescribeConfigs(admin::describe_configs(broker, r))
         }
         other => {
             // `decode` lets only offered APIs through.
             tracing::error!(request = ?other, "kafka request without a handler");
             return None;
         }
-    };
-    encode(correlation_id, req.key, v, &response)
+    })
 }
 
 fn encode(

@@ -18,7 +18,7 @@ use crate::api;
 use crate::error::KafkaError;
 use bytes::{Bytes, BytesMut};
 use eventstream_core::Priority;
-use eventstream_node::{Gateway, Producer};
+use eventstream_node::Gateway;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -98,6 +98,8 @@ pub(crate) struct Broker {
     pub gateway: Gateway,
     pub opts: KafkaOptions,
     pub counters: Arc<KafkaCounters>,
+    /// The consumer groups this node coordinates (while it leads).
+    pub groups: crate::group::Groups,
 }
 
 /// Serves Kafka clients on `listener` until the runtime stops.
@@ -111,7 +113,9 @@ pub async fn serve(
         gateway,
         opts,
         counters,
+        groups: Default::default(),
     });
+    tokio::spawn(crate::coordinator::sweep(broker.clone()));
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -129,7 +133,7 @@ pub async fn serve(
                 .counters
                 .open_connections
                 .fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = connection(sock, &broker).await {
+            if let Err(e) = connection(sock, peer, &broker).await {
                 if !matches!(e, KafkaError::Io(_)) {
                     broker
                         .counters
@@ -149,12 +153,19 @@ pub async fn serve(
 }
 
 /// Reads requests until the client closes or sends a bad one; answers in order.
-async fn connection(sock: TcpStream, broker: &Arc<Broker>) -> Result<(), KafkaError> {
+async fn connection(
+    sock: TcpStream,
+    peer: std::net::SocketAddr,
+    broker: &Arc<Broker>,
+) -> Result<(), KafkaError> {
     let (mut rd, wr) = sock.into_split();
     let (tx, rx) = mpsc::channel::<JoinHandle<Option<Bytes>>>(MAX_QUEUED);
     let writer = tokio::spawn(write_answers(wr, rx));
-    let producer = Arc::new(broker.gateway.producer());
-    let result = read_requests(&mut rd, broker, &producer, &tx).await;
+    let client = Arc::new(api::Client {
+        producer: broker.gateway.producer(),
+        host: peer.ip().to_string(),
+    });
+    let result = read_requests(&mut rd, broker, &client, &tx).await;
     drop(tx);
     let _ = writer.await;
     result
@@ -163,13 +174,13 @@ async fn connection(sock: TcpStream, broker: &Arc<Broker>) -> Result<(), KafkaEr
 async fn read_requests(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     broker: &Arc<Broker>,
-    producer: &Arc<Producer>,
+    client: &Arc<api::Client>,
     tx: &mpsc::Sender<JoinHandle<Option<Bytes>>>,
 ) -> Result<(), KafkaError> {
     while let Some(body) = read_frame(rd, broker.opts.max_request_bytes).await? {
         let req = api::decode(body)?;
         broker.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let task = tokio::spawn(api::answer(broker.clone(), producer.clone(), req));
+        let task = tokio::spawn(api::answer(broker.clone(), client.clone(), req));
         if tx.send(task).await.is_err() {
             break;
         }

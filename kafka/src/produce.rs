@@ -6,11 +6,12 @@
 //! commit and fsync (there is no weaker acknowledgement to give). `acks=0` is admitted and
 //! not answered, as Kafka does; its events are counted in `unacknowledged_events`.
 
+use crate::api::Client;
 use crate::conn::Broker;
 use crate::decompress::Budget;
 use crate::metadata::valid_topic;
 use crate::records;
-use eventstream_node::{Producer, Refusal};
+use eventstream_node::{Producer, Refusal, GROUP_OFFSETS_TOPIC};
 use eventstream_proto::frame::ErrorCode;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -42,7 +43,7 @@ type Outcome = Result<u64, (ResponseError, String)>;
 
 pub(crate) async fn answer(
     b: &Arc<Broker>,
-    producer: &Arc<Producer>,
+    client: &Arc<Client>,
     req: ProduceRequest,
 ) -> Option<ProduceResponse> {
     let fire_and_forget = req.acks == 0;
@@ -57,7 +58,7 @@ pub(crate) async fn answer(
         let name = t.name.0.to_string();
         let mut parts = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
-            let (b, producer, name) = (b.clone(), producer.clone(), name.clone());
+            let (b, client, name) = (b.clone(), client.clone(), name.clone());
             let budget = budget.clone();
             let records = p.records.unwrap_or_default();
             let task = tokio::spawn(async move {
@@ -67,7 +68,7 @@ pub(crate) async fn answer(
                     records,
                     budget: &budget,
                 };
-                publish(&b, &producer, batch, fire_and_forget).await
+                publish(&b, &client.producer, batch, fire_and_forget).await
             });
             parts.push((p.index, task));
         }
@@ -140,6 +141,12 @@ async fn publish(
         return Err((
             ResponseError::InvalidTopicException,
             format!("`{topic}` is not a valid topic name"),
+        ));
+    }
+    if topic == GROUP_OFFSETS_TOPIC {
+        return Err((
+            ResponseError::InvalidTopicException,
+            format!("`{topic}` is internal: consumer groups commit to it through OffsetCommit"),
         ));
     }
     let events = records::decode_produce(topic, &records, b.opts.default_priority, budget)

@@ -77,6 +77,27 @@ impl Cluster {
             .join(",")
     }
 
+    /// Stops the leader and waits for another: (old leader, new leader, the survivors'
+    /// Kafka bootstrap list, whose metadata names the new leader).
+    fn stop_leader(&mut self) -> (u64, u64, String) {
+        let old = self.nodes.leader().unwrap();
+        self.nodes.stop_node(old);
+        let new = loop {
+            match self.nodes.wait_for_leader(Duration::from_secs(15)) {
+                Some(l) if l != old => break l,
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        let survivors: Vec<String> = self
+            .kafka
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u64 + 1 != old)
+            .map(|(_, a)| a.to_string())
+            .collect();
+        (old, new, survivors.join(","))
+    }
+
     /// A follower's Kafka address: clients must find the leader from its metadata.
     fn follower_kafka(&self) -> String {
         let leader = self.nodes.leader().expect("leader");
@@ -224,11 +245,10 @@ fn kcat_produces_and_consumes_keys_headers_and_offsets_with_gaps() {
     c.nodes.shutdown();
 }
 
-#[test]
-fn confluent_kafka_produces_every_codec_and_reads_it_all_back() {
-    let Some(python) = require("python3") else {
-        return;
-    };
+/// python3 with confluent-kafka; `None` (skip) outside CI when missing, a failure with
+/// `CI=true`.
+fn confluent_python() -> Option<PathBuf> {
+    let python = require("python3")?;
     let have = Command::new(&python)
         .args(["-c", "import confluent_kafka"])
         .status()
@@ -240,8 +260,37 @@ fn confluent_kafka_produces_every_codec_and_reads_it_all_back() {
             "confluent-kafka is not installed and CI=true: scripts/ensure-tools.sh must install it"
         );
         eprintln!("\n!!!!!!!! SKIPPED: python3 -m pip install confluent-kafka !!!!!!!!\n");
-        return;
+        return None;
     }
+    Some(python)
+}
+
+/// Runs `tests/confluent_group.py` with `args`; its JSON line.
+fn group_script(python: &std::path::Path, args: &[&str]) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/confluent_group.py");
+    let out = run(Command::new(python).arg(script).args(args), b"");
+    let line = out.trim().lines().last().unwrap_or_default().to_owned();
+    eprintln!("confluent_group.py {}: {line}", args[0]);
+    line
+}
+
+/// The integer after `"key": ` in a JSON line.
+fn json_int(line: &str, key: &str) -> i64 {
+    let at = line
+        .find(&format!("\"{key}\": "))
+        .unwrap_or_else(|| panic!("{key} not in {line}"));
+    line[at + key.len() + 4..]
+        .split(|c: char| c != '-' && !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in {line}"))
+}
+
+#[test]
+fn confluent_kafka_produces_every_codec_and_reads_it_all_back() {
+    let Some(python) = confluent_python() else {
+        return;
+    };
     let c = Cluster::start(3);
     publish_native(&c, "noise", 100);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/confluent_client.py");
@@ -341,27 +390,13 @@ fn a_kafka_producer_follows_a_leader_change() {
         Command::new(&kcat).args(["-P", "-b", &all, "-t", "moves"]),
         b"before\n",
     );
-    let old = c.nodes.leader().unwrap();
-    c.nodes.stop_node(old);
-    let new = loop {
-        match c.nodes.wait_for_leader(Duration::from_secs(15)) {
-            Some(l) if l != old => break l,
-            _ => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
     // Bootstrap from the survivors: their metadata names the new leader.
-    let survivors: Vec<String> = c
-        .kafka
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i as u64 + 1 != old)
-        .map(|(_, a)| a.to_string())
-        .collect();
+    let (_, new, survivors) = c.stop_leader();
     run(
         Command::new(&kcat).args([
             "-P",
             "-b",
-            &survivors.join(","),
+            &survivors,
             "-t",
             "moves",
             "-X",
@@ -373,7 +408,7 @@ fn a_kafka_producer_follows_a_leader_change() {
         Command::new(&kcat).args([
             "-C",
             "-b",
-            &survivors.join(","),
+            &survivors,
             "-t",
             "moves",
             "-o",
@@ -469,5 +504,91 @@ fn a_compressed_batch_expanding_past_the_budget_is_refused_and_the_connection_st
     // The same connection still produces a batch within the budget.
     let (code, offset) = answer(&mut s, produce(vec![7; 100_000]));
     assert_eq!((code, offset), (0, 0));
+    c.nodes.shutdown();
+}
+
+#[test]
+fn a_consumer_group_of_two_shares_the_topic_and_reads_every_record_once() {
+    let Some(python) = confluent_python() else {
+        return;
+    };
+    let c = Cluster::start(3);
+    let boot = c.bootstrap();
+    publish_native(&c, "noise", 50);
+    group_script(&python, &["produce", &boot, "shared", "400"]);
+    publish_native(&c, "noise", 50);
+    let out = group_script(&python, &["share", &boot, "shared", "readers", "400"]);
+    assert_eq!(json_int(&out, "read"), 400, "{out}");
+    assert_eq!(json_int(&out, "members"), 2, "{out}");
+    assert!(
+        json_int(&out, "by_a") >= 200 && json_int(&out, "by_b") > 0,
+        "{out}"
+    );
+    // The group's commits are replicated: every node's table holds the last one.
+    let last = c.nodes.nodes.iter().flatten().map(|n| {
+        let committed = n.gateway().committed_offsets("readers");
+        committed
+            .iter()
+            .find(|o| o.topic == "shared")
+            .map(|o| o.offset)
+    });
+    let last: Vec<_> = last.collect();
+    assert!(last[0].is_some(), "{last:?}");
+    assert!(last.iter().all(|l| *l == last[0]), "{last:?}");
+    c.nodes.shutdown();
+}
+
+#[test]
+fn a_consumer_resumes_at_its_committed_offset_after_the_leader_is_killed() {
+    let Some(python) = confluent_python() else {
+        return;
+    };
+    let mut c = Cluster::start(3);
+    let boot = c.bootstrap();
+    group_script(&python, &["produce", &boot, "resumed", "100"]);
+    let out = group_script(&python, &["commit", &boot, "resumed", "billing", "30"]);
+    let committed = json_int(&out, "committed");
+    let (_, new, survivors) = c.stop_leader();
+    let out = group_script(&python, &["resume", &survivors, "resumed", "billing"]);
+    assert_eq!(
+        json_int(&out, "committed"),
+        committed,
+        "new leader {new}: {out}"
+    );
+    assert_eq!(
+        json_int(&out, "first"),
+        committed,
+        "new leader {new}: {out}"
+    );
+    c.nodes.shutdown();
+}
+
+#[test]
+fn clients_cannot_write_the_reserved_offsets_topic() {
+    let Some(kcat) = require("kcat") else { return };
+    let c = Cluster::start(3);
+    let mut cmd = Command::new(&kcat);
+    cmd.args(["-P", "-b", &c.bootstrap(), "-t", "__consumer_offsets"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"forged\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() || stderr.contains("nvalid"),
+        "kcat wrote the reserved topic: {stderr}"
+    );
+    // Nor through the native gateway.
+    let leader = c.nodes.leader().unwrap();
+    let node = c.nodes.nodes[(leader - 1) as usize].as_ref().unwrap();
+    let gw = node.gateway();
+    let refused = node.runtime_handle().block_on(async move {
+        gw.producer()
+            .publish(vec![Event::new("__consumer_offsets", Priority::High, "{}")])
+            .await
+    });
+    assert!(refused.unwrap_err().message.contains("reserved"));
     c.nodes.shutdown();
 }

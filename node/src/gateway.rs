@@ -13,8 +13,10 @@
 //! * Reads never block the runtime: segment files are read on the blocking pool.
 
 use crate::error::NodeError;
-use crate::server::{self, Filter, Refusal, ServerCtx};
+use crate::groups::{self, CommittedOffset, OffsetCommit};
+use crate::server::{self, Filter, Origin, Refusal, ServerCtx};
 use eventstream_core::{Event, Publisher};
+use eventstream_proto::frame::ErrorCode;
 use eventstream_proto::Member;
 use eventstream_storage::stream::TopicInfo;
 use std::sync::Arc;
@@ -123,6 +125,22 @@ impl Gateway {
         stream_read(from, next, events)
     }
 
+    /// True while this node is the leader and its state includes every acknowledged write
+    /// (it applied every entry of earlier terms): it may then answer for consumer groups.
+    pub fn is_caught_up_leader(&self) -> bool {
+        self.ctx.metrics.leader_caught_up()
+    }
+
+    /// The consumer groups that committed offsets, in name order.
+    pub fn group_names(&self) -> Vec<String> {
+        self.ctx.groups.groups()
+    }
+
+    /// `group`'s committed offsets as this node applied them (empty for an unknown group).
+    pub fn committed_offsets(&self, group: &str) -> Vec<CommittedOffset> {
+        self.ctx.groups.group(group)
+    }
+
     /// The topics of the retained stream: name, events, first and last offsets.
     pub async fn topics(&self) -> Result<Vec<TopicInfo>, NodeError> {
         let stream = self.ctx.stream.clone();
@@ -156,20 +174,64 @@ pub struct Producer {
 }
 
 impl Producer {
+    async fn admit(&self, events: Vec<Event>, origin: Origin) -> Result<server::Admitted, Refusal> {
+        server::admit(&self.ctx, &self.publisher, &self.slots, events, origin).await
+    }
+
     /// Publishes `events` and waits until they are committed: their offsets, in order (an
     /// event whose id was seen before gets its first offset), or why not.
     pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<u64>, Refusal> {
-        let admitted = server::admit(&self.ctx, &self.publisher, &self.slots, events).await?;
+        let admitted = self.admit(events, Origin::Client).await?;
         let (result, permits) = server::await_commit(&self.ctx, admitted).await;
         drop(permits);
         result
+    }
+
+    /// Commits `offsets` for consumer group `group` and waits until the commit is on a
+    /// quorum and fsynced (then every replica's table has it): the commit event's offset, or
+    /// why not. A group id or a metadata string longer than its limit is refused.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<OffsetCommit>,
+    ) -> Result<u64, Refusal> {
+        if group.len() > groups::MAX_GROUP_ID_BYTES {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "group id is {} bytes; at most {} are allowed",
+                    group.len(),
+                    groups::MAX_GROUP_ID_BYTES
+                ),
+            ));
+        }
+        if let Some(o) = offsets
+            .iter()
+            .find(|o| o.metadata.len() > groups::MAX_COMMIT_METADATA_BYTES)
+        {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "commit metadata for {}/{} is {} bytes; at most {} are allowed",
+                    o.topic,
+                    o.partition,
+                    o.metadata.len(),
+                    groups::MAX_COMMIT_METADATA_BYTES
+                ),
+            ));
+        }
+        let event = groups::commit_event(group, offsets);
+        let admitted = self.admit(vec![event], Origin::Node).await?;
+        let (result, permits) = server::await_commit(&self.ctx, admitted).await;
+        drop(permits);
+        Ok(result?.first().copied().unwrap_or_default())
     }
 
     /// Publishes `events` without waiting for their commit (a fire-and-forget producer):
     /// `Err` only when they were not admitted. The commit is still counted in the node's
     /// publish outcomes.
     pub async fn publish_unacknowledged(&self, events: Vec<Event>) -> Result<(), Refusal> {
-        let admitted = server::admit(&self.ctx, &self.publisher, &self.slots, events).await?;
+        let admitted = self.admit(events, Origin::Client).await?;
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
             let (_, permits) = server::await_commit(&ctx, admitted).await;

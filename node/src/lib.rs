@@ -23,6 +23,8 @@
 //! * [`NodeMetrics`] — implements core's `ReplicationSource` for exporters.
 //! * [`Gateway`] — publish and read steps for listeners of other protocols (the Kafka one):
 //!   admitted, limited and acknowledged as native publishes are.
+//! * [`GroupOffsets`] — consumer groups' committed offsets, replicated as events of the
+//!   reserved topic [`GROUP_OFFSETS_TOPIC`] and carried in snapshots.
 //! * [`NodeError`] — the crate's one error type.
 //!
 //! The wire format lives in `eventstream-proto`, the log and snapshot formats in
@@ -37,6 +39,7 @@ mod copy;
 mod driver;
 mod error;
 mod gateway;
+mod groups;
 mod join;
 mod metrics;
 mod node;
@@ -56,6 +59,10 @@ pub use error::NodeError;
 pub use eventstream_proto::Member;
 pub use eventstream_storage::stream::TopicInfo;
 pub use gateway::{Gateway, Producer, StreamRead};
+pub use groups::{
+    CommittedOffset, GroupOffsets, OffsetCommit, GROUP_OFFSETS_TOPIC, MAX_COMMIT_METADATA_BYTES,
+    MAX_GROUP_ID_BYTES,
+};
 pub use metrics::NodeMetrics;
 pub use node::{LocalCluster, Node, ProposalStage};
 pub use replica::{Replica, ReplicaConfig};

@@ -102,6 +102,8 @@ pub struct NodeMetrics {
     /// Highest commit index a leader has announced to this node.
     pub(crate) leader_commit: AtomicU64,
     pub(crate) is_leader: AtomicBool,
+    /// True once this leader applied every entry committed before its term (false otherwise).
+    pub(crate) leader_caught_up: AtomicBool,
     /// Highest log index raft counts as persisted on this node (refreshed with the status).
     pub(crate) persisted_index: AtomicU64,
     /// Why the log can no longer be written (set once, by the driver or the WAL thread).
@@ -223,6 +225,7 @@ impl NodeMetrics {
             leader: AtomicU64::new(0),
             leader_commit: AtomicU64::new(0),
             is_leader: AtomicBool::new(false),
+            leader_caught_up: AtomicBool::new(false),
             persisted_index: AtomicU64::new(0),
             storage_failure: Mutex::new(None),
             storage_failed: AtomicBool::new(false),
@@ -295,6 +298,13 @@ impl NodeMetrics {
     /// True while this node is the leader.
     pub fn is_leader(&self) -> bool {
         self.is_leader.load(Ordering::Acquire)
+    }
+
+    /// True while this node is the leader and has applied every entry committed in earlier
+    /// terms: what it reads from its state machine includes every acknowledged write.
+    pub fn leader_caught_up(&self) -> bool {
+        // Pairs with the Release stores in the replica's role change and apply steps.
+        self.is_leader() && self.leader_caught_up.load(Ordering::Acquire)
     }
 
     /// Records that the log cannot be written any more (first reason wins). From then on the

@@ -177,6 +177,7 @@ impl Node {
         let applier = engine.new_applier(format!("raft-apply-{}", cfg.id));
         let stats = engine.stats_handle();
         let sm = StateMachine::new(dedup, applier, stream.clone(), acks.clone());
+        let groups = sm.group_offsets().clone();
         let mut rcfg = cfg.replica_config(&members);
         if cfg.join && !crate::join::has_log(&cfg.data_dir) {
             rcfg.voters = crate::join::fetch_bootstrap_voters(&cfg, &members)?;
@@ -249,6 +250,7 @@ impl Node {
             engine: Arc::new(engine),
             acks,
             stream: stream.clone(),
+            groups,
             copies: copies.clone(),
             driver: driver_tx.clone(),
             max_frame: (cfg.limits.max_frame_bytes as usize),

@@ -490,6 +490,9 @@ pub struct Replica {
     proposed: VecDeque<(u64, Instant)>,
     written_hs: HardState,
     role: StateRole,
+    /// While leader: the index of the entry raft appended when this node became leader. Once
+    /// it is applied, every entry committed in earlier terms is applied too.
+    term_start: u64,
     leader: u64,
     commit_lat: Vec<u64>,
     /// Log size reported by the WAL thread (asynchronous persistence).
@@ -671,6 +674,7 @@ impl Replica {
             proposed: VecDeque::new(),
             written_hs: hs,
             role: StateRole::Follower,
+            term_start: 0,
             leader: 0,
             commit_lat: Vec::new(),
             log_bytes: 0,
@@ -1295,6 +1299,15 @@ impl Replica {
             self.metrics
                 .is_leader
                 .store(new_role == StateRole::Leader, Ordering::Release);
+            self.term_start = if new_role == StateRole::Leader {
+                self.raw.raft.raft_log.last_index()
+            } else {
+                0
+            };
+            self.metrics
+                .leader_caught_up
+                .store(false, Ordering::Release);
+            self.note_caught_up();
         }
         if leader != self.leader {
             if leader != 0 {
@@ -1302,6 +1315,16 @@ impl Replica {
             }
             self.leader = leader;
             self.metrics.leader.store(leader, Ordering::Release);
+        }
+    }
+
+    /// Tells the front ends once a leader has applied every entry of earlier terms (state
+    /// read from the state machine, such as committed group offsets, is then complete).
+    fn note_caught_up(&mut self) {
+        if self.term_start > 0 && self.sm.applied() >= self.term_start {
+            self.term_start = 0;
+            // Pairs with the Acquire load in `NodeMetrics::leader_caught_up`.
+            self.metrics.leader_caught_up.store(true, Ordering::Release);
         }
     }
 
@@ -1323,6 +1346,7 @@ impl Replica {
                 self.apply_conf_entry(e);
             }
         }
+        self.note_caught_up();
         self.metrics
             .proposals_applied
             .fetch_add(proposals, Ordering::Relaxed);

@@ -58,6 +58,8 @@ pub struct ServerCtx {
     pub acks: Arc<AckRegistry>,
     /// The committed stream.
     pub stream: Arc<CommittedStream>,
+    /// Consumer groups' committed offsets (the state machine writes them).
+    pub groups: Arc<crate::groups::GroupOffsets>,
     /// Copies of the stream to and from other members.
     pub copies: Arc<crate::copy::CopyCounters>,
     /// The driver's inbox (raft messages from peers).
@@ -515,7 +517,7 @@ impl ClientConn<'_> {
                 return Err(invalid(format!("bad publish: {e}")));
             }
         };
-        match admit(ctx, &self.publisher, &self.slots, events).await {
+        match admit(ctx, &self.publisher, &self.slots, events, Origin::Client).await {
             Ok(admitted) => {
                 tokio::spawn(answer_publish(
                     ctx.clone(),
@@ -617,6 +619,14 @@ pub(crate) struct Admitted {
     permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
 }
 
+/// Who wrote a publish: a client (which may not write reserved topics) or the node itself
+/// (consumer-group commits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Client,
+    Node,
+}
+
 /// Admits a publish: counts it as received; refuses it when this node cannot take it
 /// ([`publish_refusal`]) or an in-flight limit is reached ([`inflight_permits`]); else gives
 /// the events without an id one, registers the request for their offsets and puts them into
@@ -626,10 +636,11 @@ pub(crate) async fn admit(
     publisher: &std::sync::Mutex<Publisher>,
     slots: &Arc<Semaphore>,
     mut events: Vec<Event>,
+    origin: Origin,
 ) -> Result<Admitted, Refusal> {
     let n_events = events.len();
     ctx.publishes.received(n_events);
-    if let Some(r) = publish_refusal(&events, ctx) {
+    if let Some(r) = publish_refusal(&events, ctx, origin) {
         ctx.publishes.answered(PublishOutcome::OtherError, n_events);
         return Err(r);
     }
@@ -983,9 +994,13 @@ fn storage_failed(ctx: &ServerCtx, why: &str) -> Refusal {
     )
 }
 
-/// Why this node cannot take `events` now (storage failed, not the leader, an invalid event),
-/// or `None`.
-pub(crate) fn publish_refusal(events: &[Event], ctx: &ServerCtx) -> Option<Refusal> {
+/// Why this node cannot take `events` now (storage failed, not the leader, an invalid event,
+/// a client's event of the reserved consumer-group topic), or `None`.
+pub(crate) fn publish_refusal(
+    events: &[Event],
+    ctx: &ServerCtx,
+    origin: Origin,
+) -> Option<Refusal> {
     if let Some(why) = ctx.metrics.storage_failure() {
         return Some(storage_failed(ctx, &why));
     }
@@ -997,6 +1012,16 @@ pub(crate) fn publish_refusal(events: &[Event], ctx: &ServerCtx) -> Option<Refus
         });
     }
     events.iter().find_map(|e| {
+        if origin == Origin::Client && e.topic == crate::groups::GROUP_OFFSETS_TOPIC {
+            return Some(Refusal::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "event {}: topic {} is reserved for consumer-group commits",
+                    e.id,
+                    crate::groups::GROUP_OFFSETS_TOPIC
+                ),
+            ));
+        }
         codec::validate_event(e, ctx.max_event_bytes)
             .err()
             .map(|err| Refusal::new(ErrorCode::BadRequest, format!("event {}: {err}", e.id)))
@@ -1193,6 +1218,7 @@ mod admin_auth_tests {
             engine: Arc::new(Engine::builder().start().expect("engine")),
             acks: AckRegistry::new(),
             stream: CommittedStream::open(dir.path(), Default::default()).unwrap(),
+            groups: Default::default(),
             copies: Default::default(),
             driver: crossbeam_channel::unbounded().0,
             max_frame: 1 << 20,

@@ -13,6 +13,8 @@
 //!   windows (with the same window configuration it would also find nothing to drop).
 //! * `applied` is only ever the index of the last entry whose effects are in the stream; after
 //!   a restart it is the persisted commit index the log was replayed to.
+//! * Consumer-group commits (events of [`GROUP_OFFSETS_TOPIC`]) change the group table when
+//!   they get their offset, so a deduplicated retry of a commit changes nothing twice.
 //! * Stream time never goes back: an entry's time is the leader's wall clock when it proposed
 //!   it, raised to the previous entry's time if that was later (a new leader whose clock is
 //!   behind); entries without a time (older logs) get the previous time. Every replica
@@ -20,6 +22,7 @@
 
 use crate::acks::AckRegistry;
 use crate::error::NodeError;
+use crate::groups::{GroupOffsets, GROUP_OFFSETS_TOPIC};
 use crate::stream::CommittedStream;
 use eventstream_core::{Applier, DedupConfig, DedupWindow, Event, Tagged};
 use eventstream_proto::codec;
@@ -79,6 +82,8 @@ pub struct StateMachine {
     resolved: Vec<(u64, u64)>,
     /// The fresh events' encodings of the entry being applied (one stream batch).
     batch: Vec<u8>,
+    /// Consumer groups' committed offsets (commit events applied in stream order).
+    groups: Arc<GroupOffsets>,
 }
 
 impl StateMachine {
@@ -101,7 +106,13 @@ impl StateMachine {
             positions: Vec::new(),
             resolved: Vec::new(),
             batch: Vec::new(),
+            groups: Arc::new(GroupOffsets::default()),
         }
+    }
+
+    /// Consumer groups' committed offsets, as the applied log left them.
+    pub fn group_offsets(&self) -> &Arc<GroupOffsets> {
+        &self.groups
     }
 
     /// Index of the last applied entry.
@@ -148,6 +159,7 @@ impl StateMachine {
         s.dedup_max_age_ns = self.dedup.max_age.map_or(0, |d| d.as_nanos() as u64);
         s.dedup = self.decisions.entries().collect();
         s.offsets = self.decisions.tags().collect();
+        s.group_offsets = self.groups.export();
         Ok(())
     }
 
@@ -167,6 +179,7 @@ impl StateMachine {
         );
         self.applied = s.index;
         self.last_time_ms = s.last_timestamp_ms;
+        self.groups.restore(&s.group_offsets);
         if s.chunks.is_empty() {
             self.stream.align(s.first_offset, s.next_offset)
         } else {
@@ -250,6 +263,10 @@ impl StateMachine {
                     let at = self.positions[i] as usize;
                     let len = codec::encoded_len(&self.events[i]);
                     self.batch.extend_from_slice(&entry.data[at..at + len]);
+                    if self.events[i].topic == GROUP_OFFSETS_TOPIC {
+                        self.groups
+                            .apply(&self.events[i].payload, self.last_time_ms);
+                    }
                     if kept != i {
                         self.events.swap(kept, i);
                     }
@@ -344,6 +361,60 @@ mod tests {
         let mut out = Vec::new();
         sm.stream().read(from, usize::MAX, |_| true, &mut out);
         out.into_iter().map(|(o, e)| (o, e.id.0)).collect()
+    }
+
+    #[test]
+    fn group_commits_apply_once_and_survive_snapshot_and_replay() {
+        use crate::groups::{commit_event, OffsetCommit};
+        let commit = |offset| {
+            commit_event(
+                "billing",
+                vec![OffsetCommit {
+                    topic: "orders".into(),
+                    partition: 0,
+                    offset,
+                    metadata: "m".into(),
+                }],
+            )
+        };
+        let first = commit(5).with_id(1_000);
+        let entries = [
+            Entry {
+                index: 1,
+                term: 1,
+                data: codec::encode_block(std::slice::from_ref(&first)),
+                ..Entry::default()
+            },
+            // A retry of the first commit after a later one: a duplicate, so it must not
+            // move the group back to offset 5.
+            Entry {
+                index: 2,
+                term: 1,
+                data: codec::encode_block(&[commit(9).with_id(1_001), first]),
+                ..Entry::default()
+            },
+        ];
+        let (mut sm, _d) = machine(64);
+        for e in &entries {
+            sm.apply(e).unwrap();
+        }
+        let offsets = |sm: &StateMachine| -> Vec<(String, i64)> {
+            sm.group_offsets()
+                .group("billing")
+                .into_iter()
+                .map(|c| (c.topic, c.offset))
+                .collect()
+        };
+        assert_eq!(offsets(&sm), [("orders".to_string(), 9)]);
+        let mut data = snapshot::SnapshotData::default();
+        sm.export_into(&mut data).unwrap();
+        let decoded = snapshot::decode(&snapshot::encode(&data)).unwrap();
+        let (mut restored, _r) = machine(64);
+        restored.restore(&decoded).unwrap();
+        assert_eq!(offsets(&restored), offsets(&sm));
+        let (mut replayed, _p) = machine(64);
+        replayed.replay(&entries).unwrap();
+        assert_eq!(offsets(&replayed), offsets(&sm));
     }
 
     proptest! {

@@ -23,6 +23,6 @@ pub mod stream;
 pub mod wal;
 
 pub use error::StorageError;
-pub use snapshot::{SnapshotData, SnapshotMember, StreamChunk};
+pub use snapshot::{SnapshotData, SnapshotGroupOffset, SnapshotMember, StreamChunk};
 pub use stream::{RetentionPolicy, StreamConfig, StreamLog};
 pub use wal::{Recovered, Wal};

@@ -8,8 +8,8 @@
 //!
 //! # Layout (little-endian)
 //! ```text
-//! header   b"ESSNAP\r\n" | u32 format version (3) | u32 flags (0)
-//! section  u8 kind | u32 crc32(body) | u64 body_len | body        (kinds 1..=5, in order)
+//! header   b"ESSNAP\r\n" | u32 format version (4) | u32 flags (0)
+//! section  u8 kind | u32 crc32(body) | u64 body_len | body        (kinds 1..=6, in order)
 //!   1 meta     u64 index | u64 term | u32 n | n × u64 voter | u32 m | m × u64 learner
 //!              | u64 created_unix_ms | u64 first_offset | u64 next_offset
 //!              | u64 dedup_window | u64 dedup_max_age_ns (0 = none)
@@ -19,8 +19,12 @@
 //!   4 offsets  u64 n | n × (u64 id | u64 offset)                oldest first
 //!   5 stream   u64 last_timestamp_ms | u32 n | n × (u64 base | u64 next | u64 bytes
 //!                          | u64 max_timestamp_ms)             the segment manifest
+//!   6 groups   u32 n | n × (str16 group | str16 topic | i32 partition | i64 offset
+//!              | u64 commit_unix_ms | str16 metadata)  consumer groups' committed offsets,
+//!                                                       sorted by (group, topic, partition)
 //! trailer  u8 0xFF | u32 crc32(every byte before this trailer)
 //! ```
+//! Format 3 (read, never written) is format 4 without section 6 (no committed offsets).
 //! Format 2 (read, never written) is format 3 without the members' `kafka_addr`.
 //! Format 1 (read, never written) carried the retained events in section 5 instead:
 //! `u64 n | n × (u64 first_offset | u64 appended_unix_ms | u32 len | data | u32 k | k × u32
@@ -47,7 +51,9 @@ use std::path::{Path, PathBuf};
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"ESSNAP\r\n";
 /// Format version written by this build.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
+/// Format 3: no consumer groups' offsets (read, never written).
+const FORMAT_NO_GROUPS: u32 = 3;
 /// Format 2: members without a Kafka address (read, never written).
 const FORMAT_NO_KAFKA: u32 = 2;
 /// The format that carried the stream's events (read for upgrades, never written).
@@ -70,6 +76,23 @@ pub struct SnapshotMember {
     pub kafka_addr: Option<String>,
     /// Learner (non-voting) member.
     pub learner: bool,
+}
+
+/// A consumer group's committed offset for one partition, as recorded in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotGroupOffset {
+    /// The group's id.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The committed offset (the next one the group reads).
+    pub offset: i64,
+    /// Stream time of the commit, ms since the epoch.
+    pub commit_unix_ms: u64,
+    /// The client's metadata string.
+    pub metadata: String,
 }
 
 /// A run of retained events: one applied entry's data and its fresh events' byte positions.
@@ -118,6 +141,8 @@ pub struct SnapshotData {
     pub last_timestamp_ms: u64,
     /// The stream log's segments at this index (what a follower or a backup copies).
     pub segments: Vec<SegmentInfo>,
+    /// Consumer groups' committed offsets, sorted by (group, topic, partition).
+    pub group_offsets: Vec<SnapshotGroupOffset>,
     /// Retained events, from a format-1 snapshot only (empty otherwise).
     pub chunks: Vec<StreamChunk>,
 }
@@ -150,13 +175,18 @@ fn put_str16(b: &mut BytesMut, s: &str) {
     b.put_slice(&s.as_bytes()[..end]);
 }
 
-/// Encodes a snapshot (format 2: the manifest, never the events).
+/// Encodes a snapshot (the current format: the manifest, never the events).
 pub fn encode(s: &SnapshotData) -> Bytes {
+    encode_version(s, FORMAT_VERSION)
+}
+
+/// Encodes `s` in format `version` (3 or 4; older builds wrote 3).
+fn encode_version(s: &SnapshotData, version: u32) -> Bytes {
     let mut buf = BytesMut::with_capacity(
         256 + 32 * s.segments.len() + 16 * (s.dedup.len() + s.offsets.len()) + 64 * s.members.len(),
     );
-    put_header(&mut buf, FORMAT_VERSION);
-    put_state_sections(&mut buf, s, FORMAT_VERSION);
+    put_header(&mut buf, version);
+    put_state_sections(&mut buf, s, version);
     section(&mut buf, 5, |b| {
         b.put_u64_le(s.last_timestamp_ms);
         b.put_u32_le(s.segments.len() as u32);
@@ -164,6 +194,21 @@ pub fn encode(s: &SnapshotData) -> Bytes {
             for v in [g.base_offset, g.next_offset, g.bytes, g.max_timestamp_ms] {
                 b.put_u64_le(v);
             }
+        }
+    });
+    if version < FORMAT_VERSION {
+        put_trailer(&mut buf);
+        return buf.freeze();
+    }
+    section(&mut buf, 6, |b| {
+        b.put_u32_le(s.group_offsets.len() as u32);
+        for g in &s.group_offsets {
+            put_str16(b, &g.group);
+            put_str16(b, &g.topic);
+            b.put_i32_le(g.partition);
+            b.put_i64_le(g.offset);
+            b.put_u64_le(g.commit_unix_ms);
+            put_str16(b, &g.metadata);
         }
     });
     put_trailer(&mut buf);
@@ -209,7 +254,7 @@ fn put_state_sections(buf: &mut BytesMut, s: &SnapshotData, version: u32) {
             b.put_u64_le(m.id);
             put_str16(b, &m.addr);
             put_str16(b, m.http_addr.as_deref().unwrap_or(""));
-            if version >= FORMAT_VERSION {
+            if version >= FORMAT_NO_GROUPS {
                 put_str16(b, m.kafka_addr.as_deref().unwrap_or(""));
             }
             b.put_u8(u8::from(m.learner));
@@ -308,7 +353,14 @@ pub fn decode(src: &Bytes) -> Result<SnapshotData, DecodeError> {
         return Err(invalid("magic", "not an eventstream snapshot"));
     }
     let version = r.u32()?;
-    if ![FORMAT_VERSION, FORMAT_NO_KAFKA, FORMAT_WITH_EVENTS].contains(&version) {
+    if ![
+        FORMAT_VERSION,
+        FORMAT_NO_GROUPS,
+        FORMAT_NO_KAFKA,
+        FORMAT_WITH_EVENTS,
+    ]
+    .contains(&version)
+    {
         return Err(invalid("format version", version.to_string()));
     }
     if r.u32()? != 0 {
@@ -361,7 +413,7 @@ pub fn decode(src: &Bytes) -> Result<SnapshotData, DecodeError> {
             let id = m.u64()?;
             let addr = m.str16("member address")?.to_owned();
             let http = m.str16("member http address")?;
-            let kafka = if version >= FORMAT_VERSION {
+            let kafka = if version >= FORMAT_NO_GROUPS {
                 m.str16("member kafka address")?
             } else {
                 ""
@@ -400,6 +452,9 @@ pub fn decode(src: &Bytes) -> Result<SnapshotData, DecodeError> {
         decode_chunks(src, &mut r, &mut s)?;
     } else {
         decode_manifest(&mut r, &mut s)?;
+    }
+    if version >= FORMAT_VERSION {
+        decode_group_offsets(&mut r, &mut s)?;
     }
     if r.remaining() != 5 {
         return Err(invalid(
@@ -440,6 +495,34 @@ fn decode_manifest(r: &mut Reader<'_>, s: &mut SnapshotData) -> Result<(), Decod
         s.segments.push(g);
     }
     done(&m, "stream section")
+}
+
+/// Section 6: consumer groups' committed offsets, strictly ascending by (group, topic,
+/// partition).
+fn decode_group_offsets(r: &mut Reader<'_>, s: &mut SnapshotData) -> Result<(), DecodeError> {
+    let mut m = Reader::new(next_section(r, 6)?);
+    let n = m.u32()?;
+    // Three empty strings and the fixed fields: 26 bytes at least.
+    let n = count(&m, n.into(), 26, "group offset count")?;
+    for _ in 0..n {
+        let g = SnapshotGroupOffset {
+            group: m.str16("group id")?.to_owned(),
+            topic: m.str16("group offset topic")?.to_owned(),
+            partition: m.u32()? as i32,
+            offset: m.u64()? as i64,
+            commit_unix_ms: m.u64()?,
+            metadata: m.str16("group offset metadata")?.to_owned(),
+        };
+        let key = |x: &SnapshotGroupOffset| (x.group.clone(), x.topic.clone(), x.partition);
+        if s.group_offsets.last().is_some_and(|p| key(p) >= key(&g)) {
+            return Err(invalid(
+                "group offsets",
+                format!("`{}` {}/{} out of order", g.group, g.topic, g.partition),
+            ));
+        }
+        s.group_offsets.push(g);
+    }
+    done(&m, "groups section")
 }
 
 /// Section 5 of format 1: the retained events, checked to cover `first..next`.
@@ -661,6 +744,24 @@ mod tests {
                     max_timestamp_ms: 1_700_000_000_500,
                 },
             ],
+            group_offsets: vec![
+                SnapshotGroupOffset {
+                    group: "billing".into(),
+                    topic: "orders".into(),
+                    partition: 0,
+                    offset: 14,
+                    commit_unix_ms: 1_700_000_000_450,
+                    metadata: String::new(),
+                },
+                SnapshotGroupOffset {
+                    group: "billing".into(),
+                    topic: "refunds".into(),
+                    partition: 0,
+                    offset: 11,
+                    commit_unix_ms: 1_700_000_000_460,
+                    metadata: "consumer-1".into(),
+                },
+            ],
             chunks: Vec::new(),
         }
     }
@@ -670,6 +771,7 @@ mod tests {
         SnapshotData {
             last_timestamp_ms: 5,
             segments: Vec::new(),
+            group_offsets: Vec::new(),
             chunks: vec![
                 chunk(10, &[1, 2, 3], &[0, 2]),
                 chunk(12, &[7, 8, 9], &[0, 1, 2]),
@@ -708,6 +810,31 @@ mod tests {
         }
         assert_eq!(back, s);
         assert_eq!(back.chunks.len(), 2);
+    }
+
+    #[test]
+    fn format_3_without_group_offsets_is_still_read() {
+        let s = sample();
+        let back = decode(&encode_version(&s, FORMAT_NO_GROUPS)).unwrap();
+        assert!(back.group_offsets.is_empty());
+        assert_eq!(
+            back,
+            SnapshotData {
+                group_offsets: Vec::new(),
+                ..s
+            }
+        );
+    }
+
+    #[test]
+    fn group_offsets_out_of_order_are_rejected() {
+        let mut s = sample();
+        s.group_offsets.swap(0, 1);
+        let err = decode(&encode(&s)).unwrap_err();
+        assert!(err.to_string().contains("out of order"), "{err}");
+        let mut s = sample();
+        s.group_offsets[1] = s.group_offsets[0].clone();
+        assert!(decode(&encode(&s)).is_err());
     }
 
     #[test]
@@ -766,7 +893,7 @@ mod tests {
 
         /// Garbage after a valid header and with valid checksums still decodes safely.
         #[test]
-        fn decoder_never_panics_on_valid_framing(body in proptest::collection::vec(any::<u8>(), 0..200), kind in 1u8..6) {
+        fn decoder_never_panics_on_valid_framing(body in proptest::collection::vec(any::<u8>(), 0..200), kind in 1u8..7) {
             let mut b = BytesMut::new();
             b.put_slice(MAGIC);
             b.put_u32_le(FORMAT_VERSION);
