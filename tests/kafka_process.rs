@@ -1,10 +1,14 @@
-//! A node process's Kafka listener against hostile requests: a few bytes that declare an
-//! array of two billion elements (the Kafka-protocol decoder reserves their capacity before
-//! decoding one, more than the machine's memory) close that connection, and the node keeps
-//! serving Kafka clients. Without the binary's allocator (src/alloc.rs) the reservation
-//! aborts the process.
+//! Node processes' Kafka listeners.
+//!
+//! * Hostile requests: a few bytes that declare an array of two billion elements (the
+//!   Kafka-protocol decoder reserves their capacity before decoding one, more than the
+//!   machine's memory) close that connection, and the node keeps serving Kafka clients.
+//!   Without the binary's allocator (src/alloc.rs) the reservation aborts the process.
+//! * An idempotent producer (confluent-kafka, `enable.idempotence=true`, `acks=all`) keeps
+//!   producing while the leader is killed with SIGKILL; a consumer group of two then reads
+//!   every acknowledged record exactly once, none stored twice.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -128,4 +132,110 @@ fn a_request_declaring_billions_of_elements_closes_its_connection_not_the_node()
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("kafka connection closed"), "{log}");
+}
+
+const GROUP_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/kafka/tests/confluent_group.py"
+);
+
+/// The node whose /metrics says it leads.
+fn leader(http: &[String]) -> Option<usize> {
+    http.iter()
+        .position(|h| get(h, "/metrics").contains("eventstream_raft_is_leader 1"))
+}
+
+#[test]
+fn an_idempotent_producer_survives_a_leader_sigkill_and_a_group_reads_every_record_once() {
+    let Some(python) = eventstream_testkit::confluent_kafka_python() else {
+        return;
+    };
+    const RECORDS: usize = 100_000;
+    let ports = eventstream_testkit::free_ports(9).unwrap();
+    let a = ports.addrs();
+    let (peer, kafka, http) = (&a[0..3], &a[3..6], &a[6..9]);
+    let peers = (0..3)
+        .map(|i| format!("{}={}+{}", i + 1, peer[i], kafka[i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<_> = (0..3)
+        .map(|i| {
+            Command::new(EXE)
+                .args(["node", "--id", &(i + 1).to_string(), "--peers", &peers])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("node-{}", i + 1)))
+                .args(["--http-port", &ports[6 + i].to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let old = loop {
+        if let Some(l) = leader(http) {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no leader elected");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut producer = Command::new(&python)
+        .args([GROUP_SCRIPT, "idempotent", &kafka.join(","), "orders"])
+        .arg(RECORDS.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the leader once a fifth of the records are acknowledged.
+    let mut lines = std::io::BufReader::new(producer.stdout.take().unwrap()).lines();
+    let mut last = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.starts_with("progress 20000") {
+            nodes[old].kill().unwrap();
+            let _ = nodes[old].wait();
+        }
+        last = line;
+        if last.starts_with('{') {
+            break;
+        }
+    }
+    assert!(producer.wait().unwrap().success(), "{last}");
+    assert!(
+        last.contains(&format!("\"acked\": {RECORDS}, \"failed\": 0")),
+        "every record acknowledged: {last}"
+    );
+    assert!(
+        nodes[old].try_wait().unwrap().is_some(),
+        "the leader was killed while the producer ran: {last}"
+    );
+    let survivors: Vec<String> = (0..3)
+        .filter(|i| *i != old)
+        .map(|i| kafka[i].clone())
+        .collect();
+    let out = Command::new(&python)
+        .args([
+            GROUP_SCRIPT,
+            "read-all",
+            &survivors.join(","),
+            "orders",
+            "readers",
+        ])
+        .arg(RECORDS.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("\"read\": {RECORDS}, \"twice\": 0")),
+        "{stdout}"
+    );
+    for n in nodes.iter_mut() {
+        let _ = n.kill();
+        let _ = n.wait();
+    }
 }

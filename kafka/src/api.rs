@@ -35,6 +35,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// One connection's side of every request: its publishing side and the client's address.
@@ -208,6 +209,7 @@ async fn dispatch(
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(admin::describe_configs(broker, r))
         }
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(admin::init_producer_id(r)),
         other => {
             // `decode` lets only offered APIs through.
             tracing::error!(request = ?other, "kafka request without a handler");

@@ -88,9 +88,10 @@ pub(crate) fn find_coordinator(
     let answer = |key: StrBytes| -> Coordinator {
         let c = Coordinator::default().with_key(key);
         match found {
+            // Fatal for the client, rather than a retriable error it would retry forever.
             _ if req.key_type == KEY_TYPE_TRANSACTION => c
                 .with_node_id(BrokerId(-1))
-                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
                 .with_error_message(Some(str("transactions are not supported"))),
             Some(x) => c
                 .with_node_id(BrokerId(x.id))

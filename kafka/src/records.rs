@@ -6,6 +6,10 @@
 //!   order, the priority comes from a `priority` header (`critical|high|medium|low`) or the
 //!   listener's default. The producer's record timestamp is not kept: the leader gives every
 //!   event its stream time, which is what consumers read back (`LogAppendTime`).
+//! * **Idempotent producers**: a record of a batch with a producer id gets the event id
+//!   [`idempotent_id`] of (producer id, epoch, topic, sequence). A batch retried after a
+//!   failover carries the same ids, so the node's replicated dedup window stores it once and
+//!   acknowledges the retry with the offsets the first attempt got.
 //! * **Out** (Fetch): events with their offsets become one v2 batch (uncompressed). Offsets
 //!   of a topic may have gaps (other topics' events sit there), which a batch's offset deltas
 //!   carry as they are; clients accept gaps, as in a compacted Kafka topic.
@@ -53,9 +57,41 @@ pub fn decode_produce(
     Ok(events)
 }
 
+/// The event id of an idempotent producer's record: a 64-bit mix of (producer id, epoch,
+/// topic, sequence), the same on every node and in every build (a retry may reach another
+/// leader), never [`eventstream_core::EventId::AUTO`].
+pub fn idempotent_id(producer_id: i64, epoch: i16, topic: &str, sequence: i32) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        // splitmix64's finalizer.
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    // FNV-1a of the topic.
+    let topic_hash = topic.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let seq = (u64::from(epoch as u16) << 32) | u64::from(sequence as u32);
+    let id = mix(topic_hash ^ mix(producer_id as u64 ^ mix(seq)));
+    id.max(1)
+}
+
 fn event_of(topic: &str, r: Record, default_priority: Priority) -> Result<Event, KafkaError> {
+    if r.transactional {
+        return Err(KafkaError::BadRecords(
+            "transactional batches are not accepted: transactions are not offered".into(),
+        ));
+    }
     let mut priority = default_priority;
     let mut e = Event::new(topic, priority, r.value.unwrap_or_default());
+    if r.producer_id >= 0 {
+        e = e.with_id(idempotent_id(
+            r.producer_id,
+            r.producer_epoch,
+            topic,
+            r.sequence,
+        ));
+    }
     if let Some(k) = r.key {
         e = e.with_key(k);
     }
@@ -203,6 +239,45 @@ mod tests {
             assert_eq!(events[1].priority, Priority::Critical);
             assert_eq!(events[1].key(), None);
         }
+    }
+
+    #[test]
+    fn an_idempotent_producers_records_get_ids_from_their_sequences() {
+        let idempotent = |seq: i32, offset: i64| {
+            let mut r = produced("v", None, &[]);
+            (r.producer_id, r.producer_epoch, r.sequence, r.offset) = (7, 2, seq, offset);
+            r
+        };
+        let decode = |rs: &[Record]| {
+            decode_produce(
+                "t",
+                &batch(rs, Compression::None),
+                Priority::Low,
+                &Budget::new(1 << 20),
+            )
+            .unwrap()
+            .iter()
+            .map(|e| e.id.0)
+            .collect::<Vec<_>>()
+        };
+        let first = decode(&[idempotent(10, 0), idempotent(11, 1)]);
+        assert_eq!(
+            first,
+            [idempotent_id(7, 2, "t", 10), idempotent_id(7, 2, "t", 11)]
+        );
+        // The same batch retried: the same ids, which the dedup window drops.
+        assert_eq!(decode(&[idempotent(10, 0), idempotent(11, 1)]), first);
+        // Another epoch, producer or topic is another id.
+        let others = [
+            idempotent_id(7, 3, "t", 10),
+            idempotent_id(8, 2, "t", 10),
+            idempotent_id(7, 2, "u", 10),
+        ];
+        assert!(others.iter().all(|id| !first.contains(id)));
+        // The values are part of the replicated state: they must not change between builds.
+        assert_eq!(idempotent_id(1, 0, "orders", 0), 0xa164_4f42_e2ef_a255);
+        // A producer without an id gets automatic ids.
+        assert_eq!(decode(&[produced("v", None, &[])]), [0]);
     }
 
     #[test]

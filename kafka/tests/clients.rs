@@ -245,26 +245,6 @@ fn kcat_produces_and_consumes_keys_headers_and_offsets_with_gaps() {
     c.nodes.shutdown();
 }
 
-/// python3 with confluent-kafka; `None` (skip) outside CI when missing, a failure with
-/// `CI=true`.
-fn confluent_python() -> Option<PathBuf> {
-    let python = require("python3")?;
-    let have = Command::new(&python)
-        .args(["-c", "import confluent_kafka"])
-        .status()
-        .unwrap()
-        .success();
-    if !have {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "confluent-kafka is not installed and CI=true: scripts/ensure-tools.sh must install it"
-        );
-        eprintln!("\n!!!!!!!! SKIPPED: python3 -m pip install confluent-kafka !!!!!!!!\n");
-        return None;
-    }
-    Some(python)
-}
-
 /// Runs `tests/confluent_group.py` with `args`; its JSON line.
 fn group_script(python: &std::path::Path, args: &[&str]) -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/confluent_group.py");
@@ -288,7 +268,7 @@ fn json_int(line: &str, key: &str) -> i64 {
 
 #[test]
 fn confluent_kafka_produces_every_codec_and_reads_it_all_back() {
-    let Some(python) = confluent_python() else {
+    let Some(python) = eventstream_testkit::confluent_kafka_python() else {
         return;
     };
     let c = Cluster::start(3);
@@ -509,7 +489,7 @@ fn a_compressed_batch_expanding_past_the_budget_is_refused_and_the_connection_st
 
 #[test]
 fn a_consumer_group_of_two_shares_the_topic_and_reads_every_record_once() {
-    let Some(python) = confluent_python() else {
+    let Some(python) = eventstream_testkit::confluent_kafka_python() else {
         return;
     };
     let c = Cluster::start(3);
@@ -540,7 +520,7 @@ fn a_consumer_group_of_two_shares_the_topic_and_reads_every_record_once() {
 
 #[test]
 fn a_consumer_resumes_at_its_committed_offset_after_the_leader_is_killed() {
-    let Some(python) = confluent_python() else {
+    let Some(python) = eventstream_testkit::confluent_kafka_python() else {
         return;
     };
     let mut c = Cluster::start(3);

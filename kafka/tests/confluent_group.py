@@ -12,14 +12,22 @@ Usage:
       reads K records, commits after the last, closes; prints {"committed": offset}
   confluent_group.py resume BOOTSTRAP TOPIC GROUP
       a new consumer of GROUP: prints {"committed": ..., "first": offset of the first record}
+  confluent_group.py idempotent BOOTSTRAP TOPIC N
+      N records from an idempotent producer (enable.idempotence, acks=all), printing
+      "progress K" as deliveries are reported (the caller kills the leader meanwhile);
+      prints {"acked": ..., "failed": ...}
+  confluent_group.py read-all BOOTSTRAP TOPIC GROUP N
+      two consumers of GROUP read until N distinct records are seen: prints {"read", "twice"};
+      exits non-zero if a record is missing, read twice or stored twice
 Exits non-zero on any mismatch.
 """
 
 import json
+import os
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 
@@ -43,7 +51,9 @@ def produce(bootstrap, topic, n):
 
 
 def consumer(bootstrap, group):
+    debug = {"debug": os.environ["KAFKA_DEBUG"]} if os.environ.get("KAFKA_DEBUG") else {}
     return Consumer({
+        **debug,
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "enable.auto.commit": False,
@@ -160,6 +170,78 @@ def resume(bootstrap, topic, group):
     raise SystemExit("nothing read after resuming")
 
 
+def idempotent(bootstrap, topic, n):
+    p = Producer({
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.timeout.ms": 120000,
+    })
+    acked, failed = [0], []
+
+    def report(err, msg):
+        if err is not None:
+            failed.append(str(err))
+        else:
+            acked[0] += 1
+            if acked[0] % 5000 == 0:
+                print(f"progress {acked[0]}", flush=True)
+
+    for i in range(n):
+        while True:
+            try:
+                p.produce(topic, key=f"k{i}".encode(), value=f"v{i}".encode(),
+                          headers=[("i", str(i).encode())], on_delivery=report)
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    left = p.flush(120)
+    return {"acked": acked[0], "failed": len(failed), "undelivered": left, "errors": failed[:3]}
+
+
+def read_all(bootstrap, topic, group, n):
+    cs = [consumer(bootstrap, group), consumer(bootstrap, group)]
+
+    def revoked(c, partitions):
+        # Hand over at a rebalance: the next owner starts after what this one read.
+        try:
+            c.commit(asynchronous=False)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError._NO_OFFSET:
+                raise
+
+    for c in cs:
+        c.subscribe([topic], on_revoke=revoked)
+    keys, offsets, twice = set(), set(), 0
+    deadline = time.time() + 120
+    while len(keys) < n and time.time() < deadline:
+        for c in cs:
+            for m in c.consume(num_messages=1000, timeout=0.05):
+                if m.error():
+                    continue
+                check(m)
+                if m.offset() in offsets:
+                    twice += 1
+                    continue
+                offsets.add(m.offset())
+                if m.key() in keys:
+                    raise SystemExit(f"key {m.key()} stored twice (offset {m.offset()})")
+                keys.add(m.key())
+    # Nothing after the last record read: no second copy of any record is stored.
+    _, hi = cs[0].get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    if offsets and hi != max(offsets) + 1:
+        raise SystemExit(f"the topic ends at {hi}, past the last record read ({max(offsets)})")
+    for c in cs:
+        c.close()
+    if twice:
+        raise SystemExit(f"{twice} records read twice")
+    if len(keys) < n:
+        raise SystemExit(f"read {len(keys)} of {n}")
+    return {"read": len(keys), "twice": twice}
+
+
 def main():
     mode, bootstrap, topic = sys.argv[1], sys.argv[2], sys.argv[3]
     if mode == "produce":
@@ -171,6 +253,10 @@ def main():
         out = commit(bootstrap, topic, sys.argv[4], int(sys.argv[5]))
     elif mode == "resume":
         out = resume(bootstrap, topic, sys.argv[4])
+    elif mode == "idempotent":
+        out = idempotent(bootstrap, topic, int(sys.argv[4]))
+    elif mode == "read-all":
+        out = read_all(bootstrap, topic, sys.argv[4], int(sys.argv[5]))
     else:
         raise SystemExit(f"unknown mode {mode}")
     print(json.dumps(out))

@@ -15,6 +15,8 @@
 //! * [`raw_publish_error`] — one publish over a raw connection, for the error a node answers.
 //! * [`wait_until`] — polls a condition, panicking with what it waited for.
 //! * [`Prometheus`] — a real Prometheus scraping given targets, killed on drop.
+//! * [`confluent_kafka_python`] — a python3 with confluent-kafka, or a loud skip (a failure
+//!   with `CI=true`).
 //! * `fault` (feature `fault-injection`) — the storage crate's write/fsync fault injection.
 //! * `Pki` (feature `pki`) — CA, node, client and rogue certificates generated at run time.
 //!
@@ -31,6 +33,7 @@ mod prometheus;
 mod raw;
 mod runtime;
 mod scratch;
+mod tools;
 mod verify;
 mod wait;
 
@@ -45,5 +48,6 @@ pub use prometheus::{query_path, Prometheus};
 pub use raw::raw_publish_error;
 pub use runtime::{runtime, test_runtime};
 pub use scratch::Scratch;
+pub use tools::confluent_kafka_python;
 pub use verify::{verify_acked, Verified};
 pub use wait::wait_until;
