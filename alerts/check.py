@@ -132,6 +132,7 @@ CLI = {
     "member": {"add", "remove", "list"},
     "leader": {"transfer"},
     "snapshot": {"save", "status", "restore"},
+    "groups": {"list", "describe"},
 }
 DOCS = [ROOT / "docs" / "deploy-kubernetes.md", ROOT / "docs" / "operate.md"]
 CODE = re.compile(r"```[a-z]*\n(.*?)```|`([^`\n]+)`", re.S)

@@ -46,6 +46,9 @@ enum Command {
     /// Backups: save a node's snapshot, verify a file, seed a new cluster from one.
     #[command(subcommand)]
     Snapshot(cmd::snapshot::SnapshotCommand),
+    /// Consumer groups: committed offsets and lag per topic.
+    #[command(subcommand)]
+    Groups(cmd::groups::GroupsCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,5 +78,6 @@ fn main() -> anyhow::Result<()> {
         Command::Member(c) => cmd::member::member(c),
         Command::Leader(c) => cmd::member::leader(c),
         Command::Snapshot(c) => cmd::snapshot::run(c),
+        Command::Groups(c) => cmd::groups::run(c),
     }
 }

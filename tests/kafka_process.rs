@@ -234,6 +234,34 @@ fn an_idempotent_producer_survives_a_leader_sigkill_and_a_group_reads_every_reco
         stdout.contains(&format!("\"read\": {RECORDS}, \"twice\": 0")),
         "{stdout}"
     );
+    // The group's final commit is replicated: the CLI and the leader's /metrics show it at the
+    // topic's end, nothing left to read.
+    let survivors_peer: Vec<String> = (0..3)
+        .filter(|i| *i != old)
+        .map(|i| peer[i].clone())
+        .collect();
+    let out = Command::new(EXE)
+        .args(["groups", "describe", "readers", "--json", "--endpoints"])
+        .arg(survivors_peer.join(","))
+        .output()
+        .unwrap();
+    let described = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{described}");
+    assert!(
+        described.contains(&format!(
+            "\"topic\":\"orders\",\"partition\":0,\"committed\":{RECORDS},\"end\":{RECORDS},\"lag\":0"
+        )),
+        "{described}"
+    );
+    let lag_zero = "eventstream_kafka_group_lag_offsets{group=\"readers\",topic=\"orders\"} 0";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !http.iter().any(|h| get(h, "/metrics").contains(lag_zero)) {
+        assert!(
+            Instant::now() < deadline,
+            "no node's /metrics shows {lag_zero}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for n in nodes.iter_mut() {
         let _ = n.kill();
         let _ = n.wait();

@@ -290,6 +290,32 @@ pub struct ClusterStatus {
     /// The node's Kafka-protocol listener, if it runs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaListenerStats>,
+    /// Every consumer group's committed offset per topic, and how far behind the topic's end
+    /// it is (the replicated table: every node reports the same commits).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupLag>,
+}
+
+/// One consumer group's position in one topic partition.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GroupLag {
+    /// The group.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition (0: every topic has one).
+    pub partition: i32,
+    /// The committed offset: the next one the group reads.
+    pub committed: i64,
+    /// The topic's end: one past its last retained event (Kafka's log-end offset).
+    pub end: u64,
+    /// `end - committed` (0 when the group is at or past the end): what Kafka's tools call
+    /// the lag. Stream offsets of other topics between them count too, so it is the offsets
+    /// to pass, an upper bound on the group's events still to read.
+    pub lag: u64,
+    /// Stream time of the commit, ms since the epoch.
+    pub commit_unix_ms: u64,
 }
 
 /// What a node's Kafka-protocol listener did since start (counters only grow, except

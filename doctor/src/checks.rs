@@ -331,7 +331,8 @@ fn dedup(c: &mut Ctx<'_>) {
 }
 
 /// Replication and elections (present only on cluster nodes): no leader, leader changes,
-/// follower lag, apply lag, failed proposals, lost quorum. The cluster-wide findings of this
+/// follower lag, apply lag, failed proposals, lost quorum, and how far consumer groups trail
+/// the replicated stream. The cluster-wide findings of this
 /// area are [`node_down`] and [`multiple_leaders`].
 fn replication_and_elections(c: &mut Ctx<'_>) {
     let Some(has_leader) = c.now("eventstream_raft_has_leader", &[]) else {
@@ -345,6 +346,73 @@ fn replication_and_elections(c: &mut Ctx<'_>) {
     proposals_failed(c);
     quorum(c);
     stream_copy(c);
+    group_lag(c);
+}
+
+/// Consumer groups against `group_lag_offsets` (EventStreamConsumerGroupLagGrowing): a group
+/// far behind a topic's end and further behind than at the first scrape is lagging; only the
+/// leader reports groups. One finding per lagging group and topic, else one for them all.
+fn group_lag(c: &mut Ctx<'_>) {
+    const NAME: &str = "eventstream_kafka_group_lag_offsets";
+    let label = |s: &Sample, k: &str| s.labels.get(k).cloned().unwrap_or_default();
+    let groups: Vec<(String, String, f64, f64)> = c
+        .second
+        .iter()
+        .filter(|s| s.name == NAME)
+        .map(|s| {
+            let before = c
+                .first
+                .iter()
+                .find(|f| f.name == NAME && f.labels == s.labels)
+                .map_or(s.value, |f| f.value);
+            (
+                label(s, "group"),
+                label(s, "topic"),
+                s.value,
+                s.value - before,
+            )
+        })
+        .collect();
+    if groups.is_empty() {
+        return;
+    }
+    let lagging: Vec<_> = groups
+        .iter()
+        .filter(|(_, _, lag, growth)| *lag > c.t.group_lag_offsets && *growth > 0.0)
+        .cloned()
+        .collect();
+    if lagging.is_empty() {
+        let (group, topic, lag, _) = groups
+            .iter()
+            .cloned()
+            .fold(None::<(String, String, f64, f64)>, |m, x| match m {
+                Some(m) if m.2 >= x.2 => Some(m),
+                _ => Some(x),
+            })
+            .expect("not empty");
+        c.add(
+            Area::ReplicationAndElections,
+            Grade::Ok,
+            format!(
+                "{} consumer group offsets, largest lag {lag:.0} ({group} on {topic})",
+                groups.len()
+            ),
+            format!("{NAME}{{group=\"{group}\",topic=\"{topic}\"}} {lag:.0}"),
+            "",
+            None,
+        );
+        return;
+    }
+    for (group, topic, lag, growth) in lagging {
+        c.add(
+            Area::ReplicationAndElections,
+            Grade::Warning,
+            format!("consumer group {group} lags {lag:.0} offsets on {topic} (+{growth:.0} during the check)"),
+            format!("{NAME}{{group=\"{group}\",topic=\"{topic}\"}} {lag:.0}"),
+            "The group falls further behind: are its consumers up, in the group, and fast enough? `eventstream groups describe` shows its offsets.",
+            Some("EventStreamConsumerGroupLagGrowing"),
+        );
+    }
 }
 
 /// EventStreamNoLeader.

@@ -69,6 +69,9 @@ pub struct Thresholds {
     pub disk_free_warning_ratio: f64,
     /// EventStreamDiskAlmostFull: free / size of the data volume below this (critical).
     pub disk_free_critical_ratio: f64,
+    /// EventStreamConsumerGroupLagGrowing: a group this many offsets behind a topic's end
+    /// (and further behind than at the first scrape).
+    pub group_lag_offsets: f64,
 }
 
 impl Default for Thresholds {
@@ -84,6 +87,7 @@ impl Default for Thresholds {
             dedup_hit_ratio: 0.05,
             disk_free_warning_ratio: 0.15,
             disk_free_critical_ratio: 0.05,
+            group_lag_offsets: 1000.0,
         }
     }
 }
@@ -780,5 +784,53 @@ mod tests {
             r.bottleneck.unwrap().alert,
             Some("EventStreamHighFsyncLatency")
         );
+    }
+
+    #[test]
+    fn a_consumer_group_falling_behind_is_a_warning_and_one_catching_up_is_not() {
+        let lag = |t: f64, stalled: u64, catching_up: u64| {
+            format!(
+                "{}eventstream_kafka_group_lag_offsets{{group=\"stalled\",topic=\"orders\"}} {stalled}\n\
+                 eventstream_kafka_group_lag_offsets{{group=\"catching-up\",topic=\"orders\"}} {catching_up}\n",
+                healthy(t, 0.0, true)
+            )
+        };
+        let groups = |first: &str, second: &str| -> Vec<Finding> {
+            evaluate(
+                &[node("http://a:1", first, second)],
+                1.0,
+                Thresholds::default(),
+            )
+            .findings
+            .into_iter()
+            .filter(|f| f.summary.contains("consumer group"))
+            .collect()
+        };
+        let found = groups(&lag(1.0, 5000, 90000), &lag(2.0, 5100, 80000));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].grade, Grade::Warning);
+        assert_eq!(found[0].alert, Some("EventStreamConsumerGroupLagGrowing"));
+        assert!(
+            found[0]
+                .summary
+                .contains("stalled lags 5100 offsets on orders (+100"),
+            "{found:?}"
+        );
+        assert_eq!(
+            found[0].runbook.as_deref(),
+            Some("alerts/runbooks/EventStreamConsumerGroupLagGrowing.md")
+        );
+        // Both catching up (or under the threshold): one ok finding naming the largest lag.
+        let found = groups(&lag(1.0, 900, 90000), &lag(2.0, 950, 80000));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].grade, found[0].alert), (Grade::Ok, None));
+        assert!(
+            found[0]
+                .summary
+                .contains("largest lag 80000 (catching-up on orders)"),
+            "{found:?}"
+        );
+        // No groups (a follower, or none committed): nothing.
+        assert!(groups(&healthy(1.0, 0.0, true), &healthy(2.0, 0.0, true)).is_empty());
     }
 }

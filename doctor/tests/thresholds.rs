@@ -47,6 +47,7 @@ fn doctor_thresholds_match_the_alert_rules() {
         ("EventStreamHighLeaderChanges", t.leader_changes_per_hour),
         ("EventStreamDiskFilling", t.disk_free_warning_ratio),
         ("EventStreamDiskAlmostFull", t.disk_free_critical_ratio),
+        ("EventStreamConsumerGroupLagGrowing", t.group_lag_offsets),
     ] {
         let expr = rule_expr(&rules, alert);
         assert!(

@@ -809,6 +809,15 @@ pub const KAFKA_FETCHED_EVENTS: MetricDef = def(
     "Events returned to Kafka consumers by fetches on this node.",
     Cluster,
 );
+/// Each consumer group's lag per topic.
+pub const KAFKA_GROUP_LAG: MetricDef = def(
+    "eventstream_kafka_group_lag_offsets",
+    Gauge,
+    "offsets",
+    &["group", "topic"],
+    "Offsets between a consumer group's committed offset and its topic's end (Kafka's lag; other topics' offsets in between count too). Emitted only by the leader, from the replicated committed offsets.",
+    Cluster,
+);
 /// Connections closed for protocol errors.
 pub const PROTOCOL_ERRORS: MetricDef = def(
     "eventstream_protocol_errors_total",
@@ -944,6 +953,7 @@ pub const ALL: &[MetricDef] = &[
     KAFKA_PRODUCED_EVENTS,
     KAFKA_PRODUCE_ERRORS,
     KAFKA_FETCHED_EVENTS,
+    KAFKA_GROUP_LAG,
     PROTOCOL_ERRORS,
     TLS_HANDSHAKE_FAILURES,
     PUBLISH_REQUESTS,

@@ -788,6 +788,9 @@ impl Telemetry {
                         );
                     }
                 }
+                // Groups come and go too; every node holds the same commits, so only the
+                // leader reports them (one series per group and topic in the cluster).
+                write_group_lags(&mut out, &c.status.groups);
             }
         }
         out
@@ -842,6 +845,38 @@ impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         self.telemetry.http_in_flight.decrement(1.0);
     }
+}
+
+/// `eventstream_kafka_group_lag_offsets{group, topic}` for every committed offset.
+fn write_group_lags(out: &mut String, groups: &[eventstream_core::replication::GroupLag]) {
+    if groups.is_empty() {
+        return;
+    }
+    write_header(out, &catalog::KAFKA_GROUP_LAG);
+    for g in groups {
+        let _ = writeln!(
+            out,
+            "{}{{group=\"{}\",topic=\"{}\"}} {}",
+            catalog::KAFKA_GROUP_LAG.name,
+            label_value(&g.group),
+            label_value(&g.topic),
+            g.lag
+        );
+    }
+}
+
+/// A Prometheus label value with `\`, `"` and newlines escaped (the text format's rules).
+fn label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use crate::catalog::LATENCY_BUCKETS;
 use crate::config::BuildInfo;
 use crate::process::ProcessSample;
 use crate::telemetry::{HistoryPoint, Published, Throughput};
-use eventstream_core::replication::{ClusterStatus, ReplicationCounters, StreamStorage};
+use eventstream_core::replication::{ClusterStatus, GroupLag, ReplicationCounters, StreamStorage};
 use eventstream_core::{LatencySummary, Priority, WorkerStatus};
 use serde::Serialize;
 
@@ -339,6 +339,8 @@ pub struct RaftView {
     pub counters: ReplicationCounters,
     /// The stream's storage: segment files, cache, offsets being copied, the data volume.
     pub stream: StreamStorage,
+    /// Consumer groups' committed offsets and lag per topic.
+    pub groups: Vec<GroupLag>,
 }
 
 impl RaftView {
@@ -361,6 +363,7 @@ impl RaftView {
             peers_connected: s.peers_connected,
             counters: s.counters,
             stream: s.stream,
+            groups: s.groups.clone(),
         }
     }
 }

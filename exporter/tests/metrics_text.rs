@@ -441,9 +441,15 @@ fn cluster_series_only_with_a_source_and_lag_only_on_the_leader() {
         10,
     )
     .unwrap();
-    assert!(t
-        .render_prometheus()
-        .contains("eventstream_raft_replication_lag_entries{peer=\"2\"} 3"));
+    let text = t.render_prometheus();
+    assert!(text.contains("eventstream_raft_replication_lag_entries{peer=\"2\"} 3"));
+    // Group lag, from the leader only, with the label value escaped.
+    assert!(
+        text.contains(
+            "eventstream_kafka_group_lag_offsets{group=\"billing \\\"eu\\\"\",topic=\"orders\"} 60"
+        ),
+        "{text}"
+    );
     {
         let mut s = cluster.status.lock().unwrap();
         s.role = eventstream_core::replication::RaftRole::Candidate;
@@ -463,6 +469,7 @@ fn cluster_series_only_with_a_source_and_lag_only_on_the_leader() {
     t.publish();
     let (_, samples) = parse(&t.render_prometheus());
     assert!(find(&samples, "eventstream_raft_replication_lag_entries", &[]).is_empty());
+    assert!(find(&samples, "eventstream_kafka_group_lag_offsets", &[]).is_empty());
     assert_eq!(
         value(
             &samples,

@@ -144,6 +144,17 @@ fn status_page_renders_live_numbers_without_js_errors() {
     ] {
         assert!(stream.contains(part), "{part}: {stream}");
     }
+    // The fake's one consumer group, its name escaped.
+    assert!(
+        !dom.contains("id=\"groups-panel\" class=\"hidden\""),
+        "{}",
+        context()
+    );
+    assert!(
+        dom.contains("<td>billing \"eu\"</td><td>orders</td><td class=\"num\">40</td><td class=\"num\">100</td><td class=\"num\">60</td>"),
+        "{}",
+        context()
+    );
 
     let shot = artifacts_dir().join("status-page.png");
     let _ = std::fs::remove_file(&shot);

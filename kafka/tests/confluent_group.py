@@ -234,6 +234,7 @@ def read_all(bootstrap, topic, group, n):
     if offsets and hi != max(offsets) + 1:
         raise SystemExit(f"the topic ends at {hi}, past the last record read ({max(offsets)})")
     for c in cs:
+        revoked(c, None)
         c.close()
     if twice:
         raise SystemExit(f"{twice} records read twice")

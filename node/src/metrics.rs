@@ -5,7 +5,7 @@
 
 use eventstream_core::hdrhistogram::Histogram;
 use eventstream_core::replication::{
-    ClusterStatus, KafkaListenerStats, PublishCounts, PublishOutcome, RaftRole,
+    ClusterStatus, GroupLag, KafkaListenerStats, PublishCounts, PublishOutcome, RaftRole,
     ReplicationCounters, ReplicationHistograms, ReplicationSource, StreamStorage,
 };
 use eventstream_proto::Member;
@@ -120,6 +120,8 @@ pub struct NodeMetrics {
     stream: std::sync::OnceLock<StreamProbe>,
     /// Reads the Kafka listener's counters, once one is attached.
     kafka: std::sync::OnceLock<KafkaProbe>,
+    /// Consumer groups' committed offsets (the state machine's table).
+    groups: std::sync::OnceLock<Arc<crate::groups::GroupOffsets>>,
 }
 
 /// Reads a front end's counters for the status (the node does not know the listener).
@@ -140,6 +142,38 @@ struct StreamProbe {
 }
 
 impl StreamProbe {
+    /// Each committed offset of `groups`, with its topic's end and the lag to it.
+    fn group_lags(&self, groups: &crate::groups::GroupOffsets) -> Vec<GroupLag> {
+        let commits = groups.export();
+        if commits.is_empty() {
+            return Vec::new();
+        }
+        let topics = self.stream.topics().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "listing topics for consumer-group lag");
+            Vec::new()
+        });
+        // A topic without retained events ends where the retained stream starts.
+        let empty_end = self.stream.first_offset();
+        commits
+            .into_iter()
+            .map(|c| {
+                let end = topics
+                    .iter()
+                    .find(|t| t.name == c.topic.as_str())
+                    .map_or(empty_end, |t| t.last_offset + 1);
+                GroupLag {
+                    lag: end.saturating_sub(c.offset.max(0) as u64),
+                    group: c.group,
+                    topic: c.topic,
+                    partition: c.partition,
+                    committed: c.offset,
+                    end,
+                    commit_unix_ms: c.commit_unix_ms,
+                }
+            })
+            .collect()
+    }
+
     fn storage(&self) -> StreamStorage {
         let mut s = self.stream.storage();
         let c = &self.copies;
@@ -193,6 +227,7 @@ impl NodeMetrics {
             snapshot_max_ms: 0,
             storage_failure: None,
             kafka: None,
+            groups: Vec::new(),
         };
         NodeMetrics {
             elections: AtomicU64::new(0),
@@ -232,6 +267,7 @@ impl NodeMetrics {
             configured: members.clone(),
             stream: std::sync::OnceLock::new(),
             kafka: std::sync::OnceLock::new(),
+            groups: std::sync::OnceLock::new(),
             members: RwLock::new(members),
             learners: RwLock::new(Vec::new()),
             id,
@@ -434,6 +470,11 @@ impl NodeMetrics {
         let _ = self.kafka.set(KafkaProbe(Box::new(probe)));
     }
 
+    /// Lets the status report consumer groups' committed offsets and lag. Once.
+    pub(crate) fn attach_groups(&self, groups: Arc<crate::groups::GroupOffsets>) {
+        let _ = self.groups.set(groups);
+    }
+
     pub(crate) fn attach_stream(
         &self,
         stream: Arc<crate::stream::CommittedStream>,
@@ -461,6 +502,9 @@ impl ReplicationSource for NodeMetrics {
             s.stream = p.storage();
         }
         s.kafka = self.kafka.get().map(|probe| (probe.0)());
+        if let (Some(p), Some(g)) = (self.stream.get(), self.groups.get()) {
+            s.groups = p.group_lags(g);
+        }
         s.snapshot_max_ms = self
             .snapshot_ns
             .lock()

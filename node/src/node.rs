@@ -178,6 +178,7 @@ impl Node {
         let stats = engine.stats_handle();
         let sm = StateMachine::new(dedup, applier, stream.clone(), acks.clone());
         let groups = sm.group_offsets().clone();
+        metrics.attach_groups(groups.clone());
         let mut rcfg = cfg.replica_config(&members);
         if cfg.join && !crate::join::has_log(&cfg.data_dir) {
             rcfg.voters = crate::join::fetch_bootstrap_voters(&cfg, &members)?;

@@ -1444,6 +1444,7 @@ impl Replica {
             snapshot_max_ms: 0,
             storage_failure: None,
             kafka: None,
+            groups: Vec::new(),
         };
         self.metrics.set_status(status);
     }

@@ -300,30 +300,7 @@ pub fn status_table(rows: &[(String, Result<ClusterStatus, String>)]) -> String 
             }
         });
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    let sep = format!(
-        "+{}+\n",
-        widths
-            .iter()
-            .map(|w| "-".repeat(w + 2))
-            .collect::<Vec<_>>()
-            .join("+")
-    );
-    let mut out = sep.clone();
-    for (i, r) in table.iter().enumerate() {
-        out.push('|');
-        for (c, cell) in r.iter().enumerate() {
-            out.push_str(&format!(" {cell:<w$} |", w = widths[c]));
-        }
-        out.push('\n');
-        if i == 0 {
-            out.push_str(&sep);
-        }
-    }
-    out.push_str(&sep);
-    out
+    super::render_table(&table)
 }
 
 /// Runs `eventstream status`. Fails (non-zero exit) if no endpoint answered.

@@ -8,6 +8,7 @@ pub mod client;
 pub mod demo;
 mod demo_load;
 pub mod doctor;
+pub mod groups;
 mod kafka;
 pub mod member;
 pub mod node;
@@ -140,6 +141,35 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Prints `value` as one line of JSON on stdout.
+/// Rows (the first one the header) as an ASCII table, like `etcdctl -w table`.
+pub fn render_table(table: &[Vec<String>]) -> String {
+    let columns = table.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let sep = format!(
+        "+{}+\n",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+")
+    );
+    let mut out = sep.clone();
+    for (i, r) in table.iter().enumerate() {
+        out.push('|');
+        for (c, cell) in r.iter().enumerate() {
+            out.push_str(&format!(" {cell:<w$} |", w = widths[c]));
+        }
+        out.push('\n');
+        if i == 0 {
+            out.push_str(&sep);
+        }
+    }
+    out.push_str(&sep);
+    out
+}
+
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())

@@ -3,7 +3,7 @@
 use eventstream_core::hdrhistogram::Histogram;
 use eventstream_core::new_latency_histogram;
 use eventstream_core::replication::{
-    ClusterStatus, MemberStatus, PublishOutcomes, RaftRole, ReplicationCounters,
+    ClusterStatus, GroupLag, MemberStatus, PublishOutcomes, RaftRole, ReplicationCounters,
     ReplicationHistograms, ReplicationSource, StreamStorage,
 };
 use std::sync::Mutex;
@@ -105,6 +105,15 @@ impl FakeCluster {
                 },
                 storage_failure: None,
                 kafka: None,
+                groups: vec![GroupLag {
+                    group: "billing \"eu\"".into(),
+                    topic: "orders".into(),
+                    partition: 0,
+                    committed: 40,
+                    end: 100,
+                    lag: 60,
+                    commit_unix_ms: 1_700_000_000_000,
+                }],
             }),
             ready: Mutex::new(Ok(())),
             fsync_ns: Mutex::new(fsync),
