@@ -111,11 +111,14 @@ fn a_request_declaring_billions_of_elements_closes_its_connection_not_the_node()
         api_versions_answered(&kafka),
         "the node still serves Kafka clients"
     );
-    // Counted on /metrics (the status is refreshed every 50 ms).
+    // Counted on /metrics (the status is sampled periodically: one sample may show the two
+    // errors before the last ApiVersions, so wait for both counts).
     let deadline = Instant::now() + Duration::from_secs(10);
     let metrics = loop {
         let m = get(&format!("127.0.0.1:{http}"), "/metrics");
-        if m.contains("eventstream_kafka_protocol_errors_total 2") || Instant::now() > deadline {
+        let both = m.contains("eventstream_kafka_protocol_errors_total 2")
+            && m.contains("eventstream_kafka_requests_total 2");
+        if both || Instant::now() > deadline {
             break m;
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -10,6 +10,9 @@
 //!   version this listener does not offer (other than ApiVersions, which answers
 //!   `UNSUPPORTED_VERSION` as Kafka does) closes that connection only, after the answers to
 //!   the requests before it; it is counted in `protocol_errors` and logged.
+//! * With `kafka.tls` every connection starts with a TLS handshake with the node's
+//!   certificate; one that fails (plain bytes, an untrusted client certificate) is counted
+//!   in `protocol_errors` like a bad request.
 //! * An `acks=0` produce has no answer; the writer skips it.
 //! * Answers queued per connection are bounded (`MAX_QUEUED`): a client that pipelines more
 //!   waits for the oldest to be answered.
@@ -18,10 +21,10 @@ use crate::api;
 use crate::error::KafkaError;
 use bytes::{Bytes, BytesMut};
 use eventstream_core::Priority;
-use eventstream_node::Gateway;
+use eventstream_node::{Gateway, NodeTls};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -41,6 +44,8 @@ pub struct KafkaOptions {
     pub advertised: Option<String>,
     /// The cluster id Metadata reports.
     pub cluster_id: String,
+    /// TLS with the node's certificate (`kafka.tls`); `None`: plain TCP.
+    pub tls: Option<Arc<NodeTls>>,
 }
 
 impl Default for KafkaOptions {
@@ -50,6 +55,7 @@ impl Default for KafkaOptions {
             default_priority: Priority::Medium,
             advertised: None,
             cluster_id: "eventstream".into(),
+            tls: None,
         }
     }
 }
@@ -152,13 +158,38 @@ pub async fn serve(
     }
 }
 
-/// Reads requests until the client closes or sends a bad one; answers in order.
+/// Handshakes (with TLS on), then serves the connection.
 async fn connection(
     sock: TcpStream,
     peer: std::net::SocketAddr,
     broker: &Arc<Broker>,
 ) -> Result<(), KafkaError> {
-    let (mut rd, wr) = sock.into_split();
+    match &broker.opts.tls {
+        None => {
+            let (rd, wr) = sock.into_split();
+            serve_connection(rd, wr, peer, broker).await
+        }
+        Some(tls) => {
+            let (rd, wr, _) = tls
+                .accept(sock)
+                .await
+                .map_err(|e| KafkaError::Tls(e.to_string()))?;
+            serve_connection(rd, wr, peer, broker).await
+        }
+    }
+}
+
+/// Reads requests until the client closes or sends a bad one; answers in order.
+async fn serve_connection<R, W>(
+    mut rd: R,
+    wr: W,
+    peer: std::net::SocketAddr,
+    broker: &Arc<Broker>,
+) -> Result<(), KafkaError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, rx) = mpsc::channel::<JoinHandle<Option<Bytes>>>(MAX_QUEUED);
     let writer = tokio::spawn(write_answers(wr, rx));
     let client = Arc::new(api::Client {
@@ -172,7 +203,7 @@ async fn connection(
 }
 
 async fn read_requests(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    rd: &mut (impl AsyncRead + Unpin),
     broker: &Arc<Broker>,
     client: &Arc<api::Client>,
     tx: &mpsc::Sender<JoinHandle<Option<Bytes>>>,
@@ -190,7 +221,7 @@ async fn read_requests(
 
 /// One request's bytes after its size prefix; `None` at a clean end of the stream.
 async fn read_frame(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    rd: &mut (impl AsyncRead + Unpin),
     max: usize,
 ) -> Result<Option<Bytes>, KafkaError> {
     let mut len = [0u8; 4];
@@ -210,7 +241,7 @@ async fn read_frame(
 
 /// Writes each answer, size-prefixed, in the order the requests came.
 async fn write_answers(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut wr: impl AsyncWrite + Unpin,
     mut rx: mpsc::Receiver<JoinHandle<Option<Bytes>>>,
 ) {
     while let Some(task) = rx.recv().await {

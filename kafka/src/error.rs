@@ -31,6 +31,9 @@ pub enum KafkaError {
     /// A response could not be encoded (a bug, or a value the version cannot carry).
     #[error("encoding a response: {0}")]
     Encode(String),
+    /// The TLS handshake failed (plain bytes on a TLS port, an untrusted client certificate).
+    #[error("TLS handshake: {0}")]
+    Tls(String),
     /// The listener's address could not be bound.
     #[error("binding the Kafka listener on {addr}: {source}")]
     Bind {

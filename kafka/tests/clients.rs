@@ -10,6 +10,7 @@ use bytes::{BufMut, BytesMut};
 use eventstream_core::{Engine, Event, Priority};
 use eventstream_kafka::{KafkaCounters, KafkaOptions};
 use eventstream_node::LocalCluster;
+use eventstream_testkit::Pki;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -26,6 +27,12 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: usize) -> Cluster {
+        Self::start_with(n, None)
+    }
+
+    /// `n` nodes; with `pki`, every node and its Kafka listener use TLS with the PKI's `node`
+    /// certificate.
+    fn start_with(n: usize, pki: Option<&Pki>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let listeners: Vec<TcpListener> = (0..n)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
@@ -37,6 +44,12 @@ impl Cluster {
             |c| {
                 for (i, p) in c.peers.iter_mut().enumerate() {
                     p.push_str(&format!("+{}", kafka[i]));
+                }
+                if let Some(pki) = pki {
+                    c.tls.cert = Some(pki.path("node.pem"));
+                    c.tls.key = Some(pki.path("node.key"));
+                    c.tls.ca = Some(pki.path("ca.pem"));
+                    c.kafka.tls = true;
                 }
             },
             |_| Engine::builder(),
@@ -54,6 +67,7 @@ impl Cluster {
             counters.push(c.clone());
             let opts = KafkaOptions {
                 max_request_bytes: 1 << 20,
+                tls: node.tls(),
                 ..KafkaOptions::default()
             };
             rt.spawn(eventstream_kafka::serve(l, node.gateway(), opts, c));
@@ -570,5 +584,40 @@ fn clients_cannot_write_the_reserved_offsets_topic() {
             .await
     });
     assert!(refused.unwrap_err().message.contains("reserved"));
+    c.nodes.shutdown();
+}
+
+#[test]
+fn a_tls_listener_serves_tls_clients_and_refuses_plaintext() {
+    let Some(python) = eventstream_testkit::confluent_kafka_python() else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(certs.path());
+    let c = Cluster::start_with(3, Some(&pki));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/confluent_tls.py");
+    let ca = pki.path("ca.pem");
+    let out = run(
+        Command::new(&python)
+            .arg(script)
+            .arg(c.bootstrap())
+            .arg(&ca)
+            .arg("secrets"),
+        b"",
+    );
+    assert!(
+        out.contains("\"tls_acked\": 20, \"tls_read\": 20, \"plaintext_delivered\": 0"),
+        "{out}"
+    );
+    // The plaintext attempts failed their handshakes and were counted.
+    let refused: u64 = c
+        .counters
+        .iter()
+        .map(|x| x.protocol_errors.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    assert!(
+        refused > 0,
+        "plaintext connections counted as protocol errors"
+    );
     c.nodes.shutdown();
 }

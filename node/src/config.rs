@@ -341,6 +341,10 @@ settings! {
         pub default_priority: String = "medium".to_owned(),
         /// Largest Kafka request accepted, bytes; a larger one closes its connection.
         pub max_request_bytes: u64 = 16 << 20,
+        /// Serve Kafka clients over TLS with the node's certificate (`tls.cert`, `tls.key`,
+        /// `tls.ca`; Kafka's `security.protocol=SSL`); with `tls.client_auth` clients must
+        /// present a certificate that chains to `tls.ca`.
+        pub tls: bool = false,
     }
 }
 
@@ -379,6 +383,12 @@ impl NodeConfig {
                     ),
                 )
             })?;
+        if k.tls && (self.tls.cert.is_none() || self.tls.key.is_none() || self.tls.ca.is_none()) {
+            return Err(NodeError::config(
+                "kafka.tls",
+                "needs the node's TLS: set tls.cert, tls.key and tls.ca",
+            ));
+        }
         range(
             "kafka.max_request_bytes",
             k.max_request_bytes,
@@ -861,8 +871,9 @@ mod tests {
         assert_eq!(field(peers("2=host")), "peers");
         // One setting out of range at a time, and the field it is named by.
         type OutOfRange = (fn(&mut NodeConfig), &'static str);
-        let cases: [OutOfRange; 11] = [
+        let cases: [OutOfRange; 12] = [
             (|c| c.kafka.listen = Some("nohost".into()), "kafka.listen"),
+            (|c| c.kafka.tls = true, "kafka.tls"),
             (
                 |c| c.kafka.advertised = Some("h:99999".into()),
                 "kafka.advertised",

@@ -69,4 +69,5 @@ pub use replica::{Replica, ReplicaConfig};
 pub use server::Refusal;
 pub use state::StateMachine;
 pub use stream::{CommittedStream, Retention, StreamSettings};
+pub use tls::{NodeTls, PeerCert};
 pub use transport::decode_raft_message;

@@ -372,6 +372,12 @@ impl Node {
         self.addr
     }
 
+    /// This node's TLS (its certificate, `tls.ca`, `tls.client_auth`), for a listener of
+    /// another protocol to accept with; `None` when TLS is off.
+    pub fn tls(&self) -> Option<Arc<crate::NodeTls>> {
+        self.ctx.tls.clone()
+    }
+
     /// Publish and read steps for a listener of another protocol.
     pub fn gateway(&self) -> crate::Gateway {
         crate::Gateway::new(self.ctx.clone())

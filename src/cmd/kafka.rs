@@ -27,6 +27,8 @@ pub fn start(
             .parse()
             .context("kafka.default_priority")?,
         advertised: Some(advertised),
+        // `kafka.tls` was validated against the node's TLS settings.
+        tls: if cfg.tls { node.tls() } else { None },
         ..KafkaOptions::default()
     };
     let rt = node.runtime_handle();
