@@ -64,6 +64,13 @@ fn malformed_configuration_file_stops_start_up_naming_field_and_line() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("`raft.election_ticks`"), "{err}");
     assert!(err.contains("0 is outside 3..=1000"), "{err}");
+    // A Kafka users file that is missing stops start-up naming the setting.
+    let (code, err) = node_with_config(&format!(
+        "{base}[kafka]\nlisten = \"127.0.0.1:0\"\nsasl_users_file = \"/nonexistent/users\"\n"
+    ));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("kafka.sasl_users_file"), "{err}");
+    assert!(err.contains("/nonexistent/users"), "{err}");
 }
 
 /// `eventstream node` with `args` and `env`: (exit code, stdout, stderr). Only for commands

@@ -36,6 +36,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// One connection's side of every request: its publishing side and the client's address.
@@ -210,6 +212,9 @@ async fn dispatch(
             ResponseKind::DescribeConfigs(admin::describe_configs(broker, r))
         }
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(admin::init_producer_id(r)),
+        // A connection that must authenticate is answered by `auth::gate` until it has.
+        RequestKind::SaslHandshake(_) => crate::auth::unexpected(ApiKey::SaslHandshake),
+        RequestKind::SaslAuthenticate(_) => crate::auth::unexpected(ApiKey::SaslAuthenticate),
         other => {
             // `decode` lets only offered APIs through.
             tracing::error!(request = ?other, "kafka request without a handler");
@@ -218,7 +223,7 @@ async fn dispatch(
     })
 }
 
-fn encode(
+pub(crate) fn encode(
     correlation_id: i32,
     key: ApiKey,
     version: i16,

@@ -13,12 +13,18 @@
 //! * With `kafka.tls` every connection starts with a TLS handshake with the node's
 //!   certificate; one that fails (plain bytes, an untrusted client certificate) is counted
 //!   in `protocol_errors` like a bad request.
+//! * With `kafka.sasl_users_file` a connection must authenticate (SaslHandshake, then
+//!   SaslAuthenticate) before any request but ApiVersions; another request first, or a failed
+//!   authentication, closes it after its answer, counted in `protocol_errors`. The exchange is
+//!   handled in the reader, in order, so no request is served before the answer that
+//!   authenticates the connection.
 //! * An `acks=0` produce has no answer; the writer skips it.
 //! * Answers queued per connection are bounded (`MAX_QUEUED`): a client that pipelines more
 //!   waits for the oldest to be answered.
 
 use crate::api;
 use crate::error::KafkaError;
+use crate::sasl::{self, SaslUsers};
 use bytes::{Bytes, BytesMut};
 use eventstream_core::Priority;
 use eventstream_node::{Gateway, NodeTls};
@@ -46,6 +52,9 @@ pub struct KafkaOptions {
     pub cluster_id: String,
     /// TLS with the node's certificate (`kafka.tls`); `None`: plain TCP.
     pub tls: Option<Arc<NodeTls>>,
+    /// Users clients must authenticate as with SASL (`kafka.sasl_users_file`); `None`: no
+    /// authentication.
+    pub sasl: Option<Arc<SaslUsers>>,
 }
 
 impl Default for KafkaOptions {
@@ -56,6 +65,7 @@ impl Default for KafkaOptions {
             advertised: None,
             cluster_id: "eventstream".into(),
             tls: None,
+            sasl: None,
         }
     }
 }
@@ -208,9 +218,30 @@ async fn read_requests(
     client: &Arc<api::Client>,
     tx: &mpsc::Sender<JoinHandle<Option<Bytes>>>,
 ) -> Result<(), KafkaError> {
+    let mut session = broker.opts.sasl.as_ref().map(|_| sasl::Session::new());
     while let Some(body) = read_frame(rd, broker.opts.max_request_bytes).await? {
         let req = api::decode(body)?;
         broker.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let gate = match (&mut session, &broker.opts.sasl) {
+            (Some(s), Some(users)) if !s.authenticated() => crate::auth::gate(users, s, &req),
+            _ => crate::auth::Gate::Pass,
+        };
+        let req = match gate {
+            crate::auth::Gate::Pass => req,
+            crate::auth::Gate::Answer(answer) => {
+                let answered = tokio::spawn(async move { Some(answer) });
+                if tx.send(answered).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            crate::auth::Gate::Close(answer, why) => {
+                if let Some(answer) = answer {
+                    let _ = tx.send(tokio::spawn(async move { Some(answer) })).await;
+                }
+                return Err(why);
+            }
+        };
         let task = tokio::spawn(api::answer(broker.clone(), client.clone(), req));
         if tx.send(task).await.is_err() {
             break;

@@ -34,6 +34,9 @@ pub enum KafkaError {
     /// The TLS handshake failed (plain bytes on a TLS port, an untrusted client certificate).
     #[error("TLS handshake: {0}")]
     Tls(String),
+    /// SASL authentication failed, or a request came before it (the connection closes).
+    #[error("SASL: {0}")]
+    Auth(String),
     /// The listener's address could not be bound.
     #[error("binding the Kafka listener on {addr}: {source}")]
     Bind {

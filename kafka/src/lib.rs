@@ -17,18 +17,25 @@
 //! * `acks=all` and `acks=1` answer after the quorum commit and fsync; `acks=0` gets no
 //!   answer and is counted;
 //! * fetch long-polls (`max_wait_ms`, `min_bytes`) and reads only the topic's events through
-//!   the stream's per-topic index.
+//!   the stream's per-topic index;
+//! * the raft leader coordinates consumer groups (Kafka's classic protocol); committed offsets
+//!   are replicated through the node;
+//! * idempotent producers' sequences become event ids, which the node's replicated dedup
+//!   window checks;
+//! * TLS with the node's certificate, SASL SCRAM-SHA-256 and PLAIN ([`SaslUsers`]).
 //!
 //! Main items: [`serve`] (accept loop), [`KafkaOptions`], [`KafkaCounters`],
 //! [`KafkaError`], and [`alloc::Allocator`], the global allocator a process serving the
 //! listener installs (the decoder may reserve capacity from counts a peer chose). Modules: `conn` (framing, in-order answers, one connection's life), `api`
 //! (the supported APIs and versions, dispatch), one module per request family
-//! (`metadata`, `produce`, `fetch`, `admin`), `records` (record batches ↔ events).
+//! (`metadata`, `produce`, `fetch`, `admin`, `coordinator` with `group`, the group protocol's
+//! state machine), `sasl` and `auth` (authentication), `records` (record batches ↔ events).
 #![warn(missing_docs)]
 
 mod admin;
 pub mod alloc;
 mod api;
+mod auth;
 mod conn;
 mod coordinator;
 mod decompress;
@@ -38,7 +45,9 @@ mod group;
 mod metadata;
 mod produce;
 pub mod records;
+mod sasl;
 
 pub use api::{check_request, SUPPORTED};
 pub use conn::{serve, KafkaCounters, KafkaOptions};
 pub use error::KafkaError;
+pub use sasl::SaslUsers;

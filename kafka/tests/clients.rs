@@ -8,7 +8,7 @@
 
 use bytes::{BufMut, BytesMut};
 use eventstream_core::{Engine, Event, Priority};
-use eventstream_kafka::{KafkaCounters, KafkaOptions};
+use eventstream_kafka::{KafkaCounters, KafkaOptions, SaslUsers};
 use eventstream_node::LocalCluster;
 use eventstream_testkit::Pki;
 use std::io::{Read, Write};
@@ -27,12 +27,12 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: usize) -> Cluster {
-        Self::start_with(n, None)
+        Self::start_with(n, None, None)
     }
 
     /// `n` nodes; with `pki`, every node and its Kafka listener use TLS with the PKI's `node`
-    /// certificate.
-    fn start_with(n: usize, pki: Option<&Pki>) -> Cluster {
+    /// certificate; with `sasl`, Kafka clients must authenticate as one of its users.
+    fn start_with(n: usize, pki: Option<&Pki>, sasl: Option<Arc<SaslUsers>>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let listeners: Vec<TcpListener> = (0..n)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
@@ -68,6 +68,7 @@ impl Cluster {
             let opts = KafkaOptions {
                 max_request_bytes: 1 << 20,
                 tls: node.tls(),
+                sasl: sasl.clone(),
                 ..KafkaOptions::default()
             };
             rt.spawn(eventstream_kafka::serve(l, node.gateway(), opts, c));
@@ -594,7 +595,7 @@ fn a_tls_listener_serves_tls_clients_and_refuses_plaintext() {
     };
     let certs = tempfile::tempdir().unwrap();
     let pki = Pki::generate(certs.path());
-    let c = Cluster::start_with(3, Some(&pki));
+    let c = Cluster::start_with(3, Some(&pki), None);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/confluent_tls.py");
     let ca = pki.path("ca.pem");
     let out = run(
@@ -619,5 +620,38 @@ fn a_tls_listener_serves_tls_clients_and_refuses_plaintext() {
         refused > 0,
         "plaintext connections counted as protocol errors"
     );
+    c.nodes.shutdown();
+}
+
+#[test]
+fn sasl_scram_and_plain_admit_the_right_password_only() {
+    let Some(python) = eventstream_testkit::confluent_kafka_python() else {
+        return;
+    };
+    let users = SaslUsers::parse("producer:correct horse battery staple\n").unwrap();
+    let c = Cluster::start_with(3, None, Some(Arc::new(users)));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/confluent_sasl.py");
+    let out = run(
+        Command::new(&python).arg(script).args([
+            &c.bootstrap(),
+            "producer",
+            "correct horse battery staple",
+            "guarded",
+        ]),
+        b"",
+    );
+    assert!(
+        out.contains("\"SCRAM-SHA-256\": 5, \"PLAIN\": 5, \"wrong_password\": 0, \"no_sasl\": 0"),
+        "{out}"
+    );
+    // Only the authenticated producers' records were stored.
+    let leader = c.nodes.leader().unwrap();
+    let node = c.nodes.nodes[(leader - 1) as usize].as_ref().unwrap();
+    let gw = node.gateway();
+    let read = node
+        .runtime_handle()
+        .block_on(async move { gw.read_topic("guarded", 0, 1000, 1 << 20).await })
+        .unwrap();
+    assert_eq!(read.events.len(), 10);
     c.nodes.shutdown();
 }

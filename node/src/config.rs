@@ -345,6 +345,9 @@ settings! {
         /// `tls.ca`; Kafka's `security.protocol=SSL`); with `tls.client_auth` clients must
         /// present a certificate that chains to `tls.ca`.
         pub tls: bool = false,
+        /// File of `USER:PASSWORD` lines: Kafka clients must authenticate as one of these
+        /// users with SASL (SCRAM-SHA-256 or PLAIN) before any request but ApiVersions.
+        pub sasl_users_file: Option<PathBuf> = None,
     }
 }
 

@@ -357,6 +357,7 @@ fn cluster(args: DemoArgs, rate: u64, stop: Arc<AtomicBool>) -> anyhow::Result<(
             &kafkas[i].to_string(),
             advertised,
             &eventstream_node::config::KafkaConfig::default(),
+            None,
         )
         .with_context(|| format!("starting node {}'s Kafka listener (--kafka)", node.id()))?;
     }

@@ -2,19 +2,32 @@
 //! the binary composes them, as it does the HTTP exporter).
 
 use anyhow::Context;
-use eventstream_kafka::{KafkaCounters, KafkaOptions};
+use eventstream_kafka::{KafkaCounters, KafkaOptions, SaslUsers};
 use eventstream_node::config::KafkaConfig;
 use eventstream_node::Node;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// The users of `kafka.sasl_users_file`, read before the node starts so that a bad file stops
+/// start-up with the field named.
+pub fn sasl_users(cfg: &KafkaConfig) -> anyhow::Result<Option<Arc<SaslUsers>>> {
+    Ok(cfg
+        .sasl_users_file
+        .as_deref()
+        .map(SaslUsers::from_file)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("kafka.sasl_users_file: {e}"))?
+        .map(Arc::new))
+}
+
 /// Binds `listen` and serves Kafka clients on the node's runtime, advertising `advertised`
-/// for this node; the bound address.
+/// for this node (and requiring SASL as one of `sasl` when given); the bound address.
 pub fn start(
     node: &Node,
     listen: &str,
     advertised: String,
     cfg: &KafkaConfig,
+    sasl: Option<Arc<SaslUsers>>,
 ) -> anyhow::Result<SocketAddr> {
     let std_listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("binding the Kafka listener on {listen} (kafka.listen)"))?;
@@ -29,6 +42,7 @@ pub fn start(
         advertised: Some(advertised),
         // `kafka.tls` was validated against the node's TLS settings.
         tls: if cfg.tls { node.tls() } else { None },
+        sasl,
         ..KafkaOptions::default()
     };
     let rt = node.runtime_handle();

@@ -128,9 +128,10 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
     let http_port = cfg.http.port;
     let kafka = cfg.kafka_addresses(&cfg.validate()?);
     let kafka_cfg = cfg.kafka.clone();
+    let sasl = super::kafka::sasl_users(&kafka_cfg)?;
     let node = Node::start(cfg, Engine::builder()).context("starting the node")?;
     if let Some((listen, advertised)) = kafka {
-        let addr = super::kafka::start(&node, &listen, advertised.clone(), &kafka_cfg)?;
+        let addr = super::kafka::start(&node, &listen, advertised.clone(), &kafka_cfg, sasl)?;
         eprintln!(
             "node {}: Kafka listener on {addr} (advertised as {advertised})",
             node.id()
