@@ -162,19 +162,21 @@ fn an_idempotent_producer_survives_a_leader_sigkill_and_a_group_reads_every_reco
         .collect::<Vec<_>>()
         .join(",");
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<_> = (0..3)
-        .map(|i| {
-            Command::new(EXE)
-                .args(["node", "--id", &(i + 1).to_string(), "--peers", &peers])
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("node-{}", i + 1)))
-                .args(["--http-port", &ports[6 + i].to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let mut nodes = Nodes(
+        (0..3)
+            .map(|i| {
+                Command::new(EXE)
+                    .args(["node", "--id", &(i + 1).to_string(), "--peers", &peers])
+                    .arg("--data-dir")
+                    .arg(dir.path().join(format!("node-{}", i + 1)))
+                    .args(["--http-port", &ports[6 + i].to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let old = loop {
         if let Some(l) = leader(http) {
@@ -195,8 +197,8 @@ fn an_idempotent_producer_survives_a_leader_sigkill_and_a_group_reads_every_reco
     for line in lines.by_ref() {
         let line = line.unwrap();
         if line.starts_with("progress 20000") {
-            nodes[old].kill().unwrap();
-            let _ = nodes[old].wait();
+            nodes.0[old].kill().unwrap();
+            let _ = nodes.0[old].wait();
         }
         last = line;
         if last.starts_with('{') {
@@ -209,7 +211,7 @@ fn an_idempotent_producer_survives_a_leader_sigkill_and_a_group_reads_every_reco
         "every record acknowledged: {last}"
     );
     assert!(
-        nodes[old].try_wait().unwrap().is_some(),
+        nodes.0[old].try_wait().unwrap().is_some(),
         "the leader was killed while the producer ran: {last}"
     );
     let survivors: Vec<String> = (0..3)
@@ -265,8 +267,17 @@ fn an_idempotent_producer_survives_a_leader_sigkill_and_a_group_reads_every_reco
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    for n in nodes.iter_mut() {
-        let _ = n.kill();
-        let _ = n.wait();
+}
+
+/// Node processes, killed when the test ends, passed or failed (a failed assertion must not
+/// leave a cluster running on the machine).
+struct Nodes(Vec<std::process::Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for n in &mut self.0 {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
     }
 }

@@ -294,6 +294,40 @@ pub struct ClusterStatus {
     /// it is (the replicated table: every node reports the same commits).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<GroupLag>,
+    /// The consumer groups this node coordinates (the leader, with a Kafka listener): state
+    /// and members. Membership is the coordinator's memory, not replicated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_members: Vec<GroupMembership>,
+}
+
+/// A consumer group as its coordinator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GroupMembership {
+    /// The group.
+    pub group: String,
+    /// Empty, PreparingRebalance, CompletingRebalance or Stable.
+    pub state: String,
+    /// The generation (grows with every completed rebalance).
+    pub generation: i32,
+    /// The protocol type (`consumer` for Kafka consumers).
+    pub protocol_type: String,
+    /// The assignment protocol the members agreed on (`range`, `roundrobin`, ...).
+    pub protocol: String,
+    /// The members, in join order.
+    pub members: Vec<GroupMember>,
+}
+
+/// One member of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GroupMember {
+    /// The id the coordinator gave it.
+    pub member_id: String,
+    /// The client's `client.id`.
+    pub client_id: String,
+    /// The client's address.
+    pub client_host: String,
 }
 
 /// One consumer group's position in one topic partition.

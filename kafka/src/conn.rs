@@ -115,7 +115,19 @@ pub(crate) struct Broker {
     pub opts: KafkaOptions,
     pub counters: Arc<KafkaCounters>,
     /// The consumer groups this node coordinates (while it leads).
-    pub groups: crate::group::Groups,
+    pub groups: Arc<crate::group::Groups>,
+}
+
+/// The consumer groups a listener coordinates, shared with whoever reports them (a node's
+/// status). Pass the same one to [`serve`] and to the status probe.
+#[derive(Debug, Clone, Default)]
+pub struct Coordinator(Arc<crate::group::Groups>);
+
+impl Coordinator {
+    /// Every group with members or a rebalance under way: state, generation, members.
+    pub fn memberships(&self) -> Vec<eventstream_core::replication::GroupMembership> {
+        self.0.memberships()
+    }
 }
 
 /// Serves Kafka clients on `listener` until the runtime stops.
@@ -124,12 +136,13 @@ pub async fn serve(
     gateway: Gateway,
     opts: KafkaOptions,
     counters: Arc<KafkaCounters>,
+    coordinator: Coordinator,
 ) {
     let broker = Arc::new(Broker {
         gateway,
         opts,
         counters,
-        groups: Default::default(),
+        groups: coordinator.0,
     });
     tokio::spawn(crate::coordinator::sweep(broker.clone()));
     loop {

@@ -697,6 +697,36 @@ impl Groups {
         self.lock().get(group).map(Group::view)
     }
 
+    /// Every group with members or a rebalance under way, as a node's status shows it.
+    pub(crate) fn memberships(&self) -> Vec<eventstream_core::replication::GroupMembership> {
+        use eventstream_core::replication::{GroupMember, GroupMembership};
+        let mut out: Vec<GroupMembership> = self
+            .lock()
+            .iter()
+            .map(|(name, g)| {
+                let v = g.view();
+                GroupMembership {
+                    group: name.clone(),
+                    state: v.state.name().to_owned(),
+                    generation: v.generation,
+                    protocol_type: v.protocol_type,
+                    protocol: v.protocol,
+                    members: v
+                        .members
+                        .into_iter()
+                        .map(|m| GroupMember {
+                            member_id: m.member_id,
+                            client_id: m.client_id,
+                            client_host: m.client_host,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        out
+    }
+
     /// Every group with members or a rebalance under way, with its protocol type and state.
     pub(crate) fn list(&self) -> Vec<(String, String, GroupState)> {
         let mut out: Vec<_> = self
@@ -965,6 +995,33 @@ mod tests {
             g.may_commit("g", -1, "", t),
             Err(ResponseError::UnknownMemberId),
             "a group with members takes commits from its members only"
+        );
+    }
+
+    #[test]
+    fn memberships_show_each_groups_state_and_members_for_the_status() {
+        let g = Groups::default();
+        let t = Instant::now();
+        let a1 = join_new(&g, &["range"], t).try_recv().unwrap();
+        sync_all(&g, std::slice::from_ref(&a1), t);
+        let m = g.memberships();
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            (m[0].group.as_str(), m[0].state.as_str(), m[0].generation),
+            ("g", "Stable", 1)
+        );
+        assert_eq!(
+            (m[0].protocol_type.as_str(), m[0].protocol.as_str()),
+            ("consumer", "range")
+        );
+        assert_eq!(m[0].members.len(), 1);
+        assert_eq!(m[0].members[0].member_id, a1.member_id);
+        assert_eq!(
+            (
+                m[0].members[0].client_id.as_str(),
+                m[0].members[0].client_host.as_str()
+            ),
+            ("c", "/127.0.0.1")
         );
     }
 

@@ -48,6 +48,6 @@ pub mod records;
 mod sasl;
 
 pub use api::{check_request, SUPPORTED};
-pub use conn::{serve, KafkaCounters, KafkaOptions};
+pub use conn::{serve, Coordinator, KafkaCounters, KafkaOptions};
 pub use error::KafkaError;
 pub use sasl::SaslUsers;

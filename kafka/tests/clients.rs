@@ -71,7 +71,17 @@ impl Cluster {
                 sasl: sasl.clone(),
                 ..KafkaOptions::default()
             };
-            rt.spawn(eventstream_kafka::serve(l, node.gateway(), opts, c));
+            let coordinator = eventstream_kafka::Coordinator::default();
+            let shown = coordinator.clone();
+            node.metrics()
+                .attach_group_members(move || shown.memberships());
+            rt.spawn(eventstream_kafka::serve(
+                l,
+                node.gateway(),
+                opts,
+                c,
+                coordinator,
+            ));
         }
         nodes
             .wait_for_leader(Duration::from_secs(15))

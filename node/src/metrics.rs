@@ -5,8 +5,8 @@
 
 use eventstream_core::hdrhistogram::Histogram;
 use eventstream_core::replication::{
-    ClusterStatus, GroupLag, KafkaListenerStats, PublishCounts, PublishOutcome, RaftRole,
-    ReplicationCounters, ReplicationHistograms, ReplicationSource, StreamStorage,
+    ClusterStatus, GroupLag, GroupMembership, KafkaListenerStats, PublishCounts, PublishOutcome,
+    RaftRole, ReplicationCounters, ReplicationHistograms, ReplicationSource, StreamStorage,
 };
 use eventstream_proto::Member;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -122,6 +122,8 @@ pub struct NodeMetrics {
     kafka: std::sync::OnceLock<KafkaProbe>,
     /// Consumer groups' committed offsets (the state machine's table).
     groups: std::sync::OnceLock<Arc<crate::groups::GroupOffsets>>,
+    /// The Kafka listener's coordinator: the groups' members.
+    group_members: std::sync::OnceLock<GroupMembersProbe>,
 }
 
 /// Reads a front end's counters for the status (the node does not know the listener).
@@ -130,6 +132,15 @@ struct KafkaProbe(Box<dyn Fn() -> KafkaListenerStats + Send + Sync>);
 impl std::fmt::Debug for KafkaProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("KafkaProbe")
+    }
+}
+
+/// Where the status reads consumer groups' members from (a Kafka listener's coordinator).
+struct GroupMembersProbe(Box<dyn Fn() -> Vec<GroupMembership> + Send + Sync>);
+
+impl std::fmt::Debug for GroupMembersProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupMembersProbe")
     }
 }
 
@@ -228,6 +239,7 @@ impl NodeMetrics {
             storage_failure: None,
             kafka: None,
             groups: Vec::new(),
+            group_members: Vec::new(),
         };
         NodeMetrics {
             elections: AtomicU64::new(0),
@@ -268,6 +280,7 @@ impl NodeMetrics {
             stream: std::sync::OnceLock::new(),
             kafka: std::sync::OnceLock::new(),
             groups: std::sync::OnceLock::new(),
+            group_members: std::sync::OnceLock::new(),
             members: RwLock::new(members),
             learners: RwLock::new(Vec::new()),
             id,
@@ -470,6 +483,15 @@ impl NodeMetrics {
         let _ = self.kafka.set(KafkaProbe(Box::new(probe)));
     }
 
+    /// Reports the members of the consumer groups a Kafka listener coordinates in the status;
+    /// the first one attached stays.
+    pub fn attach_group_members(
+        &self,
+        probe: impl Fn() -> Vec<GroupMembership> + Send + Sync + 'static,
+    ) {
+        let _ = self.group_members.set(GroupMembersProbe(Box::new(probe)));
+    }
+
     /// Lets the status report consumer groups' committed offsets and lag. Once.
     pub(crate) fn attach_groups(&self, groups: Arc<crate::groups::GroupOffsets>) {
         let _ = self.groups.set(groups);
@@ -504,6 +526,9 @@ impl ReplicationSource for NodeMetrics {
         s.kafka = self.kafka.get().map(|probe| (probe.0)());
         if let (Some(p), Some(g)) = (self.stream.get(), self.groups.get()) {
             s.groups = p.group_lags(g);
+        }
+        if let Some(probe) = self.group_members.get() {
+            s.group_members = (probe.0)();
         }
         s.snapshot_max_ms = self
             .snapshot_ns

@@ -1445,6 +1445,7 @@ impl Replica {
             storage_failure: None,
             kafka: None,
             groups: Vec::new(),
+            group_members: Vec::new(),
         };
         self.metrics.set_status(status);
     }

@@ -1,20 +1,20 @@
-//! `groups list | describe`: consumer groups' committed offsets and lag, from a node's status
-//! (every node holds the same replicated commits; the leader's view is preferred, as it
-//! coordinates the groups).
+//! `groups list | describe`: consumer groups' committed offsets and lag, and their members,
+//! from a node's status (every node holds the same replicated commits; the leader's status is
+//! preferred: it coordinates the groups, so only it knows their members).
 
 use super::{print_json, render_table, runtime, ClusterArgs};
 use clap::{Args, Subcommand};
 use eventstream_client::status_with;
-use eventstream_core::replication::{ClusterStatus, GroupLag, RaftRole};
+use eventstream_core::replication::{ClusterStatus, GroupLag, GroupMembership, RaftRole};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// `eventstream groups ...`.
 #[derive(Debug, Subcommand, Clone)]
 pub enum GroupsCommand {
-    /// Every group with committed offsets: topics, total lag.
+    /// Every group: state, members, topics with committed offsets, total lag.
     List(GroupsArgs),
-    /// One group: committed offset, topic end and lag per topic.
+    /// One group: state and members, and committed offset, topic end and lag per topic.
     Describe(DescribeArgs),
 }
 
@@ -43,34 +43,33 @@ pub struct DescribeArgs {
 pub fn run(c: GroupsCommand) -> anyhow::Result<()> {
     match c {
         GroupsCommand::List(a) => {
-            let groups = fetch(&a)?;
+            let st = fetch(&a)?;
+            let list = summaries(&st.groups, &st.group_members);
             if a.json {
-                return print_json(&summaries(&groups));
+                return print_json(&list);
             }
-            print!("{}", list_table(&groups));
+            print!("{}", list_table(&list));
             Ok(())
         }
         GroupsCommand::Describe(d) => {
-            let rows: Vec<GroupLag> = fetch(&d.target)?
-                .into_iter()
-                .filter(|g| g.group == d.group)
-                .collect();
-            anyhow::ensure!(
-                !rows.is_empty(),
-                "group `{}` has no committed offsets",
-                d.group
-            );
+            let st = fetch(&d.target)?;
+            let described = describe(&st, &d.group).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "group `{}` has no committed offsets and no members",
+                    d.group
+                )
+            })?;
             if d.target.json {
-                return print_json(&rows);
+                return print_json(&described);
             }
-            print!("{}", describe_table(&rows));
+            print!("{}", describe_text(&described));
             Ok(())
         }
     }
 }
 
-/// The groups of the leader's status, else of the first node that answers.
-fn fetch(a: &GroupsArgs) -> anyhow::Result<Vec<GroupLag>> {
+/// The leader's status, else the first node's that answers.
+fn fetch(a: &GroupsArgs) -> anyhow::Result<ClusterStatus> {
     let eps = a.cluster.endpoints();
     let ccfg = a.cluster.tls.client_config(eps.clone())?;
     let each = a.cluster.timeout_or(Duration::from_secs(2));
@@ -82,7 +81,7 @@ fn fetch(a: &GroupsArgs) -> anyhow::Result<Vec<GroupLag>> {
         }
         out
     });
-    pick(statuses).map(|s| s.groups)
+    pick(statuses)
 }
 
 /// The leader's status if one answered, else the first answer; the errors if none did.
@@ -101,32 +100,104 @@ fn pick(statuses: Vec<Result<ClusterStatus, String>>) -> anyhow::Result<ClusterS
 #[derive(Debug, serde::Serialize, PartialEq, Eq)]
 struct GroupSummary {
     group: String,
+    /// The coordinator's state; `Empty` for a group that only has committed offsets.
+    state: String,
+    members: usize,
     topics: usize,
     lag: u64,
 }
 
-fn summaries(groups: &[GroupLag]) -> Vec<GroupSummary> {
-    let mut by: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
-    for g in groups {
-        let e = by.entry(&g.group).or_default();
-        e.0 += 1;
-        e.1 += g.lag;
+fn summaries(offsets: &[GroupLag], members: &[GroupMembership]) -> Vec<GroupSummary> {
+    let mut by: BTreeMap<&str, GroupSummary> = BTreeMap::new();
+    let empty = |group: &str| GroupSummary {
+        group: group.to_owned(),
+        state: "Empty".into(),
+        members: 0,
+        topics: 0,
+        lag: 0,
+    };
+    for g in offsets {
+        let s = by.entry(&g.group).or_insert_with(|| empty(&g.group));
+        s.topics += 1;
+        s.lag += g.lag;
     }
-    by.into_iter()
-        .map(|(group, (topics, lag))| GroupSummary {
-            group: group.to_owned(),
-            topics,
-            lag,
-        })
-        .collect()
+    for m in members {
+        let s = by.entry(&m.group).or_insert_with(|| empty(&m.group));
+        s.state = m.state.clone();
+        s.members = m.members.len();
+    }
+    by.into_values().collect()
 }
 
-fn list_table(groups: &[GroupLag]) -> String {
-    let mut t = vec![vec!["GROUP".into(), "TOPICS".into(), "LAG".into()]];
-    for s in summaries(groups) {
-        t.push(vec![s.group, s.topics.to_string(), s.lag.to_string()]);
+fn list_table(list: &[GroupSummary]) -> String {
+    let mut t = vec![["GROUP", "STATE", "MEMBERS", "TOPICS", "LAG"]
+        .map(String::from)
+        .to_vec()];
+    for s in list {
+        t.push(vec![
+            s.group.clone(),
+            s.state.clone(),
+            s.members.to_string(),
+            s.topics.to_string(),
+            s.lag.to_string(),
+        ]);
     }
     render_table(&t)
+}
+
+/// One group as `describe` shows it.
+#[derive(Debug, serde::Serialize)]
+struct Described {
+    group: String,
+    /// The coordinator's view; `None` when the group has no members (or no node that answered
+    /// coordinates it).
+    membership: Option<GroupMembership>,
+    offsets: Vec<GroupLag>,
+}
+
+fn describe(st: &ClusterStatus, group: &str) -> Option<Described> {
+    let offsets: Vec<GroupLag> = st
+        .groups
+        .iter()
+        .filter(|g| g.group == group)
+        .cloned()
+        .collect();
+    let membership = st.group_members.iter().find(|m| m.group == group).cloned();
+    (!offsets.is_empty() || membership.is_some()).then(|| Described {
+        group: group.to_owned(),
+        membership,
+        offsets,
+    })
+}
+
+fn describe_text(d: &Described) -> String {
+    let mut out = match &d.membership {
+        Some(m) => format!(
+            "group {}: {}, generation {}, protocol {} {}, {} member(s)\n",
+            d.group,
+            m.state,
+            m.generation,
+            m.protocol_type,
+            m.protocol,
+            m.members.len()
+        ),
+        None => format!("group {}: Empty (no members)\n", d.group),
+    };
+    if let Some(m) = d.membership.as_ref().filter(|m| !m.members.is_empty()) {
+        let mut t = vec![["MEMBER", "CLIENT", "HOST"].map(String::from).to_vec()];
+        for x in &m.members {
+            t.push(vec![
+                x.member_id.clone(),
+                x.client_id.clone(),
+                x.client_host.clone(),
+            ]);
+        }
+        out.push_str(&render_table(&t));
+    }
+    if !d.offsets.is_empty() {
+        out.push_str(&describe_table(&d.offsets));
+    }
+    out
 }
 
 fn describe_table(rows: &[GroupLag]) -> String {
@@ -167,26 +238,60 @@ mod tests {
             lag("billing", "refunds", 5, 5),
             lag("audit", "orders", 90, 100),
         ];
+        let members = [GroupMembership {
+            group: "billing".into(),
+            state: "Stable".into(),
+            generation: 3,
+            protocol_type: "consumer".into(),
+            protocol: "range".into(),
+            members: vec![eventstream_core::replication::GroupMember {
+                member_id: "rdkafka-1".into(),
+                client_id: "rdkafka".into(),
+                client_host: "/10.0.0.9".into(),
+            }],
+        }];
+        let list = summaries(&rows, &members);
         assert_eq!(
-            summaries(&rows),
+            list.iter()
+                .map(|s| (
+                    s.group.as_str(),
+                    s.state.as_str(),
+                    s.members,
+                    s.topics,
+                    s.lag
+                ))
+                .collect::<Vec<_>>(),
             [
-                GroupSummary {
-                    group: "audit".into(),
-                    topics: 1,
-                    lag: 10
-                },
-                GroupSummary {
-                    group: "billing".into(),
-                    topics: 2,
-                    lag: 60
-                },
+                ("audit", "Empty", 0, 1, 10),
+                ("billing", "Stable", 1, 2, 60)
             ]
         );
-        let table = describe_table(&rows[..2]);
+        let st = ClusterStatus {
+            groups: rows.to_vec(),
+            group_members: members.to_vec(),
+            ..ClusterStatus::default()
+        };
+        let text = describe_text(&describe(&st, "billing").unwrap());
         assert!(
-            table.contains("| orders  | 0         | 40        | 100 | 60  |"),
-            "{table}"
+            text.starts_with(
+                "group billing: Stable, generation 3, protocol consumer range, 1 member(s)"
+            ),
+            "{text}"
         );
+        assert!(
+            text.contains("| rdkafka-1 | rdkafka | /10.0.0.9 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| orders  | 0         | 40        | 100 | 60  |"),
+            "{text}"
+        );
+        let audit = describe_text(&describe(&st, "audit").unwrap());
+        assert!(
+            audit.starts_with("group audit: Empty (no members)"),
+            "{audit}"
+        );
+        assert!(describe(&st, "nobody").is_none());
     }
 
     #[test]

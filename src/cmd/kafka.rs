@@ -2,7 +2,7 @@
 //! the binary composes them, as it does the HTTP exporter).
 
 use anyhow::Context;
-use eventstream_kafka::{KafkaCounters, KafkaOptions, SaslUsers};
+use eventstream_kafka::{Coordinator, KafkaCounters, KafkaOptions, SaslUsers};
 use eventstream_node::config::KafkaConfig;
 use eventstream_node::Node;
 use std::net::SocketAddr;
@@ -53,11 +53,16 @@ pub fn start(
     let counters = Arc::new(KafkaCounters::default());
     let shown = counters.clone();
     node.metrics().attach_kafka(move || shown.stats());
+    let coordinator = Coordinator::default();
+    let members = coordinator.clone();
+    node.metrics()
+        .attach_group_members(move || members.memberships());
     rt.spawn(eventstream_kafka::serve(
         listener,
         node.gateway(),
         opts,
         counters,
+        coordinator,
     ));
     Ok(addr)
 }

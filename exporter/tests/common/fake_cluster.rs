@@ -114,6 +114,7 @@ impl FakeCluster {
                     lag: 60,
                     commit_unix_ms: 1_700_000_000_000,
                 }],
+                group_members: Vec::new(),
             }),
             ready: Mutex::new(Ok(())),
             fsync_ns: Mutex::new(fsync),
