@@ -997,6 +997,7 @@ mod tests {
         cfg.admin.token_file = Some("t".into());
         cfg.kafka.listen = Some("l:1".into());
         cfg.kafka.advertised = Some("a:1".into());
+        cfg.kafka.sasl_users_file = Some("u".into());
         let table: toml::Table = toml::from_str(&cfg.to_toml()).unwrap();
         let mut leaves = Vec::new();
         for_each_leaf("", &table, &mut |key, _| leaves.push(key));
