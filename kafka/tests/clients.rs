@@ -391,8 +391,18 @@ fn a_kafka_producer_follows_a_leader_change() {
     let Some(kcat) = require("kcat") else { return };
     let mut c = Cluster::start(3);
     let all = c.bootstrap();
+    // Idempotent producers: a batch retried across an election (the answer lost with the
+    // old leader) is stored once, so the topic holds exactly what was sent.
     run(
-        Command::new(&kcat).args(["-P", "-b", &all, "-t", "moves"]),
+        Command::new(&kcat).args([
+            "-P",
+            "-b",
+            &all,
+            "-t",
+            "moves",
+            "-X",
+            "enable.idempotence=true",
+        ]),
         b"before\n",
     );
     // Bootstrap from the survivors: their metadata names the new leader.
@@ -406,6 +416,8 @@ fn a_kafka_producer_follows_a_leader_change() {
             "moves",
             "-X",
             "message.timeout.ms=20000",
+            "-X",
+            "enable.idempotence=true",
         ]),
         b"after\n",
     );
