@@ -146,10 +146,12 @@ pub fn check_request(buf: Bytes) -> Result<usize, KafkaError> {
 
 /// Answers one request: the encoded response header and body, or `None` when the request
 /// gets no answer (an `acks=0` produce).
+/// A produce request comes with its [`produce::Turn`] in the connection's order.
 pub(crate) async fn answer(
     broker: Arc<Broker>,
     client: Arc<Client>,
     req: Request,
+    turn: Option<produce::Turn>,
 ) -> Option<Bytes> {
     let correlation_id = req.header.correlation_id;
     let Some(body) = req.body else {
@@ -159,10 +161,13 @@ pub(crate) async fn answer(
     let response = match body {
         RequestKind::ApiVersions(_) => api_versions(false),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::answer(&broker, r, v).await),
-        RequestKind::Produce(r) => match produce::answer(&broker, &client, r).await {
-            Some(resp) => ResponseKind::Produce(resp),
-            None => return None,
-        },
+        RequestKind::Produce(r) => {
+            let turn = turn.unwrap_or_else(|| produce::Turn::next(&mut None));
+            match produce::answer(&broker, &client, r, turn).await {
+                Some(resp) => ResponseKind::Produce(resp),
+                None => return None,
+            }
+        }
         other => dispatch(&broker, &client, &req.header, other, v).await?,
     };
     encode(correlation_id, req.key, v, &response)

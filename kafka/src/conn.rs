@@ -19,6 +19,9 @@
 //!   handled in the reader, in order, so no request is served before the answer that
 //!   authenticates the connection.
 //! * An `acks=0` produce has no answer; the writer skips it.
+//! * Produce requests hand their batches to the node in the order they came (each waits for
+//!   the one before to have handed its over), so a producer's pipelined batches are stored in
+//!   order; their commits and every other request still overlap.
 //! * Answers queued per connection are bounded (`MAX_QUEUED`): a client that pipelines more
 //!   waits for the oldest to be answered.
 
@@ -28,6 +31,7 @@ use crate::sasl::{self, SaslUsers};
 use bytes::{Bytes, BytesMut};
 use eventstream_core::Priority;
 use eventstream_node::{Gateway, NodeTls};
+use kafka_protocol::messages::ApiKey;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -232,6 +236,8 @@ async fn read_requests(
     tx: &mpsc::Sender<JoinHandle<Option<Bytes>>>,
 ) -> Result<(), KafkaError> {
     let mut session = broker.opts.sasl.as_ref().map(|_| sasl::Session::new());
+    // The last produce request's turn: the next one hands its batches over after it.
+    let mut last_produce = None;
     while let Some(body) = read_frame(rd, broker.opts.max_request_bytes).await? {
         let req = api::decode(body)?;
         broker.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -255,7 +261,9 @@ async fn read_requests(
                 return Err(why);
             }
         };
-        let task = tokio::spawn(api::answer(broker.clone(), client.clone(), req));
+        let turn =
+            (req.key == ApiKey::Produce).then(|| crate::produce::Turn::next(&mut last_produce));
+        let task = tokio::spawn(api::answer(broker.clone(), client.clone(), req, turn));
         if tx.send(task).await.is_err() {
             break;
         }

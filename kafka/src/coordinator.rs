@@ -17,7 +17,7 @@
 use crate::conn::Broker;
 use crate::group::{Join, JoinAnswer, Pending, SyncAnswer};
 use crate::metadata;
-use eventstream_node::{OffsetCommit, Producer, Refusal, GROUP_OFFSETS_TOPIC};
+use eventstream_node::{OffsetCommit, Producer, Refusal};
 use eventstream_proto::frame::ErrorCode;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -288,7 +288,7 @@ fn commit_error(r: &Refusal) -> ResponseError {
 
 /// Why one partition of a commit is refused before it is replicated, if it is.
 fn partition_refusal(topic: &str, partition: i32, metadata: &str) -> Option<ResponseError> {
-    if !metadata::valid_topic(topic) || topic == GROUP_OFFSETS_TOPIC {
+    if !metadata::valid_topic(topic) || eventstream_node::is_reserved_topic(topic) {
         Some(ResponseError::InvalidTopicException)
     } else if partition != 0 {
         Some(ResponseError::UnknownTopicOrPartition)

@@ -101,7 +101,7 @@ pub(crate) async fn answer(b: &Broker, req: MetadataRequest, _version: i16) -> M
 
 fn topic(name: String, leader: i32, ids: &[BrokerId]) -> MetadataResponseTopic {
     let t = MetadataResponseTopic::default()
-        .with_is_internal(name == eventstream_node::GROUP_OFFSETS_TOPIC)
+        .with_is_internal(eventstream_node::is_reserved_topic(&name))
         .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
     if !valid_topic(&name) {
         return t.with_error_code(ResponseError::InvalidTopicException.code());

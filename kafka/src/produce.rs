@@ -1,6 +1,9 @@
 //! Produce: each partition's record batches become one publish through the node's gateway
 //! (the tier rings, raft, the quorum's fsync), answered with the first event's offset once
-//! committed. The partitions of one request are published concurrently.
+//! committed. The partitions of one request are committed concurrently; the batches of a
+//! connection's requests are handed to the node in the order the requests came ([`Turn`]).
+//! An idempotent producer's batch is checked against its last sequence first: a gap is
+//! answered `OUT_OF_ORDER_SEQUENCE_NUMBER`, an older epoch `INVALID_PRODUCER_EPOCH`.
 //!
 //! `acks=all` and `acks=1` are the same here: a produce is answered only after the quorum
 //! commit and fsync (there is no weaker acknowledgement to give). `acks=0` is admitted and
@@ -10,8 +13,11 @@ use crate::api::Client;
 use crate::conn::Broker;
 use crate::decompress::Budget;
 use crate::metadata::valid_topic;
-use crate::records;
-use eventstream_node::{Producer, Refusal, GROUP_OFFSETS_TOPIC};
+use crate::records::{self, Decoded};
+use bytes::Bytes;
+use eventstream_node::{
+    is_reserved_topic, Pending, Producer, Refusal, SequenceError, SequencedError,
+};
 use eventstream_proto::frame::ErrorCode;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -19,6 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 /// A produce request's compressed batches may expand to this many times
 /// `kafka.max_request_bytes` in all; past it the partition is answered `CORRUPT_MESSAGE`.
@@ -41,49 +48,81 @@ pub(crate) fn kafka_error(code: ErrorCode) -> ResponseError {
 /// One partition's outcome: the first offset, or the error and its message.
 type Outcome = Result<u64, (ResponseError, String)>;
 
+/// A produce request's place in its connection's order: it may hand its batches to the node
+/// once the request before it has ([`Turn::wait`]), and lets the next one go when it drops.
+/// So one producer's pipelined batches are stored in the order it sent them, while their
+/// commits overlap.
+#[derive(Debug)]
+pub(crate) struct Turn {
+    before: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
+}
+
+impl Turn {
+    /// The next turn after `last` (the previous produce request's), which becomes this one's.
+    pub(crate) fn next(last: &mut Option<oneshot::Receiver<()>>) -> Turn {
+        let (done, after) = oneshot::channel();
+        Turn {
+            before: last.replace(after),
+            _done: done,
+        }
+    }
+
+    /// Waits until the request before has handed its batches over (or is gone).
+    async fn wait(&mut self) {
+        if let Some(before) = self.before.take() {
+            // An error is the sender dropped: that request is past its turn.
+            let _ = before.await;
+        }
+    }
+}
+
 pub(crate) async fn answer(
     b: &Arc<Broker>,
     client: &Arc<Client>,
     req: ProduceRequest,
+    mut turn: Turn,
 ) -> Option<ProduceResponse> {
     let fire_and_forget = req.acks == 0;
     // What all of the request's compressed batches may expand to.
-    let budget = Arc::new(Budget::new(
+    let budget = Budget::new(
         b.opts
             .max_request_bytes
             .saturating_mul(DECOMPRESSION_FACTOR),
-    ));
+    );
+    // Decoded before the turn: requests decode in parallel, only hand-over is ordered.
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
         let name = t.name.0.to_string();
-        let mut parts = Vec::with_capacity(t.partition_data.len());
-        for p in t.partition_data {
-            let (b, client, name) = (b.clone(), client.clone(), name.clone());
-            let budget = budget.clone();
-            let records = p.records.unwrap_or_default();
-            let task = tokio::spawn(async move {
-                let batch = Batch {
-                    topic: &name,
-                    partition: p.index,
-                    records,
-                    budget: &budget,
-                };
-                publish(&b, &client.producer, batch, fire_and_forget).await
-            });
-            parts.push((p.index, task));
-        }
-        topics.push((t.name, parts));
+        let parts: Vec<(i32, Result<Decoded, Failure>)> = t
+            .partition_data
+            .into_iter()
+            .map(|p| {
+                let records = p.records.unwrap_or_default();
+                (p.index, decode(b, &name, p.index, &records, &budget))
+            })
+            .collect();
+        topics.push((t.name, name, parts));
     }
-    let mut responses = Vec::with_capacity(topics.len());
-    for (name, parts) in topics {
+    turn.wait().await;
+    let mut submitted = Vec::with_capacity(topics.len());
+    for (kafka_name, name, parts) in topics {
+        let mut ps = Vec::with_capacity(parts.len());
+        for (index, decoded) in parts {
+            let s = match decoded {
+                Ok(d) => submit(b, &client.producer, &name, d, fire_and_forget).await,
+                Err(e) => Submitted::Done(Err(e)),
+            };
+            ps.push((index, s));
+        }
+        submitted.push((kafka_name, ps));
+    }
+    drop(turn);
+    let mut responses = Vec::with_capacity(submitted.len());
+    for (name, parts) in submitted {
         let mut partition_responses = Vec::with_capacity(parts.len());
-        for (index, task) in parts {
-            let outcome = task.await.unwrap_or_else(|e| {
-                Err((
-                    ResponseError::UnknownServerError,
-                    format!("produce task: {e}"),
-                ))
-            });
+        for (index, s) in parts {
+            let outcome = s.outcome(b).await;
             if outcome.is_err() {
                 b.counters.produce_errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -111,26 +150,18 @@ fn partition_response(index: i32, outcome: Outcome) -> PartitionProduceResponse 
     }
 }
 
-/// One partition's part of a produce request.
-struct Batch<'a> {
-    topic: &'a str,
-    partition: i32,
-    records: bytes::Bytes,
-    budget: &'a Budget,
-}
+/// Why a partition is answered with an error.
+type Failure = (ResponseError, String);
 
-async fn publish(
+/// One partition's records as events, or why the partition is refused before any is
+/// handed to the node.
+fn decode(
     b: &Broker,
-    producer: &Producer,
-    batch: Batch<'_>,
-    fire_and_forget: bool,
-) -> Outcome {
-    let Batch {
-        topic,
-        partition,
-        records,
-        budget,
-    } = batch;
+    topic: &str,
+    partition: i32,
+    records: &Bytes,
+    budget: &Budget,
+) -> Result<Decoded, Failure> {
     if partition != 0 {
         return Err((
             ResponseError::UnknownTopicOrPartition,
@@ -143,30 +174,82 @@ async fn publish(
             format!("`{topic}` is not a valid topic name"),
         ));
     }
-    if topic == GROUP_OFFSETS_TOPIC {
+    if is_reserved_topic(topic) {
         return Err((
             ResponseError::InvalidTopicException,
-            format!("`{topic}` is internal: consumer groups commit to it through OffsetCommit"),
+            format!("`{topic}` is internal: only the node writes it (consumer groups commit through OffsetCommit)"),
         ));
     }
-    let events = records::decode_produce(topic, &records, b.opts.default_priority, budget)
-        .map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
+    records::decode_produce_batch(topic, records, b.opts.default_priority, budget)
+        .map_err(|e| (ResponseError::CorruptMessage, e.to_string()))
+}
+
+/// A partition handed to the node (or answered already).
+enum Submitted {
+    Done(Outcome),
+    Pending(Pending, u64),
+}
+
+impl Submitted {
+    async fn outcome(self, b: &Broker) -> Outcome {
+        match self {
+            Submitted::Done(o) => o,
+            Submitted::Pending(p, n) => {
+                let offsets = p.committed().await.map_err(refused)?;
+                b.counters.produced_events.fetch_add(n, Ordering::Relaxed);
+                Ok(offsets.first().copied().unwrap_or_default())
+            }
+        }
+    }
+}
+
+fn refused(r: Refusal) -> Failure {
+    (kafka_error(r.code), r.message)
+}
+
+/// Hands one partition's events to the node: an idempotent producer's batch checked against
+/// its last sequence first.
+async fn submit(
+    b: &Broker,
+    producer: &Producer,
+    topic: &str,
+    decoded: Decoded,
+    fire_and_forget: bool,
+) -> Submitted {
+    let Decoded { events, sequence } = decoded;
     let n = events.len() as u64;
     if n == 0 {
-        return Ok(b.gateway.next_offset());
+        return Submitted::Done(Ok(b.gateway.next_offset()));
     }
-    let refused = |r: Refusal| (kafka_error(r.code), r.message);
-    if fire_and_forget {
-        producer
-            .publish_unacknowledged(events)
+    let pending = match sequence {
+        Some(batch) => producer
+            .submit_sequenced(events, &batch)
             .await
-            .map_err(refused)?;
+            .map_err(|e| match e {
+                SequencedError::Refused(r) => refused(r),
+                SequencedError::Sequence(e) => sequence_error(topic, &e),
+            }),
+        None => producer.submit(events).await.map_err(refused),
+    };
+    let pending = match pending {
+        Ok(p) => p,
+        Err(e) => return Submitted::Done(Err(e)),
+    };
+    if fire_and_forget {
         b.counters
             .unacknowledged_events
             .fetch_add(n, Ordering::Relaxed);
-        return Ok(0);
+        // Not answered; the commit is still counted in the node's publish outcomes.
+        tokio::spawn(pending.committed());
+        return Submitted::Done(Ok(0));
     }
-    let offsets = producer.publish(events).await.map_err(refused)?;
-    b.counters.produced_events.fetch_add(n, Ordering::Relaxed);
-    Ok(offsets.first().copied().unwrap_or_default())
+    Submitted::Pending(pending, n)
+}
+
+fn sequence_error(topic: &str, e: &SequenceError) -> Failure {
+    let code = match e {
+        SequenceError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+        SequenceError::Fenced { .. } => ResponseError::InvalidProducerEpoch,
+    };
+    (code, format!("{topic}/0: {e}"))
 }

@@ -9,7 +9,9 @@
 //! * **Idempotent producers**: a record of a batch with a producer id gets the event id
 //!   [`idempotent_id`] of (producer id, epoch, topic, sequence). A batch retried after a
 //!   failover carries the same ids, so the node's replicated dedup window stores it once and
-//!   acknowledges the retry with the offsets the first attempt got.
+//!   acknowledges the retry with the offsets the first attempt got. The partition's
+//!   [`ProducerBatch`] (producer id, epoch, first and last sequence) goes with the events, so
+//!   the leader checks that it follows the producer's last one ([`decode_produce_batch`]).
 //! * **Out** (Fetch): events with their offsets become one v2 batch (uncompressed). Offsets
 //!   of a topic may have gaps (other topics' events sit there), which a batch's offset deltas
 //!   carry as they are; clients accept gaps, as in a compacted Kafka topic.
@@ -18,6 +20,7 @@ use crate::decompress::{decompress, Budget};
 use crate::error::KafkaError;
 use bytes::{Buf, Bytes, BytesMut};
 use eventstream_core::{Event, Header, Priority};
+use eventstream_node::ProducerBatch;
 use indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -27,6 +30,16 @@ use kafka_protocol::records::{
 /// The record header that names an event's priority.
 pub const PRIORITY_HEADER: &str = "priority";
 
+/// One partition's produced records as events, and the idempotent producer's batch if the
+/// records carry a producer id.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The events, in record order.
+    pub events: Vec<Event>,
+    /// The producer, epoch and sequences of an idempotent producer's records.
+    pub sequence: Option<ProducerBatch>,
+}
+
 /// The events of `records` (one partition's record batches) for `topic`; compressed batches
 /// expand within `budget` ([`crate::decompress`]).
 pub fn decode_produce(
@@ -35,6 +48,18 @@ pub fn decode_produce(
     default_priority: Priority,
     budget: &Budget,
 ) -> Result<Vec<Event>, KafkaError> {
+    Ok(decode_produce_batch(topic, records, default_priority, budget)?.events)
+}
+
+/// [`decode_produce`] with the producer's sequences: every record of an idempotent producer
+/// has the same producer id and epoch, and the batches of one partition follow each other
+/// (else the records are refused); records without a producer id have no sequence.
+pub fn decode_produce_batch(
+    topic: &str,
+    records: &Bytes,
+    default_priority: Priority,
+    budget: &Budget,
+) -> Result<Decoded, KafkaError> {
     let mut buf = records.clone();
     let mut sets = Vec::new();
     while buf.has_remaining() {
@@ -46,15 +71,62 @@ pub fn decode_produce(
         sets.push(set);
     }
     let mut events = Vec::new();
+    let mut sequence: Option<ProducerBatch> = None;
     for set in sets {
         for r in set.records {
             if r.control {
                 continue;
             }
+            follow_sequence(&mut sequence, topic, &r, events.is_empty())?;
             events.push(event_of(topic, r, default_priority)?);
         }
     }
-    Ok(events)
+    Ok(Decoded { events, sequence })
+}
+
+/// Extends the partition's sequence with record `r` (`first`: no record before it).
+fn follow_sequence(
+    seq: &mut Option<ProducerBatch>,
+    topic: &str,
+    r: &Record,
+    first: bool,
+) -> Result<(), KafkaError> {
+    let idempotent = r.producer_id >= 0;
+    let refuse = |why: String| Err(KafkaError::BadRecords(why));
+    match seq {
+        None if first && idempotent => {
+            *seq = Some(ProducerBatch {
+                producer_id: r.producer_id,
+                epoch: r.producer_epoch,
+                topic: topic.to_owned(),
+                partition: 0,
+                first_sequence: r.sequence,
+                last_sequence: r.sequence,
+            });
+            Ok(())
+        }
+        None if idempotent => {
+            refuse("records with and without a producer id in one partition".into())
+        }
+        None => Ok(()),
+        Some(_) if !idempotent => {
+            refuse("records with and without a producer id in one partition".into())
+        }
+        Some(s) if s.producer_id != r.producer_id || s.epoch != r.producer_epoch => {
+            refuse(format!(
+                "records of producers {}/{} and {}/{} in one partition",
+                s.producer_id, s.epoch, r.producer_id, r.producer_epoch
+            ))
+        }
+        Some(s) if r.sequence != s.last_sequence.wrapping_add(1).max(0) => refuse(format!(
+            "record sequence {} does not follow {} within the request",
+            r.sequence, s.last_sequence
+        )),
+        Some(s) => {
+            s.last_sequence = r.sequence;
+            Ok(())
+        }
+    }
 }
 
 /// The event id of an idempotent producer's record: a 64-bit mix of (producer id, epoch,
@@ -239,6 +311,43 @@ mod tests {
             assert_eq!(events[1].priority, Priority::Critical);
             assert_eq!(events[1].key(), None);
         }
+    }
+
+    #[test]
+    fn an_idempotent_batch_carries_its_producer_and_sequences() {
+        let rec = |pid: i64, seq: i32, offset: i64| {
+            let mut r = produced("v", None, &[]);
+            (r.producer_id, r.producer_epoch, r.sequence, r.offset) = (pid, 2, seq, offset);
+            r
+        };
+        let decode = |sets: &[&[Record]]| {
+            let mut b = BytesMut::new();
+            for rs in sets {
+                b.extend_from_slice(&batch(rs, Compression::None));
+            }
+            decode_produce_batch("t", &b.freeze(), Priority::Low, &Budget::new(1 << 20))
+        };
+        let d = decode(&[&[rec(7, 10, 0), rec(7, 11, 1)], &[rec(7, 12, 0)]]).unwrap();
+        assert_eq!(
+            d.sequence,
+            Some(ProducerBatch {
+                producer_id: 7,
+                epoch: 2,
+                topic: "t".into(),
+                partition: 0,
+                first_sequence: 10,
+                last_sequence: 12,
+            })
+        );
+        assert_eq!(d.events.len(), 3);
+        // Plain records have none.
+        let plain = produced("v", None, &[]);
+        assert_eq!(decode(&[std::slice::from_ref(&plain)]).unwrap().sequence, None);
+        // Batches that do not follow, mixed producers, mixed with plain records: refused.
+        assert!(decode(&[&[rec(7, 10, 0)], &[rec(7, 12, 0)]]).is_err());
+        assert!(decode(&[&[rec(7, 10, 0)], &[rec(8, 11, 0)]]).is_err());
+        assert!(decode(&[&[rec(7, 10, 0)], std::slice::from_ref(&plain)]).is_err());
+        assert!(decode(&[&[plain], &[rec(7, 10, 0)]]).is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The Kafka listener against real Kafka clients nobody here wrote: kcat (librdkafka's CLI)
 //! and confluent-kafka (Python, librdkafka inside), on a 3-node in-process cluster whose
 //! members advertise their Kafka addresses. Also: bad requests close only their connection,
-//! and a producer follows a leader change without a restart.
+//! a producer follows a leader change without a restart, and an idempotent producer's
+//! sequence gaps are refused by every leader.
 //!
 //! kcat and confluent-kafka come from `scripts/ensure-tools.sh`; outside CI a missing tool
 //! skips the test that needs it, loudly; with `CI=true` it fails.
@@ -11,6 +12,14 @@ use eventstream_core::{Engine, Event, Priority};
 use eventstream_kafka::{KafkaCounters, KafkaOptions, SaslUsers};
 use eventstream_node::LocalCluster;
 use eventstream_testkit::Pki;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -445,82 +454,163 @@ fn a_kafka_producer_follows_a_leader_change() {
     c.nodes.shutdown();
 }
 
-#[test]
-fn a_compressed_batch_expanding_past_the_budget_is_refused_and_the_connection_stays() {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{
-        ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
-    };
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-
-    let c = Cluster::start(1); // max_request_bytes 1 MiB: 4 MiB may be decompressed per request
-    let record = |value: Vec<u8>| Record {
+/// A record of `value` (with `producer`: an idempotent producer's `(id, epoch, sequence)`).
+fn record(value: Vec<u8>, producer: Option<(i64, i16, i32)>) -> Record {
+    let (producer_id, producer_epoch, sequence) = producer.unwrap_or((-1, -1, -1));
+    Record {
         transactional: false,
         control: false,
         delete_horizon: false,
         partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
+        producer_id,
+        producer_epoch,
         timestamp_type: TimestampType::Creation,
         offset: 0,
-        sequence: -1,
+        sequence,
         timestamp: 0,
         key: None,
         value: Some(value.into()),
         headers: Default::default(),
+    }
+}
+
+/// A Produce v9 request (`acks=all`) with one record batch of `records` for `topic`/0.
+fn produce_request(topic: &'static str, records: &[Record], compression: Compression) -> Vec<u8> {
+    let mut batch = BytesMut::new();
+    let opts = RecordEncodeOptions {
+        version: 2,
+        compression,
     };
-    let produce = |value: Vec<u8>| {
-        let mut records = BytesMut::new();
-        let opts = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::Zstd,
-        };
-        RecordBatchEncoder::encode(&mut records, [&record(value)], &opts).unwrap();
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_static_str("bombs")))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(records.freeze()))])]);
-        let mut body = BytesMut::new();
-        RequestHeader::default()
-            .with_request_api_key(ApiKey::Produce as i16)
-            .with_request_api_version(9)
-            .with_correlation_id(5)
-            .encode(&mut body, ApiKey::Produce.request_header_version(9))
-            .unwrap();
-        req.encode(&mut body, 9).unwrap();
-        let mut framed = (body.len() as i32).to_be_bytes().to_vec();
-        framed.extend_from_slice(&body);
-        framed
-    };
+    RecordBatchEncoder::encode(&mut batch, records, &opts).unwrap();
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.freeze()))])]);
+    let mut body = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(9)
+        .with_correlation_id(5)
+        .encode(&mut body, ApiKey::Produce.request_header_version(9))
+        .unwrap();
+    req.encode(&mut body, 9).unwrap();
+    let mut framed = (body.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&body);
+    framed
+}
+
+/// Reads one produce answer: the partition's (error code, base offset).
+fn produce_answer(s: &mut TcpStream) -> (i16, i64) {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut resp).unwrap();
+    let mut resp = bytes::Bytes::from(resp);
+    ResponseHeader::decode(&mut resp, ApiKey::Produce.response_header_version(9)).unwrap();
+    let r = ProduceResponse::decode(&mut resp, 9).unwrap();
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn produce_once(s: &mut TcpStream, req: Vec<u8>) -> (i16, i64) {
+    s.write_all(&req).unwrap();
+    produce_answer(s)
+}
+
+#[test]
+fn a_compressed_batch_expanding_past_the_budget_is_refused_and_the_connection_stays() {
+    let c = Cluster::start(1); // max_request_bytes 1 MiB: 4 MiB may be decompressed per request
+    let produce =
+        |value: Vec<u8>| produce_request("bombs", &[record(value, None)], Compression::Zstd);
     let mut s = TcpStream::connect(c.kafka[0]).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let answer = |s: &mut TcpStream, req: Vec<u8>| {
-        s.write_all(&req).unwrap();
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).unwrap();
-        let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
-        s.read_exact(&mut resp).unwrap();
-        let mut resp = bytes::Bytes::from(resp);
-        ResponseHeader::decode(&mut resp, ApiKey::Produce.response_header_version(9)).unwrap();
-        let r = ProduceResponse::decode(&mut resp, 9).unwrap();
-        let p = &r.responses[0].partition_responses[0];
-        (p.error_code, p.base_offset)
-    };
     // 64 MiB of zeros compress to a few KB.
     let bomb = produce(vec![0; 64 << 20]);
     assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
-    let (code, _) = answer(&mut s, bomb);
+    let (code, _) = produce_once(&mut s, bomb);
     assert_eq!(code, 2, "CORRUPT_MESSAGE");
     // The same connection still produces a batch within the budget.
-    let (code, offset) = answer(&mut s, produce(vec![7; 100_000]));
+    let (code, offset) = produce_once(&mut s, produce(vec![7; 100_000]));
     assert_eq!((code, offset), (0, 0));
+    c.nodes.shutdown();
+}
+
+/// Kafka error codes the sequence test expects.
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+
+#[test]
+fn an_idempotent_producers_sequence_gap_is_refused_by_every_leader() {
+    let mut c = Cluster::start(3);
+    // Producer 4242's batch of `n` records from sequence `first` in `epoch`.
+    let batch = |epoch: i16, first: i32, n: i32| {
+        let records: Vec<Record> = (0..n)
+            .map(|i| {
+                let mut r = record(vec![b'x'; 20], Some((4242, epoch, first + i)));
+                r.offset = i64::from(i);
+                r
+            })
+            .collect();
+        produce_request("sequenced", &records, Compression::None)
+    };
+    let connect = |c: &Cluster| {
+        let leader = c.nodes.wait_for_leader(Duration::from_secs(15)).unwrap();
+        let s = TcpStream::connect(c.kafka[(leader - 1) as usize]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    };
+    let mut s = connect(&c);
+    assert_eq!(produce_once(&mut s, batch(0, 0, 5)).0, 0);
+    let (code, second) = produce_once(&mut s, batch(0, 5, 5));
+    assert_eq!(code, 0);
+    // A gap: sequence 11 where 10 comes next.
+    let (code, _) = produce_once(&mut s, batch(0, 11, 5));
+    assert_eq!(code, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    // A retry of a stored batch is answered with its first offsets, stored once.
+    assert_eq!(produce_once(&mut s, batch(0, 5, 5)), (0, second));
+    // Pipelined batches are stored in the order sent: every one follows the one before.
+    let mut pipelined = Vec::new();
+    for k in 0..4 {
+        pipelined.extend(batch(0, 10 + 3 * k, 3));
+    }
+    s.write_all(&pipelined).unwrap();
+    let answers: Vec<(i16, i64)> = (0..4).map(|_| produce_answer(&mut s)).collect();
+    assert!(answers.iter().all(|a| a.0 == 0), "{answers:?}");
+    assert!(answers.windows(2).all(|w| w[0].1 < w[1].1), "{answers:?}");
+    // A new epoch starts at 0 and fences the old one.
+    assert_eq!(produce_once(&mut s, batch(1, 0, 2)).0, 0);
+    assert_eq!(
+        produce_once(&mut s, batch(0, 22, 2)).0,
+        INVALID_PRODUCER_EPOCH
+    );
+    // The sequences are replicated: the next leader refuses the same gap.
+    c.stop_leader();
+    let mut s = connect(&c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let code = loop {
+        // NOT_LEADER_OR_FOLLOWER (6) and LEADER_NOT_AVAILABLE (5) until it is ready.
+        let (code, _) = produce_once(&mut s, batch(1, 3, 2));
+        if !matches!(code, 5 | 6) || std::time::Instant::now() > deadline {
+            break code;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        s = connect(&c);
+    };
+    assert_eq!(code, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    assert_eq!(produce_once(&mut s, batch(1, 2, 2)).0, 0);
+    // Nothing stored twice, nothing refused stored: 5 + 5 + 12 + 2 + 2 records.
+    let leader = c.nodes.leader().unwrap();
+    let node = c.nodes.nodes[(leader - 1) as usize].as_ref().unwrap();
+    let gw = node.gateway();
+    let read = node
+        .runtime_handle()
+        .block_on(async move { gw.read_topic("sequenced", 0, 1000, 1 << 20).await })
+        .unwrap();
+    assert_eq!(read.events.len(), 26);
     c.nodes.shutdown();
 }
 

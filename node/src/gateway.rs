@@ -10,10 +10,14 @@
 //! * [`Producer::publish`] answers `Ok` only with offsets committed on a quorum and fsynced
 //!   (the acknowledgement the native protocol gives); every `Err` is a [`Refusal`] whose code
 //!   says whether the same ids may be sent again.
+//! * [`Producer::submit`] returns once the events are in the tier rings: two submits of one
+//!   producer awaited one after the other are stored in that order, even when their commits
+//!   are awaited together ([`Pending::committed`]).
 //! * Reads never block the runtime: segment files are read on the blocking pool.
 
 use crate::error::NodeError;
 use crate::groups::{self, CommittedOffset, OffsetCommit};
+use crate::producers::{self, ProducerBatch, SequenceError};
 use crate::server::{self, Filter, Origin, Refusal, ServerCtx};
 use eventstream_core::{Event, Publisher};
 use eventstream_proto::frame::ErrorCode;
@@ -165,6 +169,42 @@ fn stream_read(
     }
 }
 
+/// Why a sequenced batch was not submitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SequencedError {
+    /// Refused as any publish may be (not leader, busy, bad event, ...).
+    Refused(Refusal),
+    /// Out of order or fenced: sending it again changes nothing.
+    Sequence(SequenceError),
+}
+
+/// A submitted publish, waiting for its commit.
+#[derive(Debug)]
+pub struct Pending {
+    ctx: Arc<ServerCtx>,
+    admitted: server::Admitted,
+    /// Events the node added after the client's (a producer-state event).
+    trailing: usize,
+}
+
+impl Pending {
+    /// Waits until the events are committed on a quorum and fsynced: their offsets, in order
+    /// (an event whose id was seen before gets its first offset), or why not.
+    pub async fn committed(self) -> Result<Vec<u64>, Refusal> {
+        let (result, permits) = server::await_commit(&self.ctx, self.admitted).await;
+        drop(permits);
+        let mut offsets = result?;
+        offsets.truncate(offsets.len().saturating_sub(self.trailing));
+        Ok(offsets)
+    }
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// One connection's publishing side (see the module's invariants).
 #[derive(Debug)]
 pub struct Producer {
@@ -181,10 +221,61 @@ impl Producer {
     /// Publishes `events` and waits until they are committed: their offsets, in order (an
     /// event whose id was seen before gets its first offset), or why not.
     pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<u64>, Refusal> {
+        self.submit(events).await?.committed().await
+    }
+
+    /// Puts `events` into the tier rings and returns what waits for their commit.
+    pub async fn submit(&self, events: Vec<Event>) -> Result<Pending, Refusal> {
         let admitted = self.admit(events, Origin::Client).await?;
-        let (result, permits) = server::await_commit(&self.ctx, admitted).await;
-        drop(permits);
-        result
+        Ok(Pending {
+            ctx: self.ctx.clone(),
+            admitted,
+            trailing: 0,
+        })
+    }
+
+    /// [`Producer::submit`] for an idempotent producer's batch: refused when `batch` does not
+    /// follow the last sequence stored or admitted for its producer and partition
+    /// ([`crate::producers`]), else submitted with the producer's new state after its events.
+    /// A retry (a batch at or before the last sequence) is submitted for the dedup window.
+    pub async fn submit_sequenced(
+        &self,
+        mut events: Vec<Event>,
+        batch: &ProducerBatch,
+    ) -> Result<Pending, SequencedError> {
+        let Some(last_priority) = events.last().map(|e| e.priority) else {
+            return Err(SequencedError::Refused(Refusal::new(
+                ErrorCode::BadRequest,
+                "a sequenced batch has at least one event",
+            )));
+        };
+        let term = self.ctx.metrics.leader_term();
+        if term != 0 && !self.ctx.metrics.leader_caught_up() {
+            return Err(SequencedError::Refused(Refusal::new(
+                ErrorCode::Unavailable,
+                "the new leader is still applying earlier terms' entries; retry",
+            )));
+        }
+        let stored = self.ctx.producers.last(batch, unix_now_ms());
+        let (_, admission) = self
+            .ctx
+            .admissions
+            .check_and_admit(batch, term, stored)
+            .map_err(SequencedError::Sequence)?;
+        events.push(producers::state_event(batch, last_priority));
+        match self.admit(events, Origin::Sequenced).await {
+            Ok(admitted) => Ok(Pending {
+                ctx: self.ctx.clone(),
+                admitted,
+                trailing: 1,
+            }),
+            Err(r) => {
+                if let Some(a) = admission {
+                    self.ctx.admissions.undo(a);
+                }
+                Err(SequencedError::Refused(r))
+            }
+        }
     }
 
     /// Commits `offsets` for consumer group `group` and waits until the commit is on a

@@ -25,6 +25,9 @@
 //!   admitted, limited and acknowledged as native publishes are.
 //! * [`GroupOffsets`] — consumer groups' committed offsets, replicated as events of the
 //!   reserved topic [`GROUP_OFFSETS_TOPIC`] and carried in snapshots.
+//! * [`ProducerSequences`] — idempotent producers' last sequences, replicated as events of
+//!   the reserved topic [`PRODUCER_STATE_TOPIC`]; the leader checks batches against them
+//!   ([`Producer::publish_sequenced`]).
 //! * [`NodeError`] — the crate's one error type.
 //!
 //! The wire format lives in `eventstream-proto`, the log and snapshot formats in
@@ -43,6 +46,7 @@ mod groups;
 mod join;
 mod metrics;
 mod node;
+mod producers;
 mod reclaim;
 pub mod replica;
 mod server;
@@ -58,16 +62,25 @@ pub use driver::raise_thread_priority;
 pub use error::NodeError;
 pub use eventstream_proto::Member;
 pub use eventstream_storage::stream::TopicInfo;
-pub use gateway::{Gateway, Producer, StreamRead};
+pub use gateway::{Gateway, Pending, Producer, SequencedError, StreamRead};
 pub use groups::{
     CommittedOffset, GroupOffsets, OffsetCommit, GROUP_OFFSETS_TOPIC, MAX_COMMIT_METADATA_BYTES,
     MAX_GROUP_ID_BYTES,
 };
 pub use metrics::NodeMetrics;
 pub use node::{LocalCluster, Node, ProposalStage};
+pub use producers::{
+    ProducerBatch, ProducerSequences, SequenceError, PRODUCER_EXPIRY_MS, PRODUCER_STATE_TOPIC,
+};
 pub use replica::{Replica, ReplicaConfig};
 pub use server::Refusal;
 pub use state::StateMachine;
 pub use stream::{CommittedStream, Retention, StreamSettings};
 pub use tls::{NodeTls, PeerCert};
 pub use transport::decode_raft_message;
+
+/// True for the topics only the node writes ([`GROUP_OFFSETS_TOPIC`],
+/// [`PRODUCER_STATE_TOPIC`]); clients are refused when they publish to them.
+pub fn is_reserved_topic(topic: &str) -> bool {
+    topic == GROUP_OFFSETS_TOPIC || topic == PRODUCER_STATE_TOPIC
+}

@@ -102,6 +102,8 @@ pub struct NodeMetrics {
     /// Highest commit index a leader has announced to this node.
     pub(crate) leader_commit: AtomicU64,
     pub(crate) is_leader: AtomicBool,
+    /// The term this node leads in (0 when it does not).
+    pub(crate) leader_term: AtomicU64,
     /// True once this leader applied every entry committed before its term (false otherwise).
     pub(crate) leader_caught_up: AtomicBool,
     /// Highest log index raft counts as persisted on this node (refreshed with the status).
@@ -272,6 +274,7 @@ impl NodeMetrics {
             leader: AtomicU64::new(0),
             leader_commit: AtomicU64::new(0),
             is_leader: AtomicBool::new(false),
+            leader_term: AtomicU64::new(0),
             leader_caught_up: AtomicBool::new(false),
             persisted_index: AtomicU64::new(0),
             storage_failure: Mutex::new(None),
@@ -347,6 +350,12 @@ impl NodeMetrics {
     /// True while this node is the leader.
     pub fn is_leader(&self) -> bool {
         self.is_leader.load(Ordering::Acquire)
+    }
+
+    /// The term this node leads in; 0 when it is not the leader.
+    pub fn leader_term(&self) -> u64 {
+        // Pairs with the Release store in the replica's role change.
+        self.leader_term.load(Ordering::Acquire)
     }
 
     /// True while this node is the leader and has applied every entry committed in earlier

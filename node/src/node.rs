@@ -178,6 +178,7 @@ impl Node {
         let stats = engine.stats_handle();
         let sm = StateMachine::new(dedup, applier, stream.clone(), acks.clone());
         let groups = sm.group_offsets().clone();
+        let producers = sm.producer_sequences().clone();
         metrics.attach_groups(groups.clone());
         let mut rcfg = cfg.replica_config(&members);
         if cfg.join && !crate::join::has_log(&cfg.data_dir) {
@@ -252,6 +253,8 @@ impl Node {
             acks,
             stream: stream.clone(),
             groups,
+            producers,
+            admissions: Default::default(),
             copies: copies.clone(),
             driver: driver_tx.clone(),
             max_frame: (cfg.limits.max_frame_bytes as usize),

@@ -1296,6 +1296,12 @@ impl Replica {
                 self.acks.fail_all(AckError::NotLeader);
             }
             self.role = new_role;
+            let term = match new_role {
+                StateRole::Leader => self.raw.raft.term,
+                _ => 0,
+            };
+            // Pairs with the Acquire load in `NodeMetrics::leader_term`.
+            self.metrics.leader_term.store(term, Ordering::Release);
             self.metrics
                 .is_leader
                 .store(new_role == StateRole::Leader, Ordering::Release);

@@ -60,6 +60,10 @@ pub struct ServerCtx {
     pub stream: Arc<CommittedStream>,
     /// Consumer groups' committed offsets (the state machine writes them).
     pub groups: Arc<crate::groups::GroupOffsets>,
+    /// Idempotent producers' last sequences (the state machine writes them).
+    pub producers: Arc<crate::producers::ProducerSequences>,
+    /// What this node admitted as leader for idempotent producers, in its current term.
+    pub(crate) admissions: crate::producers::Admissions,
     /// Copies of the stream to and from other members.
     pub copies: Arc<crate::copy::CopyCounters>,
     /// The driver's inbox (raft messages from peers).
@@ -610,6 +614,7 @@ impl ClientConn<'_> {
 
 /// A publish in the tier rings, waiting for the offsets of its events, with the in-flight
 /// permits it holds until it is answered.
+#[derive(Debug)]
 pub(crate) struct Admitted {
     /// Events in the request.
     events: usize,
@@ -625,6 +630,8 @@ pub(crate) struct Admitted {
 pub(crate) enum Origin {
     Client,
     Node,
+    /// A client's events followed by one the node adds (an idempotent producer's state).
+    Sequenced,
 }
 
 /// Admits a publish: counts it as received; refuses it when this node cannot take it
@@ -1011,14 +1018,18 @@ pub(crate) fn publish_refusal(
             Refusal::new(ErrorCode::NotLeader, "publish to the leader")
         });
     }
-    events.iter().find_map(|e| {
-        if origin == Origin::Client && e.topic == crate::groups::GROUP_OFFSETS_TOPIC {
+    let client_events = match origin {
+        Origin::Client => events.len(),
+        Origin::Sequenced => events.len().saturating_sub(1),
+        Origin::Node => 0,
+    };
+    events.iter().enumerate().find_map(|(i, e)| {
+        if i < client_events && crate::is_reserved_topic(&e.topic) {
             return Some(Refusal::new(
                 ErrorCode::BadRequest,
                 format!(
-                    "event {}: topic {} is reserved for consumer-group commits",
-                    e.id,
-                    crate::groups::GROUP_OFFSETS_TOPIC
+                    "event {}: topic {} is reserved (consumer-group commits, producer sequences)",
+                    e.id, e.topic
                 ),
             ));
         }
@@ -1219,6 +1230,8 @@ mod admin_auth_tests {
             acks: AckRegistry::new(),
             stream: CommittedStream::open(dir.path(), Default::default()).unwrap(),
             groups: Default::default(),
+            producers: Default::default(),
+            admissions: Default::default(),
             copies: Default::default(),
             driver: crossbeam_channel::unbounded().0,
             max_frame: 1 << 20,

@@ -14,7 +14,8 @@
 //! * `applied` is only ever the index of the last entry whose effects are in the stream; after
 //!   a restart it is the persisted commit index the log was replayed to.
 //! * Consumer-group commits (events of [`GROUP_OFFSETS_TOPIC`]) change the group table when
-//!   they get their offset, so a deduplicated retry of a commit changes nothing twice.
+//!   they get their offset, so a deduplicated retry of a commit changes nothing twice; so do
+//!   idempotent producers' sequence events ([`PRODUCER_STATE_TOPIC`]) to the producer table.
 //! * Stream time never goes back: an entry's time is the leader's wall clock when it proposed
 //!   it, raised to the previous entry's time if that was later (a new leader whose clock is
 //!   behind); entries without a time (older logs) get the previous time. Every replica
@@ -23,6 +24,7 @@
 use crate::acks::AckRegistry;
 use crate::error::NodeError;
 use crate::groups::{GroupOffsets, GROUP_OFFSETS_TOPIC};
+use crate::producers::{ProducerSequences, PRODUCER_STATE_TOPIC};
 use crate::stream::CommittedStream;
 use eventstream_core::{Applier, DedupConfig, DedupWindow, Event, Tagged};
 use eventstream_proto::codec;
@@ -84,6 +86,8 @@ pub struct StateMachine {
     batch: Vec<u8>,
     /// Consumer groups' committed offsets (commit events applied in stream order).
     groups: Arc<GroupOffsets>,
+    /// Idempotent producers' last sequences (state events applied in stream order).
+    producers: Arc<ProducerSequences>,
 }
 
 impl StateMachine {
@@ -107,6 +111,25 @@ impl StateMachine {
             resolved: Vec::new(),
             batch: Vec::new(),
             groups: Arc::new(GroupOffsets::default()),
+            producers: Arc::new(ProducerSequences::default()),
+        }
+    }
+
+    /// Idempotent producers' last sequences, as the applied log left them.
+    pub fn producer_sequences(&self) -> &Arc<ProducerSequences> {
+        &self.producers
+    }
+
+    /// A fresh event of a reserved topic changes its table (a byte compare for the others).
+    fn apply_internal(&self, i: usize) {
+        let e = &self.events[i];
+        if !e.topic.starts_with("__") {
+            return;
+        }
+        if e.topic == GROUP_OFFSETS_TOPIC {
+            self.groups.apply(&e.payload, self.last_time_ms);
+        } else if e.topic == PRODUCER_STATE_TOPIC {
+            self.producers.apply(&e.payload, self.last_time_ms);
         }
     }
 
@@ -160,6 +183,7 @@ impl StateMachine {
         s.dedup = self.decisions.entries().collect();
         s.offsets = self.decisions.tags().collect();
         s.group_offsets = self.groups.export();
+        s.producers = self.producers.export();
         Ok(())
     }
 
@@ -180,6 +204,7 @@ impl StateMachine {
         self.applied = s.index;
         self.last_time_ms = s.last_timestamp_ms;
         self.groups.restore(&s.group_offsets);
+        self.producers.restore(&s.producers);
         if s.chunks.is_empty() {
             self.stream.align(s.first_offset, s.next_offset)
         } else {
@@ -263,10 +288,7 @@ impl StateMachine {
                     let at = self.positions[i] as usize;
                     let len = codec::encoded_len(&self.events[i]);
                     self.batch.extend_from_slice(&entry.data[at..at + len]);
-                    if self.events[i].topic == GROUP_OFFSETS_TOPIC {
-                        self.groups
-                            .apply(&self.events[i].payload, self.last_time_ms);
-                    }
+                    self.apply_internal(i);
                     if kept != i {
                         self.events.swap(kept, i);
                     }

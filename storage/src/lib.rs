@@ -23,6 +23,8 @@ pub mod stream;
 pub mod wal;
 
 pub use error::StorageError;
-pub use snapshot::{SnapshotData, SnapshotGroupOffset, SnapshotMember, StreamChunk};
+pub use snapshot::{
+    SnapshotData, SnapshotGroupOffset, SnapshotMember, SnapshotProducer, StreamChunk,
+};
 pub use stream::{RetentionPolicy, StreamConfig, StreamLog};
 pub use wal::{Recovered, Wal};

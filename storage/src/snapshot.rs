@@ -8,8 +8,8 @@
 //!
 //! # Layout (little-endian)
 //! ```text
-//! header   b"ESSNAP\r\n" | u32 format version (4) | u32 flags (0)
-//! section  u8 kind | u32 crc32(body) | u64 body_len | body        (kinds 1..=6, in order)
+//! header   b"ESSNAP\r\n" | u32 format version (5) | u32 flags (0)
+//! section  u8 kind | u32 crc32(body) | u64 body_len | body        (kinds 1..=7, in order)
 //!   1 meta     u64 index | u64 term | u32 n | n × u64 voter | u32 m | m × u64 learner
 //!              | u64 created_unix_ms | u64 first_offset | u64 next_offset
 //!              | u64 dedup_window | u64 dedup_max_age_ns (0 = none)
@@ -22,8 +22,12 @@
 //!   6 groups   u32 n | n × (str16 group | str16 topic | i32 partition | i64 offset
 //!              | u64 commit_unix_ms | str16 metadata)  consumer groups' committed offsets,
 //!                                                       sorted by (group, topic, partition)
+//!   7 producers u32 n | n × (i64 producer_id | str16 topic | i32 partition | i16 epoch
+//!              | i32 last_sequence | u64 unix_ms)       idempotent producers' sequences,
+//!                                                       sorted by (producer_id, topic, partition)
 //! trailer  u8 0xFF | u32 crc32(every byte before this trailer)
 //! ```
+//! Format 4 (read, never written) is format 5 without section 7 (no producer sequences).
 //! Format 3 (read, never written) is format 4 without section 6 (no committed offsets).
 //! Format 2 (read, never written) is format 3 without the members' `kafka_addr`.
 //! Format 1 (read, never written) carried the retained events in section 5 instead:
@@ -51,7 +55,9 @@ use std::path::{Path, PathBuf};
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"ESSNAP\r\n";
 /// Format version written by this build.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
+/// Format 4: no idempotent producers' sequences (read, never written).
+const FORMAT_NO_PRODUCERS: u32 = 4;
 /// Format 3: no consumer groups' offsets (read, never written).
 const FORMAT_NO_GROUPS: u32 = 3;
 /// Format 2: members without a Kafka address (read, never written).
@@ -93,6 +99,23 @@ pub struct SnapshotGroupOffset {
     pub commit_unix_ms: u64,
     /// The client's metadata string.
     pub metadata: String,
+}
+
+/// An idempotent producer's last stored sequence on one partition, as recorded in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotProducer {
+    /// The producer id (Kafka's InitProducerId).
+    pub producer_id: i64,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The producer's epoch.
+    pub epoch: i16,
+    /// The sequence of the last record stored.
+    pub last_sequence: i32,
+    /// Stream time of that record's batch, ms since the epoch.
+    pub unix_ms: u64,
 }
 
 /// A run of retained events: one applied entry's data and its fresh events' byte positions.
@@ -143,6 +166,8 @@ pub struct SnapshotData {
     pub segments: Vec<SegmentInfo>,
     /// Consumer groups' committed offsets, sorted by (group, topic, partition).
     pub group_offsets: Vec<SnapshotGroupOffset>,
+    /// Idempotent producers' sequences, sorted by (producer id, topic, partition).
+    pub producers: Vec<SnapshotProducer>,
     /// Retained events, from a format-1 snapshot only (empty otherwise).
     pub chunks: Vec<StreamChunk>,
 }
@@ -180,7 +205,7 @@ pub fn encode(s: &SnapshotData) -> Bytes {
     encode_version(s, FORMAT_VERSION)
 }
 
-/// Encodes `s` in format `version` (3 or 4; older builds wrote 3).
+/// Encodes `s` in format `version` (3, 4 or 5; older builds wrote 3 and 4).
 fn encode_version(s: &SnapshotData, version: u32) -> Bytes {
     let mut buf = BytesMut::with_capacity(
         256 + 32 * s.segments.len() + 16 * (s.dedup.len() + s.offsets.len()) + 64 * s.members.len(),
@@ -196,7 +221,7 @@ fn encode_version(s: &SnapshotData, version: u32) -> Bytes {
             }
         }
     });
-    if version < FORMAT_VERSION {
+    if version < FORMAT_NO_PRODUCERS {
         put_trailer(&mut buf);
         return buf.freeze();
     }
@@ -211,6 +236,19 @@ fn encode_version(s: &SnapshotData, version: u32) -> Bytes {
             put_str16(b, &g.metadata);
         }
     });
+    if version >= FORMAT_VERSION {
+        section(&mut buf, 7, |b| {
+            b.put_u32_le(s.producers.len() as u32);
+            for p in &s.producers {
+                b.put_i64_le(p.producer_id);
+                put_str16(b, &p.topic);
+                b.put_i32_le(p.partition);
+                b.put_i16_le(p.epoch);
+                b.put_i32_le(p.last_sequence);
+                b.put_u64_le(p.unix_ms);
+            }
+        });
+    }
     put_trailer(&mut buf);
     buf.freeze()
 }
@@ -355,6 +393,7 @@ pub fn decode(src: &Bytes) -> Result<SnapshotData, DecodeError> {
     let version = r.u32()?;
     if ![
         FORMAT_VERSION,
+        FORMAT_NO_PRODUCERS,
         FORMAT_NO_GROUPS,
         FORMAT_NO_KAFKA,
         FORMAT_WITH_EVENTS,
@@ -453,8 +492,11 @@ pub fn decode(src: &Bytes) -> Result<SnapshotData, DecodeError> {
     } else {
         decode_manifest(&mut r, &mut s)?;
     }
-    if version >= FORMAT_VERSION {
+    if version >= FORMAT_NO_PRODUCERS {
         decode_group_offsets(&mut r, &mut s)?;
+    }
+    if version >= FORMAT_VERSION {
+        decode_producers(&mut r, &mut s)?;
     }
     if r.remaining() != 5 {
         return Err(invalid(
@@ -523,6 +565,37 @@ fn decode_group_offsets(r: &mut Reader<'_>, s: &mut SnapshotData) -> Result<(), 
         s.group_offsets.push(g);
     }
     done(&m, "groups section")
+}
+
+/// Section 7: idempotent producers' sequences, strictly ascending by (producer id, topic,
+/// partition).
+fn decode_producers(r: &mut Reader<'_>, s: &mut SnapshotData) -> Result<(), DecodeError> {
+    let mut m = Reader::new(next_section(r, 7)?);
+    let n = m.u32()?;
+    // An empty topic and the fixed fields: 28 bytes at least.
+    let n = count(&m, n.into(), 28, "producer count")?;
+    for _ in 0..n {
+        let p = SnapshotProducer {
+            producer_id: m.u64()? as i64,
+            topic: m.str16("producer topic")?.to_owned(),
+            partition: m.u32()? as i32,
+            epoch: m.u16()? as i16,
+            last_sequence: m.u32()? as i32,
+            unix_ms: m.u64()?,
+        };
+        let key = |x: &SnapshotProducer| (x.producer_id, x.topic.clone(), x.partition);
+        if s.producers.last().is_some_and(|q| key(q) >= key(&p)) {
+            return Err(invalid(
+                "producers",
+                format!(
+                    "producer {} {}/{} out of order",
+                    p.producer_id, p.topic, p.partition
+                ),
+            ));
+        }
+        s.producers.push(p);
+    }
+    done(&m, "producers section")
 }
 
 /// Section 5 of format 1: the retained events, checked to cover `first..next`.
@@ -762,6 +835,24 @@ mod tests {
                     metadata: "consumer-1".into(),
                 },
             ],
+            producers: vec![
+                SnapshotProducer {
+                    producer_id: 7,
+                    topic: "orders".into(),
+                    partition: 0,
+                    epoch: 2,
+                    last_sequence: 41,
+                    unix_ms: 1_700_000_000_470,
+                },
+                SnapshotProducer {
+                    producer_id: 9,
+                    topic: "orders".into(),
+                    partition: 0,
+                    epoch: 0,
+                    last_sequence: 3,
+                    unix_ms: 1_700_000_000_480,
+                },
+            ],
             chunks: Vec::new(),
         }
     }
@@ -772,6 +863,7 @@ mod tests {
             last_timestamp_ms: 5,
             segments: Vec::new(),
             group_offsets: Vec::new(),
+            producers: Vec::new(),
             chunks: vec![
                 chunk(10, &[1, 2, 3], &[0, 2]),
                 chunk(12, &[7, 8, 9], &[0, 1, 2]),
@@ -821,9 +913,34 @@ mod tests {
             back,
             SnapshotData {
                 group_offsets: Vec::new(),
+                producers: Vec::new(),
                 ..s
             }
         );
+    }
+
+    #[test]
+    fn format_4_without_producers_is_still_read() {
+        let s = sample();
+        let back = decode(&encode_version(&s, FORMAT_NO_PRODUCERS)).unwrap();
+        assert_eq!(
+            back,
+            SnapshotData {
+                producers: Vec::new(),
+                ..s
+            }
+        );
+    }
+
+    #[test]
+    fn producers_out_of_order_are_rejected() {
+        let mut s = sample();
+        s.producers.swap(0, 1);
+        let err = decode(&encode(&s)).unwrap_err();
+        assert!(err.to_string().contains("out of order"), "{err}");
+        let mut s = sample();
+        s.producers[1] = s.producers[0].clone();
+        assert!(decode(&encode(&s)).is_err());
     }
 
     #[test]
