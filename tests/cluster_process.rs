@@ -158,7 +158,55 @@ fn kill_leader_restart_and_every_acknowledged_event_survives_once_in_order() {
         table.contains("| ENDPOINT") && table.contains("leader") && table.lines().count() == 7,
         "{table}"
     );
+    a_group_subscriber_resumes_at_its_commit(&eps);
     drop(cluster);
+}
+
+/// `subscribe --group`: a second subscriber of the group starts where the first one's commit
+/// left it, and the commit is the one `groups describe` shows.
+fn a_group_subscriber_resumes_at_its_commit(eps: &[String]) {
+    let all = eps.join(",");
+    let published = eventstream_ok(&[
+        "publish",
+        "--endpoints",
+        &all,
+        "--topic",
+        "grouped",
+        "g0",
+        "g1",
+        "g2",
+        "g3",
+        "g4",
+        "g5",
+    ]);
+    let offsets: Vec<u64> = published
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let read = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["subscribe", "--endpoints", &eps[1], "--topic", "grouped"];
+        args.extend_from_slice(&["--group", "cli-readers", "--idle-exit-ms", "1000"]);
+        args.extend_from_slice(extra);
+        let out = eventstream_ok(&args);
+        out.lines()
+            .map(|l| l.split('\t').nth(4).unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(read(&["--limit", "4"]), ["g0", "g1", "g2", "g3"]);
+    assert_eq!(read(&[]), ["g4", "g5"], "resumed at the commit");
+    assert!(read(&[]).is_empty(), "nothing left for the group");
+    let described: serde_json::Value = serde_json::from_str(&eventstream_ok(&[
+        "groups",
+        "describe",
+        "cli-readers",
+        "--json",
+        "--endpoints",
+        &all,
+    ]))
+    .unwrap();
+    let o = &described["offsets"][0];
+    assert_eq!(o["topic"], "grouped", "{described}");
+    assert_eq!(o["committed"], offsets[5] + 1, "{described}");
 }
 
 #[test]

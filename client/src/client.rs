@@ -416,6 +416,55 @@ impl Client {
         }
     }
 
+    /// Commits consumer group `group`'s offsets — for each topic the next offset the group
+    /// reads — on the leader, which replicates them as Kafka clients' commits are (the same
+    /// table: `eventstream groups describe` and Kafka's OffsetFetch see them). Returns once the
+    /// commit is on a quorum and fsynced: the commit's own stream offset. Retried as a publish
+    /// is; committing the same offsets twice changes nothing.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(String, u64)>,
+    ) -> Result<u64, ClientError> {
+        let commit = frame::GroupCommit {
+            group: group.to_owned(),
+            offsets,
+        };
+        if commit.group.is_empty() || commit.group.len() > frame::MAX_GROUP_ID_BYTES {
+            return Err(ClientError::config(
+                "group",
+                format!(
+                    "`{}` is {} bytes; 1 to {} allowed",
+                    commit.group,
+                    commit.group.len(),
+                    frame::MAX_GROUP_ID_BYTES
+                ),
+            ));
+        }
+        self.call(
+            &retry::PUBLISH,
+            self.cfg.attempt_timeout,
+            |b, id| frame::put_group_commit(b, id, &commit),
+            |reply| match reply {
+                Reply::Offsets(o) => Ok(Ok(o.first().copied().unwrap_or_default())),
+                other => Err(other),
+            },
+        )
+        .await
+    }
+
+    /// Group `group`'s committed offsets as the connected node's status reports them:
+    /// `(topic, next offset to read)`.
+    pub async fn committed_offsets(&self, group: &str) -> Result<Vec<(String, u64)>, ClientError> {
+        let status = self.status().await?;
+        Ok(status
+            .groups
+            .iter()
+            .filter(|g| g.group == group && g.committed >= 0)
+            .map(|g| (g.topic.clone(), g.committed as u64))
+            .collect())
+    }
+
     /// Subscribes to the committed stream from `filter.from_offset`.
     pub fn subscribe(&self, filter: SubscribeBody) -> Subscription {
         Subscription::new(

@@ -202,7 +202,8 @@ impl Target for PeerFrames {
 // ---- client protocol --------------------------------------------------------------------------
 
 /// Client protocol bodies: the first input byte picks the decoder (publish, subscribe, error,
-/// hello, publish-ok, event blocks with positions, subscription events, request id), the rest
+/// hello, publish-ok, event blocks with positions, subscription events, group commit, request
+/// id), the rest
 /// is the body. Decoded values must re-encode to an equal value.
 #[derive(Debug)]
 pub struct ClientProtocol;
@@ -213,7 +214,7 @@ impl Target for ClientProtocol {
     }
 
     fn generate(&mut self, rng: &mut Rng) -> Vec<u8> {
-        let which = rng.below(8) as u8;
+        let which = rng.below(9) as u8;
         let mut f = BytesMut::new();
         let body = match which {
             0 => {
@@ -275,6 +276,16 @@ impl Target for ClientProtocol {
                 );
                 b.to_vec()
             }
+            7 => {
+                let c = frame::GroupCommit {
+                    group: gen_string(rng, 4) + "g",
+                    offsets: (0..rng.below(4))
+                        .map(|_| (gen_string(rng, 3), rng.next_u64()))
+                        .collect(),
+                };
+                frame::put_group_commit(&mut f, rng.next_u64(), &c);
+                frame_body(&f)
+            }
             _ => rng.next_u64().to_le_bytes().to_vec(),
         };
         let mut v = vec![which];
@@ -286,7 +297,7 @@ impl Target for ClientProtocol {
         let Some((&which, body)) = input.split_first() else {
             return Outcome::Rejected;
         };
-        match which % 8 {
+        match which % 9 {
             0 => {
                 let src = Bytes::copy_from_slice(body);
                 let r = frame::decode_publish(&src);
@@ -369,6 +380,18 @@ impl Target for ClientProtocol {
                     codec::put_offset_events(&mut b, evs.iter().map(|(o, e)| (*o, e)), true);
                     let again = codec::decode_offset_events(&b.freeze(), 0).expect("re-encoded");
                     assert_eq!(&again, evs);
+                }
+                outcome(&r)
+            }
+            7 => {
+                let r = frame::decode_group_commit(body);
+                if let Ok((req, c)) = &r {
+                    let mut f = BytesMut::new();
+                    frame::put_group_commit(&mut f, *req, c);
+                    assert_eq!(
+                        frame::decode_group_commit(&frame_body(&f)),
+                        Ok((*req, c.clone()))
+                    );
                 }
                 outcome(&r)
             }

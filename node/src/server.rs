@@ -496,6 +496,7 @@ impl ClientConn<'_> {
                 frame::decode_subscribe(body).map_err(invalid)?,
             )),
             Kind::Status => self.handle_status(body),
+            Kind::GroupCommit => self.handle_group_commit(body),
             Kind::MemberAdd | Kind::MemberRemove | Kind::MemberList | Kind::LeaderTransfer => {
                 self.handle_admin(kind, body)
             }
@@ -533,6 +534,37 @@ impl ClientConn<'_> {
             }
             Err(r) => Ok(Step::Answer(error_frame(req_id, r.code, ctx, r.message))),
         }
+    }
+
+    /// A consumer group's commit from a native subscriber: replicated like a Kafka client's
+    /// OffsetCommit ([`crate::Producer::commit_offsets`]) by a task, which answers
+    /// `PublishOk` with the commit event's offset or the refusal.
+    fn handle_group_commit(&self, body: &[u8]) -> io::Result<Step> {
+        let (req_id, c) = frame::decode_group_commit(body).map_err(invalid)?;
+        let (ctx, tx) = (self.ctx.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let offsets = c
+                .offsets
+                .into_iter()
+                .map(|(topic, offset)| crate::groups::OffsetCommit {
+                    topic,
+                    partition: 0,
+                    offset: offset.min(i64::MAX as u64) as i64,
+                    metadata: String::new(),
+                })
+                .collect();
+            let producer = crate::Gateway::new(ctx.clone()).producer();
+            let reply = match producer.commit_offsets(&c.group, offsets).await {
+                Ok(at) => {
+                    let mut b = BytesMut::with_capacity(32);
+                    frame::put_publish_ok(&mut b, req_id, &[at]);
+                    b
+                }
+                Err(r) => error_frame(req_id, r.code, ctx.as_ref(), r.message),
+            };
+            let _ = tx.send(reply).await;
+        });
+        Ok(Step::Read)
     }
 
     /// The node's status, plus its publish counters and the stream's retained range.

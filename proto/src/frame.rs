@@ -45,6 +45,9 @@ pub enum Kind {
     Subscribe = 20,
     /// Committed events for a subscriber.
     Events = 21,
+    /// Commit a consumer group's offsets ([`GroupCommit`]); answered with `PublishOk`
+    /// carrying the commit's own stream offset.
+    GroupCommit = 22,
     /// Ask for the node's cluster status.
     Status = 30,
     /// The node's cluster status (JSON).
@@ -81,6 +84,7 @@ impl Kind {
             12 => Kind::Error,
             20 => Kind::Subscribe,
             21 => Kind::Events,
+            22 => Kind::GroupCommit,
             30 => Kind::Status,
             31 => Kind::StatusOk,
             40 => Kind::MemberAdd,
@@ -388,6 +392,13 @@ pub fn put_error(buf: &mut BytesMut, e: &ErrorBody) {
     });
 }
 
+/// A `u16`-length-prefixed string, cut at a character boundary to fit.
+fn put_str16(b: &mut BytesMut, s: &str) {
+    let s = truncate_utf8(s, u16::MAX as usize);
+    b.put_u16_le(s.len() as u16);
+    b.put_slice(s.as_bytes());
+}
+
 fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -437,6 +448,65 @@ pub fn put_publish_ok(buf: &mut BytesMut, req_id: u64, offsets: &[u64]) {
             b.put_u64_le(*o);
         }
     });
+}
+
+/// Longest consumer-group id a [`GroupCommit`] may carry, bytes.
+pub const MAX_GROUP_ID_BYTES: usize = 255;
+
+/// A consumer group's commit: for each topic, the next offset the group reads.
+/// Body: `u64 req_id | str16 group | u32 n | n × (str16 topic | u64 offset)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupCommit {
+    /// The group's id (1 to [`MAX_GROUP_ID_BYTES`] bytes).
+    pub group: String,
+    /// `(topic, next offset)` pairs.
+    pub offsets: Vec<(String, u64)>,
+}
+
+/// Writes a [`Kind::GroupCommit`] frame.
+pub fn put_group_commit(buf: &mut BytesMut, req_id: u64, c: &GroupCommit) {
+    put_frame_with(buf, Kind::GroupCommit, |b| {
+        b.put_u64_le(req_id);
+        put_str16(b, &c.group);
+        b.put_u32_le(c.offsets.len() as u32);
+        for (topic, offset) in &c.offsets {
+            put_str16(b, topic);
+            b.put_u64_le(*offset);
+        }
+    });
+}
+
+/// Decodes a [`Kind::GroupCommit`] body: its request id and the commit.
+pub fn decode_group_commit(body: &[u8]) -> Result<(u64, GroupCommit), DecodeError> {
+    let mut r = Reader::new(body);
+    let req_id = r.u64()?;
+    let group = r.str16("group")?.to_owned();
+    if group.is_empty() || group.len() > MAX_GROUP_ID_BYTES {
+        return Err(DecodeError::Invalid {
+            field: "group",
+            reason: format!("{} bytes; 1 to {MAX_GROUP_ID_BYTES} allowed", group.len()),
+        });
+    }
+    let n = r.u32()? as usize;
+    // Each pair is at least 10 bytes: check the count against what is left first.
+    if n > r.remaining() / 10 {
+        return Err(DecodeError::Invalid {
+            field: "group commit count",
+            reason: format!("{n} pairs in {} bytes", r.remaining()),
+        });
+    }
+    let mut offsets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let topic = r.str16("group commit topic")?.to_owned();
+        offsets.push((topic, r.u64()?));
+    }
+    if r.remaining() != 0 {
+        return Err(DecodeError::Invalid {
+            field: "group commit",
+            reason: format!("{} trailing bytes", r.remaining()),
+        });
+    }
+    Ok((req_id, GroupCommit { group, offsets }))
 }
 
 /// Decodes a publish acknowledgement.
@@ -689,6 +759,44 @@ pub fn decode_req_id(body: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn group_commits_round_trip_and_bad_ones_are_named() {
+        let c = GroupCommit {
+            group: "billing".into(),
+            offsets: vec![("orders".into(), 42), ("refunds".into(), 7)],
+        };
+        let mut b = BytesMut::new();
+        put_group_commit(&mut b, 9, &c);
+        let (kind, len) = decode_header(b[..HEADER_LEN].try_into().unwrap(), 1 << 20).unwrap();
+        assert_eq!((kind, len), (Kind::GroupCommit, b.len() - HEADER_LEN));
+        assert_eq!(
+            decode_group_commit(&b[HEADER_LEN..]).unwrap(),
+            (9, c.clone())
+        );
+        // Every truncation fails; so does an empty group or a count past the bytes.
+        for cut in HEADER_LEN..b.len() - 1 {
+            assert!(
+                decode_group_commit(&b[HEADER_LEN..cut]).is_err(),
+                "cut {cut}"
+            );
+        }
+        let mut e = BytesMut::new();
+        put_group_commit(
+            &mut e,
+            1,
+            &GroupCommit {
+                group: String::new(),
+                ..c
+            },
+        );
+        let err = decode_group_commit(&e[HEADER_LEN..]).unwrap_err();
+        assert!(err.to_string().contains("group"), "{err}");
+        let mut huge = 1u64.to_le_bytes().to_vec();
+        huge.extend_from_slice(&[1, 0, b'g']);
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_group_commit(&huge).is_err());
+    }
 
     #[test]
     fn frames_round_trip_and_limits_hold() {

@@ -117,6 +117,14 @@ pub struct SubscribeArgs {
     /// One JSON object per line (`key` and `headers` only for events that have them).
     #[arg(long)]
     pub json: bool,
+    /// Read as consumer group GROUP: start at the group's committed offset for `--topic`
+    /// (`--from`/`--from-time` when it has none) and commit what was printed, every
+    /// `--commit-interval-ms` and on exit — the table Kafka clients' groups commit to.
+    #[arg(long, requires = "topic")]
+    pub group: Option<String>,
+    /// How often a `--group` subscriber commits, milliseconds.
+    #[arg(long, default_value_t = 1000, requires = "group")]
+    pub commit_interval_ms: u64,
 }
 
 /// `--from-time`: RFC 3339 or Unix milliseconds.
@@ -189,16 +197,26 @@ pub fn subscribe(a: SubscribeArgs) -> anyhow::Result<()> {
     let client = a
         .cluster
         .client(a.cluster.timeout_or(super::DEFAULT_TIMEOUT))?;
-    let mut sub = client.subscribe(SubscribeBody {
-        from_offset: a.from,
-        topic: a.topic.clone(),
-        min_priority,
-        from_time_ms: a.from_time,
-    });
     runtime()?.block_on(async {
+        let mut group = match &a.group {
+            Some(g) => Some(
+                GroupCursor::resume(&client, g, a.topic.as_deref(), a.commit_interval_ms).await?,
+            ),
+            None => None,
+        };
+        let resumed = group.as_ref().and_then(|g| g.committed);
+        let mut sub = client.subscribe(SubscribeBody {
+            from_offset: resumed.unwrap_or(a.from),
+            topic: a.topic.clone(),
+            min_priority,
+            from_time_ms: if resumed.is_some() { None } else { a.from_time },
+        });
         let mut n = 0u64;
         let stdout = std::io::stdout();
         while a.limit.is_none_or(|l| n < l) {
+            if let Some(g) = &mut group {
+                g.commit_if_due(&client).await?;
+            }
             let next = match a.idle_exit_ms {
                 Some(ms) => match sub.next_timeout(Duration::from_millis(ms)).await? {
                     Some(x) => x,
@@ -207,6 +225,9 @@ pub fn subscribe(a: SubscribeArgs) -> anyhow::Result<()> {
                 None => sub.next().await?,
             };
             let (off, e) = next;
+            if let Some(g) = &mut group {
+                g.read(off);
+            }
             let payload = lossy(&e.payload);
             let mut out = stdout.lock();
             let r = if a.json {
@@ -243,8 +264,79 @@ pub fn subscribe(a: SubscribeArgs) -> anyhow::Result<()> {
             }
             n += 1;
         }
+        if let Some(g) = &mut group {
+            g.commit(&client).await?;
+        }
         Ok(())
     })
+}
+
+/// A `--group` subscriber's position: where it resumed, what it printed, what it committed.
+struct GroupCursor {
+    group: String,
+    topic: String,
+    /// The group's committed offset for the topic when the subscriber started.
+    committed: Option<u64>,
+    /// One past the last event printed.
+    next: Option<u64>,
+    /// The last offset committed by this subscriber.
+    sent: Option<u64>,
+    every: Duration,
+    last_commit: std::time::Instant,
+}
+
+impl GroupCursor {
+    async fn resume(
+        client: &eventstream_client::Client,
+        group: &str,
+        topic: Option<&str>,
+        interval_ms: u64,
+    ) -> anyhow::Result<GroupCursor> {
+        let topic = topic.context("--group needs --topic")?.to_owned();
+        let committed = client
+            .committed_offsets(group)
+            .await
+            .with_context(|| format!("reading group `{group}`'s committed offsets"))?
+            .into_iter()
+            .find(|(t, _)| *t == topic)
+            .map(|(_, o)| o);
+        Ok(GroupCursor {
+            group: group.to_owned(),
+            topic,
+            committed,
+            next: None,
+            sent: committed,
+            every: Duration::from_millis(interval_ms),
+            last_commit: std::time::Instant::now(),
+        })
+    }
+
+    fn read(&mut self, offset: u64) {
+        self.next = Some(offset + 1);
+    }
+
+    async fn commit_if_due(&mut self, client: &eventstream_client::Client) -> anyhow::Result<()> {
+        if self.last_commit.elapsed() >= self.every {
+            self.commit(client).await?;
+        }
+        Ok(())
+    }
+
+    /// Commits what was printed, unless it was committed already.
+    async fn commit(&mut self, client: &eventstream_client::Client) -> anyhow::Result<()> {
+        self.last_commit = std::time::Instant::now();
+        let Some(next) = self.next.filter(|n| Some(*n) != self.sent) else {
+            return Ok(());
+        };
+        client
+            .commit_offsets(&self.group, vec![(self.topic.clone(), next)])
+            .await
+            .with_context(|| {
+                format!("committing group `{}` at {}/{next}", self.group, self.topic)
+            })?;
+        self.sent = Some(next);
+        Ok(())
+    }
 }
 
 /// `eventstream status`.
