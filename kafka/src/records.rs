@@ -342,7 +342,10 @@ mod tests {
         assert_eq!(d.events.len(), 3);
         // Plain records have none.
         let plain = produced("v", None, &[]);
-        assert_eq!(decode(&[std::slice::from_ref(&plain)]).unwrap().sequence, None);
+        assert_eq!(
+            decode(&[std::slice::from_ref(&plain)]).unwrap().sequence,
+            None
+        );
         // Batches that do not follow, mixed producers, mixed with plain records: refused.
         assert!(decode(&[&[rec(7, 10, 0)], &[rec(7, 12, 0)]]).is_err());
         assert!(decode(&[&[rec(7, 10, 0)], &[rec(8, 11, 0)]]).is_err());
