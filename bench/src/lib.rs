@@ -7,6 +7,9 @@
 //!   dispatch), closed or open loop, with a crossbeam-channel baseline in the same run.
 //! * [`hiccups`] — the machine's own stalls under a pinned spinning thread per core.
 //! * [`replication`] — replicated publish throughput and commit latency.
+//! * [`kafka`] — produce and read-back throughput through the Kafka listener (librdkafka, or
+//!   a pipelining client on the listener's codec) against the native client, alternating in
+//!   the same run.
 //! * [`failover`] — `kill -9` of the leader, time until writes are acknowledged again.
 //! * [`restart`] — graceful leader restarts, the longest gap between acknowledged writes.
 //! * [`soak`] — the stream on disk under a long write load on real processes: memory against
@@ -26,6 +29,7 @@ mod common;
 mod error;
 pub mod failover;
 pub mod hiccups;
+pub mod kafka;
 pub mod overload;
 pub mod pipeline;
 pub mod replication;

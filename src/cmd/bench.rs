@@ -4,10 +4,11 @@
 use super::ClientTlsArgs;
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use eventstream_bench::kafka::{KafkaBenchOptions, KafkaClient, KafkaCompression};
 use eventstream_bench::pipeline::{Idle, PipelineOptions};
 use eventstream_bench::soak::SoakOptions;
 use eventstream_bench::{
-    failover, hiccups, overload, pipeline, replication, restart, soak, AckCheck,
+    failover, hiccups, kafka, overload, pipeline, replication, restart, soak, AckCheck,
 };
 use eventstream_node::config::OverloadPolicy;
 use std::path::PathBuf;
@@ -19,6 +20,9 @@ pub enum BenchCommand {
     Pipeline(PipelineArgs),
     /// Replicated publish throughput and commit latency (in-process cluster or --endpoints).
     Replication(ReplicationArgs),
+    /// Produce throughput and commit latency through the Kafka listener against the native
+    /// client, alternating in the same run (in-process cluster, a listener per node).
+    Kafka(KafkaArgs),
     /// kill -9 the leader of a 3-process cluster repeatedly; failover time and lost acks.
     Failover(FailoverArgs),
     /// SIGTERM (graceful restart) the leader of a 3-process cluster repeatedly; longest gap
@@ -157,6 +161,80 @@ impl From<ReplicationArgs> for eventstream_bench::replication::ReplicationOption
             tls_ca: a.tls.tls_ca,
             tls_cert: a.tls.tls_cert,
             tls_key: a.tls.tls_key,
+        }
+    }
+}
+
+/// `eventstream bench kafka`.
+#[derive(Debug, Args, Clone)]
+pub struct KafkaArgs {
+    /// Nodes of the in-process cluster.
+    #[arg(long, default_value_t = KafkaBenchOptions::default().nodes)]
+    pub nodes: usize,
+    /// Events per run (every native and every Kafka run publishes this many).
+    #[arg(long, default_value_t = KafkaBenchOptions::default().events)]
+    pub events: u64,
+    /// Events per request (native publishes; the most records per Kafka record batch).
+    #[arg(long, default_value_t = KafkaBenchOptions::default().batch)]
+    pub batch: usize,
+    /// Payload (record value) bytes per event.
+    #[arg(long, default_value_t = KafkaBenchOptions::default().payload_bytes)]
+    pub payload_bytes: usize,
+    /// Native clients, or the wire client's connections to the leader (librdkafka keeps one
+    /// and `connections × in-flight` requests in flight on it).
+    #[arg(long, default_value_t = KafkaBenchOptions::default().connections)]
+    pub connections: usize,
+    /// Requests outstanding per connection.
+    #[arg(long, default_value_t = KafkaBenchOptions::default().in_flight)]
+    pub in_flight: usize,
+    /// Rounds of (native run, Kafka run); the report gives the medians.
+    #[arg(long, default_value_t = KafkaBenchOptions::default().rounds)]
+    pub rounds: usize,
+    /// Codec of the Kafka record batches: `none` or `lz4`.
+    #[arg(long, default_value_t = KafkaCompression::None)]
+    pub compression: KafkaCompression,
+    /// The Kafka client: `librdkafka` (the rdkafka crate) or `wire` (the bench's own
+    /// pipelining client on the listener's codec).
+    #[arg(long, default_value_t = KafkaClient::Librdkafka)]
+    pub client: KafkaClient,
+    /// librdkafka's `batch.num.messages`, the most records per batch (default: --batch).
+    #[arg(long)]
+    pub kafka_batch: Option<usize>,
+    /// librdkafka's `linger.ms`.
+    #[arg(long, default_value_t = KafkaBenchOptions::default().linger_ms)]
+    pub linger_ms: u32,
+    /// librdkafka's `enable.idempotence=true` (sequence-checked batches, at most 5 requests
+    /// in flight).
+    #[arg(long)]
+    pub idempotent: bool,
+    /// A new cluster for every run instead of one cluster for all of them.
+    #[arg(long)]
+    pub fresh_cluster: bool,
+    /// Where the clusters keep their logs (default: a scratch directory under the current one).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl From<KafkaArgs> for KafkaBenchOptions {
+    fn from(a: KafkaArgs) -> Self {
+        KafkaBenchOptions {
+            nodes: a.nodes,
+            events: a.events,
+            batch: a.batch,
+            payload_bytes: a.payload_bytes,
+            connections: a.connections,
+            in_flight: a.in_flight,
+            rounds: a.rounds,
+            compression: a.compression,
+            client: a.client,
+            kafka_batch: a.kafka_batch,
+            linger_ms: a.linger_ms,
+            idempotent: a.idempotent,
+            fresh_cluster: a.fresh_cluster,
+            data_dir: a.data_dir,
         }
     }
 }
@@ -438,6 +516,20 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             anyhow::ensure!(
                 r.verified != Some(false),
                 "replicated streams do not match the acknowledged events"
+            );
+            Ok(())
+        }
+        BenchCommand::Kafka(a) => {
+            let json = a.json;
+            let r = kafka::run(&a.into())?;
+            show(&r, json)?;
+            anyhow::ensure!(
+                r.verified,
+                "a node's stream does not hold exactly the acknowledged events"
+            );
+            anyhow::ensure!(
+                r.complete,
+                "not every event was acknowledged (failed requests in the report)"
             );
             Ok(())
         }
